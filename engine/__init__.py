@@ -1,0 +1,1 @@
+"""Warren's server side: the engine daemon, container pools, the container runtime, the CLI."""

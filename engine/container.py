@@ -1,0 +1,276 @@
+"""A container: one OS process that runs one function's inputs from its queue.
+
+It reads its configuration from stdin (msgpack, written by the pool), loads the app's
+code, consumes the function queue with ``prefetch = prefetch_messages(max_inputs)``,
+runs every input of a message at once (the batch never exceeds its free slots), and
+publishes results to each message's ``reply_to`` in batches. A message is
+acknowledged only after the results of all its inputs are confirmed by the broker,
+so a container that dies mid-call gets its inputs redelivered to another.
+
+SIGTERM stops taking inputs, lets running ones finish (bounded by a grace period),
+publishes their results, and exits 0. The container also exits when its engine dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError
+
+from engine.execution import STATUS_CANCELLED, Executor, Job
+from sdk import naming
+from sdk.batching import prefetch_messages
+from sdk.codec import unpack_envelope, unpackb
+from sdk.exceptions import VersionMismatchError, WarrenError
+from sdk.protocol import (
+    KIND_CALLS,
+    CallBatch,
+    Cancel,
+    FunctionSpec,
+    ResultBatch,
+    ResultItem,
+)
+from sdk.shipping import load_app_code
+
+log = structlog.get_logger(__name__)
+
+STOP_GRACE = 30.0
+MAX_RESULTS_PER_MESSAGE = 1000
+CANCELLED_MEMORY = 10_000
+EXIT_BAD_CODE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerConfig:
+    broker_url: str
+    environment: str
+    instance: str
+    queue: str
+    spec: FunctionSpec
+    code_path: str
+    container_id: str
+    parent_pid: int
+    sys_path: tuple[str, ...] = ()
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ContainerConfig:
+        return cls(
+            broker_url=data["broker_url"],
+            environment=data["environment"],
+            instance=data["instance"],
+            queue=data["queue"],
+            spec=FunctionSpec.from_wire(data["spec"]),
+            code_path=data["code_path"],
+            container_id=data["container_id"],
+            parent_pid=int(data["parent_pid"]),
+            sys_path=tuple(data.get("sys_path", ())),
+        )
+
+
+def load_function(config: ContainerConfig) -> Callable[..., Any]:
+    """Load the function from the app's stored code, refusing another Python's pickles."""
+    for entry in reversed(config.sys_path):
+        if entry not in sys.path and os.path.isdir(entry):
+            sys.path.insert(0, entry)
+    with open(config.code_path, "rb") as handle:
+        return load_app_code(handle.read())[config.spec.tag]
+
+
+class _Delivery:
+    """A message whose inputs are running; acknowledged when the last result is confirmed."""
+
+    __slots__ = ("message", "pending", "reply_to")
+
+    def __init__(self, message: AbstractIncomingMessage, pending: int) -> None:
+        self.message = message
+        self.pending = pending
+        self.reply_to = message.reply_to
+
+
+class Container:
+    def __init__(self, config: ContainerConfig, fn: Callable[..., Any]) -> None:
+        self.config = config
+        self._fn = fn
+        self._stop = asyncio.Event()
+        self._connection: AbstractRobustConnection | None = None
+        self._results: AbstractRobustChannel | None = None
+        self._executor: Executor | None = None
+        self._outbox: list[tuple[ResultItem | None, _Delivery]] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._cancelled: dict[str, None] = {}
+        self._log = log.bind(container=config.container_id, function=config.spec.tag)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        self._executor = Executor(self._fn, self.config.spec, self._on_done)
+        self._connection = await aio_pika.connect_robust(
+            self.config.broker_url,
+            client_properties={"connection_name": f"container-{self.config.container_id}"},
+        )
+        self._results = await self._connection.channel(publisher_confirms=True)
+        inputs = await self._connection.channel()
+        await inputs.set_qos(prefetch_count=prefetch_messages(self.config.spec.max_inputs))
+        queue = await inputs.declare_queue(self.config.queue, passive=True)
+        await self._listen_for_cancels(inputs)
+        consumer_tag = await queue.consume(self._on_input)
+        self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
+        watcher = asyncio.create_task(self._watch_parent())
+        try:
+            await self._stop.wait()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            with contextlib.suppress(AMQPError, RuntimeError):
+                await queue.cancel(consumer_tag)
+            await self._finish()
+
+    async def _finish(self) -> None:
+        assert self._executor is not None
+        if not await self._executor.wait_idle(STOP_GRACE):
+            self._log.warning("container_stop_grace_exceeded", running=self._executor.running)
+        await self._executor.close()
+        while self._flushes or self._outbox:
+            self._start_flush()
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+        self._log.info("container_stopped")
+
+    async def _watch_parent(self) -> None:
+        while os.getppid() == self.config.parent_pid:
+            await asyncio.sleep(1.0)
+        self._log.warning("container_orphaned", parent=self.config.parent_pid)
+        self._stop.set()
+
+    async def _listen_for_cancels(self, channel: AbstractRobustChannel) -> None:
+        exchange = await channel.declare_exchange(
+            naming.cancel_exchange(self.config.environment),
+            aio_pika.ExchangeType.FANOUT,
+            durable=True,
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+        await queue.consume(self._on_cancel, no_ack=True)
+
+    async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
+        try:
+            cancel = Cancel.from_body(unpack_envelope(message.body).body)
+        except WarrenError as exc:
+            self._log.warning("cancel_rejected", reason=str(exc))
+            return
+        for invocation_id in cancel.invocation_ids:
+            self._cancelled[invocation_id] = None
+        while len(self._cancelled) > CANCELLED_MEMORY:
+            del self._cancelled[next(iter(self._cancelled))]
+        assert self._executor is not None
+        stopped = self._executor.cancel(set(cancel.invocation_ids))
+        if stopped:
+            self._log.info("inputs_cancelled", running=stopped)
+
+    async def _on_input(self, message: AbstractIncomingMessage) -> None:
+        if self._stop.is_set():
+            await message.nack(requeue=True)
+            return
+        try:
+            envelope = unpack_envelope(message.body)
+            if envelope.kind != KIND_CALLS:
+                raise WarrenError(f"unexpected message kind {envelope.kind!r}")
+            batch = CallBatch.from_body(envelope.body)
+        except WarrenError as exc:
+            # Dead-lettered with the reason logged: never executed, never answered.
+            self._log.error("input_rejected", reason=str(exc), message_id=message.message_id)
+            await message.reject(requeue=False)
+            return
+        if batch.invocation_id in self._cancelled or not batch.inputs:
+            await message.ack()
+            return
+        delivery = _Delivery(message, len(batch.inputs))
+        assert self._executor is not None
+        for index, fmt, data in batch.inputs:
+            self._executor.submit(Job(batch.invocation_id, index, fmt, data, delivery))
+
+    def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
+        item: ResultItem | None = None
+        if status != STATUS_CANCELLED:
+            item = (job.invocation_id, job.index, status, fmt, data, seconds)
+        self._outbox.append((item, job.delivery))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, []
+        task = asyncio.get_running_loop().create_task(self._flush(outbox))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, outbox: list[tuple[ResultItem | None, _Delivery]]) -> None:
+        by_reply: dict[str | None, list[ResultItem]] = {}
+        for item, delivery in outbox:
+            if item is not None:
+                by_reply.setdefault(delivery.reply_to, []).append(item)
+        try:
+            for reply_to, items in by_reply.items():
+                if reply_to is not None:
+                    await self._publish_results(reply_to, items)
+            for _, delivery in outbox:
+                delivery.pending -= 1
+                if delivery.pending == 0:
+                    await delivery.message.ack()
+        except (AMQPError, RuntimeError) as exc:
+            # Unacknowledged messages return to the queue when the channel closes: the
+            # inputs run again elsewhere and the client drops the duplicate results.
+            self._log.warning("results_not_published", reason=str(exc), results=len(outbox))
+
+    async def _publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
+        assert self._results is not None
+        for start in range(0, len(items), MAX_RESULTS_PER_MESSAGE):
+            chunk = items[start : start + MAX_RESULTS_PER_MESSAGE]
+            body = ResultBatch(chunk).to_envelope().pack()
+            await self._results.default_exchange.publish(
+                aio_pika.Message(body, type="results", correlation_id=chunk[0][0]),
+                routing_key=reply_to,
+            )
+
+
+def main() -> None:
+    """Entry point of a container process (``python -m engine.container``)."""
+    from engine import logs
+
+    logs.configure()
+    config = ContainerConfig.from_wire(unpackb(sys.stdin.buffer.read()))
+    try:
+        fn = load_function(config)
+    except VersionMismatchError as exc:
+        log.error("container_refused_code", reason=str(exc), container=config.container_id)
+        sys.exit(EXIT_BAD_CODE)
+    asyncio.run(_serve(config, fn))
+
+
+async def _serve(config: ContainerConfig, fn: Callable[..., Any]) -> None:
+    container = Container(config, fn)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, container.request_stop)
+    await container.run()
+
+
+if __name__ == "__main__":
+    main()

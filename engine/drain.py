@@ -1,0 +1,59 @@
+"""Removing a function queue without leaving any caller waiting.
+
+RabbitMQ drops a deleted queue's messages silently. Before deleting, the engine takes
+every input still queued and answers it with an ``ExecutionError`` saying why (the
+app stopped), so callers fail promptly instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.exceptions import ChannelNotFoundEntity
+
+from sdk import failure
+from sdk.codec import FORMAT_MSGPACK, unpack_envelope
+from sdk.exceptions import ExecutionError, WarrenError
+from sdk.protocol import STATUS_ERROR, CallBatch, ResultBatch
+
+log = structlog.get_logger(__name__)
+
+
+async def drain_queue(connection: AbstractRobustConnection, name: str, reason: str) -> int:
+    """Answer every input queued in ``name`` with an error, then delete it.
+
+    Returns how many inputs were answered.
+    """
+    # A channel of its own: a missing queue closes the channel that asked about it.
+    async with connection.channel() as channel:
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except ChannelNotFoundEntity:
+            return 0
+        answered = 0
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            answered += await _answer(channel, message.body, message.reply_to, reason)
+            await message.ack()
+        await queue.delete(if_unused=False, if_empty=False)
+    return answered
+
+
+async def _answer(channel: AbstractChannel, body: bytes, reply_to: str | None, reason: str) -> int:
+    try:
+        batch = CallBatch.from_body(unpack_envelope(body).body)
+    except WarrenError as exc:
+        log.warning("drained_message_unreadable", reason=str(exc))
+        return 0
+    if reply_to is None:
+        return 0
+    error = failure.capture(ExecutionError(f"the input was not run: {reason}"))
+    items = [
+        (batch.invocation_id, index, STATUS_ERROR, FORMAT_MSGPACK, error, 0.0)
+        for index, _, _ in batch.inputs
+    ]
+    await channel.default_exchange.publish(
+        aio_pika.Message(ResultBatch(items).to_envelope().pack(), type="results"),
+        routing_key=reply_to,
+    )
+    return len(items)

@@ -1,0 +1,211 @@
+"""Running a function's inputs inside a container: async ones as tasks, sync ones on threads.
+
+The executor knows nothing of the broker. It takes :class:`Job` objects and reports
+each outcome once through a callback on the event loop, as
+``(job, status, format, data, seconds)``. An input cancelled because its invocation
+was cancelled reports ``STATUS_CANCELLED`` so that its message can still be settled.
+
+Sync functions run on at most ``max_inputs`` worker threads fed from one queue; their
+outcomes come back to the loop in bulk (one wake-up for however many finished since
+the last), which is what keeps a fast sync function cheap per input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sdk import failure
+from sdk.codec import FORMAT_MSGPACK, decode_call_args, encode_value
+from sdk.exceptions import FunctionTimeoutError
+from sdk.protocol import STATUS_ERROR, STATUS_OK, FunctionSpec
+
+STATUS_CANCELLED: Final = 2
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One input to run, and the message it came in (opaque here)."""
+
+    invocation_id: str
+    index: int
+    fmt: int
+    data: bytes
+    delivery: Any
+
+
+Outcome = tuple[Job, int, int, bytes, float]
+OnDone = Callable[[Job, int, int, bytes, float], None]
+
+
+def _error(job: Job, exc: BaseException, started: float) -> Outcome:
+    return (job, STATUS_ERROR, FORMAT_MSGPACK, failure.capture(exc), time.perf_counter() - started)
+
+
+class Executor:
+    """Runs jobs of one function with at most ``spec.max_inputs`` at once."""
+
+    def __init__(self, fn: Callable[..., Any], spec: FunctionSpec, on_done: OnDone) -> None:
+        self._fn = fn
+        self._spec = spec
+        self._on_done = on_done
+        self._loop = asyncio.get_running_loop()
+        self._tasks: dict[asyncio.Task[Outcome], Job] = {}
+        self._threads: _ThreadWorkers | None = None
+        if not spec.is_async:
+            self._threads = _ThreadWorkers(self._loop, self._call_sync, spec.max_inputs, on_done)
+
+    @property
+    def running(self) -> int:
+        threads = self._threads.pending if self._threads is not None else 0
+        return len(self._tasks) + threads
+
+    def submit(self, job: Job) -> None:
+        if self._threads is not None:
+            self._threads.submit(job)
+            return
+        task = self._loop.create_task(self._call_async(job))
+        self._tasks[task] = job
+        task.add_done_callback(self._task_done)
+
+    def cancel(self, invocation_ids: set[str]) -> int:
+        """Cancel running async inputs of these invocations (sync ones run to the end)."""
+        cancelled = 0
+        for task, job in list(self._tasks.items()):
+            if job.invocation_id in invocation_ids:
+                task.cancel()
+                cancelled += 1
+        return cancelled
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing runs; False if ``timeout`` passed first."""
+        deadline = self._loop.time() + timeout
+        while self.running:
+            if self._loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._threads is not None:
+            self._threads.close()
+
+    def _task_done(self, task: asyncio.Task[Outcome]) -> None:
+        job = self._tasks.pop(task)
+        if task.cancelled():
+            self._on_done(job, STATUS_CANCELLED, FORMAT_MSGPACK, b"", 0.0)
+        else:
+            self._on_done(*task.result())
+
+    async def _call_async(self, job: Job) -> Outcome:
+        started = time.perf_counter()
+        deadline = asyncio.timeout(self._spec.timeout)
+        try:
+            args, kwargs = decode_call_args(job.fmt, job.data)
+            async with deadline:
+                value = await self._fn(*args, **kwargs)
+            fmt, data = encode_value(value, what=f"the result of {self._spec.tag}")
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError as exc:
+            if deadline.expired():
+                timeout = FunctionTimeoutError(
+                    f"{self._spec.tag} ran longer than its timeout of {self._spec.timeout:g}s"
+                )
+                return _error(job, timeout, started)
+            return _error(job, exc, started)
+        except BaseException as exc:
+            return _error(job, exc, started)
+        return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
+
+    def _call_sync(self, job: Job) -> Outcome:
+        started = time.perf_counter()
+        try:
+            args, kwargs = decode_call_args(job.fmt, job.data)
+            value = self._fn(*args, **kwargs)
+            fmt, data = encode_value(value, what=f"the result of {self._spec.tag}")
+        except BaseException as exc:
+            return _error(job, exc, started)
+        return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
+
+
+class _ThreadWorkers:
+    """Up to ``size`` threads running sync jobs; outcomes handed to the loop in bulk."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        run: Callable[[Job], Outcome],
+        size: int,
+        on_done: OnDone,
+    ) -> None:
+        self._loop = loop
+        self._run = run
+        self._size = size
+        self._on_done = on_done
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._done: collections.deque[Outcome] = collections.deque()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._queued = 0
+        self.active = 0
+        self._wake_scheduled = False
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._queued += 1
+            spawn = (
+                self.active + self._queued > len(self._threads) and len(self._threads) < self._size
+            )
+        if spawn:
+            thread = threading.Thread(target=self._work, name="warren-input", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        self._jobs.put(job)
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        return self._queued + self.active
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                self._queued -= 1
+                self.active += 1
+            outcome = self._run(job)
+            with self._lock:
+                self.active -= 1
+                self._done.append(outcome)
+                wake = not self._wake_scheduled
+                self._wake_scheduled = True
+            if wake:
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver)
+                except RuntimeError:
+                    return  # the loop is closed: the container is going away
+
+    def _deliver(self) -> None:
+        with self._lock:
+            outcomes = list(self._done)
+            self._done.clear()
+            self._wake_scheduled = False
+        for outcome in outcomes:
+            self._on_done(*outcome)

@@ -1,0 +1,65 @@
+"""Warren's SDK: everything an application imports.
+
+Example::
+
+    import sdk
+
+    app = sdk.App("hello")
+
+    @app.function()
+    def square(x: int) -> int:
+        return x * x
+
+    with app.run():
+        print(square.remote(7))          # 49, computed in a container
+"""
+
+import logging as _logging
+import sys as _sys
+
+import structlog as _structlog
+
+from sdk.app import App, AppRun
+from sdk.client import Client
+from sdk.exceptions import (
+    BlockingCallInLoopError,
+    ConnectionError,
+    DeserializationError,
+    EngineError,
+    ExecutionError,
+    FunctionTimeoutError,
+    InvalidError,
+    NotFoundError,
+    RemoteError,
+    SerializationError,
+    VersionMismatchError,
+    WarrenError,
+)
+from sdk.function import Function
+
+if not _structlog.is_configured():
+    # A library must not print to stdout: until an entry point (or the application)
+    # configures structlog, Warren's own events go to stderr, warnings and above only.
+    _structlog.configure(
+        wrapper_class=_structlog.make_filtering_bound_logger(_logging.WARNING),
+        logger_factory=_structlog.PrintLoggerFactory(file=_sys.stderr),
+    )
+
+__all__ = [
+    "App",
+    "AppRun",
+    "BlockingCallInLoopError",
+    "Client",
+    "ConnectionError",
+    "DeserializationError",
+    "EngineError",
+    "ExecutionError",
+    "Function",
+    "FunctionTimeoutError",
+    "InvalidError",
+    "NotFoundError",
+    "RemoteError",
+    "SerializationError",
+    "VersionMismatchError",
+    "WarrenError",
+]

@@ -1,0 +1,324 @@
+"""The client's connection to the broker: publishing calls, receiving results.
+
+One :class:`Client` per event loop. It owns a robust aio-pika connection with two
+channels: one publishes (publisher confirms, ``mandatory=True``: a call to a queue
+that does not exist comes back as ``NotFoundError`` at once instead of vanishing),
+the other consumes the client's own result queue. Results are routed by invocation
+id to a *sink* (a single call's future, or a map's buffer), in the manner of
+aio-pika's ``patterns/rpc.py``; engine control requests use the same queue.
+
+Blocking code and ``.aio`` code share nothing: :meth:`Client.current` returns the
+client bound to the running loop, creating it on first use. A client made for a
+user's loop is closed when that loop shuts down (``asyncio.run`` returning), through
+an async generator the loop finalises; the loop thread's client is closed at exit.
+Services that want to own the connection use ``async with Client.connect(url):``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Generator
+from typing import Any, Protocol
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity, PublishError
+
+from sdk import exceptions, naming, topology
+from sdk.codec import Envelope, unpack_envelope
+from sdk.config import Settings, settings
+from sdk.exceptions import EngineError, NotFoundError
+from sdk.facade import in_loop_thread, loop_thread
+from sdk.protocol import (
+    KIND_CANCEL,
+    KIND_CONTROL_REPLY,
+    KIND_RESULTS,
+    Cancel,
+    ControlReply,
+    ControlRequest,
+    ResultBatch,
+)
+
+log = structlog.get_logger(__name__)
+
+RESULT_PREFETCH = 64
+
+
+class ResultSink(Protocol):
+    """Where the results of one invocation go."""
+
+    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None: ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
+
+_current: contextvars.ContextVar[Client | None] = contextvars.ContextVar(
+    "warren_client", default=None
+)
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Client]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class Client:
+    """A connection to RabbitMQ bound to one event loop."""
+
+    def __init__(self, config: Settings | None = None) -> None:
+        self.settings = config or settings()
+        self.client_id = uuid.uuid4().hex[:20]
+        self.environment = self.settings.environment
+        self.result_queue = naming.result_queue(self.environment, self.client_id)
+        self.duplicates_dropped = 0
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+        self._consumer: AbstractRobustChannel | None = None
+        self._sinks: dict[str, ResultSink] = {}
+        self._control: dict[str, asyncio.Future[ControlReply]] = {}
+        self._closed = False
+        self._lifetime: AsyncIterator[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, url: str | None = None, *, environment: str | None = None) -> _Connecting:
+        """Open a client explicitly; use as ``async with Client.connect(url) as client:``.
+
+        Inside the block, function calls made on this task use this client.
+        """
+        base = settings()
+        config = Settings(
+            broker_url=url or base.broker_url,
+            environment=naming.check_part("environment", environment or base.environment),
+            queue_type=base.queue_type,
+            result_queue_expiry=base.result_queue_expiry,
+            engine_start_timeout=base.engine_start_timeout,
+        )
+        return _Connecting(cls(config))
+
+    async def open(self) -> Client:
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self.settings.broker_url, client_properties={"connection_name": self.client_id}
+            )
+        except (OSError, AMQPError) as exc:
+            raise exceptions.ConnectionError(
+                f"cannot connect to RabbitMQ at {_redact(self.settings.broker_url)}: {exc}"
+            ) from exc
+        self._publisher = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._consumer = await self._connection.channel()
+        assert self._consumer is not None
+        await self._consumer.set_qos(prefetch_count=RESULT_PREFETCH)
+        queue = await topology.declare_result_queue(
+            self._consumer, self.result_queue, self.settings.result_queue_expiry
+        )
+        await queue.consume(self._on_message)
+        log.debug("client_connected", client=self.client_id)
+        return self
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        error = exceptions.ConnectionError("the client was closed while the call was waiting")
+        for sink in list(self._sinks.values()):
+            sink.fail(error)
+        for waiter in self._control.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        if self._connection is not None:
+            await self._connection.close()
+        log.debug("client_closed", client=self.client_id)
+
+    @classmethod
+    async def current(cls) -> Client:
+        """The client for the running loop (or the one opened explicitly in this context)."""
+        explicit = _current.get()
+        if explicit is not None and not explicit.closed:
+            return explicit
+        loop = asyncio.get_running_loop()
+        task = _by_loop.get(loop)
+        if task is None or (task.done() and (task.exception() or task.result().closed)):
+            task = loop.create_task(cls._open_for_loop())
+            _by_loop[loop] = task
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            if task.done() and _by_loop.get(loop) is task:
+                del _by_loop[loop]
+            raise
+
+    @classmethod
+    async def _open_for_loop(cls) -> Client:
+        client = await cls().open()
+        if in_loop_thread():
+            loop_thread().add_closer(client.close)
+        else:
+            client._lifetime = _close_when_loop_ends(client)
+            await client._lifetime.__anext__()
+        return client
+
+    # -- publishing ---------------------------------------------------------------
+
+    async def publish(
+        self,
+        queue: str,
+        envelope: Envelope,
+        *,
+        correlation_id: str,
+        reply_to: str | None = None,
+        persistent: bool = True,
+    ) -> None:
+        """Publish to a queue through the default exchange; wait for the broker's confirm."""
+        assert self._publisher is not None, "client is not open"
+        message = aio_pika.Message(
+            envelope.pack(),
+            correlation_id=correlation_id,
+            reply_to=reply_to or self.result_queue,
+            type=envelope.kind,
+            delivery_mode=(
+                aio_pika.DeliveryMode.PERSISTENT
+                if persistent
+                else aio_pika.DeliveryMode.NOT_PERSISTENT
+            ),
+        )
+        try:
+            await self._publisher.default_exchange.publish(
+                message, routing_key=queue, mandatory=True
+            )
+        except PublishError as exc:
+            raise NotFoundError(f"no queue named {queue!r}") from exc
+        except AMQPError as exc:
+            raise exceptions.ConnectionError(f"publishing to {queue!r} failed: {exc}") from exc
+
+    async def broadcast(self, exchange: str, message: Cancel) -> None:
+        """Publish to a fanout exchange the engine declared; nothing to do if it has not.
+
+        A channel of its own: a missing exchange closes the channel that named it, and a
+        client has no right to declare the exchange (see ``broker_config``).
+        """
+        assert self._connection is not None
+        try:
+            async with self._connection.channel() as channel:
+                target = await channel.get_exchange(exchange, ensure=True)
+                await target.publish(
+                    aio_pika.Message(message.to_envelope().pack(), type=KIND_CANCEL),
+                    routing_key="",
+                )
+        except ChannelNotFoundEntity:
+            pass  # no engine ever ran in this environment: no container holds these inputs
+        except AMQPError as exc:
+            log.warning("cancel_not_published", reason=str(exc))
+
+    async def control(
+        self, op: str, args: dict[str, Any], *, queue: str | None = None, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Send a request to an engine and wait for its reply (raises what the engine raised)."""
+        correlation_id = uuid.uuid4().hex
+        waiter: asyncio.Future[ControlReply] = asyncio.get_running_loop().create_future()
+        self._control[correlation_id] = waiter
+        target = queue or naming.control_queue()
+        try:
+            await self.publish(
+                target,
+                ControlRequest(op, args).to_envelope(),
+                correlation_id=correlation_id,
+                persistent=False,
+            )
+            reply = await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise EngineError(f"the engine did not answer {op!r} within {timeout:g}s") from None
+        finally:
+            self._control.pop(correlation_id, None)
+        if not reply.ok:
+            raise _control_error(reply)
+        return reply.data
+
+    # -- results ------------------------------------------------------------------
+
+    def add_sink(self, invocation_id: str, sink: ResultSink) -> None:
+        self._sinks[invocation_id] = sink
+
+    def remove_sink(self, invocation_id: str) -> None:
+        self._sinks.pop(invocation_id, None)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = unpack_envelope(message.body)
+            if envelope.kind == KIND_RESULTS:
+                self._route_results(ResultBatch.from_body(envelope.body))
+            elif envelope.kind == KIND_CONTROL_REPLY:
+                waiter = self._control.get(message.correlation_id or "")
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(ControlReply.from_body(envelope.body))
+            else:
+                log.warning("message_ignored", kind=envelope.kind, queue=self.result_queue)
+        except exceptions.WarrenError as exc:
+            log.warning("message_rejected", reason=str(exc), queue=self.result_queue)
+        await message.ack()
+
+    def _route_results(self, batch: ResultBatch) -> None:
+        sinks = self._sinks
+        for invocation_id, index, status, fmt, data, duration in batch.items:
+            sink = sinks.get(invocation_id)
+            if sink is None:
+                self.duplicates_dropped += 1  # late or duplicate: its caller is gone or served
+                continue
+            sink.deliver(index, status, fmt, data, duration)
+
+
+class _Connecting:
+    """``async with Client.connect(...)`` (also awaitable, for callers that close it themselves)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._token: contextvars.Token[Client | None] | None = None
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._client.open().__await__()
+
+    async def __aenter__(self) -> Client:
+        await self._client.open()
+        self._token = _current.set(self._client)
+        return self._client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+        await self._client.close()
+
+
+async def _close_when_loop_ends(client: Client) -> AsyncIterator[None]:
+    # The loop's shutdown_asyncgens() (run by asyncio.run and asyncio.Runner while the
+    # loop still runs) finalises this generator, so the connection closes cleanly.
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+def _control_error(reply: ControlReply) -> Exception:
+    kind = getattr(exceptions, reply.error or "", None)
+    if isinstance(kind, type) and issubclass(kind, exceptions.WarrenError):
+        return kind(reply.message)
+    return EngineError(f"{reply.error}: {reply.message}")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,104 @@
+"""Every error Warren raises, under one base class.
+
+::
+
+    WarrenError
+    ├── InvalidError ............ bad arguments or configuration, caught before anything is sent
+    │   └── BlockingCallInLoopError   a blocking call made inside a running event loop
+    ├── SerializationError ...... a value cannot be encoded for the wire
+    ├── DeserializationError .... a message or value cannot be decoded
+    │   └── VersionMismatchError  code pickled by another Python minor version or protocol
+    ├── NotFoundError ........... no running or deployed function / app by that name
+    ├── ConnectionError ......... the broker cannot be reached, or the connection was lost
+    ├── EngineError ............. the engine refused a request or could not be started
+    ├── ExecutionError .......... the call was accepted but could not produce a value
+    │   └── FunctionTimeoutError  the function ran past its timeout
+    └── RemoteError ............. the function raised an exception whose type cannot be rebuilt here
+
+A remote exception whose type *can* be rebuilt (``ValueError``, or your own class) is
+re-raised as itself, not wrapped: the remote traceback is attached as a note.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlockingCallInLoopError",
+    "ConnectionError",
+    "DeserializationError",
+    "EngineError",
+    "ExecutionError",
+    "FunctionTimeoutError",
+    "InvalidError",
+    "NotFoundError",
+    "RemoteError",
+    "SerializationError",
+    "VersionMismatchError",
+    "WarrenError",
+]
+
+
+class WarrenError(Exception):
+    """Base class of every error raised by Warren itself."""
+
+
+class InvalidError(WarrenError):
+    """An argument or a configuration value is not acceptable."""
+
+
+class BlockingCallInLoopError(InvalidError):
+    """A blocking method was called from inside a running event loop.
+
+    The message names the ``.aio`` form to use instead.
+    """
+
+
+class SerializationError(WarrenError):
+    """A value could not be encoded for the wire."""
+
+
+class DeserializationError(WarrenError):
+    """A message or a value could not be decoded."""
+
+
+class VersionMismatchError(DeserializationError):
+    """Code or a message was produced by an incompatible Python or protocol version."""
+
+
+class NotFoundError(WarrenError):
+    """The function, app or call does not exist (not running, not deployed, or removed)."""
+
+
+class ConnectionError(WarrenError):
+    """The broker could not be reached, or the connection was lost for good."""
+
+
+class EngineError(WarrenError):
+    """The engine refused a request or could not be started."""
+
+
+class ExecutionError(WarrenError):
+    """A call was accepted but did not produce a value."""
+
+
+class FunctionTimeoutError(ExecutionError):
+    """The function ran longer than its ``timeout``."""
+
+
+class RemoteError(WarrenError):
+    """The remote function raised an exception whose type cannot be rebuilt locally.
+
+    ``type_name`` is the qualified name of the remote type, ``remote_traceback`` the
+    formatted traceback from the container.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str, str]]:
+        return (type(self), (self.type_name, self.message, self.remote_traceback))
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}\n\nRemote traceback:\n{self.remote_traceback}"

@@ -1,0 +1,199 @@
+"""Blocking methods generated over the async core.
+
+Every I/O method of Warren is written once, as ``async def``. This module wraps it:
+
+* :class:`Method` has a blocking ``__call__`` that runs the coroutine on the process's
+  loop thread, and ``.aio`` that returns the coroutine for the caller's own loop.
+* :class:`IteratorMethod` does the same for async generators that yield *chunks*
+  (lists) of items: the blocking form crosses the thread boundary once per chunk,
+  not once per item, and flattens; ``.aio`` flattens on the caller's loop.
+
+The loop thread is a daemon thread started on first use and replaced in a child
+after ``fork``. Ctrl-C during a blocking call cancels the task running it. A blocking
+call made from inside a running event loop raises
+:class:`~sdk.exceptions.BlockingCallInLoopError` naming the ``.aio`` form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from sdk.exceptions import BlockingCallInLoopError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_CANCEL_GRACE = 10.0
+
+
+class LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._thread = threading.Thread(target=self._run, name="warren-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def add_closer(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` on this loop when the process exits (e.g. to close a client)."""
+        self._closers.append(closer)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        if self.loop.is_closed():
+            return
+
+        async def close_all() -> None:
+            for closer in reversed(self._closers):
+                with contextlib.suppress(Exception):  # best effort at interpreter exit
+                    await closer()
+
+        with contextlib.suppress(Exception):
+            self.submit(close_all()).result(timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+
+
+_lock = threading.Lock()
+_loop_thread: LoopThread | None = None
+
+
+def loop_thread() -> LoopThread:
+    """The process's loop thread, started on first use."""
+    global _loop_thread
+    with _lock:
+        if _loop_thread is None:
+            _loop_thread = LoopThread()
+        return _loop_thread
+
+
+def _reset_after_fork() -> None:
+    # The thread does not exist in the child; its loop and connections belong to the parent.
+    global _loop_thread, _lock
+    _loop_thread = None
+    _lock = threading.Lock()
+
+
+def _shutdown_at_exit() -> None:
+    if _loop_thread is not None:
+        _loop_thread.shutdown()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+atexit.register(_shutdown_at_exit)
+
+
+def in_loop_thread() -> bool:
+    return _loop_thread is not None and threading.current_thread() is _loop_thread._thread
+
+
+def check_not_in_running_loop(name: str) -> None:
+    """Raise if a blocking call named ``name`` is attempted inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise BlockingCallInLoopError(
+        f"{name}() blocks, and it was called inside a running event loop; "
+        f"use `await {name}.aio(...)` there instead"
+    )
+
+
+def run_blocking(make_coro: Callable[[], Coroutine[Any, Any, T]], name: str) -> T:
+    """Run the coroutine made by ``make_coro`` on the loop thread and wait for its result."""
+    check_not_in_running_loop(name)
+    future = loop_thread().submit(make_coro())
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()
+        with contextlib.suppress(BaseException):  # the interrupt is what we re-raise
+            future.result(_CANCEL_GRACE)
+        raise
+
+
+class Method(Generic[P, R]):
+    """A blocking callable with an ``.aio`` twin, made from one coroutine function."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]], name: str) -> None:
+        self._fn = fn
+        self._name = name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return run_blocking(lambda: self._fn(*args, **kwargs), self._name)
+
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<warren method {self._name}>"
+
+
+async def _flatten(chunks: AsyncIterator[list[T]]) -> AsyncIterator[T]:
+    try:
+        async for chunk in chunks:
+            for item in chunk:
+                yield item
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _next_chunk(chunks: AsyncIterator[list[T]]) -> list[T]:
+    return await chunks.__anext__()
+
+
+def _iterate_blocking(make_chunks: Callable[[], AsyncIterator[list[T]]], name: str) -> Iterator[T]:
+    chunks = make_chunks()
+    thread = loop_thread()
+    try:
+        while True:
+            try:
+                chunk = run_blocking(lambda: _next_chunk(chunks), name)
+            except StopAsyncIteration:
+                return
+            yield from chunk
+    finally:
+        # Reached on exhaustion, on `break` (the generator is closed) and on errors: the
+        # async side's own `finally` cancels whatever is left of the work.
+        closing = thread.submit(chunks.aclose())  # type: ignore[attr-defined]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            closing.result(_CANCEL_GRACE)
+
+
+class IteratorMethod(Generic[P, T]):
+    """Like :class:`Method`, for an async generator function that yields lists of items."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn: Callable[P, AsyncIterator[list[T]]], name: str) -> None:
+        self._fn = fn
+        self._name = name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        check_not_in_running_loop(self._name)
+        return _iterate_blocking(lambda: self._fn(*args, **kwargs), self._name)
+
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
+        return _flatten(self._fn(*args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"<warren iterator method {self._name}>"

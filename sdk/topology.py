@@ -1,0 +1,74 @@
+"""Queue and exchange arguments, decided once for the whole design.
+
+RabbitMQ refuses to change a queue's arguments after it exists
+(``PRECONDITION_FAILED``), so every argument a queue will ever need is set here, when
+it is first declared, and every declaration of that queue goes through the same
+function. The ``*_arguments`` functions are pure; ``declare_*`` do the I/O.
+
+* Function queues: durable; classic by default (on one node a quorum queue pays an
+  fsync per confirm), quorum selectable for clusters; rejected and expired messages
+  dead-letter to ``warren.v1.dlx`` with the environment's dead-letter queue as key.
+* Result queues: durable classic with ``x-expires``, so a client that disappears
+  leaves nothing behind, while one that reconnects finds its results waiting.
+* Dead-letter queue per environment: durable, messages kept for a week.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from sdk import naming
+
+DEAD_LETTER_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+def function_queue_arguments(environment: str, queue_type: str) -> dict[str, Any]:
+    return {
+        "x-queue-type": queue_type,
+        "x-dead-letter-exchange": naming.dead_letter_exchange(),
+        "x-dead-letter-routing-key": naming.dead_letter_queue(environment),
+    }
+
+
+def result_queue_arguments(expiry_seconds: float) -> dict[str, Any]:
+    return {"x-queue-type": "classic", "x-expires": int(expiry_seconds * 1000)}
+
+
+def dead_letter_queue_arguments() -> dict[str, Any]:
+    return {"x-queue-type": "classic", "x-message-ttl": DEAD_LETTER_TTL_MS}
+
+
+async def declare_function_queue(
+    channel: AbstractChannel, environment: str, name: str, queue_type: str
+) -> AbstractQueue:
+    return await channel.declare_queue(
+        name, durable=True, arguments=function_queue_arguments(environment, queue_type)
+    )
+
+
+async def declare_result_queue(
+    channel: AbstractChannel, name: str, expiry_seconds: float
+) -> AbstractQueue:
+    return await channel.declare_queue(
+        name, durable=True, arguments=result_queue_arguments(expiry_seconds)
+    )
+
+
+async def declare_dead_letters(channel: AbstractChannel, environment: str) -> AbstractQueue:
+    exchange = await channel.declare_exchange(
+        naming.dead_letter_exchange(), aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    queue = await channel.declare_queue(
+        naming.dead_letter_queue(environment), durable=True, arguments=dead_letter_queue_arguments()
+    )
+    await queue.bind(exchange, routing_key=naming.dead_letter_queue(environment))
+    return queue
+
+
+async def declare_cancel_exchange(channel: AbstractChannel, environment: str) -> AbstractExchange:
+    return await channel.declare_exchange(
+        naming.cancel_exchange(environment), aio_pika.ExchangeType.FANOUT, durable=True
+    )
