@@ -1,0 +1,130 @@
+"""Single-call latency: p50/p99 of sequential ``remote`` calls of a no-op function.
+
+For scale it also measures a bare aio-pika request/reply between two processes on the
+same broker (publisher confirms on, as Warren uses), the bar Warren is held to.
+
+    python benchmarks/latency.py [--calls 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import time
+import uuid
+
+import aio_pika
+from harness import percentile, save
+
+import sdk
+from sdk.config import settings
+
+app = sdk.App("bench-latency")
+
+
+@app.function()
+def noop_sync(x: int) -> int:
+    return x
+
+
+@app.function()
+async def noop_async(x: int) -> int:
+    return x
+
+
+def summarise(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(percentile(ordered, 0.50) * 1000, 3),
+        "p99_ms": round(percentile(ordered, 0.99) * 1000, 3),
+        "mean_ms": round(sum(ordered) / len(ordered) * 1000, 3),
+    }
+
+
+def warren_latency(function: sdk.Function[[int], int], calls: int) -> list[float]:
+    for i in range(50):
+        function.remote(i)
+    samples = []
+    for i in range(calls):
+        started = time.perf_counter()
+        function.remote(i)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _responder(url: str, queue_name: str, ready: "multiprocessing.synchronize.Event") -> None:
+    async def serve() -> None:
+        connection = await aio_pika.connect(url)
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(queue_name, auto_delete=True)
+
+        async def reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await channel.default_exchange.publish(
+                aio_pika.Message(message.body, correlation_id=message.correlation_id),
+                routing_key=message.reply_to or "",
+            )
+            await message.ack()
+
+        await queue.consume(reply)
+        ready.set()
+        await asyncio.Future()
+
+    asyncio.run(serve())
+
+
+async def bare_latency(url: str, calls: int) -> list[float]:
+    queue_name = f"bench-bare-{uuid.uuid4().hex[:8]}"
+    ready = multiprocessing.get_context("spawn").Event()
+    responder = multiprocessing.get_context("spawn").Process(
+        target=_responder, args=(url, queue_name, ready), daemon=True
+    )
+    responder.start()
+    await asyncio.to_thread(ready.wait, 30)
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        replies = await channel.declare_queue(exclusive=True)
+        waiting: dict[str, asyncio.Future[bytes]] = {}
+
+        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            waiting.pop(message.correlation_id or "").set_result(message.body)
+
+        await replies.consume(on_reply, no_ack=True)
+        samples = []
+        for i in range(calls + 50):
+            started = time.perf_counter()
+            future = asyncio.get_running_loop().create_future()
+            waiting[str(i)] = future
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"x", correlation_id=str(i), reply_to=replies.name),
+                routing_key=queue_name,
+            )
+            await future
+            if i >= 50:
+                samples.append(time.perf_counter() - started)
+        return samples
+    finally:
+        await connection.close()
+        responder.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=1000)
+    args = parser.parse_args()
+    figures: dict[str, object] = {"calls": args.calls}
+    figures["bare_aio_pika"] = summarise(asyncio.run(bare_latency(settings().broker_url, args.calls)))
+    with app.run():
+        figures["warren_sync_noop"] = summarise(warren_latency(noop_sync, args.calls))
+        figures["warren_async_noop"] = summarise(warren_latency(noop_async, args.calls))
+    bare = figures["bare_aio_pika"]["p50_ms"]  # type: ignore[index]
+    for key in ("warren_sync_noop", "warren_async_noop"):
+        figures[key]["p50_vs_bare"] = round(figures[key]["p50_ms"] / bare, 2)  # type: ignore[index]
+    for key, value in figures.items():
+        print(f"{key:>20}: {value}")
+    save("latency", figures)
+
+
+if __name__ == "__main__":
+    main()

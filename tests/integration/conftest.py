@@ -1,0 +1,34 @@
+"""Fixtures for tests against the real broker and real engine processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _needs_broker(broker_url: str) -> None:
+    """Every integration test runs against the real RabbitMQ."""
+
+
+@pytest.fixture
+def engine_daemon(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real engine daemon on the shared control queue, stopped after the test."""
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert daemon.stdout is not None
+    line = daemon.stdout.readline()
+    assert line.startswith(b"READY"), f"engine daemon did not start: {line!r}"
+    try:
+        yield daemon
+    finally:
+        daemon.terminate()
+        daemon.wait(60)
+        daemon.stdout.close()

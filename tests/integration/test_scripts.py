@@ -1,0 +1,149 @@
+"""Whole scripts in their own processes: python script.py, warren run, asyncio.run, Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from support import REPO, processes_matching, run_python, wait_until
+
+SCRIPT = textwrap.dedent(
+    """
+    import sdk
+
+    app = sdk.App("script-app")
+
+    @app.function()
+    def square(x):
+        return x * x
+
+    @app.function()
+    async def shout(s):
+        return s.upper() + "!"
+
+    @app.local_entrypoint()
+    def main():
+        print("square", square.remote(7), "shout", shout.remote("hi"))
+
+    if __name__ == "__main__":
+        with app.run():
+            main()
+    """
+)
+
+
+def _no_engine_or_container_left(pid: int) -> bool:
+    return not processes_matching("engine.container", "script-app-run-") and not processes_matching(
+        "-m engine", f"--parent-pid {pid}"
+    )
+
+
+def test_a_script_run_with_python_prints_results_and_leaves_no_process(tmp_path: Path) -> None:
+    script = tmp_path / "script_app.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "error", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert "square 49 shout HI!" in out
+    assert wait_until(lambda: _no_engine_or_container_left(proc.pid), 10)
+
+
+def test_warren_run_runs_the_local_entrypoint_and_leaves_no_process(tmp_path: Path) -> None:
+    script = tmp_path / "script_app.py"
+    script.write_text(SCRIPT)
+    warren = Path(sys.executable).with_name("warren")
+    proc = subprocess.Popen(
+        [str(warren), "run", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert "square 49 shout HI!" in out
+    assert wait_until(lambda: _no_engine_or_container_left(proc.pid), 10)
+
+
+def test_remote_aio_under_two_asyncio_runs_prints_no_warning(tmp_path: Path) -> None:
+    script = tmp_path / "twice.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            import sdk
+
+            app = sdk.App("aio-twice")
+
+            @app.function()
+            async def double(x):
+                return 2 * x
+
+            async def main(x):
+                return await double.remote.aio(x)
+
+            with app.run():
+                print(asyncio.run(main(1)), asyncio.run(main(2)))
+            """
+        )
+    )
+    result = run_python("-W", "error", "-X", "dev", str(script))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2 4"
+    assert result.stderr == ""
+
+
+def test_ctrl_c_cancels_the_running_remote_call(tmp_path: Path) -> None:
+    marker = tmp_path / "call"
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, sys
+            from pathlib import Path
+            import sdk
+
+            app = sdk.App("ctrl-c")
+
+            @app.function()
+            async def slow(path):
+                Path(path + ".started").touch()
+                await asyncio.sleep(40)
+                Path(path + ".finished").touch()
+
+            with app.run():
+                slow.remote(sys.argv[1])
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(marker)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert wait_until(lambda: Path(f"{marker}.started").exists(), 60)
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    # Without the cancel, stopping the app would wait for the 40 s call to finish.
+    assert time.monotonic() - interrupted < 20
+    assert "KeyboardInterrupt" in err
+    assert not Path(f"{marker}.finished").exists()
+
+
+def test_the_hello_example_runs() -> None:
+    result = run_python("-W", "error", str(REPO / "examples" / "hello.py"))
+    assert result.returncode == 0, result.stderr
+    assert "square.remote(7) = 49" in result.stdout
+    assert "fail.remote(3) raised ValueError: bad x: 3" in result.stdout

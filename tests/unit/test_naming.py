@@ -1,0 +1,39 @@
+"""Queue names: one pure module, protocol version inside every name."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdk import naming
+from sdk.exceptions import InvalidError
+
+
+def test_every_name_carries_the_protocol_version() -> None:
+    names = [
+        naming.control_queue(),
+        naming.control_queue("run1"),
+        naming.dead_letter_exchange(),
+        naming.dead_letter_queue("main"),
+        naming.cancel_exchange("main"),
+        naming.function_queue("main", "app", "fn"),
+        naming.function_queue("main", "app", "fn", "v1a"),
+        naming.result_queue("main", "c1"),
+        naming.lease_queue("main", "c1"),
+        naming.call_queue("main", "call1"),
+    ]
+    assert all(name.startswith(f"warren.v{naming.PROTOCOL_VERSION}.") for name in names)
+    assert len(set(names)) == len(names)
+
+
+def test_environments_are_name_prefixes_that_keep_apps_apart() -> None:
+    assert naming.function_queue("main", "demo", "f") == "warren.v1.main.fn.demo.f"
+    assert naming.function_queue("staging", "demo", "f") == "warren.v1.staging.fn.demo.f"
+    assert naming.function_queue("main", "demo", "f").startswith(
+        naming.function_queue_prefix("main", "demo")
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "-lead", "sp ace", "x" * 101, "ü"])
+def test_parts_that_would_break_the_dotted_names_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidError, match="invalid app name"):
+        naming.function_queue("main", bad, "f")

@@ -1,0 +1,63 @@
+"""Wire types and the batching policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdk import batching
+from sdk.codec import packb, unpack_envelope
+from sdk.exceptions import DeserializationError, InvalidError
+from sdk.protocol import (
+    CallBatch,
+    Cancel,
+    ControlReply,
+    ControlRequest,
+    FunctionSpec,
+    ResultBatch,
+)
+
+
+def test_wire_types_round_trip_through_their_envelopes() -> None:
+    calls = CallBatch("inv", [(0, 0, b"a"), (1, 1, b"b")])
+    assert CallBatch.from_body(unpack_envelope(calls.to_envelope().pack()).body) == calls
+    results = ResultBatch([("inv", 0, 0, 0, b"x", 0.5)])
+    assert ResultBatch.from_body(results.to_envelope().body) == results
+    request = ControlRequest("ping", {"a": 1})
+    assert ControlRequest.from_body(request.to_envelope().body) == request
+    reply = ControlReply(False, {}, "NotFoundError", "nope")
+    assert ControlReply.from_body(reply.to_envelope().body) == reply
+    cancel = Cancel(["a", "b"])
+    assert Cancel.from_body(cancel.to_envelope().body) == cancel
+
+
+def test_a_call_batch_with_a_bad_item_is_refused() -> None:
+    with pytest.raises(DeserializationError, match="bad input item"):
+        CallBatch.from_body(packb([1, "inv", [[0, 0, "not bytes"]]]))
+    with pytest.raises(DeserializationError, match="version"):
+        CallBatch.from_body(packb([2, "inv", []]))
+
+
+def test_function_specs_round_trip_and_ignore_unknown_fields() -> None:
+    spec = FunctionSpec("f", is_async=True, max_containers=3, max_inputs=8, timeout=5)
+    assert FunctionSpec.from_wire({**spec.to_wire(), "from_the_future": 1}) == spec
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_containers": 0}, {"max_inputs": -1}, {"max_inputs": True}, {"timeout": 0}],
+)
+def test_function_specs_refuse_invalid_limits(kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidError):
+        FunctionSpec("f", is_async=False, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_inputs", [1, 2, 3, 4, 5, 7, 8, 100, 1000, 1001])
+def test_a_container_never_holds_more_inputs_than_its_slots(max_inputs: int) -> None:
+    assert batching.prefetch_messages(max_inputs) * batching.max_batch(max_inputs) <= max_inputs
+    assert batching.max_batch(max_inputs) >= 1
+
+
+def test_single_slot_containers_get_single_input_messages() -> None:
+    assert batching.prefetch_messages(1) == 1
+    assert batching.max_batch(1) == 1
+    assert batching.max_batch(1000) == 250
