@@ -53,7 +53,7 @@ def warren_latency(function: sdk.Function[[int], int], calls: int) -> list[float
     return samples
 
 
-def _responder(url: str, queue_name: str, ready: "multiprocessing.synchronize.Event") -> None:
+def _responder(url: str, queue_name: str, ready: multiprocessing.synchronize.Event) -> None:
     async def serve() -> None:
         connection = await aio_pika.connect(url)
         channel = await connection.channel(publisher_confirms=True)
@@ -114,7 +114,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
     figures: dict[str, object] = {"calls": args.calls}
-    figures["bare_aio_pika"] = summarise(asyncio.run(bare_latency(settings().broker_url, args.calls)))
+    figures["bare_aio_pika"] = summarise(
+        asyncio.run(bare_latency(settings().broker_url, args.calls))
+    )
     with app.run():
         figures["warren_sync_noop"] = summarise(warren_latency(noop_sync, args.calls))
         figures["warren_async_noop"] = summarise(warren_latency(noop_async, args.calls))

@@ -34,7 +34,7 @@ def orphan(x: int) -> int:
 
 def test_calling_a_function_of_an_app_never_started_raises_not_found_promptly() -> None:
     started = time.monotonic()
-    with pytest.raises(sdk.NotFoundError, match="test-never-started.orphan"):
+    with pytest.raises(sdk.NotFoundError, match=r"test-never-started\.orphan"):
         orphan.remote(1)
     assert time.monotonic() - started < 5
 
@@ -78,5 +78,5 @@ def test_an_app_registers_with_a_listening_engine_daemon(
 
 def test_code_pickled_by_another_python_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sdk.shipping.python_version", lambda: "3.99")
-    with pytest.raises(sdk.VersionMismatchError, match="3.99"), app.run():
+    with pytest.raises(sdk.VersionMismatchError, match=r"3\.99"), app.run():
         pass

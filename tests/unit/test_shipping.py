@@ -39,7 +39,7 @@ def test_code_round_trips_and_tracebacks_name_the_real_file_and_line() -> None:
 
 def test_code_from_another_python_minor_version_is_refused_before_unpickling() -> None:
     blob = packb({"python": "2.7", "functions": b"not even a pickle", "sources": {}})
-    with pytest.raises(VersionMismatchError, match="Python 2.7"):
+    with pytest.raises(VersionMismatchError, match=r"Python 2\.7"):
         check_python(blob)
     with pytest.raises(VersionMismatchError):
         load_app_code(blob)
