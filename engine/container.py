@@ -18,20 +18,27 @@ import contextlib
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import orjson
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from aio_pika.exceptions import AMQPError
 
 from engine.execution import STATUS_CANCELLED, Executor, Job
 from sdk import naming
-from sdk.batching import prefetch_messages
+from sdk.batching import PrefetchTuner
 from sdk.codec import unpack_envelope, unpackb
-from sdk.exceptions import VersionMismatchError, WarrenError
+from sdk.exceptions import WarrenError
 from sdk.protocol import (
     KIND_CALLS,
     CallBatch,
@@ -109,6 +116,9 @@ class Container:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
         self._cancelled: dict[str, None] = {}
+        self._inputs: AbstractChannel | None = None
+        self._held = 0
+        self._tuner = PrefetchTuner(config.spec.max_inputs)
         self._log = log.bind(container=config.container_id, function=config.spec.tag)
 
     def request_stop(self) -> None:
@@ -121,12 +131,14 @@ class Container:
             client_properties={"connection_name": f"container-{self.config.container_id}"},
         )
         self._results = await self._connection.channel(publisher_confirms=True)
-        inputs = await self._connection.channel()
-        await inputs.set_qos(prefetch_count=prefetch_messages(self.config.spec.max_inputs))
+        inputs = self._inputs = await self._connection.channel()
+        await inputs.set_qos(prefetch_count=self._tuner.prefetch, global_=True)
         queue = await inputs.declare_queue(self.config.queue, passive=True)
-        await self._listen_for_cancels(inputs)
+        # Its own channel: the input channel's prefetch limit must never hold back a cancel.
+        await self._listen_for_cancels(await self._connection.channel())
         consumer_tag = await queue.consume(self._on_input)
         self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
+        report("READY")
         watcher = asyncio.create_task(self._watch_parent())
         try:
             await self._stop.wait()
@@ -198,12 +210,53 @@ class Container:
         if batch.invocation_id in self._cancelled or not batch.inputs:
             await message.ack()
             return
-        delivery = _Delivery(message, len(batch.inputs))
+        await self._take(message, batch)
+
+    async def _take(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
+        """Start what fits in the free slots; hand the rest back to the queue."""
+        free = max(0, self.config.spec.max_inputs - self._held)
+        start, rest = batch.inputs[:free], batch.inputs[free:]
+        delivery = _Delivery(message, len(start) + (1 if rest else 0))
+        self._held += len(start)
         assert self._executor is not None
-        for index, fmt, data in batch.inputs:
+        for index, fmt, data in start:
             self._executor.submit(Job(batch.invocation_id, index, fmt, data, delivery))
+        new_prefetch = self._tuner.observe(len(batch.inputs))
+        if new_prefetch is not None and self._inputs is not None:
+            await self._inputs.set_qos(prefetch_count=new_prefetch, global_=True)
+        if rest:
+            await self._hand_back(delivery, CallBatch(batch.invocation_id, rest))
+
+    async def _hand_back(self, delivery: _Delivery, rest: CallBatch) -> None:
+        # Published (and confirmed) before the original message is acknowledged: a crash
+        # in between runs those inputs twice, never zero times.
+        assert self._results is not None
+        message = delivery.message
+        try:
+            await self._results.default_exchange.publish(
+                aio_pika.Message(
+                    rest.to_envelope().pack(),
+                    correlation_id=message.correlation_id,
+                    reply_to=message.reply_to,
+                    type=message.type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=self.config.queue,
+            )
+        except AMQPError as exc:
+            self._log.warning("inputs_not_handed_back", reason=str(exc), inputs=len(rest.inputs))
+            with contextlib.suppress(AMQPError, RuntimeError):
+                await message.nack(requeue=True)  # the whole message runs again elsewhere
+            return
+        await self._settle(delivery)
+
+    async def _settle(self, delivery: _Delivery) -> None:
+        delivery.pending -= 1
+        if delivery.pending == 0 and not delivery.message.processed:
+            await delivery.message.ack()
 
     def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
+        self._held -= 1
         item: ResultItem | None = None
         if status != STATUS_CANCELLED:
             item = (job.invocation_id, job.index, status, fmt, data, seconds)
@@ -231,9 +284,7 @@ class Container:
                 if reply_to is not None:
                     await self._publish_results(reply_to, items)
             for _, delivery in outbox:
-                delivery.pending -= 1
-                if delivery.pending == 0:
-                    await delivery.message.ack()
+                await self._settle(delivery)
         except (AMQPError, RuntimeError) as exc:
             # Unacknowledged messages return to the queue when the channel closes: the
             # inputs run again elsewhere and the client drops the duplicate results.
@@ -250,6 +301,25 @@ class Container:
             )
 
 
+def report(status: str, detail: dict[str, str] | None = None) -> None:
+    """Tell the pool (first line on stdout) whether this container is ready, or why not.
+
+    Afterwards stdout is pointed at stderr, so the user's prints land with the logs.
+    """
+    line = status if detail is None else f"{status} {orjson.dumps(detail).decode()}"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    os.dup2(2, 1)
+
+
+def _failure(exc: BaseException) -> dict[str, str]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
 def main() -> None:
     """Entry point of a container process (``python -m engine.container``)."""
     from engine import logs
@@ -258,8 +328,9 @@ def main() -> None:
     config = ContainerConfig.from_wire(unpackb(sys.stdin.buffer.read()))
     try:
         fn = load_function(config)
-    except VersionMismatchError as exc:
+    except BaseException as exc:
         log.error("container_refused_code", reason=str(exc), container=config.container_id)
+        report("FAILED", _failure(exc))
         sys.exit(EXIT_BAD_CODE)
     asyncio.run(_serve(config, fn))
 
@@ -269,7 +340,11 @@ async def _serve(config: ContainerConfig, fn: Callable[..., Any]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, container.request_stop)
-    await container.run()
+    try:
+        await container.run()
+    except Exception as exc:
+        report("FAILED", _failure(exc))
+        raise
 
 
 if __name__ == "__main__":

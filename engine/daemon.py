@@ -165,7 +165,11 @@ class Engine:
             if previous is not None:
                 await self._stop_pools(previous)
             await self._declare(app)
-            self._start_pools(app, tuple(args.get("sys_path", ())))
+            try:
+                await self._start_pools(app, tuple(args.get("sys_path", ())))
+            except BaseException:
+                await self._stop_app(app)
+                raise
             self.apps[(environment, instance)] = app
         log.info("app_registered", app=app.app, instance=instance, functions=len(specs))
         return {"queues": {spec.tag: app.queue(spec.tag) for spec in specs}}
@@ -190,7 +194,7 @@ class Engine:
                 self._channel, app.environment, app.queue(spec.tag), self.settings.queue_type
             )
 
-    def _start_pools(self, app: RunningApp, sys_path: tuple[str, ...]) -> None:
+    async def _start_pools(self, app: RunningApp, sys_path: tuple[str, ...]) -> None:
         for spec in app.specs:
             pool = ContainerPool(
                 PoolConfig(
@@ -204,8 +208,8 @@ class Engine:
                 ),
                 size=spec.max_containers,
             )
-            pool.start()
             app.pools[spec.tag] = pool
+        await asyncio.gather(*(pool.start() for pool in app.pools.values()))
 
     async def _stop_pools(self, app: RunningApp) -> None:
         await asyncio.gather(*(pool.stop() for pool in app.pools.values()))

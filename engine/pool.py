@@ -18,14 +18,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 
+from sdk import exceptions
 from sdk.codec import packb
 from sdk.protocol import FunctionSpec
 
 log = structlog.get_logger(__name__)
 
 STOP_GRACE = 35.0
+START_TIMEOUT = 120.0
 MIN_HEALTHY_SECONDS = 5.0
 MAX_BACKOFF = 30.0
 
@@ -50,15 +53,47 @@ class ContainerPool:
         self._stopping = False
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._supervisors: list[asyncio.Task[None]] = []
+        self._ready: asyncio.Future[None] | None = None
         self._log = log.bind(function=config.spec.tag, app=config.instance)
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes.values() if p.returncode is None]
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start the containers; return once one is ready, or raise why it could not start."""
+        self._ready = asyncio.get_running_loop().create_future()
         for slot in range(self.size):
             self._supervisors.append(asyncio.create_task(self._supervise(slot)))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
+        except BaseException:
+            await self.stop(grace=1.0)
+            raise
+
+    def _starting(self, line: bytes) -> None:
+        """Read a new container's first line: ``READY`` or ``FAILED {json}``."""
+        ready = self._ready
+        if ready is None or ready.done():
+            return
+        if line.startswith(b"READY"):
+            ready.set_result(None)
+            return
+        detail = (
+            orjson.loads(line.partition(b" ")[2] or b"{}") if line.startswith(b"FAILED") else {}
+        )
+        kind = (
+            exceptions.VersionMismatchError
+            if detail.get("type") == "VersionMismatchError"
+            else exceptions.EngineError
+        )
+        message = detail.get("message") or "it exited before saying why (see the engine's log)"
+        ready.set_exception(
+            kind(
+                f"containers of {self.config.spec.tag!r} cannot start: "
+                f"{detail.get('type', 'error')}: {message}"
+            )
+        )
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         self._stopping = True
@@ -88,6 +123,8 @@ class ContainerPool:
             started = loop.time()
             process = await self._spawn()
             self._processes[slot] = process
+            assert process.stdout is not None
+            self._starting(await process.stdout.readline())
             code = await process.wait()
             if self._stopping:
                 return
@@ -115,6 +152,7 @@ class ContainerPool:
             sys.executable, "-m", "engine.container",
             "--app", self.config.instance, "--function", self.config.spec.tag,
             stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert process.stdin is not None
         process.stdin.write(packb(config))

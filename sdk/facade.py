@@ -22,6 +22,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -180,20 +181,72 @@ def _iterate_blocking(make_chunks: Callable[[], AsyncIterator[list[T]]], name: s
 
 
 class IteratorMethod(Generic[P, T]):
-    """Like :class:`Method`, for an async generator function that yields lists of items."""
+    """Like :class:`Method`, for an async generator function that yields lists of items.
 
-    __slots__ = ("_fn", "_name")
+    With ``warn_unused``, an iterator dropped before it was iterated warns that nothing
+    ran (for APIs such as ``for_each`` that do their work only when iterated).
+    """
 
-    def __init__(self, fn: Callable[P, AsyncIterator[list[T]]], name: str) -> None:
+    __slots__ = ("_fn", "_name", "_warn_unused")
+
+    def __init__(
+        self, fn: Callable[P, AsyncIterator[list[T]]], name: str, *, warn_unused: bool = False
+    ) -> None:
         self._fn = fn
         self._name = name
+        self._warn_unused = warn_unused
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
         check_not_in_running_loop(self._name)
-        return _iterate_blocking(lambda: self._fn(*args, **kwargs), self._name)
+        iterator = _iterate_blocking(lambda: self._fn(*args, **kwargs), self._name)
+        return _Watched(iterator, self._name) if self._warn_unused else iterator
 
     def aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
-        return _flatten(self._fn(*args, **kwargs))
+        iterator = _flatten(self._fn(*args, **kwargs))
+        return _AsyncWatched(iterator, self._name) if self._warn_unused else iterator
 
     def __repr__(self) -> str:
         return f"<warren iterator method {self._name}>"
+
+
+def _warn_never_iterated(name: str) -> None:
+    warnings.warn(
+        f"the iterator returned by {name}() was dropped without being iterated, so no "
+        "input ran; iterate it (for example `for _ in ...: pass`) to run the calls",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+class _Watched(Iterator[T]):
+    def __init__(self, iterator: Iterator[T], name: str) -> None:
+        self._iterator = iterator
+        self._name = name
+        self._started = False
+
+    def __next__(self) -> T:
+        self._started = True
+        return next(self._iterator)
+
+    def __del__(self) -> None:
+        if not self._started:
+            _warn_never_iterated(self._name)
+
+
+class _AsyncWatched(AsyncIterator[T]):
+    def __init__(self, iterator: AsyncIterator[T], name: str) -> None:
+        self._iterator = iterator
+        self._name = name
+        self._started = False
+
+    async def __anext__(self) -> T:
+        self._started = True
+        return await anext(self._iterator)
+
+    async def aclose(self) -> None:
+        self._started = True
+        await self._iterator.aclose()  # type: ignore[attr-defined]
+
+    def __del__(self) -> None:
+        if not self._started:
+            _warn_never_iterated(self._name)

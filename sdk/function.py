@@ -2,106 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from sdk import failure, naming
 from sdk.client import Client
-from sdk.codec import decode_value, encode_call_args
-from sdk.exceptions import ExecutionError, InvalidError, NotFoundError
-from sdk.facade import Method
-from sdk.protocol import STATUS_OK, CallBatch, Cancel, FunctionSpec
+from sdk.exceptions import ExecutionError, InvalidError
+from sdk.facade import IteratorMethod, Method
+from sdk.inputs import AnyIterable, InputSource, zip_inputs
+from sdk.invocation import Target, call_one
+from sdk.mapping import map_chunks
+from sdk.protocol import FunctionSpec
 
 if TYPE_CHECKING:
     from sdk.app import App
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a function's inputs go: its environment, app instance and queue."""
-
-    environment: str
-    app: str
-    instance: str
-    spec: FunctionSpec
-
-    @property
-    def queue(self) -> str:
-        return naming.function_queue(self.environment, self.instance, self.spec.tag)
-
-    @property
-    def display_name(self) -> str:
-        return f"{self.app}.{self.spec.tag}"
-
-
-def outcome(status: int, fmt: int, data: bytes, function_name: str) -> Any:
-    """The value of one result, or raise the exception it carries."""
-    if status == STATUS_OK:
-        return decode_value(fmt, data, what=f"the result of {function_name}")
-    raise failure.rebuild(data, function_name)
-
-
-class _OneResult:
-    """Sink for a single call: resolves one future, counts duplicates."""
-
-    __slots__ = ("duplicates", "future")
-
-    def __init__(self, future: asyncio.Future[tuple[int, int, bytes]]) -> None:
-        self.future = future
-        self.duplicates = 0
-
-    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None:
-        if self.future.done():
-            self.duplicates += 1
-        else:
-            self.future.set_result((status, fmt, data))
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-async def publish_cancel(client: Client, invocation_ids: list[str]) -> None:
-    """Tell every container of the environment to drop these invocations' inputs."""
-    await client.broadcast(naming.cancel_exchange(client.environment), Cancel(invocation_ids))
-
-
-async def call_one(
-    client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    fmt, data = encode_call_args(args, kwargs)
-    invocation_id = uuid.uuid4().hex
-    future: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
-    client.add_sink(invocation_id, _OneResult(future))
-    try:
-        await client.publish(
-            target.queue,
-            CallBatch(invocation_id, [(0, fmt, data)]).to_envelope(),
-            correlation_id=invocation_id,
-        )
-        status, rfmt, rdata = await future
-    except NotFoundError:
-        raise _not_running(target) from None
-    except asyncio.CancelledError:
-        await asyncio.shield(publish_cancel(client, [invocation_id]))
-        raise
-    finally:
-        client.remove_sink(invocation_id)
-    return outcome(status, rfmt, rdata, target.display_name)
-
-
-def _not_running(target: Target) -> NotFoundError:
-    return NotFoundError(
-        f"function {target.display_name!r} is not running in environment "
-        f"{target.environment!r}: start its app with `with app.run():` (or `warren run`) "
-        "or deploy it"
-    )
 
 
 class Function(Generic[P, R]):
@@ -158,6 +75,108 @@ class Function(Generic[P, R]):
         client = await Client.current()
         result: R = await call_one(client, self.target(), args, kwargs)
         return result
+
+    @property
+    def map(self) -> IteratorMethod[..., R]:
+        """Run once per item of the zipped iterables; iterate the results.
+
+        ``f.map(xs, ys, kwargs={"k": 1})`` calls ``f(x, y, k=1)`` for each pair (the
+        shortest iterable ends the map). ``order_outputs=True`` yields results in input
+        order, ``False`` as they complete. With ``return_exceptions=True`` a failed
+        input yields its exception (its own type) instead of raising; otherwise the
+        first failure raises and the map's remaining inputs are cancelled.
+
+        Inputs are read lazily (generators welcome, even infinite ones: ``break``
+        cancels what is left); ``f.map.aio(...)`` is an async iterator that also takes
+        async iterables::
+
+            for square in f.map(range(1000)):
+                ...
+            async for square in f.map.aio(numbers()):
+                ...
+        """
+        return IteratorMethod(self._map, f"{self.tag}.map")
+
+    @property
+    def starmap(self) -> IteratorMethod[..., R]:
+        """Like :attr:`map`, but each item is a tuple of positional arguments.
+
+        ``list(f.starmap([(1, 2), (3, 4)]))`` is ``[f(1, 2), f(3, 4)]``.
+        """
+        return IteratorMethod(self._starmap, f"{self.tag}.starmap")
+
+    @property
+    def for_each(self) -> IteratorMethod[..., R]:
+        """Call the function once per item (the item is its single argument).
+
+        Returns an iterator of results as they complete (``order_outputs=True`` for
+        input order). Unlike Modal's ``for_each``, which blocks and returns ``None``,
+        Warren's is driven by iteration like ``map``: nothing runs until you iterate
+        it, and an iterator dropped unused warns that nothing ran. To run for side
+        effects only: ``for _ in f.for_each(items): pass``.
+        """
+        return IteratorMethod(self._for_each, f"{self.tag}.for_each", warn_unused=True)
+
+    async def _map(
+        self,
+        *input_iterators: AnyIterable,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[Any]]:
+        if not input_iterators:
+            raise InvalidError(f"{self.tag}.map() needs at least one iterable of inputs")
+        async for chunk in self._run_map(
+            zip_inputs(input_iterators), kwargs, order_outputs, return_exceptions
+        ):
+            yield chunk
+
+    async def _starmap(
+        self,
+        input_iterator: AnyIterable,
+        *,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[Any]]:
+        async for chunk in self._run_map(input_iterator, kwargs, order_outputs, return_exceptions):
+            yield chunk
+
+    async def _for_each(
+        self,
+        input_iterator: AnyIterable,
+        *,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = False,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[Any]]:
+        async for chunk in self._run_map(
+            zip_inputs((input_iterator,)), kwargs, order_outputs, return_exceptions
+        ):
+            yield chunk
+
+    async def _run_map(
+        self,
+        rows: AnyIterable,
+        kwargs: dict[str, Any] | None,
+        order_outputs: bool,
+        return_exceptions: bool,
+    ) -> AsyncIterator[list[Any]]:
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise InvalidError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+        client = await Client.current()
+        source = InputSource.from_iterable(rows)
+        chunks = map_chunks(
+            client,
+            self.target(),
+            source,
+            kwargs or {},
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+        )
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run in this process, as a plain call (an async function returns its coroutine)."""

@@ -34,6 +34,36 @@ def queue_exists(name: str) -> bool:
     return asyncio.run(probe())
 
 
+def queue_depth(name: str) -> int:
+    """Messages ready in a queue (the broker's count)."""
+
+    async def probe() -> int:
+        connection = await aio_pika.connect(settings().broker_url)
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(name, passive=True)
+            return queue.declaration_result.message_count or 0
+        finally:
+            await connection.close()
+
+    return asyncio.run(probe())
+
+
+def lines(path: Path) -> list[str]:
+    """Lines appended so far by functions recording their executions."""
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals open at one instant."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
 def processes_matching(*needles: str) -> list[psutil.Process]:
     """Live processes whose command line contains every needle."""
     found = []

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from support import processes_matching, queue_exists
@@ -80,3 +82,23 @@ def test_code_pickled_by_another_python_version_is_refused(monkeypatch: pytest.M
     monkeypatch.setattr("sdk.shipping.python_version", lambda: "3.99")
     with pytest.raises(sdk.VersionMismatchError, match=r"3\.99"), app.run():
         pass
+
+
+def test_an_app_whose_code_cannot_load_in_a_container_fails_to_start_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a function that uses a module only this process can import
+    (tmp_path / "only_here_helpers.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    helpers = importlib.import_module("only_here_helpers")
+    broken = sdk.App("test-cannot-load")
+
+    @broken.function()
+    def uses_helper(x: int) -> int:
+        return int(helpers.triple(x))
+
+    # When the app starts, Then it fails at once, naming the container's import error
+    started = time.monotonic()
+    with pytest.raises(sdk.EngineError, match="No module named 'only_here_helpers'"), broken.run():
+        pass
+    assert time.monotonic() - started < 60

@@ -52,12 +52,29 @@ def test_function_specs_refuse_invalid_limits(kwargs: dict[str, object]) -> None
 
 
 @pytest.mark.parametrize("max_inputs", [1, 2, 3, 4, 5, 7, 8, 100, 1000, 1001])
-def test_a_container_never_holds_more_inputs_than_its_slots(max_inputs: int) -> None:
-    assert batching.prefetch_messages(max_inputs) * batching.max_batch(max_inputs) <= max_inputs
-    assert batching.max_batch(max_inputs) >= 1
+@pytest.mark.parametrize("size", [1, 2, 10, 250])
+def test_a_tuned_prefetch_of_steady_batches_fits_the_containers_slots(
+    max_inputs: int, size: int
+) -> None:
+    # Given messages of a steady size (never above the client's cap)
+    size = min(size, batching.max_batch(max_inputs))
+    tuner = batching.PrefetchTuner(max_inputs)
+    # When the container has seen enough of them
+    for _ in range(30):
+        tuner.observe(size)
+    # Then the messages it holds carry at most max_inputs inputs, and at least one message
+    assert tuner.prefetch >= 1
+    assert tuner.prefetch * size <= max_inputs
 
 
-def test_single_slot_containers_get_single_input_messages() -> None:
-    assert batching.prefetch_messages(1) == 1
+def test_single_input_messages_let_a_container_fill_every_slot() -> None:
+    tuner = batching.PrefetchTuner(100)
+    assert tuner.prefetch == 100
+    assert all(tuner.observe(1) is None for _ in range(10))
+    assert tuner.prefetch == 100
+
+
+def test_the_client_caps_batches_at_a_quarter_of_a_container() -> None:
     assert batching.max_batch(1) == 1
+    assert batching.max_batch(3) == 1
     assert batching.max_batch(1000) == 250

@@ -1,0 +1,100 @@
+"""One call's journey: where it goes, publishing it, and turning its result into a value.
+
+``Target`` names a function's queue; :func:`call_one` publishes one input and waits for
+its outcome; :func:`publish_cancel` tells containers to drop an invocation's inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sdk import failure, naming
+from sdk.client import Client
+from sdk.codec import decode_value, encode_call_args
+from sdk.exceptions import NotFoundError
+from sdk.protocol import STATUS_OK, CallBatch, Cancel, FunctionSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a function's inputs go: its environment, app instance and queue."""
+
+    environment: str
+    app: str
+    instance: str
+    spec: FunctionSpec
+
+    @property
+    def queue(self) -> str:
+        return naming.function_queue(self.environment, self.instance, self.spec.tag)
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.app}.{self.spec.tag}"
+
+
+def outcome(status: int, fmt: int, data: bytes, function_name: str) -> Any:
+    """The value of one result, or raise the exception it carries."""
+    if status == STATUS_OK:
+        return decode_value(fmt, data, what=f"the result of {function_name}")
+    raise failure.rebuild(data, function_name)
+
+
+class _OneResult:
+    """Sink for a single call: resolves one future, counts duplicates."""
+
+    __slots__ = ("duplicates", "future")
+
+    def __init__(self, future: asyncio.Future[tuple[int, int, bytes]]) -> None:
+        self.future = future
+        self.duplicates = 0
+
+    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None:
+        if self.future.done():
+            self.duplicates += 1
+        else:
+            self.future.set_result((status, fmt, data))
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+async def publish_cancel(client: Client, invocation_ids: list[str]) -> None:
+    """Tell every container of the environment to drop these invocations' inputs."""
+    await client.broadcast(naming.cancel_exchange(client.environment), Cancel(invocation_ids))
+
+
+async def call_one(
+    client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    fmt, data = encode_call_args(args, kwargs)
+    invocation_id = uuid.uuid4().hex
+    future: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
+    client.add_sink(invocation_id, _OneResult(future))
+    try:
+        await client.publish(
+            target.queue,
+            CallBatch(invocation_id, [(0, fmt, data)]).to_envelope(),
+            correlation_id=invocation_id,
+        )
+        status, rfmt, rdata = await future
+    except NotFoundError:
+        raise not_running(target) from None
+    except asyncio.CancelledError:
+        await asyncio.shield(publish_cancel(client, [invocation_id]))
+        raise
+    finally:
+        client.remove_sink(invocation_id)
+    return outcome(status, rfmt, rdata, target.display_name)
+
+
+def not_running(target: Target) -> NotFoundError:
+    return NotFoundError(
+        f"function {target.display_name!r} is not running in environment "
+        f"{target.environment!r}: start its app with `with app.run():` (or `warren run`) "
+        "or deploy it"
+    )

@@ -1,0 +1,175 @@
+"""The engine of ``map``, ``starmap`` and ``for_each``: streaming, bounded, batched.
+
+One map is one *invocation*. A sender task takes items from the
+:class:`~sdk.inputs.InputSource`, numbers them, and publishes them in batches while the
+map holds fewer than ``window`` inputs; results come back to a sink keyed by the
+invocation id and wait in an :class:`~sdk.reorder.OutputBuffer`, which releases them in
+input order or as they arrive. Memory is bounded by the window, not by the number of
+inputs. However the map ends early (an error, ``break``, Ctrl-C, cancellation) its
+remaining inputs are cancelled: containers learn it from a broadcast and skip them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from sdk import failure
+from sdk.client import Client
+from sdk.codec import decode_value, encode_call_args
+from sdk.exceptions import NotFoundError
+from sdk.inputs import InputSource
+from sdk.invocation import Target, not_running, publish_cancel
+from sdk.protocol import STATUS_OK, CallBatch
+from sdk.reorder import OutputBuffer
+from sdk.sizing import BatchSizer
+
+MAX_WINDOW = 10_000
+MIN_WINDOW = 256
+RELEASE_CHUNK = 2048
+
+Raw = tuple[int, int, bytes]
+
+
+def window_for(max_inputs: int, max_containers: int) -> int:
+    """Inputs one map may hold: enough to keep every container busy, and bounded."""
+    return max(MIN_WINDOW, min(MAX_WINDOW, 4 * max_inputs * max_containers))
+
+
+class _MapSink:
+    """Receives the map's results on the client's consumer, wakes the map."""
+
+    def __init__(self, buffer: OutputBuffer[Raw], sizer: BatchSizer, fail_fast: bool) -> None:
+        self.buffer = buffer
+        self.sizer = sizer
+        self.fail_fast = fail_fast
+        self.error: BaseException | None = None
+        self.first_failure: Raw | None = None
+        self.changed = asyncio.Event()
+
+    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None:
+        if not self.buffer.add(index, (status, fmt, data)):
+            return
+        self.sizer.observe(duration)
+        if status != STATUS_OK and self.fail_fast and self.first_failure is None:
+            self.first_failure = (status, fmt, data)
+        self.changed.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.changed.set()
+
+
+class _Sender:
+    """Publishes the map's inputs in batches, within the window."""
+
+    def __init__(
+        self,
+        client: Client,
+        target: Target,
+        invocation_id: str,
+        source: InputSource,
+        kwargs: dict[str, Any],
+        sink: _MapSink,
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.invocation_id = invocation_id
+        self.source = source
+        self.kwargs = kwargs
+        self.sink = sink
+        spec = target.spec
+        self.window = window_for(spec.max_inputs, spec.max_containers)
+        self.room = asyncio.Event()
+        self.done = False
+
+    def message_size(self, ready: int) -> int:
+        sizer = self.sink.sizer
+        # Slow functions: spread what is ready over every container; fast ones: fill up.
+        spread = math.ceil(ready / self.target.spec.max_containers)
+        return max(1, min(sizer.cap, max(sizer.size(), spread)))
+
+    async def run(self) -> None:
+        buffer = self.sink.buffer
+        while True:
+            while buffer.holding >= self.window:
+                self.room.clear()
+                await self.room.wait()
+            items = await self.source.take(min(self.window - buffer.holding, RELEASE_CHUNK))
+            if not items:
+                self.done = True
+                self.sink.changed.set()
+                return
+            size = self.message_size(len(items))
+            for start in range(0, len(items), size):
+                await self._publish(items[start : start + size])
+
+    async def _publish(self, items: list[tuple[Any, ...]]) -> None:
+        batch = []
+        buffer = self.sink.buffer
+        for args in items:
+            fmt, data = encode_call_args(args, self.kwargs)
+            batch.append((buffer.sent_index(), fmt, data))
+        try:
+            await self.client.publish(
+                self.target.queue,
+                CallBatch(self.invocation_id, batch).to_envelope(),
+                correlation_id=self.invocation_id,
+            )
+        except NotFoundError:
+            raise not_running(self.target) from None
+
+
+async def map_chunks(
+    client: Client,
+    target: Target,
+    items: InputSource,
+    kwargs: dict[str, Any],
+    *,
+    order_outputs: bool,
+    return_exceptions: bool,
+) -> AsyncGenerator[list[Any], None]:
+    """Run a map; yield its results in chunks (lists), in order or as they complete."""
+    invocation_id = uuid.uuid4().hex
+    buffer: OutputBuffer[Raw] = OutputBuffer(ordered=order_outputs)
+    sink = _MapSink(buffer, BatchSizer(target.spec.max_inputs), fail_fast=not return_exceptions)
+    sender = _Sender(client, target, invocation_id, items, kwargs, sink)
+    client.add_sink(invocation_id, sink)
+    sending = asyncio.get_running_loop().create_task(sender.run())
+    sending.add_done_callback(lambda _: sink.changed.set())
+    finished = False
+    try:
+        while True:
+            if sink.first_failure is not None:
+                raise failure.rebuild(sink.first_failure[2], target.display_name)
+            if sink.error is not None:
+                raise sink.error
+            if sending.done() and not sender.done:
+                sending.result()  # the sender failed: raise its error
+            released = buffer.release(RELEASE_CHUNK)
+            if released:
+                sender.room.set()
+                yield [_value(raw, target.display_name) for _, raw in released]
+                continue
+            if sender.done and buffer.holding == 0:
+                finished = True
+                return
+            sink.changed.clear()
+            await sink.changed.wait()
+    finally:
+        client.remove_sink(invocation_id)
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        await items.close()
+        if not finished and buffer.outstanding:
+            await asyncio.shield(publish_cancel(client, [invocation_id]))
+
+
+def _value(raw: Raw, function_name: str) -> Any:
+    status, fmt, data = raw
+    if status == STATUS_OK:
+        return decode_value(fmt, data, what=f"a result of {function_name}")
+    return failure.rebuild(data, function_name)
