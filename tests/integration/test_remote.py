@@ -54,6 +54,12 @@ async def afails(x: int) -> int:
     raise KeyError(x)
 
 
+@app.function(timeout=1)
+async def sleeps_past_its_timeout(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
 @app.function()
 def record_locally(x: int) -> int:
     local_calls.append(x)
@@ -135,3 +141,13 @@ def test_an_unserialisable_argument_raises_a_clear_error_before_publishing() -> 
 
     with pytest.raises(sdk.SerializationError, match="lock"):
         echo.remote(threading.Lock())
+
+
+def test_an_async_function_past_its_timeout_raises_function_timeout_error_promptly() -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(sdk.FunctionTimeoutError, match="timeout of 1s"):
+        sleeps_past_its_timeout.remote(30)
+    assert time.monotonic() - started < 10
+    assert sleeps_past_its_timeout.remote(0.01) == 0.01  # the slot is free again
