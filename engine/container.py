@@ -1,9 +1,11 @@
 """A container: one OS process that runs one function's inputs from its queue.
 
-It reads its configuration from stdin (msgpack, written by the pool), loads the app's
-code, consumes the function queue with ``prefetch = prefetch_messages(max_inputs)``,
-runs every input of a message at once (the batch never exceeds its free slots), and
-publishes results to each message's ``reply_to`` in batches. A message is
+:mod:`engine.container_main` runs it in a process of its own. It consumes the
+function queue with a prefetch tuned to the batch sizes it receives
+(:class:`~sdk.batching.PrefetchTuner`), starts the inputs of a message that fit in its
+free slots and hands the rest back to the queue, so it never runs more than
+``max_inputs`` at once, and publishes results to each message's ``reply_to`` in
+batches. A message is
 acknowledged only after the results of all its inputs are confirmed by the broker,
 so a container that dies mid-call gets its inputs redelivered to another.
 
@@ -16,15 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-import orjson
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
@@ -34,20 +32,20 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError
 
-from engine.execution import STATUS_CANCELLED, Executor, Job
+from engine.execution import Executor, Job
 from sdk import naming
 from sdk.batching import PrefetchTuner
-from sdk.codec import unpack_envelope, unpackb
+from sdk.codec import unpack_envelope
 from sdk.exceptions import WarrenError
 from sdk.protocol import (
     KIND_CALLS,
+    STATUS_CANCELLED,
     CallBatch,
     Cancel,
     FunctionSpec,
     ResultBatch,
     ResultItem,
 )
-from sdk.shipping import load_app_code
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +53,8 @@ STOP_GRACE = 30.0
 MAX_RESULTS_PER_MESSAGE = 1000
 CANCELLED_MEMORY = 10_000
 EXIT_BAD_CODE = 3
+EXIT_REPLACED = 4
+SYNC_CANCEL_GRACE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,7 @@ class ContainerConfig:
     container_id: str
     parent_pid: int
     sys_path: tuple[str, ...] = ()
+    cancelled: tuple[str, ...] = ()
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ContainerConfig:
@@ -81,16 +82,8 @@ class ContainerConfig:
             container_id=data["container_id"],
             parent_pid=int(data["parent_pid"]),
             sys_path=tuple(data.get("sys_path", ())),
+            cancelled=tuple(data.get("cancelled", ())),
         )
-
-
-def load_function(config: ContainerConfig) -> Callable[..., Any]:
-    """Load the function from the app's stored code, refusing another Python's pickles."""
-    for entry in reversed(config.sys_path):
-        if entry not in sys.path and os.path.isdir(entry):
-            sys.path.insert(0, entry)
-    with open(config.code_path, "rb") as handle:
-        return load_app_code(handle.read())[config.spec.tag]
 
 
 class _Delivery:
@@ -105,9 +98,15 @@ class _Delivery:
 
 
 class Container:
-    def __init__(self, config: ContainerConfig, fn: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        config: ContainerConfig,
+        fn: Callable[..., Any],
+        on_ready: Callable[[], None] = lambda: None,
+    ) -> None:
         self.config = config
         self._fn = fn
+        self._on_ready = on_ready
         self._stop = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
         self._results: AbstractRobustChannel | None = None
@@ -115,7 +114,8 @@ class Container:
         self._outbox: list[tuple[ResultItem | None, _Delivery]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
-        self._cancelled: dict[str, None] = {}
+        self._cancelled: dict[str, None] = dict.fromkeys(config.cancelled)
+        self._replacing: asyncio.Task[None] | None = None
         self._inputs: AbstractChannel | None = None
         self._held = 0
         self._tuner = PrefetchTuner(config.spec.max_inputs)
@@ -138,7 +138,7 @@ class Container:
         await self._listen_for_cancels(await self._connection.channel())
         consumer_tag = await queue.consume(self._on_input)
         self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
-        report("READY")
+        self._on_ready()
         watcher = asyncio.create_task(self._watch_parent())
         try:
             await self._stop.wait()
@@ -174,7 +174,11 @@ class Container:
             aio_pika.ExchangeType.FANOUT,
             durable=True,
         )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        queue = await channel.declare_queue(
+            naming.cancel_listener_queue(self.config.environment, self.config.container_id),
+            exclusive=True,
+            auto_delete=True,
+        )
         await queue.bind(exchange)
         await queue.consume(self._on_cancel, no_ack=True)
 
@@ -189,9 +193,24 @@ class Container:
         while len(self._cancelled) > CANCELLED_MEMORY:
             del self._cancelled[next(iter(self._cancelled))]
         assert self._executor is not None
-        stopped = self._executor.cancel(set(cancel.invocation_ids))
+        ids = set(cancel.invocation_ids)
+        stopped = self._executor.cancel(ids)
         if stopped:
             self._log.info("inputs_cancelled", running=stopped)
+        if self._executor.running_sync(ids) and self._replacing is None:
+            self._replacing = asyncio.create_task(self._replace_if_still_running(ids))
+
+    async def _replace_if_still_running(self, ids: set[str]) -> None:
+        # A thread cannot be interrupted: if a cancelled sync input is still running after
+        # a grace period, this container exits and the pool starts a fresh one. Its other
+        # unacknowledged inputs are redelivered; the cancelled ones are skipped, since the
+        # engine hands its new containers the ids of recent cancels.
+        await asyncio.sleep(SYNC_CANCEL_GRACE)
+        assert self._executor is not None
+        if self._executor.running_sync(ids):
+            self._log.warning("container_replaced_to_cancel", invocations=sorted(ids))
+            os._exit(EXIT_REPLACED)
+        self._replacing = None
 
     async def _on_input(self, message: AbstractIncomingMessage) -> None:
         if self._stop.is_set():
@@ -295,57 +314,18 @@ class Container:
         for start in range(0, len(items), MAX_RESULTS_PER_MESSAGE):
             chunk = items[start : start + MAX_RESULTS_PER_MESSAGE]
             body = ResultBatch(chunk).to_envelope().pack()
+            # A spawned call's result is kept in the broker for later: it must survive a restart.
+            durable = naming.is_call_queue(reply_to)
             await self._results.default_exchange.publish(
-                aio_pika.Message(body, type="results", correlation_id=chunk[0][0]),
+                aio_pika.Message(
+                    body,
+                    type="results",
+                    correlation_id=chunk[0][0],
+                    delivery_mode=(
+                        aio_pika.DeliveryMode.PERSISTENT
+                        if durable
+                        else aio_pika.DeliveryMode.NOT_PERSISTENT
+                    ),
+                ),
                 routing_key=reply_to,
             )
-
-
-def report(status: str, detail: dict[str, str] | None = None) -> None:
-    """Tell the pool (first line on stdout) whether this container is ready, or why not.
-
-    Afterwards stdout is pointed at stderr, so the user's prints land with the logs.
-    """
-    line = status if detail is None else f"{status} {orjson.dumps(detail).decode()}"
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-    os.dup2(2, 1)
-
-
-def _failure(exc: BaseException) -> dict[str, str]:
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-
-
-def main() -> None:
-    """Entry point of a container process (``python -m engine.container``)."""
-    from engine import logs
-
-    logs.configure()
-    config = ContainerConfig.from_wire(unpackb(sys.stdin.buffer.read()))
-    try:
-        fn = load_function(config)
-    except BaseException as exc:
-        log.error("container_refused_code", reason=str(exc), container=config.container_id)
-        report("FAILED", _failure(exc))
-        sys.exit(EXIT_BAD_CODE)
-    asyncio.run(_serve(config, fn))
-
-
-async def _serve(config: ContainerConfig, fn: Callable[..., Any]) -> None:
-    container = Container(config, fn)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, container.request_stop)
-    try:
-        await container.run()
-    except Exception as exc:
-        report("FAILED", _failure(exc))
-        raise
-
-
-if __name__ == "__main__":
-    main()

@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,13 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import ChannelLockedResource
 
+from engine.cancels import CancelMemory
 from engine.drain import drain_queue
 from engine.pool import ContainerPool, PoolConfig
 from sdk import exceptions, naming, topology
 from sdk.codec import unpack_envelope
 from sdk.config import Settings
-from sdk.protocol import ControlReply, ControlRequest, FunctionSpec
+from sdk.protocol import Cancel, ControlReply, ControlRequest, FunctionSpec
 from sdk.shipping import check_python
 
 log = structlog.get_logger(__name__)
@@ -73,6 +75,9 @@ class Engine:
         self._lock = asyncio.Lock()
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
+        self.cancels = CancelMemory()
+        self._listening: set[str] = set()
+        self._listener_id = f"engine-{uuid.uuid4().hex[:12]}"
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -146,6 +151,12 @@ class Engine:
                     routing_key=message.reply_to,
                 )
 
+    async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
+        try:
+            self.cancels.add(Cancel.from_body(unpack_envelope(message.body).body).invocation_ids)
+        except exceptions.WarrenError as exc:
+            log.warning("cancel_rejected", reason=str(exc))
+
     async def _op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"pid": os.getpid(), "apps": len(self.apps)}
 
@@ -188,7 +199,16 @@ class Engine:
     async def _declare(self, app: RunningApp) -> None:
         assert self._channel is not None
         await topology.declare_dead_letters(self._channel, app.environment)
-        await topology.declare_cancel_exchange(self._channel, app.environment)
+        exchange = await topology.declare_cancel_exchange(self._channel, app.environment)
+        if app.environment not in self._listening:
+            queue = await self._channel.declare_queue(
+                naming.cancel_listener_queue(app.environment, self._listener_id),
+                exclusive=True,
+                auto_delete=True,
+            )
+            await queue.bind(exchange)
+            await queue.consume(self._on_cancel, no_ack=True)
+            self._listening.add(app.environment)
         for spec in app.specs:
             await topology.declare_function_queue(
                 self._channel, app.environment, app.queue(spec.tag), self.settings.queue_type
@@ -207,6 +227,7 @@ class Engine:
                     sys_path=sys_path,
                 ),
                 size=spec.max_containers,
+                cancels=self.cancels,
             )
             app.pools[spec.tag] = pool
         await asyncio.gather(*(pool.start() for pool in app.pools.values()))

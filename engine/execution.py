@@ -19,14 +19,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from sdk import failure
 from sdk.codec import FORMAT_MSGPACK, decode_call_args, encode_value
 from sdk.exceptions import FunctionTimeoutError
-from sdk.protocol import STATUS_ERROR, STATUS_OK, FunctionSpec
-
-STATUS_CANCELLED: Final = 2
+from sdk.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, FunctionSpec
 
 
 @dataclass(slots=True, eq=False)
@@ -92,6 +90,10 @@ class Executor:
                 if job.deadline <= now and not job.timed_out:
                     job.timed_out = True
                     task.cancel()
+
+    def running_sync(self, invocation_ids: set[str]) -> bool:
+        """Whether a sync input of these invocations is running (a thread cannot be stopped)."""
+        return self._threads is not None and self._threads.running_any(invocation_ids)
 
     def cancel(self, invocation_ids: set[str]) -> int:
         """Cancel running async inputs of these invocations (sync ones run to the end)."""
@@ -175,6 +177,7 @@ class _ThreadWorkers:
         self._done: collections.deque[Outcome] = collections.deque()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._running: set[Job] = set()
         self._queued = 0
         self.active = 0
         self._wake_scheduled = False
@@ -190,6 +193,10 @@ class _ThreadWorkers:
             self._threads.append(thread)
             thread.start()
         self._jobs.put(job)
+
+    def running_any(self, invocation_ids: set[str]) -> bool:
+        with self._lock:
+            return any(job.invocation_id in invocation_ids for job in self._running)
 
     @property
     def pending(self) -> int:
@@ -208,9 +215,11 @@ class _ThreadWorkers:
             with self._lock:
                 self._queued -= 1
                 self.active += 1
+                self._running.add(job)
             outcome = self._run(job)
             with self._lock:
                 self.active -= 1
+                self._running.discard(job)
                 self._done.append(outcome)
                 wake = not self._wake_scheduled
                 self._wake_scheduled = True

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import structlog
 
+from engine.cancels import CancelMemory
 from sdk import exceptions
 from sdk.codec import packb
 from sdk.protocol import FunctionSpec
@@ -47,9 +48,10 @@ class PoolConfig:
 class ContainerPool:
     """Keeps ``size`` containers of one function alive until stopped."""
 
-    def __init__(self, config: PoolConfig, size: int) -> None:
+    def __init__(self, config: PoolConfig, size: int, cancels: CancelMemory) -> None:
         self.config = config
         self.size = size
+        self._cancels = cancels
         self._stopping = False
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._supervisors: list[asyncio.Task[None]] = []
@@ -147,9 +149,10 @@ class ContainerPool:
             "container_id": container_id,
             "parent_pid": os.getpid(),
             "sys_path": list(self.config.sys_path),
+            "cancelled": self._cancels.recent(),
         }
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine.container",
+            sys.executable, "-m", "engine.container_main",
             "--app", self.config.instance, "--function", self.config.spec.tag,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

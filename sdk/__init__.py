@@ -20,9 +20,11 @@ import sys as _sys
 import structlog as _structlog
 
 from sdk.app import App, AppRun
+from sdk.calls import FunctionCall
 from sdk.client import Client
 from sdk.exceptions import (
     BlockingCallInLoopError,
+    CallCancelledError,
     ConnectionError,
     DeserializationError,
     EngineError,
@@ -31,6 +33,7 @@ from sdk.exceptions import (
     InvalidError,
     NotFoundError,
     RemoteError,
+    ResultExpiredError,
     SerializationError,
     VersionMismatchError,
     WarrenError,
@@ -49,16 +52,19 @@ __all__ = [
     "App",
     "AppRun",
     "BlockingCallInLoopError",
+    "CallCancelledError",
     "Client",
     "ConnectionError",
     "DeserializationError",
     "EngineError",
     "ExecutionError",
     "Function",
+    "FunctionCall",
     "FunctionTimeoutError",
     "InvalidError",
     "NotFoundError",
     "RemoteError",
+    "ResultExpiredError",
     "SerializationError",
     "VersionMismatchError",
     "WarrenError",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Generator
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 import aio_pika
 import structlog
 from aio_pika.abc import (
+    AbstractChannel,
     AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
@@ -94,12 +96,10 @@ class Client:
         Inside the block, function calls made on this task use this client.
         """
         base = settings()
-        config = Settings(
+        config = dataclasses.replace(
+            base,
             broker_url=url or base.broker_url,
             environment=naming.check_part("environment", environment or base.environment),
-            queue_type=base.queue_type,
-            result_queue_expiry=base.result_queue_expiry,
-            engine_start_timeout=base.engine_start_timeout,
         )
         return _Connecting(cls(config))
 
@@ -203,6 +203,32 @@ class Client:
             raise NotFoundError(f"no queue named {queue!r}") from exc
         except AMQPError as exc:
             raise exceptions.ConnectionError(f"publishing to {queue!r} failed: {exc}") from exc
+
+    async def declare_call_queue(self, name: str, retention: float) -> None:
+        """Declare a spawned call's result queue on the publishing channel, without waiting.
+
+        The broker handles a channel's methods in order, so the call published next on
+        this channel finds its result queue in place; not waiting for ``declare-ok``
+        saves a round trip per spawn. Not re-declared on reconnect: it is durable.
+        """
+        assert self._publisher is not None, "client is not open"
+        channel = await self._publisher.get_underlay_channel()
+        await channel.queue_declare(
+            queue=name,
+            durable=True,
+            nowait=True,
+            arguments=topology.call_queue_arguments(retention),
+        )
+
+    async def delete_queue(self, name: str) -> None:
+        assert self._publisher is not None, "client is not open"
+        channel = await self._publisher.get_underlay_channel()
+        await channel.queue_delete(queue=name)
+
+    def channel(self) -> AbstractChannel:
+        """A fresh channel for a short exchange (``async with client.channel() as ch:``)."""
+        assert self._connection is not None, "client is not open"
+        return self._connection.channel()
 
     async def broadcast(self, exchange: str, message: Cancel) -> None:
         """Publish to a fanout exchange the engine declared; nothing to do if it has not.

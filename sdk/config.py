@@ -9,6 +9,7 @@ WARREN_QUEUE_TYPE           ``classic`` or ``quorum`` function      classic
                             queues (decided when a queue is made)
 WARREN_RESULT_QUEUE_EXPIRY  seconds an unused result queue lives    600
 WARREN_ENGINE_START_TIMEOUT seconds to wait for a child engine      60
+WARREN_RESULT_RETENTION     seconds a spawned call's result is kept 86400 (24 hours)
 ==========================  ======================================  ==========================
 """
 
@@ -62,6 +63,9 @@ class Settings:
     )
     engine_start_timeout: float = field(
         default_factory=lambda: _float("WARREN_ENGINE_START_TIMEOUT", 60.0)
+    )
+    result_retention: float = field(
+        default_factory=lambda: _float("WARREN_RESULT_RETENTION", 86400.0)
     )
 
 

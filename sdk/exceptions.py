@@ -9,10 +9,12 @@
     ├── DeserializationError .... a message or value cannot be decoded
     │   └── VersionMismatchError  code pickled by another Python minor version or protocol
     ├── NotFoundError ........... no running or deployed function / app by that name
+    │   └── ResultExpiredError    a spawned call's result outlived its retention period
     ├── ConnectionError ......... the broker cannot be reached, or the connection was lost
     ├── EngineError ............. the engine refused a request or could not be started
     ├── ExecutionError .......... the call was accepted but could not produce a value
-    │   └── FunctionTimeoutError  the function ran past its timeout
+    │   ├── FunctionTimeoutError  the function ran past its timeout
+    │   └── CallCancelledError    the call was cancelled (FunctionCall.cancel)
     └── RemoteError ............. the function raised an exception whose type cannot be rebuilt here
 
 A remote exception whose type *can* be rebuilt (``ValueError``, or your own class) is
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 __all__ = [
     "BlockingCallInLoopError",
+    "CallCancelledError",
     "ConnectionError",
     "DeserializationError",
     "EngineError",
@@ -31,6 +34,7 @@ __all__ = [
     "InvalidError",
     "NotFoundError",
     "RemoteError",
+    "ResultExpiredError",
     "SerializationError",
     "VersionMismatchError",
     "WarrenError",
@@ -68,6 +72,10 @@ class NotFoundError(WarrenError):
     """The function, app or call does not exist (not running, not deployed, or removed)."""
 
 
+class ResultExpiredError(NotFoundError):
+    """A spawned call's result is gone: its retention period ended (or the id is unknown)."""
+
+
 class ConnectionError(WarrenError):
     """The broker could not be reached, or the connection was lost for good."""
 
@@ -82,6 +90,10 @@ class ExecutionError(WarrenError):
 
 class FunctionTimeoutError(ExecutionError):
     """The function ran longer than its ``timeout``."""
+
+
+class CallCancelledError(ExecutionError):
+    """The call was cancelled before it produced a value."""
 
 
 class RemoteError(WarrenError):

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from sdk.calls import FunctionCall, spawn_call
 from sdk.client import Client
 from sdk.exceptions import ExecutionError, InvalidError
 from sdk.facade import IteratorMethod, Method
@@ -75,6 +76,19 @@ class Function(Generic[P, R]):
         client = await Client.current()
         result: R = await call_one(client, self.target(), args, kwargs)
         return result
+
+    @property
+    def spawn(self) -> Method[P, FunctionCall[R]]:
+        """Queue a call and return at once with a :class:`FunctionCall` for its result.
+
+        The input is durably queued when ``spawn`` returns; the result is kept in the
+        broker for any process to fetch with ``FunctionCall.from_id(call.object_id)``.
+        """
+        return Method(self._spawn, f"{self.tag}.spawn")
+
+    async def _spawn(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
+        client = await Client.current()
+        return await spawn_call(client, self.target(), args, kwargs)
 
     @property
     def map(self) -> IteratorMethod[..., R]:

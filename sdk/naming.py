@@ -18,6 +18,7 @@ may not contain dots.
     warren.v1.<env>.results.<client>          a client's result queue
     warren.v1.<env>.lease.<client>            exists while the client is connected
     warren.v1.<env>.call.<call>               the stored result of one spawned call
+    warren.v1.<env>.cancels.<listener>        a container's or engine's cancel subscription
 """
 
 from __future__ import annotations
@@ -90,3 +91,14 @@ def lease_queue(environment: str, client_id: str) -> str:
 
 def call_queue(environment: str, call_id: str) -> str:
     return _scoped(environment, "call", "call id", call_id)
+
+
+def is_call_queue(name: str) -> bool:
+    """Whether ``name`` is a spawned call's result queue (its results must be durable)."""
+    parts = name.split(".")
+    return len(parts) == 5 and name.startswith(f"{PREFIX}.") and parts[3] == "call"
+
+
+def cancel_listener_queue(environment: str, listener_id: str) -> str:
+    """A container's (or the engine's) own queue on the cancel exchange."""
+    return _scoped(environment, "cancels", "listener id", listener_id)

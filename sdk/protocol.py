@@ -29,6 +29,7 @@ KIND_CANCEL: Final = "cancel"
 
 STATUS_OK: Final = 0
 STATUS_ERROR: Final = 1
+STATUS_CANCELLED: Final = 2
 
 WIRE_VERSION: Final = 1
 

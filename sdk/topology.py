@@ -10,6 +10,8 @@ function. The ``*_arguments`` functions are pure; ``declare_*`` do the I/O.
   dead-letter to ``warren.v1.dlx`` with the environment's dead-letter queue as key.
 * Result queues: durable classic with ``x-expires``, so a client that disappears
   leaves nothing behind, while one that reconnects finds its results waiting.
+* Spawned calls' result queues: durable classic, one per call, with ``x-expires`` and
+  ``x-message-ttl`` both set to the result retention period.
 * Dead-letter queue per environment: durable, messages kept for a week.
 """
 
@@ -35,6 +37,13 @@ def function_queue_arguments(environment: str, queue_type: str) -> dict[str, Any
 
 def result_queue_arguments(expiry_seconds: float) -> dict[str, Any]:
     return {"x-queue-type": "classic", "x-expires": int(expiry_seconds * 1000)}
+
+
+def call_queue_arguments(retention_seconds: float) -> dict[str, Any]:
+    # The queue goes when unused for the retention period, its result message when it
+    # has been there that long: nothing is left behind by results nobody fetches.
+    retention_ms = max(1, int(retention_seconds * 1000))
+    return {"x-queue-type": "classic", "x-expires": retention_ms, "x-message-ttl": retention_ms}
 
 
 def dead_letter_queue_arguments() -> dict[str, Any]:

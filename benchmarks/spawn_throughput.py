@@ -1,0 +1,74 @@
+"""Spawns per second, and the time to gather their results.
+
+10,000 spawns of a no-op function (``async def noop(x): return x``, ``max_inputs=100``),
+issued with 64 in flight through ``spawn.aio`` and also one at a time through the
+blocking ``spawn``; then ``FunctionCall.gather`` of all of them.
+
+    python benchmarks/spawn_throughput.py [--spawns 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from harness import save
+
+import sdk
+
+app = sdk.App("bench-spawn")
+
+
+@app.function(max_inputs=100)
+async def noop(x: int) -> int:
+    return x
+
+
+async def spawn_concurrently(n: int, in_flight: int) -> list[sdk.FunctionCall[int]]:
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> sdk.FunctionCall[int]:
+        async with slots:
+            return await noop.spawn.aio(i)
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def gather_all(calls: list[sdk.FunctionCall[int]]) -> list[int]:
+    return await sdk.FunctionCall.gather.aio(*calls)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spawns", type=int, default=10_000)
+    parser.add_argument("--in-flight", type=int, default=64)
+    args = parser.parse_args()
+    n = args.spawns
+    figures: dict[str, object] = {"spawns": n, "in_flight": args.in_flight}
+    with app.run():
+        noop.remote(0)  # warm up
+        started = time.perf_counter()
+        calls = asyncio.run(spawn_concurrently(n, args.in_flight))
+        spawn_seconds = time.perf_counter() - started
+        figures["spawns_per_s_concurrent"] = round(n / spawn_seconds)
+
+        started = time.perf_counter()
+        results = asyncio.run(gather_all(calls))
+        figures["gather_seconds"] = round(time.perf_counter() - started, 2)
+        if results != list(range(n)):
+            raise AssertionError("gather returned wrong results")
+
+        sequential = min(n, 2_000)
+        started = time.perf_counter()
+        for i in range(sequential):
+            noop.spawn(i)
+        figures["spawns_per_s_sequential"] = round(sequential / (time.perf_counter() - started))
+        figures["sequential_spawns"] = sequential
+    for key, value in figures.items():
+        print(f"{key:>24}: {value}")
+    save("spawn_throughput", figures)
+
+
+if __name__ == "__main__":
+    main()
