@@ -2,8 +2,12 @@
 
 ::
 
-    warren run path/to/app.py [ENTRYPOINT]   run an app's local entrypoint inside app.run()
-    warren engine                            the engine daemon (also: python -m engine)
+    warren run path/to/app.py [ENTRYPOINT]     run an app's local entrypoint inside app.run()
+    warren deploy path/to/app.py [--name N]    deploy (or redeploy) an app to the daemon
+    warren app list | status NAME | stop NAME  deployed apps (--json for machines)
+    warren engine                              the engine daemon (also: python -m engine)
+
+``--env ENV`` (or ``WARREN_ENVIRONMENT``) picks the environment everywhere.
 """
 
 from __future__ import annotations
@@ -11,17 +15,28 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import click
+import orjson
 
 import sdk
 from engine import logs
+from sdk import naming
 from sdk.config import settings
 from sdk.exceptions import WarrenError
+
+
+def default_state_dir() -> Path:
+    configured = os.environ.get("WARREN_STATE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "warren"
 
 
 def load_script(path: Path) -> ModuleType:
@@ -61,6 +76,97 @@ def main() -> None:
     """Warren: run Python functions on container pools behind RabbitMQ."""
 
 
+def _use_environment(environment: str | None) -> None:
+    if environment is not None:
+        os.environ["WARREN_ENVIRONMENT"] = naming.check_part("environment", environment)
+
+
+def _control(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def call() -> dict[str, Any]:
+        async with sdk.Client.connect() as client:
+            return await client.control(op, {"environment": client.environment, **args})
+
+    try:
+        return asyncio.run(call())
+    except WarrenError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+_env_option = click.option(
+    "--env", "environment", default=None, help="Environment (default: WARREN_ENVIRONMENT or main)."
+)
+
+
+@main.command()
+@click.argument("script", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Deploy under this name instead of the app's own.")
+@_env_option
+def deploy(script: Path, name: str | None, environment: str | None) -> None:
+    """Deploy the app defined in SCRIPT to the engine daemon (replacing an earlier deploy)."""
+    _use_environment(environment)
+    module = load_script(script)
+    apps = [value for value in vars(module).values() if isinstance(value, sdk.App)]
+    if len(apps) != 1:
+        found = ", ".join(a.name for a in apps) or "none"
+        raise click.UsageError(f"{script} must define exactly one sdk.App (found: {found})")
+    try:
+        apps[0].deploy(name)
+    except WarrenError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    click.echo(f"deployed {name or apps[0].name} to environment {apps[0].environment}")
+
+
+@main.group("app")
+def app_group() -> None:
+    """Deployed apps: list, status, stop."""
+
+
+@app_group.command("list")
+@_env_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def app_list(environment: str | None, as_json: bool) -> None:
+    """List the apps the engine hosts in the environment."""
+    _use_environment(environment)
+    apps = _control("list_apps", {})["apps"]
+    if as_json:
+        click.echo(orjson.dumps(apps, option=orjson.OPT_INDENT_2).decode())
+        return
+    for app in apps:
+        kind = "ephemeral" if app["ephemeral"] else "deployed"
+        functions = ", ".join(sorted(app["functions"]))
+        click.echo(f"{app['instance']:<32} {kind:<10} {functions}")
+
+
+@app_group.command("status")
+@click.argument("name")
+@_env_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def app_status(name: str, environment: str | None, as_json: bool) -> None:
+    """Per function: inputs queued, inputs running, containers."""
+    _use_environment(environment)
+    status = _control("app_status", {"app": name})
+    if as_json:
+        click.echo(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{status['app']} ({status['environment']})")
+    click.echo(f"  {'function':<24} {'queued':>8} {'running':>8} {'containers':>10}")
+    for tag, stats in sorted(status["functions"].items()):
+        click.echo(
+            f"  {tag:<24} {stats['queued_inputs']:>8} {stats['running_inputs']:>8} "
+            f"{stats['containers']:>10}"
+        )
+
+
+@app_group.command("stop")
+@click.argument("name")
+@_env_option
+def app_stop(name: str, environment: str | None) -> None:
+    """Stop a deployed app: its queues go, inputs still queued get an error."""
+    _use_environment(environment)
+    answered = _control("stop_app", {"app": name})["inputs_answered"]
+    click.echo(f"stopped {name} ({answered} queued inputs answered with an error)")
+
+
 @main.command()
 @click.argument("script", type=click.Path(path_type=Path))
 @click.argument("entrypoint", required=False)
@@ -79,7 +185,8 @@ def run(script: Path, entrypoint: str | None) -> None:
 
 _engine_options = [
     click.option("--state-dir", type=click.Path(path_type=Path), default=None,
-                 help="Where deployed apps' code is kept (default: a temporary directory)."),
+                 help="Where deployed apps are recorded (default: WARREN_STATE_DIR, "
+                      "else ~/.local/state/warren)."),
     click.option("--run-id", default=None, hidden=True,
                  help="Serve one app run on a private control queue."),
     click.option("--parent-pid", type=int, default=None, hidden=True,

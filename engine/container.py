@@ -10,7 +10,7 @@ acknowledged only after the results of all its inputs are confirmed by the broke
 so a container that dies mid-call gets its inputs redelivered to another.
 
 SIGTERM stops taking inputs, lets running ones finish (bounded by a grace period),
-publishes their results, and exits 0. The container also exits when its engine dies.
+publishes their results, and exits 0.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,6 @@ class ContainerConfig:
     spec: FunctionSpec
     code_path: str
     container_id: str
-    parent_pid: int
     sys_path: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()
 
@@ -80,7 +80,6 @@ class ContainerConfig:
             spec=FunctionSpec.from_wire(data["spec"]),
             code_path=data["code_path"],
             container_id=data["container_id"],
-            parent_pid=int(data["parent_pid"]),
             sys_path=tuple(data.get("sys_path", ())),
             cancelled=tuple(data.get("cancelled", ())),
         )
@@ -118,8 +117,19 @@ class Container:
         self._replacing: asyncio.Task[None] | None = None
         self._inputs: AbstractChannel | None = None
         self._held = 0
+        self.last_active = time.monotonic()
         self._tuner = PrefetchTuner(config.spec.max_inputs)
         self._log = log.bind(container=config.container_id, function=config.spec.tag)
+
+    @property
+    def held(self) -> int:
+        """Inputs started and not yet finished."""
+        return self._held
+
+    @property
+    def mean_batch(self) -> float:
+        """Mean inputs per message received: how the engine turns queue depth into inputs."""
+        return self._tuner.mean_size
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -139,13 +149,9 @@ class Container:
         consumer_tag = await queue.consume(self._on_input)
         self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
         self._on_ready()
-        watcher = asyncio.create_task(self._watch_parent())
         try:
             await self._stop.wait()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
             with contextlib.suppress(AMQPError, RuntimeError):
                 await queue.cancel(consumer_tag)
             await self._finish()
@@ -161,12 +167,6 @@ class Container:
         if self._connection is not None:
             await self._connection.close()
         self._log.info("container_stopped")
-
-    async def _watch_parent(self) -> None:
-        while os.getppid() == self.config.parent_pid:
-            await asyncio.sleep(1.0)
-        self._log.warning("container_orphaned", parent=self.config.parent_pid)
-        self._stop.set()
 
     async def _listen_for_cancels(self, channel: AbstractRobustChannel) -> None:
         exchange = await channel.declare_exchange(
@@ -276,6 +276,7 @@ class Container:
 
     def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
         self._held -= 1
+        self.last_active = time.monotonic()
         item: ResultItem | None = None
         if status != STATUS_CANCELLED:
             item = (job.invocation_id, job.index, status, fmt, data, seconds)

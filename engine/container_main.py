@@ -1,10 +1,10 @@
-"""Entry point of a container process: ``python -m engine.container_main``.
+"""Entry point of a container process, forked by :mod:`engine.procs`.
 
-The pool writes the container's configuration to its stdin (msgpack). The container
-loads the app's code, connects, and reports on the first line of stdout: ``READY``, or
-``FAILED {json}`` with the reason (the pool turns that into the error ``app.run()``
-raises). After that line, stdout points at stderr, so the user's prints land with the
-engine's logs.
+The container loads the app's code, connects, and reports on its status pipe: first
+``ready`` (or ``failed`` with the reason, which the pool turns into the error
+``app.run()`` or the waiting callers get), then every few tenths of a second how many
+inputs it holds and since when it has been idle. It stops when its lifeline pipe
+closes, that is when the engine is gone, however it went.
 """
 
 from __future__ import annotations
@@ -13,20 +13,22 @@ import asyncio
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
 import structlog
 
 from engine.container import Container, ContainerConfig
-from sdk.codec import unpackb
 from sdk.shipping import load_app_code
 
 log = structlog.get_logger(__name__)
 
 EXIT_BAD_CODE = 3
+STATUS_PERIOD = 0.25
 
 
 def load_function(config: ContainerConfig) -> Callable[..., Any]:
@@ -38,51 +40,70 @@ def load_function(config: ContainerConfig) -> Callable[..., Any]:
         return load_app_code(handle.read())[config.spec.tag]
 
 
-def report(status: str, detail: dict[str, str] | None = None) -> None:
-    """Tell the pool (first line on stdout) whether this container is ready, or why not.
-
-    Afterwards stdout is pointed at stderr, so the user's prints land with the logs.
-    """
-    line = status if detail is None else f"{status} {orjson.dumps(detail).decode()}"
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-    os.dup2(2, 1)
-
-
 def _failure(exc: BaseException) -> dict[str, str]:
     return {
+        "event": "failed",
         "type": type(exc).__name__,
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
     }
 
 
-def main() -> None:
-    """Entry point of a container process (``python -m engine.container``)."""
+def forked_main(config_json: bytes, status: Connection, lifeline: Connection) -> None:
+    """Run one container (the target of the forked process)."""
+    os.dup2(2, 1)  # the user's prints go where the engine's logs go, never into a pipe
     from engine import logs
 
     logs.configure()
-    config = ContainerConfig.from_wire(unpackb(sys.stdin.buffer.read()))
+    config = ContainerConfig.from_wire(orjson.loads(config_json))
     try:
         fn = load_function(config)
     except BaseException as exc:
         log.error("container_refused_code", reason=str(exc), container=config.container_id)
-        report("FAILED", _failure(exc))
+        status.send_bytes(orjson.dumps(_failure(exc)))
         sys.exit(EXIT_BAD_CODE)
-    asyncio.run(_serve(config, fn))
+    asyncio.run(_serve(config, fn, status, lifeline))
 
 
-async def _serve(config: ContainerConfig, fn: Callable[..., Any]) -> None:
-    container = Container(config, fn, on_ready=lambda: report("READY"))
+async def _serve(
+    config: ContainerConfig, fn: Callable[..., Any], status: Connection, lifeline: Connection
+) -> None:
     loop = asyncio.get_running_loop()
+
+    def send(message: dict[str, Any]) -> None:
+        try:
+            status.send_bytes(orjson.dumps(message))
+        except OSError:
+            container.request_stop()  # the engine is gone
+
+    container = Container(config, fn, on_ready=lambda: send({"event": "ready"}))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, container.request_stop)
+    loop.add_reader(lifeline.fileno(), container.request_stop)  # readable only at EOF
+    reporter = loop.create_task(_report(container, send))
     try:
         await container.run()
     except Exception as exc:
-        report("FAILED", _failure(exc))
+        send(_failure(exc))
         raise
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
 
 
-if __name__ == "__main__":
-    main()
+async def _report(container: Container, send: Callable[[dict[str, Any]], None]) -> None:
+    last: tuple[int, float] | None = None
+    while True:
+        await asyncio.sleep(STATUS_PERIOD)
+        now = (container.held, container.last_active)
+        if now != last:
+            idle_for = 0.0 if container.held else time.monotonic() - container.last_active
+            send(
+                {
+                    "event": "status",
+                    "running": container.held,
+                    "idle_for": idle_for,
+                    "batch": container.mean_batch,
+                }
+            )
+            last = now

@@ -1,4 +1,4 @@
-"""The engine: answers control requests, declares topology, runs container pools.
+"""The engine daemon: answers control requests and hosts apps.
 
 It listens on an *exclusive* control queue, so the queue exists exactly while an
 engine is connected: a client that publishes a request with ``mandatory=True`` learns
@@ -6,8 +6,9 @@ at once whether an engine is there. The daemon uses ``warren.v1.control``; an en
 started by ``app.run()`` for one script uses a private ``warren.v1.control.<run>`` and
 follows its parent process (it stops when the parent dies).
 
-Requests: ``register_app`` (store the code, declare queues, start pools), ``stop_app``
-(stop pools, answer still-queued inputs with an error, delete the queues), ``ping``.
+On SIGTERM it stops taking inputs: containers finish what they run and exit, deployed
+apps' queued inputs stay queued for the next start, ephemeral apps are stopped; then
+it exits 0. Deployed apps come back on the next start (see :mod:`engine.registry`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import signal
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +28,17 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import ChannelLockedResource
 
+from engine import procs
 from engine.cancels import CancelMemory
-from engine.drain import drain_queue
-from engine.pool import ContainerPool, PoolConfig
-from sdk import exceptions, naming, topology
+from engine.hosting import Host, HostedApp
+from sdk import exceptions, naming
 from sdk.codec import unpack_envelope
 from sdk.config import Settings
-from sdk.protocol import Cancel, ControlReply, ControlRequest, FunctionSpec
-from sdk.shipping import check_python
+from sdk.protocol import Cancel, ControlReply, ControlRequest
 
 log = structlog.get_logger(__name__)
 
 PARENT_POLL_SECONDS = 0.5
-
-
-@dataclass(slots=True)
-class RunningApp:
-    environment: str
-    app: str
-    instance: str
-    specs: list[FunctionSpec]
-    directory: Path
-    ephemeral: bool
-    pools: dict[str, ContainerPool] = field(default_factory=dict)
-
-    def queue(self, tag: str) -> str:
-        return naming.function_queue(self.environment, self.instance, tag)
 
 
 class Engine:
@@ -70,12 +55,11 @@ class Engine:
         self.parent_pid = parent_pid
         self._owns_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="warren-engine-"))
-        self.apps: dict[tuple[str, str], RunningApp] = {}
+        self.cancels = CancelMemory()
         self._stop = asyncio.Event()
-        self._lock = asyncio.Lock()
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self.cancels = CancelMemory()
+        self._host: Host | None = None
         self._listening: set[str] = set()
         self._listener_id = f"engine-{uuid.uuid4().hex[:12]}"
 
@@ -83,6 +67,7 @@ class Engine:
         self._stop.set()
 
     async def serve(self) -> None:
+        await asyncio.to_thread(procs.warm_up)
         self._connection = await aio_pika.connect_robust(
             self.settings.broker_url, client_properties={"connection_name": "warren-engine"}
         )
@@ -94,10 +79,17 @@ class Engine:
             raise exceptions.EngineError(
                 f"another engine already listens on {self.control_queue!r}"
             ) from None
+        self._host = Host(
+            self.settings, self._connection, self._channel, self.state_dir, self.cancels
+        )
+        await self._host.restore()
+        for environment, _ in self._host.apps:
+            await self._listen_for_cancels(environment)
         await queue.consume(self._on_control)
         log.info("engine_started", control_queue=self.control_queue, pid=os.getpid())
         sys.stdout.write(f"READY {self.control_queue}\n")
         sys.stdout.flush()
+        os.dup2(2, 1)  # nothing more for whoever reads our stdout: keep it from filling up
         watcher = asyncio.create_task(self._watch_parent()) if self.parent_pid else None
         try:
             await self._stop.wait()
@@ -108,10 +100,9 @@ class Engine:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        log.info("engine_stopping", apps=len(self.apps))
-        async with self._lock:
-            for key in list(self.apps):
-                await self._stop_app(self.apps.pop(key))
+        log.info("engine_stopping")
+        if self._host is not None:
+            await self._host.shutdown()
         if self._connection is not None:
             await self._connection.close()
         if self._owns_state_dir:
@@ -123,6 +114,27 @@ class Engine:
             await asyncio.sleep(PARENT_POLL_SECONDS)
         log.warning("engine_orphaned", parent=self.parent_pid)
         self._stop.set()
+
+    async def _listen_for_cancels(self, environment: str) -> None:
+        if environment in self._listening or self._channel is None:
+            return
+        from sdk import topology
+
+        exchange = await topology.declare_cancel_exchange(self._channel, environment)
+        queue = await self._channel.declare_queue(
+            naming.cancel_listener_queue(environment, self._listener_id),
+            exclusive=True,
+            auto_delete=True,
+        )
+        await queue.bind(exchange)
+        await queue.consume(self._on_cancel, no_ack=True)
+        self._listening.add(environment)
+
+    async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
+        try:
+            self.cancels.add(Cancel.from_body(unpack_envelope(message.body).body).invocation_ids)
+        except exceptions.WarrenError as exc:
+            log.warning("cancel_rejected", reason=str(exc))
 
     # -- control requests ------------------------------------------------------------
 
@@ -151,103 +163,58 @@ class Engine:
                     routing_key=message.reply_to,
                 )
 
-    async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
-        try:
-            self.cancels.add(Cancel.from_body(unpack_envelope(message.body).body).invocation_ids)
-        except exceptions.WarrenError as exc:
-            log.warning("cancel_rejected", reason=str(exc))
+    @property
+    def host(self) -> Host:
+        assert self._host is not None
+        return self._host
+
+    def _find(self, args: dict[str, Any], *, with_tag: bool = False) -> HostedApp:
+        environment = naming.check_part("environment", args.get("environment", ""))
+        name = args.get("instance") or args.get("app") or ""
+        tag = args.get("tag") if with_tag else None
+        return self.host.find(environment, name, tag)
 
     async def _op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "apps": len(self.apps)}
+        return {"pid": os.getpid(), "apps": len(self.host.apps)}
 
     async def _op_register_app(self, args: dict[str, Any]) -> dict[str, Any]:
-        check_python(args["code"])
-        environment = naming.check_part("environment", args["environment"])
-        instance = naming.check_part("app instance", args["instance"])
-        specs = [FunctionSpec.from_wire(s) for s in args["functions"]]
-        directory = self.state_dir / environment / instance
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "code.msgpack").write_bytes(args["code"])
-        app = RunningApp(
-            environment, args["app"], instance, specs, directory, bool(args.get("ephemeral"))
-        )
-        async with self._lock:
-            previous = self.apps.pop((environment, instance), None)
-            if previous is not None:
-                await self._stop_pools(previous)
-            await self._declare(app)
-            try:
-                await self._start_pools(app, tuple(args.get("sys_path", ())))
-            except BaseException:
-                await self._stop_app(app)
-                raise
-            self.apps[(environment, instance)] = app
-        log.info("app_registered", app=app.app, instance=instance, functions=len(specs))
-        return {"queues": {spec.tag: app.queue(spec.tag) for spec in specs}}
+        app = await self.host.register(args, ephemeral=True)
+        await self._listen_for_cancels(app.environment)
+        return {"instance": app.instance}
+
+    async def _op_deploy_app(self, args: dict[str, Any]) -> dict[str, Any]:
+        app = await self.host.register(args, ephemeral=False)
+        await self._listen_for_cancels(app.environment)
+        return self.host.status(app)
 
     async def _op_stop_app(self, args: dict[str, Any]) -> dict[str, Any]:
-        key = (args["environment"], args["instance"])
-        async with self._lock:
-            app = self.apps.pop(key, None)
-            if app is None:
-                raise exceptions.NotFoundError(f"no running app {args['instance']!r}")
-            answered = await self._stop_app(app)
-        return {"inputs_answered": answered}
+        app = self._find(args)
+        return {"inputs_answered": await self.host.stop(app.environment, app.instance)}
 
-    # -- apps ------------------------------------------------------------------------
+    async def _op_list_apps(self, args: dict[str, Any]) -> dict[str, Any]:
+        environment = args.get("environment")
+        apps = [
+            self.host.status(app)
+            for (env, _), app in sorted(self.host.apps.items())
+            if environment is None or env == environment
+        ]
+        return {"apps": apps}
 
-    async def _declare(self, app: RunningApp) -> None:
-        assert self._channel is not None
-        await topology.declare_dead_letters(self._channel, app.environment)
-        exchange = await topology.declare_cancel_exchange(self._channel, app.environment)
-        if app.environment not in self._listening:
-            queue = await self._channel.declare_queue(
-                naming.cancel_listener_queue(app.environment, self._listener_id),
-                exclusive=True,
-                auto_delete=True,
-            )
-            await queue.bind(exchange)
-            await queue.consume(self._on_cancel, no_ack=True)
-            self._listening.add(app.environment)
-        for spec in app.specs:
-            await topology.declare_function_queue(
-                self._channel, app.environment, app.queue(spec.tag), self.settings.queue_type
-            )
+    async def _op_app_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.host.status(self._find(args))
 
-    async def _start_pools(self, app: RunningApp, sys_path: tuple[str, ...]) -> None:
-        for spec in app.specs:
-            pool = ContainerPool(
-                PoolConfig(
-                    broker_url=self.settings.broker_url,
-                    environment=app.environment,
-                    instance=app.instance,
-                    queue=app.queue(spec.tag),
-                    spec=spec,
-                    code_path=str(app.directory / "code.msgpack"),
-                    sys_path=sys_path,
-                ),
-                size=spec.max_containers,
-                cancels=self.cancels,
-            )
-            app.pools[spec.tag] = pool
-        await asyncio.gather(*(pool.start() for pool in app.pools.values()))
+    async def _op_describe_function(self, args: dict[str, Any]) -> dict[str, Any]:
+        app = self._find(args, with_tag=True)
+        return {"instance": app.instance, "spec": app.specs[args["tag"]].to_wire()}
 
-    async def _stop_pools(self, app: RunningApp) -> None:
-        await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
-        app.pools.clear()
+    async def _op_function_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        app = self._find(args, with_tag=True)
+        return app.pools[args["tag"]].stats()
 
-    async def _stop_app(self, app: RunningApp) -> int:
-        """Stop an app's containers; an ephemeral app's queues go, their inputs answered."""
-        await self._stop_pools(app)
-        answered = 0
-        if app.ephemeral and self._connection is not None:
-            for spec in app.specs:
-                answered += await drain_queue(
-                    self._connection, app.queue(spec.tag), f"app {app.app!r} stopped"
-                )
-            shutil.rmtree(app.directory, ignore_errors=True)
-        log.info("app_stopped", app=app.app, instance=app.instance, inputs_answered=answered)
-        return answered
+    async def _op_update_autoscaler(self, args: dict[str, Any]) -> dict[str, Any]:
+        app = self._find(args, with_tag=True)
+        settings = await self.host.update_autoscaler(app, args["tag"], dict(args["changes"]))
+        return settings.to_wire()
 
 
 async def run_engine(config: Settings, **kwargs: Any) -> None:

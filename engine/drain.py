@@ -1,8 +1,9 @@
-"""Removing a function queue without leaving any caller waiting.
+"""Failing queued inputs with a reason, so that no caller is left waiting.
 
-RabbitMQ drops a deleted queue's messages silently. Before deleting, the engine takes
-every input still queued and answers it with an ``ExecutionError`` saying why (the
-app stopped), so callers fail promptly instead of waiting forever.
+RabbitMQ drops a deleted queue's messages silently. Before deleting a function queue
+(its app stopped), and whenever its containers cannot start at all, the engine takes
+every input still queued and answers it with an ``ExecutionError`` saying why, so
+callers fail promptly instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from sdk.protocol import STATUS_ERROR, CallBatch, ResultBatch
 log = structlog.get_logger(__name__)
 
 
-async def drain_queue(connection: AbstractRobustConnection, name: str, reason: str) -> int:
-    """Answer every input queued in ``name`` with an error, then delete it.
+async def answer_queued(
+    connection: AbstractRobustConnection, name: str, reason: str, *, delete: bool = False
+) -> int:
+    """Answer every input queued in ``name`` with an error (then delete the queue, if asked).
 
     Returns how many inputs were answered.
     """
@@ -35,7 +38,8 @@ async def drain_queue(connection: AbstractRobustConnection, name: str, reason: s
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
             answered += await _answer(channel, message.body, message.reply_to, reason)
             await message.ack()
-        await queue.delete(if_unused=False, if_empty=False)
+        if delete:
+            await queue.delete(if_unused=False, if_empty=False)
     return answered
 
 

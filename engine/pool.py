@@ -1,33 +1,36 @@
-"""A pool of container processes for one function.
+"""An autoscaled pool of container processes for one function.
 
-The pool keeps ``size`` containers running: each slot has a supervisor task that
-starts a container process, waits for it to exit, and starts another unless the pool
-is stopping (with a growing back-off when containers die young, so a crash loop does
-not spin). Stopping sends SIGTERM, waits a grace period for in-flight inputs, and
-kills what is left.
+Every tick the pool reads its queue's depth and its containers' reports, asks
+:func:`engine.scaling.decide` what to do, and does it: forks new containers (see
+:mod:`engine.procs`), or sends SIGTERM to those to stop, which finish their current
+inputs first. Containers that die young are restarted with a growing back-off, so a
+crash loop does not spin. If containers cannot even load the app's code, the inputs
+queued meanwhile are answered with that error rather than left waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import sys
+import math
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import structlog
 
 from engine.cancels import CancelMemory
+from engine.container import EXIT_REPLACED
+from engine.procs import ContainerProcess
+from engine.scaling import Autoscaling, ContainerView, decide
 from sdk import exceptions
-from sdk.codec import packb
 from sdk.protocol import FunctionSpec
 
 log = structlog.get_logger(__name__)
 
+TICK = 0.1
 STOP_GRACE = 35.0
 START_TIMEOUT = 120.0
 MIN_HEALTHY_SECONDS = 5.0
@@ -45,101 +48,148 @@ class PoolConfig:
     sys_path: tuple[str, ...] = ()
 
 
-class ContainerPool:
-    """Keeps ``size`` containers of one function alive until stopped."""
+@dataclass(slots=True, eq=False)
+class _Member:
+    key: int
+    process: ContainerProcess
+    started_at: float
+    ready: bool = False
+    stopping: bool = False
+    running: int = 0
+    idle_for: float = 0.0
+    reported_at: float = field(default_factory=time.monotonic)
+    batch: float = 1.0
 
-    def __init__(self, config: PoolConfig, size: int, cancels: CancelMemory) -> None:
+    def view(self, now: float) -> ContainerView:
+        idle = 0.0 if self.running else self.idle_for + (now - self.reported_at)
+        return ContainerView(self.key, self.running, idle, self.stopping)
+
+
+QueueDepth = Callable[[str], Awaitable[int]]
+AnswerQueued = Callable[[str, str], Awaitable[int]]
+
+
+class ContainerPool:
+    """Sizes one function's containers to its load, within its autoscaler settings."""
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        autoscaling: Autoscaling,
+        cancels: CancelMemory,
+        queue_depth: QueueDepth,
+        answer_queued: AnswerQueued,
+    ) -> None:
         self.config = config
-        self.size = size
+        self.autoscaling = autoscaling
         self._cancels = cancels
+        self._queue_depth = queue_depth
+        self._answer_queued = answer_queued
+        self._members: dict[int, _Member] = {}
+        self._keys = 0
+        self._queued = 0
         self._stopping = False
-        self._processes: dict[int, asyncio.subprocess.Process] = {}
-        self._supervisors: list[asyncio.Task[None]] = []
+        self._poke = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._ready: asyncio.Future[None] | None = None
+        self._load_error: exceptions.WarrenError | None = None
+        self._backoff = 0.0
+        self._next_launch = 0.0
         self._log = log.bind(function=config.spec.tag, app=config.instance)
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._processes.values() if p.returncode is None]
+    # -- life cycle --------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the containers; return once one is ready, or raise why it could not start."""
-        self._ready = asyncio.get_running_loop().create_future()
-        for slot in range(self.size):
-            self._supervisors.append(asyncio.create_task(self._supervise(slot)))
-        try:
-            await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
-        except BaseException:
-            await self.stop(grace=1.0)
-            raise
+    async def start(self, warm: int) -> None:
+        """Start ``warm`` containers (waiting until one is ready, if any), then autoscale."""
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        for _ in range(warm):
+            self._launch()
+        if warm:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
+            except BaseException:
+                await self.stop(grace=1.0)
+                raise
+        self._own(self._scale_forever())
 
-    def _starting(self, line: bytes) -> None:
-        """Read a new container's first line: ``READY`` or ``FAILED {json}``."""
-        ready = self._ready
-        if ready is None or ready.done():
-            return
-        if line.startswith(b"READY"):
-            ready.set_result(None)
-            return
-        detail = (
-            orjson.loads(line.partition(b" ")[2] or b"{}") if line.startswith(b"FAILED") else {}
-        )
-        kind = (
-            exceptions.VersionMismatchError
-            if detail.get("type") == "VersionMismatchError"
-            else exceptions.EngineError
-        )
-        message = detail.get("message") or "it exited before saying why (see the engine's log)"
-        ready.set_exception(
-            kind(
-                f"containers of {self.config.spec.tag!r} cannot start: "
-                f"{detail.get('type', 'error')}: {message}"
-            )
-        )
+    def update(self, autoscaling: Autoscaling) -> None:
+        """Apply new autoscaler settings at once."""
+        self.autoscaling = autoscaling
+        self._poke.set()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         self._stopping = True
-        for process in list(self._processes.values()):
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        waits = [p.wait() for p in self._processes.values()]
-        if waits:
-            _, pending = await asyncio.wait(
-                [asyncio.ensure_future(w) for w in waits], timeout=grace
-            )
-            for process in list(self._processes.values()):
-                if process.returncode is None:
-                    self._log.warning("container_killed", pid=process.pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        process.kill()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-        for task in self._supervisors:
+        members = list(self._members.values())
+        for member in members:
+            member.stopping = True
+            member.process.terminate()
+        if members:
+            waits = [asyncio.ensure_future(m.process.wait()) for m in members]
+            _, late = await asyncio.wait(waits, timeout=grace)
+            for member in members:
+                if member.process.alive:
+                    self._log.warning("container_killed", pid=member.process.pid)
+                    member.process.kill()
+            await asyncio.gather(*late, return_exceptions=True)
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _supervise(self, slot: int) -> None:
-        backoff = 0.5
-        loop = asyncio.get_running_loop()
+    def stats(self) -> dict[str, Any]:
+        members = [m for m in self._members.values() if m.process.alive]
+        return {
+            "queued_inputs": self._queued,
+            "running_inputs": sum(m.running for m in members),
+            "containers": len(members),
+            "pids": sorted(m.process.pid for m in members),
+            "autoscaler": self.autoscaling.to_wire(),
+        }
+
+    # -- scaling -----------------------------------------------------------------------
+
+    async def _scale_forever(self) -> None:
         while not self._stopping:
-            started = loop.time()
-            process = await self._spawn()
-            self._processes[slot] = process
-            assert process.stdout is not None
-            self._starting(await process.stdout.readline())
-            code = await process.wait()
-            if self._stopping:
-                return
-            lived = loop.time() - started
-            self._log.warning(
-                "container_exited", pid=process.pid, code=code, seconds=round(lived, 2)
-            )
-            backoff = 0.5 if lived >= MIN_HEALTHY_SECONDS else min(backoff * 2, MAX_BACKOFF)
-            await asyncio.sleep(backoff)
+            try:
+                await self._tick()
+            except Exception:
+                self._log.exception("autoscaler_tick_failed")
+            self._poke.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), TICK)
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _tick(self) -> None:
+        messages = await self._queue_depth(self.config.queue)
+        live = [m for m in self._members.values() if m.process.alive]
+        batch = max((m.batch for m in live), default=1.0)
+        self._queued = math.ceil(messages * batch)
+        if self._load_error is not None and messages:
+            answered = await self._answer_queued(self.config.queue, str(self._load_error))
+            self._log.error("inputs_failed_fast", inputs=answered, reason=str(self._load_error))
+        now = time.monotonic()
+        decision = decide(
+            self.autoscaling,
+            self.config.spec.max_inputs,
+            self._queued,
+            [m.view(now) for m in live if m.ready],
+            starting=sum(1 for m in live if not m.ready and not m.stopping),
+        )
+        for key in decision.stop:
+            member = self._members[key]
+            member.stopping = True
+            member.process.terminate()
+            self._log.info("container_scaled_down", pid=member.process.pid)
+        if decision.start and now >= self._next_launch:
+            for _ in range(decision.start):
+                self._launch()
+
+    # -- members -----------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        self._keys += 1
+        key = self._keys
         container_id = uuid.uuid4().hex[:12]
-        config: dict[str, Any] = {
+        config = {
             "broker_url": self.config.broker_url,
             "environment": self.config.environment,
             "instance": self.config.instance,
@@ -147,20 +197,71 @@ class ContainerPool:
             "spec": self.config.spec.to_wire(),
             "code_path": self.config.code_path,
             "container_id": container_id,
-            "parent_pid": os.getpid(),
             "sys_path": list(self.config.sys_path),
             "cancelled": self._cancels.recent(),
         }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine.container_main",
-            "--app", self.config.instance, "--function", self.config.spec.tag,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert process.stdin is not None
-        process.stdin.write(packb(config))
-        await process.stdin.drain()
-        process.stdin.close()
-        await process.stdin.wait_closed()
+        process = ContainerProcess(config, lambda message: self._on_status(key, message))
+        member = _Member(key, process, started_at=time.monotonic())
+        self._members[key] = member
+        self._own(self._watch(member))
         self._log.info("container_spawned", pid=process.pid, container=container_id)
-        return process
+
+    def _on_status(self, key: int, message: dict[str, Any]) -> None:
+        member = self._members.get(key)
+        if member is None:
+            return
+        event = message.get("event")
+        if event == "ready":
+            member.ready = True
+            self._load_error = None
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+        elif event == "status":
+            member.running = int(message.get("running", 0))
+            member.idle_for = float(message.get("idle_for", 0.0))
+            member.batch = float(message.get("batch", 1.0))
+            member.reported_at = time.monotonic()
+        elif event == "failed":
+            self._failed(message)
+
+    def _failed(self, message: dict[str, Any]) -> None:
+        kind = (
+            exceptions.VersionMismatchError
+            if message.get("type") == "VersionMismatchError"
+            else exceptions.EngineError
+        )
+        error = kind(
+            f"containers of {self.config.spec.tag!r} cannot start: "
+            f"{message.get('type', 'error')}: {message.get('message', '')}"
+        )
+        self._load_error = error
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+
+    async def _watch(self, member: _Member) -> None:
+        ready_by = asyncio.get_running_loop().call_later(
+            START_TIMEOUT, lambda: None if member.ready else member.process.kill()
+        )
+        code = await member.process.wait()
+        ready_by.cancel()
+        self._members.pop(member.key, None)
+        if self._stopping or member.stopping or code == EXIT_REPLACED:
+            return
+        lived = time.monotonic() - member.started_at
+        self._log.warning(
+            "container_exited", pid=member.process.pid, code=code, seconds=round(lived, 2)
+        )
+        self._backoff = (
+            0.0 if lived >= MIN_HEALTHY_SECONDS else min(max(0.5, self._backoff * 2), MAX_BACKOFF)
+        )
+        self._next_launch = time.monotonic() + self._backoff
+        if self._ready is not None and not self._ready.done() and not member.ready:
+            self._failed(
+                {"type": "exit", "message": f"it exited with code {code} before it was ready"}
+            )
+        self._poke.set()
+
+    def _own(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -11,10 +11,10 @@ from sdk import naming
 from sdk.client import Client
 from sdk.config import settings
 from sdk.exceptions import InvalidError
-from sdk.facade import run_blocking
+from sdk.facade import Method, run_blocking
 from sdk.function import Function
 from sdk.protocol import FunctionSpec
-from sdk.runner import RunHandle, start_run, stop_run
+from sdk.runner import RunHandle, deploy_app, start_run, stop_run
 from sdk.shipping import ship_by_value
 
 P = ParamSpec("P")
@@ -78,6 +78,9 @@ class App:
         max_containers: int = 1,
         max_inputs: int = 1,
         timeout: float = 300.0,
+        min_containers: int = 0,
+        buffer_containers: int = 0,
+        scaledown_window: float = 60.0,
     ) -> _Decorator: ...
 
     def function(
@@ -89,11 +92,18 @@ class App:
         max_containers: int = 1,
         max_inputs: int = 1,
         timeout: float = 300.0,
+        min_containers: int = 0,
+        buffer_containers: int = 0,
+        scaledown_window: float = 60.0,
     ) -> Any:
         """Register a function of this app: ``@app.function()`` or ``@app.function``.
 
-        ``max_containers`` bounds the container processes, ``max_inputs`` the inputs one
-        container runs at once; ``timeout`` is in seconds per attempt.
+        Containers scale with the load, from ``min_containers`` (kept warm, default 0)
+        up to ``max_containers``; ``buffer_containers`` extra idle ones are kept while
+        the function is busy, and an idle container above the minimum stops after
+        ``scaledown_window`` seconds. ``max_inputs`` is how many inputs one container
+        runs at once (its prefetch), so ``max_containers * max_inputs`` bounds the
+        function's concurrency. ``timeout`` is in seconds per attempt.
         """
 
         def decorate(fn: Callable[..., Any]) -> Function[Any, Any]:
@@ -110,6 +120,9 @@ class App:
                 max_containers=max_containers,
                 max_inputs=max_inputs,
                 timeout=timeout,
+                min_containers=min_containers,
+                buffer_containers=buffer_containers,
+                scaledown_window=scaledown_window,
             )
             function: Function[Any, Any] = Function(fn, spec, app=self)
             self.functions[tag] = function
@@ -139,6 +152,20 @@ class App:
         are removed when the block ends.
         """
         return AppRun(self)
+
+    @property
+    def deploy(self) -> Method[..., App]:
+        """Deploy the app to the engine daemon: ``app.deploy()`` (``await app.deploy.aio()``).
+
+        Registers the app, or replaces its code for new inputs if it is deployed
+        already (which also resets ``update_autoscaler`` overrides). ``name`` deploys
+        it under another name. Needs a running ``warren engine``.
+        """
+        return Method(self._deploy, "app.deploy")
+
+    async def _deploy(self, name: str | None = None) -> App:
+        await deploy_app(await Client.current(), self, name)
+        return self
 
     def _attach(self, handle: RunHandle | None) -> None:
         self._run = handle

@@ -36,6 +36,11 @@ class PrefetchTuner:
         self.prefetch = max_inputs
         self._mean_size = 1.0
 
+    @property
+    def mean_size(self) -> float:
+        """Running mean of the inputs per message received."""
+        return self._mean_size
+
     def observe(self, size: int) -> int | None:
         """Record one message's input count; returns a new prefetch when it should change."""
         self._mean_size += SMOOTHING * (size - self._mean_size)

@@ -37,7 +37,7 @@ from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity, PublishError
 from sdk import exceptions, naming, topology
 from sdk.codec import Envelope, unpack_envelope
 from sdk.config import Settings, settings
-from sdk.exceptions import EngineError, NotFoundError
+from sdk.exceptions import EngineError, EngineNotFoundError, NotFoundError
 from sdk.facade import in_loop_thread, loop_thread
 from sdk.protocol import (
     KIND_CANCEL,
@@ -258,12 +258,17 @@ class Client:
         self._control[correlation_id] = waiter
         target = queue or naming.control_queue()
         try:
-            await self.publish(
-                target,
-                ControlRequest(op, args).to_envelope(),
-                correlation_id=correlation_id,
-                persistent=False,
-            )
+            try:
+                await self.publish(
+                    target,
+                    ControlRequest(op, args).to_envelope(),
+                    correlation_id=correlation_id,
+                    persistent=False,
+                )
+            except NotFoundError:
+                raise EngineNotFoundError(
+                    f"no engine is listening on {target!r}: start one with `warren engine`"
+                ) from None
             reply = await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             raise EngineError(f"the engine did not answer {op!r} within {timeout:g}s") from None

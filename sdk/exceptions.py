@@ -12,6 +12,7 @@
     │   └── ResultExpiredError    a spawned call's result outlived its retention period
     ├── ConnectionError ......... the broker cannot be reached, or the connection was lost
     ├── EngineError ............. the engine refused a request or could not be started
+    │   └── EngineNotFoundError   no engine listens on the control queue
     ├── ExecutionError .......... the call was accepted but could not produce a value
     │   ├── FunctionTimeoutError  the function ran past its timeout
     │   └── CallCancelledError    the call was cancelled (FunctionCall.cancel)
@@ -29,6 +30,7 @@ __all__ = [
     "ConnectionError",
     "DeserializationError",
     "EngineError",
+    "EngineNotFoundError",
     "ExecutionError",
     "FunctionTimeoutError",
     "InvalidError",
@@ -82,6 +84,10 @@ class ConnectionError(WarrenError):
 
 class EngineError(WarrenError):
     """The engine refused a request or could not be started."""
+
+
+class EngineNotFoundError(EngineError):
+    """No engine is listening: start one with ``warren engine``."""
 
 
 class ExecutionError(WarrenError):

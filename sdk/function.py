@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from sdk import naming
 from sdk.calls import FunctionCall, spawn_call
 from sdk.client import Client
+from sdk.config import settings
 from sdk.exceptions import ExecutionError, InvalidError
-from sdk.facade import IteratorMethod, Method
-from sdk.inputs import AnyIterable, InputSource, zip_inputs
+from sdk.facade import Method
 from sdk.invocation import Target, call_one
-from sdk.mapping import map_chunks
+from sdk.mapping import MapMethods
 from sdk.protocol import FunctionSpec
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Function(Generic[P, R]):
+class Function(MapMethods[R], Generic[P, R]):
     """A function that runs remotely. Made by ``@app.function()``.
 
     Example::
@@ -41,31 +41,158 @@ class Function(Generic[P, R]):
     def __init__(
         self,
         raw: Callable[..., Any] | None,
-        spec: FunctionSpec,
+        spec: FunctionSpec | None,
         *,
         app: App | None = None,
         target: Target | None = None,
+        lookup: tuple[str, str, str] | None = None,
+        client: Client | None = None,
     ) -> None:
         self._raw = raw
-        self.spec = spec
+        self._spec = spec
         self._app = app
         self._target = target
+        self._lookup = lookup
+        self._explicit_client = client
         if raw is not None:
             self.__doc__ = raw.__doc__
-            self.__name__ = getattr(raw, "__name__", spec.tag)
-            self.__qualname__ = getattr(raw, "__qualname__", spec.tag)
+            self.__name__ = getattr(raw, "__name__", self.tag)
+            self.__qualname__ = getattr(raw, "__qualname__", self.tag)
             self.__module__ = getattr(raw, "__module__", __name__)
+
+    @classmethod
+    def from_name(
+        cls,
+        app_name: str,
+        tag: str,
+        *,
+        environment_name: str | None = None,
+        client: Client | None = None,
+    ) -> Function[..., Any]:
+        """A lazy handle on a deployed function; nothing is looked up until it is used.
+
+        The first call that needs the function asks the engine for it (``hydrate``),
+        and raises ``NotFoundError`` naming the app, function and environment when it
+        is not deployed. ``client`` makes the handle use your own connection::
+
+            f = sdk.Function.from_name("billing", "charge")
+            f.remote(order)                       # or: await f.remote.aio(order)
+        """
+        environment = naming.check_part(
+            "environment",
+            environment_name or (client.environment if client else None) or settings().environment,
+        )
+        lookup = (
+            environment,
+            naming.check_part("app name", app_name),
+            naming.check_part("function name", tag),
+        )
+        return cls(None, None, lookup=lookup, client=client)
 
     @property
     def tag(self) -> str:
-        return self.spec.tag
+        if self._spec is not None:
+            return self._spec.tag
+        assert self._lookup is not None
+        return self._lookup[2]
+
+    @property
+    def spec(self) -> FunctionSpec:
+        return self.target().spec
+
+    @property
+    def is_hydrated(self) -> bool:
+        return self._lookup is None or self._target is not None
 
     def target(self) -> Target:
         """Where calls go now: the app's running instance, else the deployed app."""
         if self._target is not None:
             return self._target
-        assert self._app is not None
-        return Target(self._app.environment, self._app.name, self._app.instance_name, self.spec)
+        if self._app is None:
+            raise ExecutionError(
+                f"{self.tag} is not hydrated yet: call it, or `f.hydrate()` "
+                "(`await f.hydrate.aio()` in async code) first"
+            )
+        assert self._spec is not None
+        return Target(self._app.environment, self._app.name, self._app.instance_name, self._spec)
+
+    @property
+    def hydrate(self) -> Method[[], Function[P, R]]:
+        """Look the function up now (a ``from_name`` handle does it on first use anyway)."""
+        return Method(self._hydrate, f"{self.tag}.hydrate")
+
+    async def _hydrate(self) -> Function[P, R]:
+        await self._resolve(await self._client())
+        return self
+
+    async def _client(self) -> Client:
+        if self._explicit_client is not None:
+            return self._explicit_client
+        return await Client.current()
+
+    async def _resolve(self, client: Client) -> Target:
+        if self._target is not None or self._lookup is None:
+            return self.target()
+        environment, app_name, tag = self._lookup
+        found = await client.control(
+            "describe_function", {"environment": environment, "app": app_name, "tag": tag}
+        )
+        spec = FunctionSpec.from_wire(found["spec"])
+        self._target = Target(environment, app_name, found["instance"], spec)
+        return self._target
+
+    def _control_queue(self) -> str:
+        run = self._app._run if self._app is not None else None
+        return run.control_queue if run is not None else naming.control_queue()
+
+    async def _control(self, op: str, **args: Any) -> dict[str, Any]:
+        client = await self._client()
+        target = await self._resolve(client)
+        return await client.control(
+            op,
+            {
+                "environment": target.environment,
+                "instance": target.instance,
+                "tag": self.tag,
+                **args,
+            },
+            queue=self._control_queue(),
+        )
+
+    @property
+    def update_autoscaler(self) -> Method[..., None]:
+        """Change the live pool at once: ``f.update_autoscaler(max_containers=1)``.
+
+        Takes ``min_containers``, ``max_containers``, ``scaledown_window`` and
+        ``buffer_containers``; unspecified values stay. The change survives an engine
+        restart, and the next deploy resets it to the decorator's values. Lowering
+        ``max_containers`` lets the extra containers finish their inputs, then stop.
+        """
+        return Method(self._update_autoscaler, f"{self.tag}.update_autoscaler")
+
+    async def _update_autoscaler(
+        self,
+        *,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        scaledown_window: float | None = None,
+        buffer_containers: int | None = None,
+    ) -> None:
+        changes = {
+            "min_containers": min_containers,
+            "max_containers": max_containers,
+            "scaledown_window": scaledown_window,
+            "buffer_containers": buffer_containers,
+        }
+        await self._control("update_autoscaler", changes=changes)
+
+    @property
+    def get_current_stats(self) -> Method[[], dict[str, Any]]:
+        """Backlog (inputs queued), running inputs and containers of this function, now."""
+        return Method(self._get_current_stats, f"{self.tag}.get_current_stats")
+
+    async def _get_current_stats(self) -> dict[str, Any]:
+        return await self._control("function_stats")
 
     @property
     def remote(self) -> Method[P, R]:
@@ -73,8 +200,8 @@ class Function(Generic[P, R]):
         return Method(self._remote, f"{self.tag}.remote")
 
     async def _remote(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        client = await Client.current()
-        result: R = await call_one(client, self.target(), args, kwargs)
+        client = await self._client()
+        result: R = await call_one(client, await self._resolve(client), args, kwargs)
         return result
 
     @property
@@ -87,110 +214,8 @@ class Function(Generic[P, R]):
         return Method(self._spawn, f"{self.tag}.spawn")
 
     async def _spawn(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
-        client = await Client.current()
-        return await spawn_call(client, self.target(), args, kwargs)
-
-    @property
-    def map(self) -> IteratorMethod[..., R]:
-        """Run once per item of the zipped iterables; iterate the results.
-
-        ``f.map(xs, ys, kwargs={"k": 1})`` calls ``f(x, y, k=1)`` for each pair (the
-        shortest iterable ends the map). ``order_outputs=True`` yields results in input
-        order, ``False`` as they complete. With ``return_exceptions=True`` a failed
-        input yields its exception (its own type) instead of raising; otherwise the
-        first failure raises and the map's remaining inputs are cancelled.
-
-        Inputs are read lazily (generators welcome, even infinite ones: ``break``
-        cancels what is left); ``f.map.aio(...)`` is an async iterator that also takes
-        async iterables::
-
-            for square in f.map(range(1000)):
-                ...
-            async for square in f.map.aio(numbers()):
-                ...
-        """
-        return IteratorMethod(self._map, f"{self.tag}.map")
-
-    @property
-    def starmap(self) -> IteratorMethod[..., R]:
-        """Like :attr:`map`, but each item is a tuple of positional arguments.
-
-        ``list(f.starmap([(1, 2), (3, 4)]))`` is ``[f(1, 2), f(3, 4)]``.
-        """
-        return IteratorMethod(self._starmap, f"{self.tag}.starmap")
-
-    @property
-    def for_each(self) -> IteratorMethod[..., R]:
-        """Call the function once per item (the item is its single argument).
-
-        Returns an iterator of results as they complete (``order_outputs=True`` for
-        input order). Unlike Modal's ``for_each``, which blocks and returns ``None``,
-        Warren's is driven by iteration like ``map``: nothing runs until you iterate
-        it, and an iterator dropped unused warns that nothing ran. To run for side
-        effects only: ``for _ in f.for_each(items): pass``.
-        """
-        return IteratorMethod(self._for_each, f"{self.tag}.for_each", warn_unused=True)
-
-    async def _map(
-        self,
-        *input_iterators: AnyIterable,
-        kwargs: dict[str, Any] | None = None,
-        order_outputs: bool = True,
-        return_exceptions: bool = False,
-    ) -> AsyncIterator[list[Any]]:
-        if not input_iterators:
-            raise InvalidError(f"{self.tag}.map() needs at least one iterable of inputs")
-        async for chunk in self._run_map(
-            zip_inputs(input_iterators), kwargs, order_outputs, return_exceptions
-        ):
-            yield chunk
-
-    async def _starmap(
-        self,
-        input_iterator: AnyIterable,
-        *,
-        kwargs: dict[str, Any] | None = None,
-        order_outputs: bool = True,
-        return_exceptions: bool = False,
-    ) -> AsyncIterator[list[Any]]:
-        async for chunk in self._run_map(input_iterator, kwargs, order_outputs, return_exceptions):
-            yield chunk
-
-    async def _for_each(
-        self,
-        input_iterator: AnyIterable,
-        *,
-        kwargs: dict[str, Any] | None = None,
-        order_outputs: bool = False,
-        return_exceptions: bool = False,
-    ) -> AsyncIterator[list[Any]]:
-        async for chunk in self._run_map(
-            zip_inputs((input_iterator,)), kwargs, order_outputs, return_exceptions
-        ):
-            yield chunk
-
-    async def _run_map(
-        self,
-        rows: AnyIterable,
-        kwargs: dict[str, Any] | None,
-        order_outputs: bool,
-        return_exceptions: bool,
-    ) -> AsyncIterator[list[Any]]:
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise InvalidError(f"kwargs must be a dict, got {type(kwargs).__name__}")
-        client = await Client.current()
-        source = InputSource.from_iterable(rows)
-        chunks = map_chunks(
-            client,
-            self.target(),
-            source,
-            kwargs or {},
-            order_outputs=order_outputs,
-            return_exceptions=return_exceptions,
-        )
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+        client = await self._client()
+        return await spawn_call(client, await self._resolve(client), args, kwargs)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run in this process, as a plain call (an async function returns its coroutine)."""
@@ -208,6 +233,10 @@ class Function(Generic[P, R]):
     def __reduce__(self) -> tuple[Callable[..., Function[Any, Any]], tuple[Any, ...]]:
         # Referenced from another function's globals, a Function travels as a reference to
         # where it runs, never as a copy of its app and code.
+        if not self.is_hydrated:
+            assert self._lookup is not None
+            environment, app_name, tag = self._lookup
+            return (_function_by_name, (app_name, tag, environment))
         target = self.target()
         return (
             _function_reference,
@@ -223,3 +252,7 @@ def _function_reference(
 ) -> Function[Any, Any]:
     parsed = FunctionSpec.from_wire(spec)
     return Function(None, parsed, target=Target(environment, app, instance, parsed))
+
+
+def _function_by_name(app_name: str, tag: str, environment: str) -> Function[Any, Any]:
+    return Function.from_name(app_name, tag, environment_name=environment)

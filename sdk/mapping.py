@@ -12,20 +12,24 @@ remaining inputs are cancelled: containers learn it from a broadcast and skip th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Generic, TypeVar
 
 from sdk import failure
 from sdk.client import Client
 from sdk.codec import decode_value, encode_call_args
-from sdk.exceptions import NotFoundError
-from sdk.inputs import InputSource
+from sdk.exceptions import InvalidError, NotFoundError
+from sdk.facade import IteratorMethod
+from sdk.inputs import AnyIterable, InputSource, zip_inputs
 from sdk.invocation import Target, not_running, publish_cancel
 from sdk.protocol import STATUS_OK, CallBatch
 from sdk.reorder import OutputBuffer
 from sdk.sizing import BatchSizer
+
+R = TypeVar("R")
 
 MAX_WINDOW = 10_000
 MIN_WINDOW = 256
@@ -166,6 +170,123 @@ async def map_chunks(
         await items.close()
         if not finished and buffer.outstanding:
             await asyncio.shield(publish_cancel(client, [invocation_id]))
+
+
+class MapMethods(Generic[R]):
+    """``map``, ``starmap`` and ``for_each`` of :class:`~sdk.function.Function`."""
+
+    @property
+    def tag(self) -> str:
+        raise NotImplementedError
+
+    async def _client(self) -> Client:
+        raise NotImplementedError
+
+    async def _resolve(self, client: Client) -> Target:
+        raise NotImplementedError
+
+    @property
+    def map(self) -> IteratorMethod[..., R]:
+        """Run once per item of the zipped iterables; iterate the results.
+
+        ``f.map(xs, ys, kwargs={"k": 1})`` calls ``f(x, y, k=1)`` for each pair (the
+        shortest iterable ends the map). ``order_outputs=True`` yields results in input
+        order, ``False`` as they complete. With ``return_exceptions=True`` a failed
+        input yields its exception (its own type) instead of raising; otherwise the
+        first failure raises and the map's remaining inputs are cancelled.
+
+        Inputs are read lazily (generators welcome, even infinite ones: ``break``
+        cancels what is left); ``f.map.aio(...)`` is an async iterator that also takes
+        async iterables::
+
+            for square in f.map(range(1000)):
+                ...
+            async for square in f.map.aio(numbers()):
+                ...
+        """
+        return IteratorMethod(self._map, f"{self.tag}.map")
+
+    @property
+    def starmap(self) -> IteratorMethod[..., R]:
+        """Like :attr:`map`, but each item is a tuple of positional arguments.
+
+        ``list(f.starmap([(1, 2), (3, 4)]))`` is ``[f(1, 2), f(3, 4)]``.
+        """
+        return IteratorMethod(self._starmap, f"{self.tag}.starmap")
+
+    @property
+    def for_each(self) -> IteratorMethod[..., R]:
+        """Call the function once per item (the item is its single argument).
+
+        Returns an iterator of results as they complete (``order_outputs=True`` for
+        input order). Unlike Modal's ``for_each``, which blocks and returns ``None``,
+        Warren's is driven by iteration like ``map``: nothing runs until you iterate
+        it, and an iterator dropped unused warns that nothing ran. To run for side
+        effects only: ``for _ in f.for_each(items): pass``.
+        """
+        return IteratorMethod(self._for_each, f"{self.tag}.for_each", warn_unused=True)
+
+    async def _map(
+        self,
+        *input_iterators: AnyIterable,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[Any]]:
+        if not input_iterators:
+            raise InvalidError(f"{self.tag}.map() needs at least one iterable of inputs")
+        async for chunk in self._run_map(
+            zip_inputs(input_iterators), kwargs, order_outputs, return_exceptions
+        ):
+            yield chunk
+
+    async def _starmap(
+        self,
+        input_iterator: AnyIterable,
+        *,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[Any]]:
+        async for chunk in self._run_map(input_iterator, kwargs, order_outputs, return_exceptions):
+            yield chunk
+
+    async def _for_each(
+        self,
+        input_iterator: AnyIterable,
+        *,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = False,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[Any]]:
+        async for chunk in self._run_map(
+            zip_inputs((input_iterator,)), kwargs, order_outputs, return_exceptions
+        ):
+            yield chunk
+
+    async def _run_map(
+        self,
+        rows: AnyIterable,
+        kwargs: dict[str, Any] | None,
+        order_outputs: bool,
+        return_exceptions: bool,
+    ) -> AsyncIterator[list[Any]]:
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise InvalidError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+        client = await self._client()
+        target = await self._resolve(client)
+        source = InputSource.from_iterable(rows)
+        chunks = map_chunks(
+            client,
+            target,
+            source,
+            kwargs or {},
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+        )
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
 
 def _value(raw: Raw, function_name: str) -> Any:

@@ -112,6 +112,9 @@ class FunctionSpec:
     max_containers: int = 1
     max_inputs: int = 1
     timeout: float = 300.0
+    min_containers: int = 0
+    buffer_containers: int = 0
+    scaledown_window: float = 60.0
     version: int = WIRE_VERSION
 
     def __post_init__(self) -> None:
@@ -119,6 +122,18 @@ class FunctionSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("min_containers", "buffer_containers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.min_containers > self.max_containers:
+            raise InvalidError(
+                f"min_containers ({self.min_containers}) cannot exceed "
+                f"max_containers ({self.max_containers})"
+            )
+        window = self.scaledown_window
+        if not isinstance(window, int | float) or isinstance(window, bool) or window < 0:
+            raise InvalidError(f"scaledown_window must be >= 0 seconds, got {window!r}")
         if not isinstance(self.timeout, int | float) or self.timeout <= 0:
             raise InvalidError(
                 f"timeout must be a positive number of seconds, got {self.timeout!r}"

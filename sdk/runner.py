@@ -23,7 +23,7 @@ import structlog
 
 from sdk import naming
 from sdk.client import Client
-from sdk.exceptions import EngineError, NotFoundError
+from sdk.exceptions import EngineError, EngineNotFoundError
 from sdk.protocol import python_version
 from sdk.shipping import pack_app_code
 
@@ -77,7 +77,7 @@ async def start_run(client: Client, app: App) -> RunHandle:
         await client.control("register_app", request)
         log.debug("app_registered", app=app.name, instance=instance, engine="daemon")
         return RunHandle(client, app.environment, instance, naming.control_queue(), None)
-    except NotFoundError:
+    except EngineNotFoundError:
         pass  # no daemon listening: start our own engine
     control_queue = naming.control_queue(run_id)
     engine = await _start_engine(client, run_id)
@@ -88,6 +88,14 @@ async def start_run(client: Client, app: App) -> RunHandle:
         raise
     log.debug("app_registered", app=app.name, instance=instance, engine="child")
     return RunHandle(client, app.environment, instance, control_queue, engine)
+
+
+async def deploy_app(client: Client, app: App, name: str | None = None) -> dict[str, Any]:
+    """Register (or replace) the app with the engine daemon, under ``name`` if given."""
+    app_name = naming.check_part("app name", name or app.name)
+    request = registration(app, app_name, pack_app_code(app), ephemeral=False)
+    request["app"] = app_name
+    return await client.control("deploy_app", request)
 
 
 async def stop_run(client: Client, handle: RunHandle) -> None:

@@ -8,8 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
-from support import processes_matching, queue_exists
+from support import queue_exists
 
 import sdk
 from sdk import naming
@@ -72,9 +73,10 @@ def test_an_app_registers_with_a_listening_engine_daemon(
     with app.run():
         assert app._run is not None and app._run.engine is None  # no child engine started
         assert double.remote(5) == 10
-        containers = processes_matching("engine.container", app.instance_name)
-        assert containers
-        assert all(c.ppid() == engine_daemon.pid for c in containers)
+        pids = double.get_current_stats()["pids"]
+        assert pids
+        daemon_family = {p.pid for p in psutil.Process(engine_daemon.pid).children(recursive=True)}
+        assert set(pids) <= daemon_family
     assert engine_daemon.poll() is None  # the daemon outlives the app
 
 

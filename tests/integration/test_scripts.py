@@ -9,10 +9,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from support import REPO, processes_matching, run_python, wait_until
+import psutil
+from support import REPO, run_python, wait_until
 
 SCRIPT = textwrap.dedent(
     """
+    import os
     import sdk
 
     app = sdk.App("script-app")
@@ -28,6 +30,8 @@ SCRIPT = textwrap.dedent(
     @app.local_entrypoint()
     def main():
         print("square", square.remote(7), "shout", shout.remote("hi"))
+        print("pids", app._run.engine.pid,
+              *square.get_current_stats()["pids"], *shout.get_current_stats()["pids"])
 
     if __name__ == "__main__":
         with app.run():
@@ -36,9 +40,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _no_engine_or_container_left(pid: int) -> bool:
-    return not processes_matching("engine.container", "script-app-run-") and not processes_matching(
-        "-m engine", f"--parent-pid {pid}"
+def _pids(output: str) -> list[int]:
+    line = next(line for line in output.splitlines() if line.startswith("pids"))
+    return [int(word) for word in line.split()[1:]]
+
+
+def _gone(pids: list[int]) -> bool:
+    return not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids
     )
 
 
@@ -55,7 +64,9 @@ def test_a_script_run_with_python_prints_results_and_leaves_no_process(tmp_path:
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     assert "square 49 shout HI!" in out
-    assert wait_until(lambda: _no_engine_or_container_left(proc.pid), 10)
+    pids = _pids(out)
+    assert len(pids) == 3  # the engine it started, and one container per function
+    assert wait_until(lambda: _gone(pids), 10)
 
 
 def test_warren_run_runs_the_local_entrypoint_and_leaves_no_process(tmp_path: Path) -> None:
@@ -72,7 +83,9 @@ def test_warren_run_runs_the_local_entrypoint_and_leaves_no_process(tmp_path: Pa
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     assert "square 49 shout HI!" in out
-    assert wait_until(lambda: _no_engine_or_container_left(proc.pid), 10)
+    pids = _pids(out)
+    assert len(pids) == 3  # the engine it started, and one container per function
+    assert wait_until(lambda: _gone(pids), 10)
 
 
 def test_remote_aio_under_two_asyncio_runs_prints_no_warning(tmp_path: Path) -> None:

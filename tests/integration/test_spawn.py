@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from support import processes_matching, queue_exists, wait_until
+from support import queue_exists, wait_until
 
 import sdk
 from sdk import naming
@@ -127,7 +127,7 @@ def test_cancelling_a_running_call_stops_it(tmp_path: Path, function: sdk.Functi
     marker = str(tmp_path / "call")
     call = function.spawn(marker, 30.0)
     assert wait_until(lambda: Path(marker + ".started").exists(), 30)
-    pids_before = {p.pid for p in processes_matching("engine.container", function.tag)}
+    pids_before = set(function.get_current_stats()["pids"])
     started = time.monotonic()
     call.cancel()
     with pytest.raises(sdk.CallCancelledError):

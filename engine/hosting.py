@@ -1,0 +1,268 @@
+"""The apps an engine hosts: their queues, their pools, their records.
+
+An app is *ephemeral* (``app.run()``: its queues carry a run id and go when it stops)
+or *deployed* (``warren deploy``/``app.deploy()``: its queues carry the app's name,
+its record is kept on disk, and it comes back when the engine restarts). Stopping an
+app answers the inputs still queued with an error and deletes its queues, so a later
+call fails fast with not-found. A redeploy starts the new code's containers, then
+stops the old ones (they finish what they run), removes the queues of functions the
+new code no longer has, and resets ``update_autoscaler`` overrides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.exceptions import ChannelNotFoundEntity
+
+from engine.cancels import CancelMemory
+from engine.drain import answer_queued
+from engine.pool import ContainerPool, PoolConfig
+from engine.registry import Registry
+from engine.scaling import Autoscaling
+from sdk import exceptions, naming, topology
+from sdk.config import Settings
+from sdk.protocol import FunctionSpec
+from sdk.shipping import check_python
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class HostedApp:
+    environment: str
+    app: str
+    instance: str
+    specs: dict[str, FunctionSpec]
+    code_path: Path
+    ephemeral: bool
+    sys_path: tuple[str, ...] = ()
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pools: dict[str, ContainerPool] = field(default_factory=dict)
+    deployed_at: float = field(default_factory=time.time)
+
+    def queue(self, tag: str) -> str:
+        return naming.function_queue(self.environment, self.instance, tag)
+
+    def autoscaling(self, tag: str) -> Autoscaling:
+        spec = self.specs[tag]
+        base = Autoscaling(
+            spec.min_containers, spec.max_containers, spec.buffer_containers, spec.scaledown_window
+        )
+        return base.updated(self.overrides.get(tag, {}))
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "app": self.app,
+            "functions": [spec.to_wire() for spec in self.specs.values()],
+            "code": self.code_path.name,
+            "sys_path": list(self.sys_path),
+            "overrides": self.overrides,
+            "deployed_at": self.deployed_at,
+        }
+
+
+class Host:
+    def __init__(
+        self,
+        settings: Settings,
+        connection: AbstractRobustConnection,
+        channel: AbstractRobustChannel,
+        state_dir: Path,
+        cancels: CancelMemory,
+    ) -> None:
+        self.settings = settings
+        self._connection = connection
+        self._channel = channel
+        self._state_dir = state_dir
+        self.registry = Registry(state_dir)
+        self.cancels = cancels
+        self.apps: dict[tuple[str, str], HostedApp] = {}
+        self._lock = asyncio.Lock()
+        self._probe: AbstractRobustChannel | None = None
+        self._probe_lock = asyncio.Lock()
+
+    # -- registering and stopping ----------------------------------------------------------
+
+    async def register(self, args: dict[str, Any], *, ephemeral: bool) -> HostedApp:
+        check_python(args["code"])
+        environment = naming.check_part("environment", args["environment"])
+        app_name = naming.check_part("app name", args["app"])
+        instance = naming.check_part("app instance", args["instance"] if ephemeral else app_name)
+        specs = {s["tag"]: FunctionSpec.from_wire(s) for s in args["functions"]}
+        if ephemeral:
+            code_path = self._state_dir / "runs" / environment / instance / "code.msgpack"
+            code_path.parent.mkdir(parents=True, exist_ok=True)
+            code_path.write_bytes(args["code"])
+        else:
+            code_path = self.registry.save_code(environment, app_name, args["code"])
+        app = HostedApp(
+            environment, app_name, instance, specs, code_path, ephemeral,
+            tuple(args.get("sys_path", ())),
+        )  # fmt: skip
+        async with self._lock:
+            previous = self.apps.get((environment, instance))
+            await self._start(app, warm=lambda tag: max(1, app.autoscaling(tag).min_containers))
+            if previous is not None:
+                await self._replace(previous, app)
+            if not ephemeral:
+                self.registry.save(environment, app_name, app.record())
+                self.registry.prune_code(environment, app_name, keep=code_path)
+            self.apps[(environment, instance)] = app
+        log.info("app_registered", app=app_name, instance=instance, ephemeral=ephemeral)
+        return app
+
+    async def restore(self) -> None:
+        """Bring back the deployed apps recorded on disk (after an engine restart)."""
+        for record in self.registry.load_all():
+            environment, name = record["environment"], record["app"]
+            specs = {s["tag"]: FunctionSpec.from_wire(s) for s in record["functions"]}
+            app = HostedApp(
+                environment, name, name, specs,
+                self.registry.directory(environment, name) / record["code"], False,
+                tuple(record.get("sys_path", ())), dict(record.get("overrides", {})),
+                deployed_at=float(record.get("deployed_at", time.time())),
+            )  # fmt: skip
+            try:
+                await self._start(app, warm=lambda tag, a=app: a.autoscaling(tag).min_containers)
+            except exceptions.WarrenError as exc:
+                log.error("app_not_restored", app=name, environment=environment, reason=str(exc))
+                continue
+            self.apps[(environment, name)] = app
+            log.info("app_restored", app=name, environment=environment)
+
+    async def stop(self, environment: str, name: str) -> int:
+        """Stop an app (by its name if deployed, by its run's instance if ephemeral)."""
+        async with self._lock:
+            app = self.apps.pop((environment, name), None)
+            if app is None:
+                raise exceptions.NotFoundError(
+                    f"no app {name!r} is running in environment {environment!r}"
+                )
+            answered = await self._stop_app(app, remove=True)
+        return answered
+
+    async def shutdown(self) -> None:
+        """Engine stopping: ephemeral apps go; deployed ones keep their queued inputs."""
+        async with self._lock:
+            for key, app in list(self.apps.items()):
+                await self._stop_app(app, remove=app.ephemeral)
+                del self.apps[key]
+        if self._probe is not None and not self._probe.is_closed:
+            await self._probe.close()
+
+    # -- queries -----------------------------------------------------------------------
+
+    def find(self, environment: str, name: str, tag: str | None = None) -> HostedApp:
+        app = self.apps.get((environment, name))
+        if app is None:
+            what = f"function {name}.{tag}" if tag else f"app {name!r}"
+            raise exceptions.NotFoundError(f"{what} is not deployed in environment {environment!r}")
+        if tag is not None and tag not in app.specs:
+            raise exceptions.NotFoundError(
+                f"app {name!r} in environment {environment!r} has no function {tag!r} "
+                f"(it has: {', '.join(sorted(app.specs))})"
+            )
+        return app
+
+    def status(self, app: HostedApp) -> dict[str, Any]:
+        return {
+            "app": app.app,
+            "environment": app.environment,
+            "instance": app.instance,
+            "ephemeral": app.ephemeral,
+            "deployed_at": app.deployed_at,
+            "functions": {tag: pool.stats() for tag, pool in app.pools.items()},
+        }
+
+    async def update_autoscaler(
+        self, app: HostedApp, tag: str, changes: dict[str, Any]
+    ) -> Autoscaling:
+        merged = {
+            **app.overrides.get(tag, {}),
+            **{k: v for k, v in changes.items() if v is not None},
+        }
+        settings = app.autoscaling(tag).updated(merged)  # validates
+        app.overrides[tag] = merged
+        app.pools[tag].update(settings)
+        if not app.ephemeral:
+            self.registry.save(app.environment, app.app, app.record())
+        log.info("autoscaler_updated", app=app.app, function=tag, **settings.to_wire())
+        return settings
+
+    async def queue_depth(self, name: str) -> int:
+        """Messages ready in a queue (0 if it does not exist)."""
+        async with self._probe_lock:
+            if self._probe is None or self._probe.is_closed:
+                self._probe = await self._connection.channel()
+            assert self._probe is not None
+            underlay = await self._probe.get_underlay_channel()
+            try:
+                declared = await underlay.queue_declare(queue=name, passive=True)
+            except ChannelNotFoundEntity:
+                self._probe = None
+                return 0
+            return declared.message_count or 0
+
+    # -- pools -------------------------------------------------------------------------
+
+    async def _start(self, app: HostedApp, warm: Any) -> None:
+        await topology.declare_dead_letters(self._channel, app.environment)
+        await topology.declare_cancel_exchange(self._channel, app.environment)
+        for tag in app.specs:
+            await topology.declare_function_queue(
+                self._channel, app.environment, app.queue(tag), self.settings.queue_type
+            )
+        for tag, spec in app.specs.items():
+            app.pools[tag] = ContainerPool(
+                PoolConfig(
+                    self.settings.broker_url, app.environment, app.instance, app.queue(tag),
+                    spec, str(app.code_path), app.sys_path,
+                ),
+                app.autoscaling(tag),
+                self.cancels,
+                self.queue_depth,
+                self._answer_queued,
+            )  # fmt: skip
+        try:
+            await asyncio.gather(*(pool.start(warm(tag)) for tag, pool in app.pools.items()))
+        except BaseException:
+            await self._stop_pools(app)
+            raise
+
+    async def _answer_queued(self, queue: str, reason: str) -> int:
+        return await answer_queued(self._connection, queue, reason)
+
+    async def _replace(self, previous: HostedApp, app: HostedApp) -> None:
+        await self._stop_pools(previous)
+        for tag in set(previous.specs) - set(app.specs):
+            await answer_queued(
+                self._connection, previous.queue(tag), f"{app.app}.{tag} was removed", delete=True
+            )
+
+    async def _stop_pools(self, app: HostedApp) -> None:
+        await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
+        app.pools.clear()
+
+    async def _stop_app(self, app: HostedApp, *, remove: bool) -> int:
+        await self._stop_pools(app)
+        answered = 0
+        if remove:
+            for tag in app.specs:
+                answered += await answer_queued(
+                    self._connection, app.queue(tag), f"app {app.app!r} stopped", delete=True
+                )
+            if app.ephemeral:
+                shutil.rmtree(app.code_path.parent, ignore_errors=True)
+            else:
+                self.registry.remove(app.environment, app.app)
+        log.info("app_stopped", app=app.app, instance=app.instance, inputs_answered=answered)
+        return answered

@@ -1,0 +1,107 @@
+"""Container processes, forked from a pre-imported parent for fast cold starts.
+
+A fresh interpreter spends most of a second importing asyncio, aio-pika, msgpack and
+Warren before a container can take its first input. Instead the engine keeps a
+``multiprocessing`` fork server that has imported all of that once
+(:func:`warm_up`), and every container is a fork of it: a cold start costs the fork,
+the unpickling of the app's code and a broker connection.
+
+Each container gets two pipes: a *status* pipe on which it reports ``READY`` (or why it
+failed) and then, periodically, how many inputs it runs; and a *lifeline* whose other
+end only the engine holds, so a container notices at once when its engine dies and
+stops, whatever killed the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["engine.container_main"])
+
+StatusHandler = Callable[[dict[str, Any]], None]
+
+
+def warm_up() -> None:
+    """Start the fork server now (it imports everything once); blocking, about a second."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+class ContainerProcess:
+    """One container process: its pid, its status reports, and its exit."""
+
+    def __init__(self, config: dict[str, Any], on_status: StatusHandler) -> None:
+        from engine.container_main import forked_main
+
+        status_reader, status_writer = _CONTEXT.Pipe(duplex=False)
+        lifeline_reader, lifeline_writer = _CONTEXT.Pipe(duplex=False)
+        self._process = _CONTEXT.Process(
+            target=forked_main,
+            args=(orjson.dumps(config), status_writer, lifeline_reader),
+            name=f"warren-container-{config['container_id']}",
+            daemon=False,
+        )
+        self._process.start()
+        status_writer.close()
+        lifeline_reader.close()
+        self._status = status_reader
+        self._lifeline = lifeline_writer
+        self._on_status = on_status
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._loop.add_reader(self._status.fileno(), self._read_status)
+        self._loop.add_reader(self._process.sentinel, self._reap)
+
+    @property
+    def pid(self) -> int:
+        assert self._process.pid is not None
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self._exited.done()
+
+    def signal(self, signum: int) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    async def wait(self) -> int:
+        """The exit code (negative: killed by that signal)."""
+        return await asyncio.shield(self._exited)
+
+    def _read_status(self) -> None:
+        try:
+            while self._status.poll():
+                self._on_status(orjson.loads(self._status.recv_bytes()))
+        except (EOFError, OSError):
+            self._loop.remove_reader(self._status.fileno())
+
+    def _reap(self) -> None:
+        self._loop.remove_reader(self._process.sentinel)
+        self._process.join(0)
+        self._read_status()  # whatever it said last
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._status.fileno())
+        self._status.close()
+        self._lifeline.close()
+        code = self._process.exitcode
+        if not self._exited.done():
+            self._exited.set_result(code if code is not None else -1)
