@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 TICK = 0.1
 STOP_GRACE = 35.0
 START_TIMEOUT = 120.0
+KILL_WAIT = 5.0
 MIN_HEALTHY_SECONDS = 5.0
 MAX_BACKOFF = 30.0
 
@@ -131,7 +132,12 @@ class ContainerPool:
                 if member.process.alive:
                     self._log.warning("container_killed", pid=member.process.pid)
                     member.process.kill()
-            await asyncio.gather(*late, return_exceptions=True)
+            if late:
+                _, lost = await asyncio.wait(late, timeout=KILL_WAIT)
+                for waiting in lost:
+                    waiting.cancel()
+                if lost:
+                    self._log.error("containers_not_reaped", count=len(lost))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -95,13 +95,17 @@ class ContainerProcess:
             self._loop.remove_reader(self._status.fileno())
 
     def _reap(self) -> None:
-        self._loop.remove_reader(self._process.sentinel)
-        self._process.join(0)
-        self._read_status()  # whatever it said last
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(self._status.fileno())
-        self._status.close()
-        self._lifeline.close()
-        code = self._process.exitcode
-        if not self._exited.done():
-            self._exited.set_result(code if code is not None else -1)
+        code: int | None = None
+        try:
+            self._loop.remove_reader(self._process.sentinel)
+            self._process.join(0)
+            code = self._process.exitcode
+            self._read_status()  # whatever it said last
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._status.fileno())
+            self._status.close()
+            self._lifeline.close()
+        finally:
+            # Whatever went wrong above, whoever waits for this process must not wait forever.
+            if not self._exited.done():
+                self._exited.set_result(code if code is not None else -1)

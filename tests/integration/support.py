@@ -97,3 +97,18 @@ def run_python(
         cwd=REPO,
         **kwargs,  # type: ignore[call-overload]
     )
+
+
+def stop_all_apps() -> None:
+    """Stop every app the daemon hosts, in every environment (their queues go)."""
+    from sdk.client import Client
+
+    async def stop() -> None:
+        async with Client.connect() as client:
+            listed = await client.control("list_apps", {})
+            for app in listed["apps"]:
+                await client.control(
+                    "stop_app", {"environment": app["environment"], "instance": app["instance"]}
+                )
+
+    asyncio.run(stop())
