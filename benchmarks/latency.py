@@ -2,8 +2,13 @@
 
 For scale it also measures a bare aio-pika request/reply between two processes on the
 same broker (publisher confirms on, as Warren uses), the bar Warren is held to.
+Warren's call messages are persistent (written to disk before the broker confirms
+them); the bare request/reply's are not.
 
-    python benchmarks/latency.py [--calls 1000]
+Warren's call messages are persistent (written to disk before the broker confirms
+them); the bare request/reply's are not.
+
+    python benchmarks/latency.py [--calls 1000] [--rounds 3] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import statistics
 import time
 import uuid
 
@@ -112,20 +118,29 @@ async def bare_latency(url: str, calls: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    figures: dict[str, object] = {"calls": args.calls}
-    figures["bare_aio_pika"] = summarise(
-        asyncio.run(bare_latency(settings().broker_url, args.calls))
-    )
+    # This machine's timings drift by tens of percent from one minute to the next, so the
+    # bare baseline and Warren are measured in alternation, round after round, and each
+    # ratio compares figures taken side by side; the medians over the rounds are kept.
+    rounds: list[dict[str, dict[str, float]]] = []
     with app.run():
-        figures["warren_sync_noop"] = summarise(warren_latency(noop_sync, args.calls))
-        figures["warren_async_noop"] = summarise(warren_latency(noop_async, args.calls))
-    bare = figures["bare_aio_pika"]["p50_ms"]  # type: ignore[index]
-    for key in ("warren_sync_noop", "warren_async_noop"):
-        figures[key]["p50_vs_bare"] = round(figures[key]["p50_ms"] / bare, 2)  # type: ignore[index]
-    for key, value in figures.items():
-        print(f"{key:>20}: {value}")
-    save("latency", figures)
+        for _ in range(args.rounds):
+            bare = summarise(asyncio.run(bare_latency(settings().broker_url, args.calls)))
+            sync = summarise(warren_latency(noop_sync, args.calls))
+            async_ = summarise(warren_latency(noop_async, args.calls))
+            for figures in (sync, async_):
+                figures["p50_vs_bare"] = round(figures["p50_ms"] / bare["p50_ms"], 2)
+            rounds.append(
+                {"bare_aio_pika": bare, "warren_sync_noop": sync, "warren_async_noop": async_}
+            )
+            print(f"round {len(rounds)}: {rounds[-1]}")
+    result: dict[str, object] = {"calls": args.calls, "rounds": rounds}
+    for kind in ("bare_aio_pika", "warren_sync_noop", "warren_async_noop"):
+        keys = rounds[0][kind].keys()
+        result[kind] = {k: round(statistics.median(r[kind][k] for r in rounds), 3) for k in keys}
+        print(f"{kind:>20} (median of {args.rounds} rounds): {result[kind]}")
+    save("latency", result)
 
 
 if __name__ == "__main__":

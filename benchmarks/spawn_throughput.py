@@ -39,6 +39,22 @@ async def gather_all(calls: list[sdk.FunctionCall[int]]) -> list[int]:
     return await sdk.FunctionCall.gather.aio(*calls)
 
 
+async def delete_results(object_ids: list[str]) -> None:
+    """Leave nothing behind: each spawn's result queue would otherwise live for a day."""
+    from sdk import naming
+    from sdk.client import Client
+
+    async with Client.connect() as client:
+        for start in range(0, len(object_ids), 200):
+            chunk = object_ids[start : start + 200]
+            await asyncio.gather(
+                *(
+                    client.delete_queue(naming.call_queue(client.environment, oid.split(".")[2]))
+                    for oid in chunk
+                )
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spawns", type=int, default=10_000)
@@ -61,10 +77,11 @@ def main() -> None:
 
         sequential = min(n, 2_000)
         started = time.perf_counter()
-        for i in range(sequential):
-            noop.spawn(i)
+        more = [noop.spawn(i) for i in range(sequential)]
         figures["spawns_per_s_sequential"] = round(sequential / (time.perf_counter() - started))
         figures["sequential_spawns"] = sequential
+        sdk.FunctionCall.gather(*more)
+    asyncio.run(delete_results([call.object_id for call in calls + more]))
     for key, value in figures.items():
         print(f"{key:>24}: {value}")
     save("spawn_throughput", figures)

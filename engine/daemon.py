@@ -14,6 +14,8 @@ it exits 0. Deployed apps come back on the next start (see :mod:`engine.registry
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -39,6 +41,7 @@ from sdk.protocol import Cancel, ControlReply, ControlRequest
 log = structlog.get_logger(__name__)
 
 PARENT_POLL_SECONDS = 0.5
+PR_SET_PDEATHSIG = 1
 
 
 class Engine:
@@ -103,6 +106,9 @@ class Engine:
         log.info("engine_stopping")
         if self._host is not None:
             await self._host.shutdown()
+        leftovers = procs.kill_leftovers()
+        if leftovers:
+            log.error("containers_left_running_were_killed", pids=leftovers)
         if self._connection is not None:
             await self._connection.close()
         if self._owns_state_dir:
@@ -110,6 +116,7 @@ class Engine:
         log.info("engine_stopped")
 
     async def _watch_parent(self) -> None:
+        _signal_when_parent_dies()
         while os.getppid() == self.parent_pid:
             await asyncio.sleep(PARENT_POLL_SECONDS)
         log.warning("engine_orphaned", parent=self.parent_pid)
@@ -215,6 +222,16 @@ class Engine:
         app = self._find(args, with_tag=True)
         settings = await self.host.update_autoscaler(app, args["tag"], dict(args["changes"]))
         return settings.to_wire()
+
+
+def _signal_when_parent_dies() -> None:
+    # Linux delivers SIGTERM the moment the parent dies; the polling loop is the fallback
+    # (and the only mechanism elsewhere).
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def run_engine(config: Settings, **kwargs: Any) -> None:

@@ -121,6 +121,11 @@ class ContainerPool:
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         self._stopping = True
+        # The autoscaler first: a tick still running would start containers to replace
+        # the ones being stopped, and nobody would stop those.
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         members = list(self._members.values())
         for member in members:
             member.stopping = True
@@ -138,9 +143,6 @@ class ContainerPool:
                     waiting.cancel()
                 if lost:
                     self._log.error("containers_not_reaped", count=len(lost))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def stats(self) -> dict[str, Any]:
         members = [m for m in self._members.values() if m.process.alive]
@@ -192,6 +194,8 @@ class ContainerPool:
     # -- members -----------------------------------------------------------------------
 
     def _launch(self) -> None:
+        if self._stopping:
+            return
         self._keys += 1
         key = self._keys
         container_id = uuid.uuid4().hex[:12]

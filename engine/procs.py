@@ -38,6 +38,16 @@ def warm_up() -> None:
     forkserver.ensure_running()
 
 
+def kill_leftovers() -> list[int]:
+    """Kill container processes still running (none should be, once the pools stopped)."""
+    leftovers = [child for child in _CONTEXT.active_children() if child.pid is not None]
+    for child in leftovers:
+        child.kill()
+    for child in leftovers:
+        child.join(5)
+    return [child.pid for child in leftovers if child.pid is not None]
+
+
 class ContainerProcess:
     """One container process: its pid, its status reports, and its exit."""
 

@@ -75,19 +75,30 @@ async def call_one(
     invocation_id = uuid.uuid4().hex
     future: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
     client.add_sink(invocation_id, _OneResult(future))
-    try:
-        await client.publish(
+    # The broker hands a persistent message to a consumer before it has written it to
+    # disk and confirmed it: wait for the result and the confirm together, not in turn.
+    publishing = asyncio.ensure_future(
+        client.publish(
             target.queue,
             CallBatch(invocation_id, [(0, fmt, data)]).to_envelope(),
             correlation_id=invocation_id,
         )
+    )
+    try:
+        await asyncio.wait((publishing, future), return_when=asyncio.FIRST_COMPLETED)
+        if publishing.done():
+            publishing.result()  # a refused publish raises here; no result will come
         status, rfmt, rdata = await future
+        await publishing
     except NotFoundError:
         raise not_running(target) from None
     except asyncio.CancelledError:
         await asyncio.shield(publish_cancel(client, [invocation_id]))
         raise
     finally:
+        if not publishing.done():
+            publishing.cancel()
+        await asyncio.gather(publishing, return_exceptions=True)
         client.remove_sink(invocation_id)
     return outcome(status, rfmt, rdata, target.display_name)
 

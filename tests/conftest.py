@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from urllib.parse import urlparse
 
 import pytest
 
 from sdk.config import settings
+
+# Spawned calls' result queues outlive the test run; keep them for minutes, not a day.
+os.environ.setdefault("WARREN_RESULT_RETENTION", "600")
 
 
 @pytest.fixture(scope="session")

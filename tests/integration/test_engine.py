@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import threading
@@ -232,4 +231,3 @@ def test_the_app_command_line_lists_shows_and_stops_deployed_apps(engine: Engine
     assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(sdk.NotFoundError):
         sdk.Function.from_name("test-engine", "triple").remote(1)
-    asyncio.run(asyncio.sleep(0))
