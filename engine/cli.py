@@ -201,6 +201,8 @@ def _serve(
     from engine.daemon import run_engine
 
     logs.configure(log_level)
+    if state_dir is None and run_id is None:
+        state_dir = default_state_dir()  # a daemon's deployed apps must outlive it
     try:
         asyncio.run(
             run_engine(settings(), run_id=run_id, parent_pid=parent_pid, state_dir=state_dir)

@@ -34,10 +34,11 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError
 
-from engine.execution import Executor, Job
+from engine.execution import STATUS_ABANDONED, Executor, Job
 from sdk import naming
 from sdk.batching import PrefetchTuner
 from sdk.codec import unpack_envelope
+from sdk.config import settings
 from sdk.exceptions import WarrenError
 from sdk.protocol import (
     KIND_CALLS,
@@ -51,7 +52,6 @@ from sdk.protocol import (
 
 log = structlog.get_logger(__name__)
 
-STOP_GRACE = 30.0
 MAX_RESULTS_PER_MESSAGE = 1000
 CANCELLED_MEMORY = 10_000
 EXIT_BAD_CODE = 3
@@ -87,14 +87,20 @@ class ContainerConfig:
 
 
 class _Delivery:
-    """A message whose inputs are running; acknowledged when the last result is confirmed."""
+    """A message whose inputs are running; acknowledged when the last result is confirmed.
 
-    __slots__ = ("message", "pending", "reply_to")
+    If any of its inputs was abandoned (the container stopped before it finished), the
+    message is requeued instead: all its inputs run again elsewhere, and the client
+    drops the results it already has.
+    """
+
+    __slots__ = ("abandoned", "message", "pending", "reply_to")
 
     def __init__(self, message: AbstractIncomingMessage, pending: int) -> None:
         self.message = message
         self.pending = pending
         self.reply_to = message.reply_to
+        self.abandoned = False
 
 
 class Container:
@@ -116,6 +122,8 @@ class Container:
         self._flushes: set[asyncio.Task[None]] = set()
         self._cancelled: dict[str, None] = dict.fromkeys(config.cancelled)
         self._replacing: asyncio.Task[None] | None = None
+        self._cancelled_running: set[str] = set()
+        self._exiting: asyncio.Task[None] | None = None
         self._inputs: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag = ""
@@ -139,7 +147,9 @@ class Container:
         self._stop.set()
 
     async def run(self) -> None:
-        self._executor = Executor(self._fn, self.config.spec, self._on_done)
+        self._executor = Executor(
+            self._fn, self.config.spec, self._on_done, on_stuck=self._replace_soon
+        )
         self._connection = await aio_pika.connect_robust(
             self.config.broker_url,
             client_properties={"connection_name": f"container-{self.config.container_id}"},
@@ -156,13 +166,14 @@ class Container:
         try:
             await self._stop.wait()
         finally:
-            with contextlib.suppress(AMQPError, RuntimeError):
-                await queue.cancel(self._consumer_tag)
+            async with self._resubscribing:  # no new consumer may appear after this
+                with contextlib.suppress(AMQPError, RuntimeError):
+                    await queue.cancel(self._consumer_tag)
             await self._finish()
 
     async def _finish(self) -> None:
         assert self._executor is not None
-        if not await self._executor.wait_idle(STOP_GRACE):
+        if not await self._executor.wait_idle(settings().stop_grace):
             self._log.warning("container_stop_grace_exceeded", running=self._executor.running)
         await self._executor.close()
         while self._flushes or self._outbox:
@@ -201,20 +212,40 @@ class Container:
         stopped = self._executor.cancel(ids)
         if stopped:
             self._log.info("inputs_cancelled", running=stopped)
-        if self._executor.running_sync(ids) and self._replacing is None:
-            self._replacing = asyncio.create_task(self._replace_if_still_running(ids))
+        if self._executor.running_sync(ids):
+            self._cancelled_running |= ids
+            if self._replacing is None:
+                self._replacing = asyncio.create_task(self._replace_if_still_running())
 
-    async def _replace_if_still_running(self, ids: set[str]) -> None:
+    async def _replace_if_still_running(self) -> None:
         # A thread cannot be interrupted: if a cancelled sync input is still running after
         # a grace period, this container exits and the pool starts a fresh one. Its other
         # unacknowledged inputs are redelivered; the cancelled ones are skipped, since the
-        # engine hands its new containers the ids of recent cancels.
-        await asyncio.sleep(SYNC_CANCEL_GRACE)
+        # engine hands its new containers the ids of recent cancels. Cancels arriving
+        # meanwhile join the same check.
         assert self._executor is not None
-        if self._executor.running_sync(ids):
-            self._log.warning("container_replaced_to_cancel", invocations=sorted(ids))
-            os._exit(EXIT_REPLACED)
+        while self._cancelled_running:
+            await asyncio.sleep(SYNC_CANCEL_GRACE)
+            ids, self._cancelled_running = self._cancelled_running, set()
+            if self._executor.running_sync(ids):
+                self._log.warning("container_replaced_to_cancel", invocations=sorted(ids))
+                await self._exit_for_replacement()
         self._replacing = None
+
+    def _replace_soon(self) -> None:
+        """A sync input ran past its timeout: publish what is done, then exit for a new one."""
+        if self._exiting is None:
+            self._log.warning("container_replaced_after_timeout")
+            self._exiting = asyncio.get_running_loop().create_task(self._exit_for_replacement())
+
+    async def _exit_for_replacement(self) -> None:
+        # Results already computed (the timeout errors among them) are published and
+        # their messages acknowledged first; other unfinished inputs are redelivered.
+        await asyncio.sleep(0)
+        self._start_flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._flushes, return_exceptions=True), 5)
+        os._exit(EXIT_REPLACED)
 
     async def _on_input(self, message: AbstractIncomingMessage) -> None:
         if self._stop.is_set():
@@ -292,13 +323,18 @@ class Container:
     async def _settle(self, delivery: _Delivery) -> None:
         delivery.pending -= 1
         if delivery.pending == 0 and not delivery.message.processed:
-            await delivery.message.ack()
+            if delivery.abandoned:
+                await delivery.message.nack(requeue=True)
+            else:
+                await delivery.message.ack()
 
     def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
         self._held -= 1
         self.last_active = time.monotonic()
         item: ResultItem | None = None
-        if status != STATUS_CANCELLED:
+        if status == STATUS_ABANDONED:
+            job.delivery.abandoned = True
+        elif status != STATUS_CANCELLED:
             item = (job.invocation_id, job.index, status, fmt, data, seconds)
         self._outbox.append((item, job.delivery))
         if not self._flush_scheduled:
@@ -326,9 +362,12 @@ class Container:
             for _, delivery in outbox:
                 await self._settle(delivery)
         except (AMQPError, RuntimeError) as exc:
-            # Unacknowledged messages return to the queue when the channel closes: the
-            # inputs run again elsewhere and the client drops the duplicate results.
+            # The inputs run again (here or elsewhere) and the client drops duplicates.
             self._log.warning("results_not_published", reason=str(exc), results=len(outbox))
+            for _, delivery in outbox:
+                if not delivery.message.processed:
+                    with contextlib.suppress(AMQPError, RuntimeError):
+                        await delivery.message.nack(requeue=True)
 
     async def _publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
         assert self._results is not None

@@ -93,13 +93,15 @@ class Engine:
         sys.stdout.write(f"READY {self.control_queue}\n")
         sys.stdout.flush()
         os.dup2(2, 1)  # nothing more for whoever reads our stdout: keep it from filling up
-        watcher = asyncio.create_task(self._watch_parent()) if self.parent_pid else None
+        watchers = [asyncio.create_task(self._host.watch_leases())]
+        if self.parent_pid:
+            watchers.append(asyncio.create_task(self._watch_parent()))
         try:
             await self._stop.wait()
         finally:
-            if watcher is not None:
+            for watcher in watchers:
                 watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            await asyncio.gather(*watchers, return_exceptions=True)
             await self._shutdown()
 
     async def _shutdown(self) -> None:

@@ -3,7 +3,9 @@
 The executor knows nothing of the broker. It takes :class:`Job` objects and reports
 each outcome once through a callback on the event loop, as
 ``(job, status, format, data, seconds)``. An input cancelled because its invocation
-was cancelled reports ``STATUS_CANCELLED`` so that its message can still be settled.
+was cancelled reports ``STATUS_CANCELLED`` so that its message can still be settled;
+one cut short because the container is stopping reports ``STATUS_ABANDONED``, and its
+message goes back to the queue for another container.
 
 Sync functions run on at most ``max_inputs`` worker threads fed from one queue; their
 outcomes come back to the loop in bulk (one wake-up for however many finished since
@@ -23,7 +25,7 @@ from typing import Any
 
 from sdk import failure
 from sdk.codec import FORMAT_MSGPACK, decode_call_args, encode_value
-from sdk.exceptions import FunctionTimeoutError
+from sdk.exceptions import ExecutionError, FunctionTimeoutError
 from sdk.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, FunctionSpec
 
 
@@ -38,7 +40,12 @@ class Job:
     delivery: Any
     deadline: float = 0.0
     timed_out: bool = False
+    cancel_requested: bool = False
+    abandoned: bool = False
 
+
+# Not run to the end because the container is stopping: its message is requeued.
+STATUS_ABANDONED = -1
 
 Outcome = tuple[Job, int, int, bytes, float]
 OnDone = Callable[[Job, int, int, bytes, float], None]
@@ -51,10 +58,17 @@ def _error(job: Job, exc: BaseException, started: float) -> Outcome:
 class Executor:
     """Runs jobs of one function with at most ``spec.max_inputs`` at once."""
 
-    def __init__(self, fn: Callable[..., Any], spec: FunctionSpec, on_done: OnDone) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        spec: FunctionSpec,
+        on_done: OnDone,
+        on_stuck: Callable[[], None] = lambda: None,
+    ) -> None:
         self._fn = fn
         self._spec = spec
         self._on_done = on_done
+        self._on_stuck = on_stuck
         self._loop = asyncio.get_running_loop()
         self._tasks: dict[asyncio.Task[Outcome], Job] = {}
         self._threads: _ThreadWorkers | None = None
@@ -68,15 +82,15 @@ class Executor:
         return len(self._tasks) + threads
 
     def submit(self, job: Job) -> None:
+        if self._watchdog is None:
+            self._watchdog = self._loop.create_task(self._enforce_timeouts())
         if self._threads is not None:
-            self._threads.submit(job)
+            self._threads.submit(job, self._spec.timeout)
             return
         job.deadline = self._loop.time() + self._spec.timeout
         task = self._loop.create_task(self._call_async(job))
         self._tasks[task] = job
         task.add_done_callback(self._task_done)
-        if self._watchdog is None:
-            self._watchdog = self._loop.create_task(self._enforce_timeouts())
 
     async def _enforce_timeouts(self) -> None:
         # One sweep for all running inputs instead of a timer per input: a timer per input
@@ -90,6 +104,12 @@ class Executor:
                 if job.deadline <= now and not job.timed_out:
                     job.timed_out = True
                     task.cancel()
+            if self._threads is not None and (overdue := self._threads.overdue(time.monotonic())):
+                # A thread cannot be stopped: the callers get their timeout errors now,
+                # and the container is replaced (its other inputs are redelivered).
+                for job in overdue:
+                    self._on_done(*_error(job, self._timeout_error(), job.deadline))
+                self._on_stuck()
 
     def running_sync(self, invocation_ids: set[str]) -> bool:
         """Whether a sync input of these invocations is running (a thread cannot be stopped)."""
@@ -100,6 +120,7 @@ class Executor:
         cancelled = 0
         for task, job in list(self._tasks.items()):
             if job.invocation_id in invocation_ids:
+                job.cancel_requested = True
                 task.cancel()
                 cancelled += 1
         return cancelled
@@ -117,22 +138,30 @@ class Executor:
         if self._watchdog is not None:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
-        for task in list(self._tasks):
+        for task, job in list(self._tasks.items()):
+            job.abandoned = True  # not finished: its message goes back to the queue
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._threads is not None:
             self._threads.close()
 
+    def _timeout_error(self) -> FunctionTimeoutError:
+        return FunctionTimeoutError(
+            f"{self._spec.tag} ran longer than its timeout of {self._spec.timeout:g}s"
+        )
+
     def _task_done(self, task: asyncio.Task[Outcome]) -> None:
         job = self._tasks.pop(task)
         if task.cancelled() and job.timed_out:
-            timeout = FunctionTimeoutError(
-                f"{self._spec.tag} ran longer than its timeout of {self._spec.timeout:g}s"
-            )
-            self._on_done(*_error(job, timeout, job.deadline - self._spec.timeout))
-        elif task.cancelled():
+            self._on_done(*_error(job, self._timeout_error(), job.deadline - self._spec.timeout))
+        elif task.cancelled() and job.abandoned:
+            self._on_done(job, STATUS_ABANDONED, FORMAT_MSGPACK, b"", 0.0)
+        elif task.cancelled() and job.cancel_requested:
             self._on_done(job, STATUS_CANCELLED, FORMAT_MSGPACK, b"", 0.0)
+        elif task.cancelled():  # the function's own code raised CancelledError
+            error = ExecutionError(f"{self._spec.tag} raised CancelledError without a cancel")
+            self._on_done(*_error(job, error, job.deadline - self._spec.timeout))
         else:
             self._on_done(*task.result())
 
@@ -182,7 +211,8 @@ class _ThreadWorkers:
         self.active = 0
         self._wake_scheduled = False
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job, timeout: float) -> None:
+        job.deadline = time.monotonic() + timeout
         with self._lock:
             self._queued += 1
             spawn = (
@@ -193,6 +223,14 @@ class _ThreadWorkers:
             self._threads.append(thread)
             thread.start()
         self._jobs.put(job)
+
+    def overdue(self, now: float) -> list[Job]:
+        """Running jobs past their deadline, each reported once (marked timed out)."""
+        with self._lock:
+            late = [job for job in self._running if job.deadline <= now and not job.timed_out]
+            for job in late:
+                job.timed_out = True
+        return late
 
     def running_any(self, invocation_ids: set[str]) -> bool:
         with self._lock:
@@ -235,4 +273,5 @@ class _ThreadWorkers:
             self._done.clear()
             self._wake_scheduled = False
         for outcome in outcomes:
-            self._on_done(*outcome)
+            if not outcome[0].timed_out:  # a timed-out job's error was reported already
+                self._on_done(*outcome)

@@ -12,6 +12,7 @@ new code no longer has, and resets ``update_autoscaler`` overrides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from engine.cancels import CancelMemory
 from engine.drain import answer_queued
@@ -33,6 +34,9 @@ from sdk.protocol import FunctionSpec
 from sdk.shipping import check_python
 
 log = structlog.get_logger(__name__)
+
+LEASE_CHECK_SECONDS = 5.0
+LEASE_CHECKS_MISSED = 3
 
 
 @dataclass(slots=True)
@@ -47,6 +51,7 @@ class HostedApp:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     pools: dict[str, ContainerPool] = field(default_factory=dict)
     deployed_at: float = field(default_factory=time.time)
+    lease: str | None = None
 
     def queue(self, tag: str) -> str:
         return naming.function_queue(self.environment, self.instance, tag)
@@ -106,7 +111,7 @@ class Host:
             code_path = self.registry.save_code(environment, app_name, args["code"])
         app = HostedApp(
             environment, app_name, instance, specs, code_path, ephemeral,
-            tuple(args.get("sys_path", ())),
+            tuple(args.get("sys_path", ())), lease=args.get("lease") if ephemeral else None,
         )  # fmt: skip
         async with self._lock:
             previous = self.apps.get((environment, instance))
@@ -200,6 +205,10 @@ class Host:
 
     async def queue_depth(self, name: str) -> int:
         """Messages ready in a queue (0 if it does not exist)."""
+        return (await self._probe_queue(name))[1]
+
+    async def _probe_queue(self, name: str) -> tuple[bool, int]:
+        """Whether a queue exists, and its ready messages; an exclusive one counts as existing."""
         async with self._probe_lock:
             if self._probe is None or self._probe.is_closed:
                 self._probe = await self._connection.channel()
@@ -208,9 +217,32 @@ class Host:
             try:
                 declared = await underlay.queue_declare(queue=name, passive=True)
             except ChannelNotFoundEntity:
+                self._probe = None  # the broker closed that channel
+                return False, 0
+            except ChannelLockedResource:
                 self._probe = None
-                return 0
-            return declared.message_count or 0
+                return True, 0
+            return True, declared.message_count or 0
+
+    async def watch_leases(self) -> None:
+        """Stop ephemeral apps whose client is gone (its lease queue vanished with it).
+
+        A lease must be missing for several checks in a row, so that a client
+        reconnecting after a broker restart keeps its app.
+        """
+        missing: dict[tuple[str, str], int] = {}
+        while True:
+            await asyncio.sleep(LEASE_CHECK_SECONDS)
+            for key, app in list(self.apps.items()):
+                if app.lease is None:
+                    continue
+                exists, _ = await self._probe_queue(app.lease)
+                missing[key] = 0 if exists else missing.get(key, 0) + 1
+                if missing[key] >= LEASE_CHECKS_MISSED:
+                    log.warning("app_abandoned_by_its_client", app=app.app, instance=app.instance)
+                    del missing[key]
+                    with contextlib.suppress(exceptions.NotFoundError):
+                        await self.stop(app.environment, app.instance)
 
     # -- pools -------------------------------------------------------------------------
 

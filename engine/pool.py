@@ -26,12 +26,12 @@ from engine.container import EXIT_REPLACED
 from engine.procs import ContainerProcess
 from engine.scaling import Autoscaling, ContainerView, decide
 from sdk import exceptions
+from sdk.config import settings
 from sdk.protocol import FunctionSpec
 
 log = structlog.get_logger(__name__)
 
 TICK = 0.1
-STOP_GRACE = 35.0
 START_TIMEOUT = 120.0
 KILL_WAIT = 5.0
 MIN_HEALTHY_SECONDS = 5.0
@@ -119,7 +119,9 @@ class ContainerPool:
         self.autoscaling = autoscaling
         self._poke.set()
 
-    async def stop(self, grace: float = STOP_GRACE) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop every container: each finishes (or requeues) its inputs within the grace."""
+        grace = settings().stop_grace + KILL_WAIT if grace is None else grace
         self._stopping = True
         # The autoscaler first: a tick still running would start containers to replace
         # the ones being stopped, and nobody would stop those.

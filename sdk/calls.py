@@ -100,6 +100,8 @@ async def spawn_call(
 
 async def _gather(*calls: FunctionCall[Any]) -> list[Any]:
     """Results of several calls, in argument order; the first failure raises."""
+    if not calls:
+        return []
     client = await Client.current()
     results: list[Any] = [None] * len(calls)
     todo = iter(enumerate(calls))
@@ -221,7 +223,7 @@ class FunctionCall(Generic[R]):
             await client.publish(
                 self._ref.queue, marker.to_envelope(), correlation_id=self._ref.call_id
             )
-        await publish_cancel(client, [self._ref.call_id])
+        await publish_cancel(client, self._ref.environment, [self._ref.call_id])
 
     def __repr__(self) -> str:
         return f"<warren.FunctionCall {self.object_id}>"

@@ -220,6 +220,13 @@ class Client:
             arguments=topology.call_queue_arguments(retention),
         )
 
+    async def hold_lease(self) -> str:
+        """Declare this client's lease queue: exclusive, so it exists while we are connected."""
+        assert self._consumer is not None, "client is not open"
+        name = naming.lease_queue(self.environment, self.client_id)
+        await self._consumer.declare_queue(name, exclusive=True)
+        return name
+
     async def delete_queue(self, name: str) -> None:
         assert self._publisher is not None, "client is not open"
         channel = await self._publisher.get_underlay_channel()
@@ -297,9 +304,10 @@ class Client:
                     waiter.set_result(ControlReply.from_body(envelope.body))
             else:
                 log.warning("message_ignored", kind=envelope.kind, queue=self.result_queue)
-        except exceptions.WarrenError as exc:
+        except (exceptions.WarrenError, ValueError, TypeError) as exc:
             log.warning("message_rejected", reason=str(exc), queue=self.result_queue)
-        await message.ack()
+        finally:
+            await message.ack()
 
     def _route_results(self, batch: ResultBatch) -> None:
         sinks = self._sinks

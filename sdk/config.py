@@ -10,6 +10,9 @@ WARREN_QUEUE_TYPE           ``classic`` or ``quorum`` function      classic
 WARREN_RESULT_QUEUE_EXPIRY  seconds an unused result queue lives    600
 WARREN_ENGINE_START_TIMEOUT seconds to wait for a child engine      60
 WARREN_RESULT_RETENTION     seconds a spawned call's result is kept 86400 (24 hours)
+WARREN_STOP_GRACE           seconds a stopping container lets its    30
+                            running inputs finish (then they are
+                            requeued for another container)
 ==========================  ======================================  ==========================
 """
 
@@ -67,6 +70,7 @@ class Settings:
     result_retention: float = field(
         default_factory=lambda: _float("WARREN_RESULT_RETENTION", 86400.0)
     )
+    stop_grace: float = field(default_factory=lambda: _float("WARREN_STOP_GRACE", 30.0))
 
 
 def settings() -> Settings:

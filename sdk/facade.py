@@ -116,15 +116,35 @@ def check_not_in_running_loop(name: str) -> None:
 
 
 def run_blocking(make_coro: Callable[[], Coroutine[Any, Any, T]], name: str) -> T:
-    """Run the coroutine made by ``make_coro`` on the loop thread and wait for its result."""
+    """Run the coroutine made by ``make_coro`` on the loop thread and wait for its result.
+
+    On Ctrl-C the task is cancelled and, within a grace period, allowed to finish its
+    clean-up (a cancelled call tells its container, a map cancels its inputs) before
+    ``KeyboardInterrupt`` propagates.
+    """
     check_not_in_running_loop(name)
-    future = loop_thread().submit(make_coro())
+    thread = loop_thread()
+    finished = threading.Event()
+    holder: list[asyncio.Task[T]] = []
+
+    async def run() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        holder.append(task)
+        try:
+            return await make_coro()
+        finally:
+            finished.set()
+
+    future = thread.submit(run())
     try:
         return future.result()
     except KeyboardInterrupt:
-        future.cancel()
-        with contextlib.suppress(BaseException):  # the interrupt is what we re-raise
-            future.result(_CANCEL_GRACE)
+        if holder:
+            thread.loop.call_soon_threadsafe(holder[0].cancel)
+        else:
+            future.cancel()
+        finished.wait(_CANCEL_GRACE)
         raise
 
 

@@ -63,9 +63,9 @@ class _OneResult:
             self.future.set_exception(exc)
 
 
-async def publish_cancel(client: Client, invocation_ids: list[str]) -> None:
+async def publish_cancel(client: Client, environment: str, invocation_ids: list[str]) -> None:
     """Tell every container of the environment to drop these invocations' inputs."""
-    await client.broadcast(naming.cancel_exchange(client.environment), Cancel(invocation_ids))
+    await client.broadcast(naming.cancel_exchange(environment), Cancel(invocation_ids))
 
 
 async def call_one(
@@ -93,7 +93,7 @@ async def call_one(
     except NotFoundError:
         raise not_running(target) from None
     except asyncio.CancelledError:
-        await asyncio.shield(publish_cancel(client, [invocation_id]))
+        await asyncio.shield(publish_cancel(client, target.environment, [invocation_id]))
         raise
     finally:
         if not publishing.done():

@@ -169,7 +169,7 @@ async def map_chunks(
         await asyncio.gather(sending, return_exceptions=True)
         await items.close()
         if not finished and buffer.outstanding:
-            await asyncio.shield(publish_cancel(client, [invocation_id]))
+            await asyncio.shield(publish_cancel(client, target.environment, [invocation_id]))
 
 
 class MapMethods(Generic[R]):

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 ENGINE_STOP_TIMEOUT = 30.0
+# Longer than an engine waits for a new app's first container (its code may import a lot).
+REGISTER_TIMEOUT = 180.0
 
 
 @dataclass(slots=True)
@@ -72,9 +74,10 @@ async def start_run(client: Client, app: App) -> RunHandle:
     run_id = uuid.uuid4().hex[:10]
     instance = naming.check_part("app instance", f"{app.name}-run-{run_id}")
     request = registration(app, instance, pack_app_code(app), ephemeral=True)
-    request["owner_client"] = client.client_id
+    # Held while this client is connected: a daemon stops the app if the client is gone.
+    request["lease"] = await client.hold_lease()
     try:
-        await client.control("register_app", request)
+        await client.control("register_app", request, timeout=REGISTER_TIMEOUT)
         log.debug("app_registered", app=app.name, instance=instance, engine="daemon")
         return RunHandle(client, app.environment, instance, naming.control_queue(), None)
     except EngineNotFoundError:
@@ -82,7 +85,7 @@ async def start_run(client: Client, app: App) -> RunHandle:
     control_queue = naming.control_queue(run_id)
     engine = await _start_engine(client, run_id)
     try:
-        await client.control("register_app", request, queue=control_queue)
+        await client.control("register_app", request, queue=control_queue, timeout=REGISTER_TIMEOUT)
     except BaseException:
         await _stop_engine(engine)
         raise
@@ -95,7 +98,7 @@ async def deploy_app(client: Client, app: App, name: str | None = None) -> dict[
     app_name = naming.check_part("app name", name or app.name)
     request = registration(app, app_name, pack_app_code(app), ephemeral=False)
     request["app"] = app_name
-    return await client.control("deploy_app", request)
+    return await client.control("deploy_app", request, timeout=REGISTER_TIMEOUT)
 
 
 async def stop_run(client: Client, handle: RunHandle) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -21,8 +22,9 @@ def _needs_broker(broker_url: str) -> None:
 class EngineProcess:
     """A real engine daemon process whose state survives restarts (same state dir)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
+        self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -35,6 +37,7 @@ class EngineProcess:
             [sys.executable, "-m", "engine", "--state-dir", str(self.state_dir)],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            env=self.env,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -61,8 +64,11 @@ class EngineProcess:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[EngineProcess]:
-    """A real engine daemon; the apps deployed meanwhile are stopped (queues removed) after."""
-    daemon = EngineProcess(tmp_path / "engine-state")
+    """A real engine daemon; the apps deployed meanwhile are stopped (queues removed) after.
+
+    Containers get 2 s to finish their inputs when stopped (``WARREN_STOP_GRACE``).
+    """
+    daemon = EngineProcess(tmp_path / "engine-state", env={"WARREN_STOP_GRACE": "2"})
     daemon.start()
     try:
         yield daemon

@@ -112,3 +112,14 @@ def stop_all_apps() -> None:
                 )
 
     asyncio.run(stop())
+
+
+def hosted_apps() -> list[dict[str, object]]:
+    """What the engine daemon hosts now, every environment."""
+    from sdk.client import Client
+
+    async def listing() -> list[dict[str, object]]:
+        async with Client.connect() as client:
+            return list((await client.control("list_apps", {}))["apps"])
+
+    return asyncio.run(listing())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EngineProcess
-from support import lines, max_overlap, wait_until
+from support import hosted_apps, lines, max_overlap, wait_until
 
 import sdk
 
@@ -55,6 +56,13 @@ def bounded_timed(x: int, log: str) -> int:
     time.sleep(0.3)
     record(log, f"{started} {time.time()}")
     return x
+
+
+@app.function()
+async def long_call(log: str, seconds: float) -> str:
+    await asyncio.to_thread(record, log, "started")
+    await asyncio.sleep(seconds)
+    return "done"
 
 
 env_a = sdk.App("demo", environment="test-env-a")
@@ -231,3 +239,48 @@ def test_the_app_command_line_lists_shows_and_stops_deployed_apps(engine: Engine
     assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(sdk.NotFoundError):
         sdk.Function.from_name("test-engine", "triple").remote(1)
+
+
+def test_an_input_cut_short_by_an_engine_stop_runs_again_after_the_restart(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    # Given a call that runs longer than the containers' stop grace (2 s)
+    app.deploy()
+    log = tmp_path / "executions"
+    outcome: list[str] = []
+    caller = threading.Thread(target=lambda: outcome.append(long_call.remote(str(log), 5.0)))
+    caller.start()
+    assert wait_until(lambda: len(lines(log)) == 1, 30)
+    # When the engine stops (the input is cut short) and starts again
+    assert engine.stop() == 0
+    engine.start()
+    # Then the input is redelivered and the caller gets its one result
+    caller.join(60)
+    assert outcome == ["done"]
+    assert len(lines(log)) == 2
+
+
+def test_the_daemon_stops_an_ephemeral_app_whose_client_was_killed(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    # Given a script running an app on the daemon, killed with SIGKILL
+    script = tmp_path / "abandoned.py"
+    script.write_text(
+        "import time, sdk\n"
+        "app = sdk.App('abandoned')\n"
+        "@app.function()\n"
+        "def f(x):\n"
+        "    return x\n"
+        "with app.run():\n"
+        "    print(f.remote('running'), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    runner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert runner.stdout is not None
+    assert runner.stdout.readline().strip() == "running"
+    assert any(a["app"] == "abandoned" for a in hosted_apps())
+    runner.kill()
+    runner.wait()
+    runner.stdout.close()
+    # Then the daemon notices its lease is gone and stops the app
+    assert wait_until(lambda: not any(a["app"] == "abandoned" for a in hosted_apps()), 45)

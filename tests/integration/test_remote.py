@@ -60,6 +60,14 @@ async def sleeps_past_its_timeout(seconds: float) -> float:
     return seconds
 
 
+@app.function(timeout=1)
+def sync_sleeps_past_its_timeout(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
 @app.function()
 def record_locally(x: int) -> int:
     local_calls.append(x)
@@ -151,3 +159,15 @@ def test_an_async_function_past_its_timeout_raises_function_timeout_error_prompt
         sleeps_past_its_timeout.remote(30)
     assert time.monotonic() - started < 10
     assert sleeps_past_its_timeout.remote(0.01) == 0.01  # the slot is free again
+
+
+def test_a_sync_function_past_its_timeout_raises_and_its_container_is_replaced() -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(sdk.FunctionTimeoutError, match="timeout of 1s"):
+        sync_sleeps_past_its_timeout.remote(30)
+    assert time.monotonic() - started < 10
+    started = time.monotonic()
+    assert sync_sleeps_past_its_timeout.remote(0.01) == 0.01  # a fresh container answers
+    assert time.monotonic() - started < 10
