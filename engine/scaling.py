@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from sdk.exceptions import InvalidError
+from sdk.protocol import check_autoscaling
 
 AUTOSCALER_FIELDS = ("min_containers", "max_containers", "buffer_containers", "scaledown_window")
 
@@ -33,20 +34,9 @@ class Autoscaling:
     scaledown_window: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("min_containers", "max_containers", "buffer_containers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.max_containers < 1:
-            raise InvalidError(f"max_containers must be at least 1, got {self.max_containers}")
-        if self.min_containers > self.max_containers:
-            raise InvalidError(
-                f"min_containers ({self.min_containers}) cannot exceed "
-                f"max_containers ({self.max_containers})"
-            )
-        window = self.scaledown_window
-        if not isinstance(window, int | float) or isinstance(window, bool) or window < 0:
-            raise InvalidError(f"scaledown_window must be >= 0 seconds, got {window!r}")
+        check_autoscaling(
+            self.min_containers, self.max_containers, self.buffer_containers, self.scaledown_window
+        )
 
     def updated(self, changes: dict[str, Any]) -> Self:
         """A copy with ``changes`` applied (``None`` values keep the current setting)."""

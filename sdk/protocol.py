@@ -103,6 +103,29 @@ class ResultBatch:
         return cls([tuple(item) for item in items], version)
 
 
+def check_autoscaling(
+    min_containers: Any, max_containers: Any, buffer_containers: Any, scaledown_window: Any
+) -> None:
+    """Raise ``InvalidError`` unless these autoscaler settings make sense together."""
+    values = {
+        "min_containers": min_containers,
+        "max_containers": max_containers,
+        "buffer_containers": buffer_containers,
+    }
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidError(f"{name} must be a non-negative integer, got {value!r}")
+    if max_containers < 1:
+        raise InvalidError(f"max_containers must be at least 1, got {max_containers}")
+    if min_containers > max_containers:
+        raise InvalidError(
+            f"min_containers ({min_containers}) cannot exceed max_containers ({max_containers})"
+        )
+    window = scaledown_window
+    if not isinstance(window, int | float) or isinstance(window, bool) or window < 0:
+        raise InvalidError(f"scaledown_window must be >= 0 seconds, got {window!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionSpec:
     """How one function runs: what the engine needs to size and feed its containers."""
@@ -122,18 +145,9 @@ class FunctionSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("min_containers", "buffer_containers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.min_containers > self.max_containers:
-            raise InvalidError(
-                f"min_containers ({self.min_containers}) cannot exceed "
-                f"max_containers ({self.max_containers})"
-            )
-        window = self.scaledown_window
-        if not isinstance(window, int | float) or isinstance(window, bool) or window < 0:
-            raise InvalidError(f"scaledown_window must be >= 0 seconds, got {window!r}")
+        check_autoscaling(
+            self.min_containers, self.max_containers, self.buffer_containers, self.scaledown_window
+        )
         if not isinstance(self.timeout, int | float) or self.timeout <= 0:
             raise InvalidError(
                 f"timeout must be a positive number of seconds, got {self.timeout!r}"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from support import REPO, run_python, wait_until
 
 SCRIPT = textwrap.dedent(
@@ -51,38 +52,23 @@ def _gone(pids: list[int]) -> bool:
     )
 
 
-def test_a_script_run_with_python_prints_results_and_leaves_no_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["python", "warren run"])
+def test_a_script_prints_results_and_leaves_no_process(tmp_path: Path, how: str) -> None:
+    # Given a script whose functions are defined in __main__, and no engine running
     script = tmp_path / "script_app.py"
     script.write_text(SCRIPT)
+    if how == "python":
+        command = [sys.executable, "-W", "error", str(script)]
+    else:
+        command = [str(Path(sys.executable).with_name("warren")), "run", str(script)]
+    # When it runs, Then it prints the results computed in containers
     proc = subprocess.Popen(
-        [sys.executable, "-W", "error", str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
     )
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     assert "square 49 shout HI!" in out
-    pids = _pids(out)
-    assert len(pids) == 3  # the engine it started, and one container per function
-    assert wait_until(lambda: _gone(pids), 10)
-
-
-def test_warren_run_runs_the_local_entrypoint_and_leaves_no_process(tmp_path: Path) -> None:
-    script = tmp_path / "script_app.py"
-    script.write_text(SCRIPT)
-    warren = Path(sys.executable).with_name("warren")
-    proc = subprocess.Popen(
-        [str(warren), "run", str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
-    out, err = proc.communicate(timeout=90)
-    assert proc.returncode == 0, err
-    assert "square 49 shout HI!" in out
+    # And the engine it started and the containers are gone afterwards
     pids = _pids(out)
     assert len(pids) == 3  # the engine it started, and one container per function
     assert wait_until(lambda: _gone(pids), 10)
