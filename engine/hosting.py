@@ -115,7 +115,11 @@ class Host:
         )  # fmt: skip
         async with self._lock:
             previous = self.apps.get((environment, instance))
-            await self._start(app, warm=lambda tag: max(1, app.autoscaling(tag).min_containers))
+            try:
+                await self._start(app, warm=lambda tag: max(1, app.autoscaling(tag).min_containers))
+            except BaseException:
+                await self._discard_queues(app, keep=set(previous.specs) if previous else set())
+                raise
             if previous is not None:
                 await self._replace(previous, app)
             if not ephemeral:
@@ -269,6 +273,13 @@ class Host:
         except BaseException:
             await self._stop_pools(app)
             raise
+
+    async def _discard_queues(self, app: HostedApp, keep: set[str]) -> None:
+        """Remove the queues a failed registration declared (not those still in use)."""
+        for tag in set(app.specs) - keep:
+            await answer_queued(
+                self._connection, app.queue(tag), f"{app.app} did not start", delete=True
+            )
 
     async def _answer_queued(self, queue: str, reason: str) -> int:
         return await answer_queued(self._connection, queue, reason)

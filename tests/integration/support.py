@@ -123,3 +123,11 @@ def hosted_apps() -> list[dict[str, object]]:
             return list((await client.control("list_apps", {}))["apps"])
 
     return asyncio.run(listing())
+
+
+def queue_names() -> list[str]:
+    """Every queue on the broker (from rabbitmqctl, which the tests' machine has)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_queues", "name", "-q"], capture_output=True, text=True, check=True
+    )
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from support import queue_exists
+from support import queue_exists, queue_names
 
 import sdk
 from sdk import naming
@@ -104,3 +104,5 @@ def test_an_app_whose_code_cannot_load_in_a_container_fails_to_start_with_the_re
     with pytest.raises(sdk.EngineError, match="No module named 'only_here_helpers'"), broken.run():
         pass
     assert time.monotonic() - started < 60
+    # And it leaves no queue behind
+    assert not any(".fn.test-cannot-load-run-" in name for name in queue_names())
