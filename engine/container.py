@@ -35,7 +35,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError
 
 from engine.execution import STATUS_ABANDONED, Executor, Job
-from sdk import naming
+from sdk import naming, topology
 from sdk.batching import PrefetchTuner
 from sdk.codec import unpack_envelope
 from sdk.config import settings
@@ -159,7 +159,12 @@ class Container:
         await inputs.set_qos(prefetch_count=self._tuner.prefetch)
         queue = self._queue = await inputs.declare_queue(self.config.queue, passive=True)
         # Its own channel: the input channel's prefetch limit must never hold back a cancel.
-        await self._listen_for_cancels(await self._connection.channel())
+        await topology.subscribe_to_cancels(
+            await self._connection.channel(),
+            self.config.environment,
+            self.config.container_id,
+            self._on_cancel,
+        )
         self._consumer_tag = await queue.consume(self._on_input)
         self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
         self._on_ready()
@@ -182,20 +187,6 @@ class Container:
         if self._connection is not None:
             await self._connection.close()
         self._log.info("container_stopped")
-
-    async def _listen_for_cancels(self, channel: AbstractRobustChannel) -> None:
-        exchange = await channel.declare_exchange(
-            naming.cancel_exchange(self.config.environment),
-            aio_pika.ExchangeType.FANOUT,
-            durable=True,
-        )
-        queue = await channel.declare_queue(
-            naming.cancel_listener_queue(self.config.environment, self.config.container_id),
-            exclusive=True,
-            auto_delete=True,
-        )
-        await queue.bind(exchange)
-        await queue.consume(self._on_cancel, no_ack=True)
 
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
         try:

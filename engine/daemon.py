@@ -33,7 +33,7 @@ from aiormq.exceptions import ChannelLockedResource
 from engine import procs
 from engine.cancels import CancelMemory
 from engine.hosting import Host, HostedApp
-from sdk import exceptions, naming
+from sdk import exceptions, naming, topology
 from sdk.codec import unpack_envelope
 from sdk.config import Settings
 from sdk.protocol import Cancel, ControlReply, ControlRequest
@@ -127,16 +127,9 @@ class Engine:
     async def _listen_for_cancels(self, environment: str) -> None:
         if environment in self._listening or self._channel is None:
             return
-        from sdk import topology
-
-        exchange = await topology.declare_cancel_exchange(self._channel, environment)
-        queue = await self._channel.declare_queue(
-            naming.cancel_listener_queue(environment, self._listener_id),
-            exclusive=True,
-            auto_delete=True,
+        await topology.subscribe_to_cancels(
+            self._channel, environment, self._listener_id, self._on_cancel
         )
-        await queue.bind(exchange)
-        await queue.consume(self._on_cancel, no_ack=True)
         self._listening.add(environment)
 
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:

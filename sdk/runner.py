@@ -24,7 +24,6 @@ import structlog
 from sdk import naming
 from sdk.client import Client
 from sdk.exceptions import EngineError, EngineNotFoundError
-from sdk.protocol import python_version
 from sdk.shipping import pack_app_code
 
 if TYPE_CHECKING:
@@ -55,7 +54,6 @@ def registration(app: App, instance: str, code: bytes, *, ephemeral: bool) -> di
         "instance": instance,
         "functions": [f.spec.to_wire() for f in app.functions.values()],
         "code": code,
-        "python": python_version(),
         "ephemeral": ephemeral,
         "sys_path": _client_paths(),
     }

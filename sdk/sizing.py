@@ -20,10 +20,6 @@ class BatchSizer:
         self.cap = max_batch(max_inputs)
         self._per_input: float | None = None
 
-    @property
-    def per_input(self) -> float | None:
-        return self._per_input
-
     def observe(self, seconds: float) -> None:
         """Learn from one input's reported run time."""
         if self._per_input is None:

@@ -17,10 +17,11 @@ function. The ``*_arguments`` functions are pure; ``declare_*`` do the I/O.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from sdk import naming
 
@@ -81,3 +82,18 @@ async def declare_cancel_exchange(channel: AbstractChannel, environment: str) ->
     return await channel.declare_exchange(
         naming.cancel_exchange(environment), aio_pika.ExchangeType.FANOUT, durable=True
     )
+
+
+async def subscribe_to_cancels(
+    channel: AbstractChannel,
+    environment: str,
+    listener_id: str,
+    on_cancel: Callable[[AbstractIncomingMessage], Awaitable[None]],
+) -> None:
+    """Receive the environment's cancel broadcasts on a queue of our own (gone with us)."""
+    exchange = await declare_cancel_exchange(channel, environment)
+    queue = await channel.declare_queue(
+        naming.cancel_listener_queue(environment, listener_id), exclusive=True, auto_delete=True
+    )
+    await queue.bind(exchange)
+    await queue.consume(on_cancel, no_ack=True)
