@@ -2,12 +2,15 @@
 
 :mod:`engine.container_main` runs it in a process of its own. It consumes the
 function queue with a prefetch tuned to the batch sizes it receives
-(:class:`~sdk.batching.PrefetchTuner`), starts the inputs of a message that fit in its
-free slots and hands the rest back to the queue, so it never runs more than
-``max_inputs`` at once, and publishes results to each message's ``reply_to`` in
-batches. A message is
+(:class:`~sdk.batching.PrefetchTuner`), verifies each message's signature before
+anything else (:mod:`engine.triage` dead-letters what fails, and counts crashes of
+redelivered messages), starts the inputs of a message that fit in its free slots and
+has the engine hand the rest back to the queue, so it never runs more than
+``max_inputs`` at once. Results leave through :mod:`engine.outbox`; a message is
 acknowledged only after the results of all its inputs are confirmed by the broker,
-so a container that dies mid-call gets its inputs redelivered to another.
+so a container that dies mid-call gets its inputs redelivered to another. Before
+running a message it tells the engine (``took``), so the engine knows what was
+running if the process dies.
 
 SIGTERM stops taking inputs, lets running ones finish (bounded by a grace period),
 publishes their results, and exits 0.
@@ -29,34 +32,34 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError
 
 from engine.execution import STATUS_ABANDONED, Executor, Job
+from engine.link import EngineLink
+from engine.outbox import SETTLE_ERRORS, Delivery, Outbox
+from engine.triage import Triage
 from sdk import naming, topology
 from sdk.batching import PrefetchTuner
-from sdk.codec import unpack_envelope
-from sdk.config import settings
-from sdk.exceptions import WarrenError
+from sdk.config import RECONNECT_INTERVAL, settings
+from sdk.exceptions import EngineError, MessageRejectedError, WarrenError
 from sdk.protocol import (
     KIND_CALLS,
     STATUS_CANCELLED,
+    STATUS_ERROR,
     CallBatch,
     Cancel,
     FunctionSpec,
-    ResultBatch,
-    ResultItem,
 )
+from sdk.signing import ENVELOPE_OVERHEAD, signer
 
 log = structlog.get_logger(__name__)
 
-MAX_RESULTS_PER_MESSAGE = 1000
 CANCELLED_MEMORY = 10_000
 EXIT_BAD_CODE = 3
 EXIT_REPLACED = 4
 SYNC_CANCEL_GRACE = 1.0
+REPLACEMENT_FLUSH_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,40 +89,33 @@ class ContainerConfig:
         )
 
 
-class _Delivery:
-    """A message whose inputs are running; acknowledged when the last result is confirmed.
-
-    If any of its inputs was abandoned (the container stopped before it finished), the
-    message is requeued instead: all its inputs run again elsewhere, and the client
-    drops the results it already has.
-    """
-
-    __slots__ = ("abandoned", "message", "pending", "reply_to")
-
-    def __init__(self, message: AbstractIncomingMessage, pending: int) -> None:
-        self.message = message
-        self.pending = pending
-        self.reply_to = message.reply_to
-        self.abandoned = False
-
-
 class Container:
     def __init__(
         self,
         config: ContainerConfig,
         fn: Callable[..., Any],
+        link: EngineLink,
         on_ready: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self._fn = fn
+        self._link = link
         self._on_ready = on_ready
         self._stop = asyncio.Event()
+        self._signer = signer()
+        self._log = log.bind(container=config.container_id, function=config.spec.tag)
+        self._outbox = Outbox(config.spec, self._signer, link, self._report_released)
+        self._triage = Triage(
+            environment=config.environment,
+            function=config.spec.tag,
+            crash_limit=settings().crash_limit,
+            signer=self._signer,
+            link=link,
+            outbox=self._outbox,
+            log=self._log,
+        )
         self._connection: AbstractRobustConnection | None = None
-        self._results: AbstractRobustChannel | None = None
         self._executor: Executor | None = None
-        self._outbox: list[tuple[ResultItem | None, _Delivery]] = []
-        self._flush_scheduled = False
-        self._flushes: set[asyncio.Task[None]] = set()
         self._cancelled: dict[str, None] = dict.fromkeys(config.cancelled)
         self._replacing: asyncio.Task[None] | None = None
         self._cancelled_running: set[str] = set()
@@ -131,7 +127,6 @@ class Container:
         self._held = 0
         self.last_active = time.monotonic()
         self._tuner = PrefetchTuner(config.spec.max_inputs)
-        self._log = log.bind(container=config.container_id, function=config.spec.tag)
 
     @property
     def held(self) -> int:
@@ -148,14 +143,21 @@ class Container:
 
     async def run(self) -> None:
         self._executor = Executor(
-            self._fn, self.config.spec, self._on_done, on_stuck=self._replace_soon
+            self._fn,
+            self.config.spec,
+            self._on_done,
+            on_stuck=self._replace_soon,
+            max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
         )
         self._connection = await aio_pika.connect_robust(
             self.config.broker_url,
+            reconnect_interval=RECONNECT_INTERVAL,
             client_properties={"connection_name": f"container-{self.config.container_id}"},
         )
-        self._results = await self._connection.channel(publisher_confirms=True)
+        results = await self._connection.channel(publisher_confirms=True)
+        self._outbox.open(results, naming.replies_exchange())
         inputs = self._inputs = await self._connection.channel()
+        inputs.close_callbacks.add(self._on_inputs_closed)
         await inputs.set_qos(prefetch_count=self._tuner.prefetch)
         queue = self._queue = await inputs.declare_queue(self.config.queue, passive=True)
         # Its own channel: the input channel's prefetch limit must never hold back a cancel.
@@ -172,7 +174,7 @@ class Container:
             await self._stop.wait()
         finally:
             async with self._resubscribing:  # no new consumer may appear after this
-                with contextlib.suppress(AMQPError, RuntimeError):
+                with contextlib.suppress(*SETTLE_ERRORS):
                     await queue.cancel(self._consumer_tag)
             await self._finish()
 
@@ -181,16 +183,23 @@ class Container:
         if not await self._executor.wait_idle(settings().stop_grace):
             self._log.warning("container_stop_grace_exceeded", running=self._executor.running)
         await self._executor.close()
-        while self._flushes or self._outbox:
-            self._start_flush()
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self._outbox.drain()
         if self._connection is not None:
             await self._connection.close()
         self._log.info("container_stopped")
 
+    def _on_inputs_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
+        if exc is not None and "acknowledgement" in str(exc):
+            self._log.error(
+                "broker_consumer_timeout_exceeded",
+                reason=str(exc),
+                hint="an input ran longer than the broker's consumer_timeout: raise it "
+                "(broker_config/rabbitmq.conf) and set WARREN_BROKER_CONSUMER_TIMEOUT to match",
+            )
+
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
         try:
-            cancel = Cancel.from_body(unpack_envelope(message.body).body)
+            cancel = Cancel.from_body(self._signer.open(message.body).body)
         except WarrenError as exc:
             self._log.warning("cancel_rejected", reason=str(exc))
             return
@@ -230,38 +239,43 @@ class Container:
             self._exiting = asyncio.get_running_loop().create_task(self._exit_for_replacement())
 
     async def _exit_for_replacement(self) -> None:
-        # Results already computed (the timeout errors among them) are published and
-        # their messages acknowledged first; other unfinished inputs are redelivered.
+        # Results already computed (the timeout errors among them) and retries are
+        # published and their messages acknowledged first; other unfinished inputs are
+        # redelivered. The engine knows this exit code: not a crash.
         await asyncio.sleep(0)
-        self._start_flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._flushes, return_exceptions=True), 5)
+        await self._outbox.drain(REPLACEMENT_FLUSH_SECONDS)
         os._exit(EXIT_REPLACED)
+
+    # -- intake --------------------------------------------------------------------------
 
     async def _on_input(self, message: AbstractIncomingMessage) -> None:
         if self._stop.is_set():
-            await message.nack(requeue=True)
+            with contextlib.suppress(*SETTLE_ERRORS):
+                await message.nack(requeue=True)
             return
         try:
-            envelope = unpack_envelope(message.body)
+            envelope = self._signer.open(message.body)
             if envelope.kind != KIND_CALLS:
-                raise WarrenError(f"unexpected message kind {envelope.kind!r}")
+                raise MessageRejectedError(f"rejected: unexpected message kind {envelope.kind!r}")
             batch = CallBatch.from_body(envelope.body)
         except WarrenError as exc:
-            # Dead-lettered with the reason logged: never executed, never answered.
-            self._log.error("input_rejected", reason=str(exc), message_id=message.message_id)
-            await message.reject(requeue=False)
+            await self._triage.reject(message, str(exc))
             return
         if batch.invocation_id in self._cancelled or not batch.inputs:
-            await message.ack()
+            with contextlib.suppress(*SETTLE_ERRORS):
+                await message.ack()
             return
+        if await self._triage.crashed_before(message):
+            await self._triage.after_crash(message, batch)
+            return
+        self._report("took", message)
         await self._take(message, batch)
 
     async def _take(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
         """Start what fits in the free slots; hand the rest back to the queue."""
         free = max(0, self.config.spec.max_inputs - self._held)
         start, rest = batch.inputs[:free], batch.inputs[free:]
-        delivery = _Delivery(message, len(start) + (1 if rest else 0))
+        delivery = Delivery(message, batch, len(start) + (1 if rest else 0))
         self._held += len(start)
         assert self._executor is not None
         for index, fmt, data in start:
@@ -270,7 +284,9 @@ class Container:
         if new_prefetch is not None:
             await self._resubscribe(new_prefetch)
         if rest:
-            await self._hand_back(delivery, CallBatch(batch.invocation_id, rest))
+            await self._hand_back(
+                delivery, CallBatch(batch.invocation_id, rest, batch.failures, batch.crashes)
+            )
 
     async def _resubscribe(self, prefetch: int) -> None:
         # Per-consumer prefetch (a channel-wide one costs RabbitMQ a third of a
@@ -288,95 +304,38 @@ class Container:
             )
             await self._queue.cancel(previous)
 
-    async def _hand_back(self, delivery: _Delivery, rest: CallBatch) -> None:
-        # Published (and confirmed) before the original message is acknowledged: a crash
+    async def _hand_back(self, delivery: Delivery, rest: CallBatch) -> None:
+        # Requeued (and confirmed) before the original message is acknowledged: a crash
         # in between runs those inputs twice, never zero times.
-        assert self._results is not None
-        message = delivery.message
         try:
-            await self._results.default_exchange.publish(
-                aio_pika.Message(
-                    rest.to_envelope().pack(),
-                    correlation_id=message.correlation_id,
-                    reply_to=message.reply_to,
-                    type=message.type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=self.config.queue,
-            )
-        except AMQPError as exc:
+            await self._outbox.requeue(delivery.message, [rest])
+        except (EngineError, *SETTLE_ERRORS) as exc:
             self._log.warning("inputs_not_handed_back", reason=str(exc), inputs=len(rest.inputs))
-            with contextlib.suppress(AMQPError, RuntimeError):
-                await message.nack(requeue=True)  # the whole message runs again elsewhere
-            return
-        await self._settle(delivery)
+            delivery.abandoned = True  # the whole message runs again elsewhere
+        await self._outbox.settle(delivery)
 
-    async def _settle(self, delivery: _Delivery) -> None:
-        delivery.pending -= 1
-        if delivery.pending == 0 and not delivery.message.processed:
-            if delivery.abandoned:
-                await delivery.message.nack(requeue=True)
-            else:
-                await delivery.message.ack()
+    def _report(self, event: str, message: AbstractIncomingMessage) -> None:
+        if message.message_id:
+            try:
+                self._link.send({"event": event, "message": message.message_id})
+            except OSError:
+                self.request_stop()  # the engine is gone
+
+    def _report_released(self, message: AbstractIncomingMessage) -> None:
+        self._report("released", message)
+
+    # -- outcomes ------------------------------------------------------------------------
 
     def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
         self._held -= 1
         self.last_active = time.monotonic()
-        item: ResultItem | None = None
+        delivery: Delivery = job.delivery
         if status == STATUS_ABANDONED:
-            job.delivery.abandoned = True
-        elif status != STATUS_CANCELLED:
-            item = (job.invocation_id, job.index, status, fmt, data, seconds)
-        self._outbox.append((item, job.delivery))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
-
-    def _start_flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._outbox:
-            return
-        outbox, self._outbox = self._outbox, []
-        task = asyncio.get_running_loop().create_task(self._flush(outbox))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self, outbox: list[tuple[ResultItem | None, _Delivery]]) -> None:
-        by_reply: dict[str | None, list[ResultItem]] = {}
-        for item, delivery in outbox:
-            if item is not None:
-                by_reply.setdefault(delivery.reply_to, []).append(item)
-        try:
-            for reply_to, items in by_reply.items():
-                if reply_to is not None:
-                    await self._publish_results(reply_to, items)
-            for _, delivery in outbox:
-                await self._settle(delivery)
-        except (AMQPError, RuntimeError) as exc:
-            # The inputs run again (here or elsewhere) and the client drops duplicates.
-            self._log.warning("results_not_published", reason=str(exc), results=len(outbox))
-            for _, delivery in outbox:
-                if not delivery.message.processed:
-                    with contextlib.suppress(AMQPError, RuntimeError):
-                        await delivery.message.nack(requeue=True)
-
-    async def _publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
-        assert self._results is not None
-        for start in range(0, len(items), MAX_RESULTS_PER_MESSAGE):
-            chunk = items[start : start + MAX_RESULTS_PER_MESSAGE]
-            body = ResultBatch(chunk).to_envelope().pack()
-            # A spawned call's result is kept in the broker for later: it must survive a restart.
-            durable = naming.is_call_queue(reply_to)
-            await self._results.default_exchange.publish(
-                aio_pika.Message(
-                    body,
-                    type="results",
-                    correlation_id=chunk[0][0],
-                    delivery_mode=(
-                        aio_pika.DeliveryMode.PERSISTENT
-                        if durable
-                        else aio_pika.DeliveryMode.NOT_PERSISTENT
-                    ),
-                ),
-                routing_key=reply_to,
-            )
+            delivery.abandoned = True
+            self._outbox.add(None, delivery)
+        elif status == STATUS_CANCELLED or job.invocation_id in self._cancelled:
+            self._outbox.add(None, delivery)
+        elif status == STATUS_ERROR and delivery.batch.failures < self.config.spec.max_retries:
+            self._outbox.add(None, delivery, (delivery, job.index, job.fmt, job.data))
+        else:
+            self._outbox.add((job.invocation_id, job.index, status, fmt, data, seconds), delivery)

@@ -1,10 +1,10 @@
 """Entry point of a container process, forked by :mod:`engine.procs`.
 
-The container loads the app's code, connects, and reports on its status pipe: first
-``ready`` (or ``failed`` with the reason, which the pool turns into the error
-``app.run()`` or the waiting callers get), then every few tenths of a second how many
-inputs it holds and since when it has been idle. It stops when its lifeline pipe
-closes, that is when the engine is gone, however it went.
+The container loads the app's code, connects, and reports on its status pipe (see
+:mod:`engine.link`): first ``ready`` (or ``failed`` with the reason, which the pool
+turns into the error ``app.run()`` or the waiting callers get), then every few tenths
+of a second how many inputs it holds and since when it has been idle. It stops when
+its lifeline pipe closes, that is when the engine is gone, however it went.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
 import structlog
 
 from engine.container import Container, ContainerConfig
+from engine.link import EngineLink, decode
 from sdk.shipping import load_app_code
 
 log = structlog.get_logger(__name__)
@@ -49,34 +49,38 @@ def _failure(exc: BaseException) -> dict[str, str]:
     }
 
 
-def forked_main(config_json: bytes, status: Connection, lifeline: Connection) -> None:
+def forked_main(
+    config_data: bytes, status: Connection, replies: Connection, lifeline: Connection
+) -> None:
     """Run one container (the target of the forked process)."""
     os.dup2(2, 1)  # the user's prints go where the engine's logs go, never into a pipe
     from engine import logs
 
     logs.configure()
-    config = ContainerConfig.from_wire(orjson.loads(config_json))
+    config = ContainerConfig.from_wire(decode(config_data))
+    link = EngineLink(status, replies)
     try:
         fn = load_function(config)
     except BaseException as exc:
         log.error("container_refused_code", reason=str(exc), container=config.container_id)
-        status.send_bytes(orjson.dumps(_failure(exc)))
+        link.send(_failure(exc))
         sys.exit(EXIT_BAD_CODE)
-    asyncio.run(_serve(config, fn, status, lifeline))
+    asyncio.run(_serve(config, fn, link, lifeline))
 
 
 async def _serve(
-    config: ContainerConfig, fn: Callable[..., Any], status: Connection, lifeline: Connection
+    config: ContainerConfig, fn: Callable[..., Any], link: EngineLink, lifeline: Connection
 ) -> None:
     loop = asyncio.get_running_loop()
+    link.attach(loop)
 
     def send(message: dict[str, Any]) -> None:
         try:
-            status.send_bytes(orjson.dumps(message))
+            link.send(message)
         except OSError:
             container.request_stop()  # the engine is gone
 
-    container = Container(config, fn, on_ready=lambda: send({"event": "ready"}))
+    container = Container(config, fn, link, on_ready=lambda: send({"event": "ready"}))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, container.request_stop)
     loop.add_reader(lifeline.fileno(), container.request_stop)  # readable only at EOF

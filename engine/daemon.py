@@ -34,9 +34,9 @@ from engine import procs
 from engine.cancels import CancelMemory
 from engine.hosting import Host, HostedApp
 from sdk import exceptions, naming, topology
-from sdk.codec import unpack_envelope
-from sdk.config import Settings
+from sdk.config import RECONNECT_INTERVAL, Settings
 from sdk.protocol import Cancel, ControlReply, ControlRequest
+from sdk.signing import CONTROL_MAX_SIZE, signer
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +65,7 @@ class Engine:
         self._host: Host | None = None
         self._listening: set[str] = set()
         self._listener_id = f"engine-{uuid.uuid4().hex[:12]}"
+        self._signer = signer()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -72,7 +73,9 @@ class Engine:
     async def serve(self) -> None:
         await asyncio.to_thread(procs.warm_up)
         self._connection = await aio_pika.connect_robust(
-            self.settings.broker_url, client_properties={"connection_name": "warren-engine"}
+            self.settings.broker_url,
+            reconnect_interval=RECONNECT_INTERVAL,
+            client_properties={"connection_name": "warren-engine"},
         )
         self._channel = await self._connection.channel()
         assert self._channel is not None
@@ -134,7 +137,7 @@ class Engine:
 
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
         try:
-            self.cancels.add(Cancel.from_body(unpack_envelope(message.body).body).invocation_ids)
+            self.cancels.add(Cancel.from_body(self._signer.open(message.body).body).invocation_ids)
         except exceptions.WarrenError as exc:
             log.warning("cancel_rejected", reason=str(exc))
 
@@ -143,7 +146,8 @@ class Engine:
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
         async with message.process(ignore_processed=True):
             try:
-                request = ControlRequest.from_body(unpack_envelope(message.body).body)
+                envelope = self._signer.open(message.body, max_size=CONTROL_MAX_SIZE)
+                request = ControlRequest.from_body(envelope.body)
                 handler = getattr(self, f"_op_{request.op}", None)
                 if handler is None:
                     raise exceptions.InvalidError(f"unknown control operation {request.op!r}")
@@ -158,7 +162,7 @@ class Engine:
             if message.reply_to and self._channel is not None:
                 await self._channel.default_exchange.publish(
                     aio_pika.Message(
-                        reply.to_envelope().pack(),
+                        self._signer.seal(reply.to_envelope()),
                         correlation_id=message.correlation_id,
                         type="control_reply",
                     ),

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity
 
-from sdk import failure
-from sdk.codec import FORMAT_MSGPACK, unpack_envelope
+from engine.republisher import dead_letter
+from sdk import failure, naming
+from sdk.codec import FORMAT_MSGPACK
 from sdk.exceptions import ExecutionError, WarrenError
 from sdk.protocol import STATUS_ERROR, CallBatch, ResultBatch
+from sdk.signing import signer
 
 log = structlog.get_logger(__name__)
 
@@ -36,19 +38,26 @@ async def answer_queued(
             return 0
         answered = 0
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            answered += await _answer(channel, message.body, message.reply_to, reason)
+            answered += await _answer(channel, message, name, reason)
             await message.ack()
         if delete:
             await queue.delete(if_unused=False, if_empty=False)
     return answered
 
 
-async def _answer(channel: AbstractChannel, body: bytes, reply_to: str | None, reason: str) -> int:
+async def _answer(
+    channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, reason: str
+) -> int:
+    sealer = signer()
     try:
-        batch = CallBatch.from_body(unpack_envelope(body).body)
+        batch = CallBatch.from_body(sealer.open(message.body).body)
     except WarrenError as exc:
-        log.warning("drained_message_unreadable", reason=str(exc))
+        # Not answered (nobody vouches for its reply_to); kept with the reason instead.
+        await dead_letter(
+            channel, naming.environment_of(queue), message.body, reason=str(exc), source_queue=queue
+        )
         return 0
+    reply_to = message.reply_to
     if reply_to is None:
         return 0
     error = failure.capture(ExecutionError(f"the input was not run: {reason}"))
@@ -57,7 +66,11 @@ async def _answer(channel: AbstractChannel, body: bytes, reply_to: str | None, r
         for index, _, _ in batch.inputs
     ]
     await channel.default_exchange.publish(
-        aio_pika.Message(ResultBatch(items).to_envelope().pack(), type="results"),
+        aio_pika.Message(
+            sealer.seal(ResultBatch(items).to_envelope()),
+            type="results",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
         routing_key=reply_to,
     )
     return len(items)

@@ -25,7 +25,7 @@ from typing import Any
 
 from sdk import failure
 from sdk.codec import FORMAT_MSGPACK, decode_call_args, encode_value
-from sdk.exceptions import ExecutionError, FunctionTimeoutError
+from sdk.exceptions import ExecutionError, FunctionTimeoutError, MessageTooLargeError
 from sdk.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, FunctionSpec
 
 
@@ -64,8 +64,10 @@ class Executor:
         spec: FunctionSpec,
         on_done: OnDone,
         on_stuck: Callable[[], None] = lambda: None,
+        max_result_size: int | None = None,
     ) -> None:
         self._fn = fn
+        self._max_result_size = max_result_size
         self._spec = spec
         self._on_done = on_done
         self._on_stuck = on_stuck
@@ -146,6 +148,16 @@ class Executor:
         if self._threads is not None:
             self._threads.close()
 
+    def _encode_result(self, value: Any) -> tuple[int, bytes]:
+        fmt, data = encode_value(value, what=f"the result of {self._spec.tag}")
+        if self._max_result_size is not None and len(data) > self._max_result_size:
+            raise MessageTooLargeError(
+                f"the result of {self._spec.tag} takes {len(data) / 2**20:.1f} MiB, and a result "
+                f"may take at most {self._max_result_size / 2**20:.1f} MiB "
+                "(WARREN_MAX_MESSAGE_SIZE): return a reference to the data instead"
+            )
+        return fmt, data
+
     def _timeout_error(self) -> FunctionTimeoutError:
         return FunctionTimeoutError(
             f"{self._spec.tag} ran longer than its timeout of {self._spec.timeout:g}s"
@@ -170,7 +182,7 @@ class Executor:
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = await self._fn(*args, **kwargs)
-            fmt, data = encode_value(value, what=f"the result of {self._spec.tag}")
+            fmt, data = self._encode_result(value)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -182,7 +194,7 @@ class Executor:
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = self._fn(*args, **kwargs)
-            fmt, data = encode_value(value, what=f"the result of {self._spec.tag}")
+            fmt, data = self._encode_result(value)
         except BaseException as exc:
             return _error(job, exc, started)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)

@@ -7,6 +7,12 @@ app answers the inputs still queued with an error and deletes its queues, so a l
 call fails fast with not-found. A redeploy starts the new code's containers, then
 stops the old ones (they finish what they run), removes the queues of functions the
 new code no longer has, and resets ``update_autoscaler`` overrides.
+
+A function whose timeout the broker would not let run to the end is refused at
+registration: RabbitMQ (before 3.12) closes the channel of a consumer that holds a
+delivery longer than its node-wide ``consumer_timeout``, and a container holds each
+input's message until the input is done. ``WARREN_BROKER_CONSUMER_TIMEOUT`` tells
+the engine the broker's value (``broker_config`` raises it to 7 days).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from engine.cancels import CancelMemory
 from engine.drain import answer_queued
 from engine.pool import ContainerPool, PoolConfig
 from engine.registry import Registry
+from engine.republisher import Republisher
 from engine.scaling import Autoscaling
 from sdk import exceptions, naming, topology
 from sdk.config import Settings
@@ -37,6 +44,30 @@ log = structlog.get_logger(__name__)
 
 LEASE_CHECK_SECONDS = 5.0
 LEASE_CHECKS_MISSED = 3
+# What a container needs besides the function's own timeout before it acks a message:
+# a tenth of the broker's timeout, at most a minute.
+ACK_MARGIN_FRACTION = 0.1
+ACK_MARGIN_MAX = 60.0
+
+
+def longest_timeout(consumer_timeout: float) -> float:
+    """The longest function timeout a broker with this ``consumer_timeout`` lets finish."""
+    return consumer_timeout - min(ACK_MARGIN_MAX, consumer_timeout * ACK_MARGIN_FRACTION)
+
+
+def check_timeouts(specs: dict[str, FunctionSpec], consumer_timeout: float) -> None:
+    """Refuse functions whose calls the broker would cut off (and redeliver) mid-run."""
+    limit = longest_timeout(consumer_timeout)
+    too_long = {tag: spec.timeout for tag, spec in specs.items() if spec.timeout > limit}
+    if too_long:
+        listed = ", ".join(f"{tag} (timeout={value:g}s)" for tag, value in sorted(too_long.items()))
+        raise exceptions.InvalidError(
+            f"{listed}: a call may run at most {limit:g}s on this broker, whose consumer_timeout "
+            f"is {consumer_timeout:g}s (WARREN_BROKER_CONSUMER_TIMEOUT); past it RabbitMQ closes "
+            "the container's channel and runs the input again. Lower the timeout, or raise "
+            "consumer_timeout in the broker's rabbitmq.conf (see broker_config/) and set "
+            "WARREN_BROKER_CONSUMER_TIMEOUT on the engine to match"
+        )
 
 
 @dataclass(slots=True)
@@ -87,6 +118,7 @@ class Host:
         self.settings = settings
         self._connection = connection
         self._channel = channel
+        self._publisher: AbstractRobustChannel | None = None
         self._state_dir = state_dir
         self.registry = Registry(state_dir)
         self.cancels = cancels
@@ -103,6 +135,7 @@ class Host:
         app_name = naming.check_part("app name", args["app"])
         instance = naming.check_part("app instance", args["instance"] if ephemeral else app_name)
         specs = {s["tag"]: FunctionSpec.from_wire(s) for s in args["functions"]}
+        check_timeouts(specs, self.settings.broker_consumer_timeout)
         if ephemeral:
             code_path = self._state_dir / "runs" / environment / instance / "code.msgpack"
             code_path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +174,7 @@ class Host:
                 deployed_at=float(record.get("deployed_at", time.time())),
             )  # fmt: skip
             try:
+                check_timeouts(specs, self.settings.broker_consumer_timeout)
                 await self._start(app, warm=lambda tag, a=app: a.autoscaling(tag).min_containers)
             except exceptions.WarrenError as exc:
                 log.error("app_not_restored", app=name, environment=environment, reason=str(exc))
@@ -253,6 +287,10 @@ class Host:
     async def _start(self, app: HostedApp, warm: Any) -> None:
         await topology.declare_dead_letters(self._channel, app.environment)
         await topology.declare_cancel_exchange(self._channel, app.environment)
+        await topology.declare_replies_exchange(self._channel)
+        if self._publisher is None:
+            self._publisher = await self._connection.channel(publisher_confirms=True)
+        republisher = Republisher(self._publisher, app.environment)
         for tag in app.specs:
             await topology.declare_function_queue(
                 self._channel, app.environment, app.queue(tag), self.settings.queue_type
@@ -267,6 +305,7 @@ class Host:
                 self.cancels,
                 self.queue_depth,
                 self._answer_queued,
+                republisher,
             )  # fmt: skip
         try:
             await asyncio.gather(*(pool.start(warm(tag)) for tag, pool in app.pools.items()))

@@ -6,6 +6,11 @@ Every tick the pool reads its queue's depth and its containers' reports, asks
 inputs first. Containers that die young are restarted with a growing back-off, so a
 crash loop does not spin. If containers cannot even load the app's code, the inputs
 queued meanwhile are answered with that error rather than left waiting.
+
+The pool also serves its containers' requests (:mod:`engine.link`): it publishes
+what they hand back or retry (:mod:`engine.republisher`), and keeps the crash ledger
+(:mod:`engine.crashes`) that tells a container whether a redelivered message was
+running in a container that died.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import structlog
 
 from engine.cancels import CancelMemory
 from engine.container import EXIT_REPLACED
+from engine.crashes import CrashLedger
 from engine.procs import ContainerProcess
+from engine.republisher import Republisher
 from engine.scaling import Autoscaling, ContainerView, decide
 from sdk import exceptions
 from sdk.config import settings
@@ -80,8 +87,11 @@ class ContainerPool:
         cancels: CancelMemory,
         queue_depth: QueueDepth,
         answer_queued: AnswerQueued,
+        republisher: Republisher,
     ) -> None:
         self.config = config
+        self._republisher = republisher
+        self._ledger = CrashLedger()
         self.autoscaling = autoscaling
         self._cancels = cancels
         self._queue_depth = queue_depth
@@ -219,11 +229,19 @@ class ContainerPool:
         self._log.info("container_spawned", pid=process.pid, container=container_id)
 
     def _on_status(self, key: int, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "took":
+            self._ledger.took(key, message["message"])
+            return
+        if event == "released":
+            self._ledger.released(key, message["message"])
+            return
         member = self._members.get(key)
         if member is None:
             return
-        event = message.get("event")
-        if event == "ready":
+        if event == "request":
+            self._own(self._answer(member, message))
+        elif event == "ready":
             member.ready = True
             self._load_error = None
             if self._ready is not None and not self._ready.done():
@@ -257,7 +275,16 @@ class ContainerPool:
         code = await member.process.wait()
         ready_by.cancel()
         self._members.pop(member.key, None)
-        if self._stopping or member.stopping or code == EXIT_REPLACED:
+        deliberate = self._stopping or member.stopping or code == EXIT_REPLACED
+        if not deliberate and self._ledger.holding(member.key):
+            self._log.error(
+                "container_crashed",
+                pid=member.process.pid,
+                code=code,
+                messages=self._ledger.holding(member.key),
+            )
+        self._ledger.exited(member.key, crashed=not deliberate)
+        if deliberate:
             return
         lived = time.monotonic() - member.started_at
         self._log.warning(
@@ -272,6 +299,43 @@ class ContainerPool:
                 {"type": "exit", "message": f"it exited with code {code} before it was ready"}
             )
         self._poke.set()
+
+    # -- requests from containers ------------------------------------------------------
+
+    async def _answer(self, member: _Member, request: dict[str, Any]) -> None:
+        answer: dict[str, Any] = {"id": request.get("id"), "ok": True}
+        try:
+            answer.update(await self._serve(member, request))
+        except Exception as exc:
+            self._log.warning("container_request_failed", op=request.get("op"), reason=str(exc))
+            answer = {"id": request.get("id"), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        member.process.answer(answer)
+
+    async def _serve(self, member: _Member, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "verdict":
+            # Whatever the other containers reported is in the ledger before it answers.
+            for other in list(self._members.values()):
+                other.process.read_status()
+            return {"crashed": await self._ledger.verdict(request["message"], member.key)}
+        if op == "requeue":
+            await self._republisher.requeue(
+                self.config.queue,
+                list(request["bodies"]),
+                correlation_id=request.get("correlation_id"),
+                reply_to=request.get("reply_to"),
+                delay_ms=int(request.get("delay_ms", 0)),
+            )
+            return {}
+        if op == "dead_letter":
+            await self._republisher.dead_letter(
+                request["body"],
+                reason=str(request["reason"]),
+                source_queue=self.config.queue,
+                properties=request,
+            )
+            return {}
+        raise exceptions.InvalidError(f"unknown container request {op!r}")
 
     def _own(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

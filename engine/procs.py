@@ -6,10 +6,11 @@ Warren before a container can take its first input. Instead the engine keeps a
 (:func:`warm_up`), and every container is a fork of it: a cold start costs the fork,
 the unpickling of the app's code and a broker connection.
 
-Each container gets two pipes: a *status* pipe on which it reports ``READY`` (or why it
-failed) and then, periodically, how many inputs it runs; and a *lifeline* whose other
-end only the engine holds, so a container notices at once when its engine dies and
-stops, whatever killed the engine.
+Each container gets three pipes: a *status* pipe on which it reports ``READY`` (or why
+it failed), then what it runs, and sends requests; a *replies* pipe for the engine's
+answers (both described in :mod:`engine.link`); and a *lifeline* whose other end only
+the engine holds, so a container notices at once when its engine dies and stops,
+whatever killed the engine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-import orjson
+from engine.link import decode, encode
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["engine.container_main"])
@@ -55,22 +56,25 @@ class ContainerProcess:
         from engine.container_main import forked_main
 
         status_reader, status_writer = _CONTEXT.Pipe(duplex=False)
+        replies_reader, replies_writer = _CONTEXT.Pipe(duplex=False)
         lifeline_reader, lifeline_writer = _CONTEXT.Pipe(duplex=False)
         self._process = _CONTEXT.Process(
             target=forked_main,
-            args=(orjson.dumps(config), status_writer, lifeline_reader),
+            args=(encode(config), status_writer, replies_reader, lifeline_reader),
             name=f"warren-container-{config['container_id']}",
             daemon=False,
         )
         self._process.start()
         status_writer.close()
+        replies_reader.close()
         lifeline_reader.close()
         self._status = status_reader
+        self._replies = replies_writer
         self._lifeline = lifeline_writer
         self._on_status = on_status
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
-        self._loop.add_reader(self._status.fileno(), self._read_status)
+        self._loop.add_reader(self._status.fileno(), self.read_status)
         self._loop.add_reader(self._process.sentinel, self._reap)
 
     @property
@@ -93,14 +97,22 @@ class ContainerProcess:
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
 
+    def answer(self, message: dict[str, Any]) -> None:
+        """Send an answer to one of the container's requests (nothing if it is gone)."""
+        with contextlib.suppress(OSError):
+            self._replies.send_bytes(encode(message))
+
     async def wait(self) -> int:
         """The exit code (negative: killed by that signal)."""
         return await asyncio.shield(self._exited)
 
-    def _read_status(self) -> None:
+    def read_status(self) -> None:
+        """Handle whatever the container has written and not been read yet."""
+        if self._status.closed:
+            return
         try:
             while self._status.poll():
-                self._on_status(orjson.loads(self._status.recv_bytes()))
+                self._on_status(decode(self._status.recv_bytes()))
         except (EOFError, OSError):
             self._loop.remove_reader(self._status.fileno())
 
@@ -110,10 +122,11 @@ class ContainerProcess:
             self._loop.remove_reader(self._process.sentinel)
             self._process.join(0)
             code = self._process.exitcode
-            self._read_status()  # whatever it said last
+            self.read_status()  # whatever it said last
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._status.fileno())
             self._status.close()
+            self._replies.close()
             self._lifeline.close()
         finally:
             # Whatever went wrong above, whoever waits for this process must not wait forever.

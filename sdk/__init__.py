@@ -26,12 +26,15 @@ from sdk.exceptions import (
     BlockingCallInLoopError,
     CallCancelledError,
     ConnectionError,
+    DeadLetteredError,
     DeserializationError,
     EngineError,
     EngineNotFoundError,
     ExecutionError,
     FunctionTimeoutError,
     InvalidError,
+    MessageRejectedError,
+    MessageTooLargeError,
     NotFoundError,
     RemoteError,
     ResultExpiredError,
@@ -40,6 +43,7 @@ from sdk.exceptions import (
     WarrenError,
 )
 from sdk.function import Function
+from sdk.retries import Retries
 
 if not _structlog.is_configured():
     # A library must not print to stdout: until an entry point (or the application)
@@ -56,6 +60,7 @@ __all__ = [
     "CallCancelledError",
     "Client",
     "ConnectionError",
+    "DeadLetteredError",
     "DeserializationError",
     "EngineError",
     "EngineNotFoundError",
@@ -64,9 +69,12 @@ __all__ = [
     "FunctionCall",
     "FunctionTimeoutError",
     "InvalidError",
+    "MessageRejectedError",
+    "MessageTooLargeError",
     "NotFoundError",
     "RemoteError",
     "ResultExpiredError",
+    "Retries",
     "SerializationError",
     "VersionMismatchError",
     "WarrenError",

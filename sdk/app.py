@@ -14,6 +14,7 @@ from sdk.exceptions import InvalidError
 from sdk.facade import Method, run_blocking
 from sdk.function import Function
 from sdk.protocol import FunctionSpec
+from sdk.retries import Retries
 from sdk.runner import RunHandle, deploy_app, start_run, stop_run
 from sdk.shipping import ship_by_value
 
@@ -81,6 +82,7 @@ class App:
         min_containers: int = 0,
         buffer_containers: int = 0,
         scaledown_window: float = 60.0,
+        retries: int | Retries | None = None,
     ) -> _Decorator: ...
 
     def function(
@@ -95,6 +97,7 @@ class App:
         min_containers: int = 0,
         buffer_containers: int = 0,
         scaledown_window: float = 60.0,
+        retries: int | Retries | None = None,
     ) -> Any:
         """Register a function of this app: ``@app.function()`` or ``@app.function``.
 
@@ -103,8 +106,11 @@ class App:
         the function is busy, and an idle container above the minimum stops after
         ``scaledown_window`` seconds. ``max_inputs`` is how many inputs one container
         runs at once (its prefetch), so ``max_containers * max_inputs`` bounds the
-        function's concurrency. ``timeout`` is in seconds per attempt.
+        function's concurrency. ``timeout`` is in seconds per attempt (default 300).
+        ``retries`` (an ``int`` or :class:`~sdk.Retries`) runs a failed or timed-out
+        input again after a backoff, on the engine side.
         """
+        policy = Retries.coerce(retries)
 
         def decorate(fn: Callable[..., Any]) -> Function[Any, Any]:
             if isinstance(fn, Function):
@@ -123,6 +129,10 @@ class App:
                 min_containers=min_containers,
                 buffer_containers=buffer_containers,
                 scaledown_window=scaledown_window,
+                max_retries=policy.max_retries,
+                backoff_coefficient=policy.backoff_coefficient,
+                initial_delay=policy.initial_delay,
+                max_delay=policy.max_delay,
             )
             function: Function[Any, Any] = Function(fn, spec, app=self)
             self.functions[tag] = function

@@ -18,6 +18,23 @@ from __future__ import annotations
 
 BATCH_DIVISOR = 4
 SMOOTHING = 0.3
+# msgpack framing of one input or result inside its batch, beyond its value's bytes.
+ITEM_OVERHEAD = 64
+
+
+def slices_within(sizes: list[int], max_count: int, max_bytes: int) -> list[tuple[int, int]]:
+    """Cut consecutive items into ``(start, end)`` slices of at most ``max_count`` items
+    whose sizes add up to at most ``max_bytes`` (an item larger than that goes alone)."""
+    slices: list[tuple[int, int]] = []
+    start, total = 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start >= max_count or total + size > max_bytes):
+            slices.append((start, index))
+            start, total = index, 0
+        total += size
+    if start < len(sizes):
+        slices.append((start, len(sizes)))
+    return slices
 
 
 def max_batch(max_inputs: int) -> int:

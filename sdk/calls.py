@@ -25,7 +25,6 @@ from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from sdk import naming
 from sdk.client import Client
-from sdk.codec import encode_call_args, unpack_envelope
 from sdk.config import settings
 from sdk.exceptions import (
     CallCancelledError,
@@ -34,8 +33,9 @@ from sdk.exceptions import (
     ResultExpiredError,
 )
 from sdk.facade import Method
-from sdk.invocation import Target, not_running, outcome, publish_cancel
+from sdk.invocation import Target, encode_input, not_running, outcome, publish_cancel
 from sdk.protocol import STATUS_CANCELLED, CallBatch, ResultBatch
+from sdk.signing import signer
 
 R = TypeVar("R")
 
@@ -81,7 +81,7 @@ class CallRef:
 async def spawn_call(
     client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> FunctionCall[Any]:
-    fmt, data = encode_call_args(args, kwargs)
+    fmt, data = encode_input(args, kwargs, target, client.signer.max_size)
     retention = max(1, round(settings().result_retention))
     ref = CallRef(target.environment, uuid.uuid4().hex, int(time.time()), retention)
     await client.declare_call_queue(ref.queue, retention)
@@ -91,6 +91,7 @@ async def spawn_call(
             CallBatch(ref.call_id, [(0, fmt, data)]).to_envelope(),
             correlation_id=ref.call_id,
             reply_to=ref.queue,
+            valid_for=retention,
         )
     except NotFoundError:
         await client.delete_queue(ref.queue)
@@ -251,7 +252,7 @@ async def _first_message(channel: Any, queue: Any) -> tuple[int, int, bytes]:
 
 async def _read_and_put_back(message: AbstractIncomingMessage) -> tuple[int, int, bytes]:
     try:
-        items = ResultBatch.from_body(unpack_envelope(message.body).body).items
+        items = ResultBatch.from_body(signer().open(message.body).body).items
     finally:
         await message.nack(requeue=True)
     _, _, status, fmt, data, _ = items[0]

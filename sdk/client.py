@@ -3,7 +3,14 @@
 One :class:`Client` per event loop. It owns a robust aio-pika connection with two
 channels: one publishes (publisher confirms, ``mandatory=True``: a call to a queue
 that does not exist comes back as ``NotFoundError`` at once instead of vanishing),
-the other consumes the client's own result queue. Results are routed by invocation
+the other consumes the client's own result queue. Every message is signed on the way
+out and verified on the way in (:mod:`sdk.signing`).
+
+When the broker goes away (a restart, a forced close) the connection comes back by
+itself and re-subscribes; a publish that fails meanwhile waits for it and is sent
+again (a call may then arrive twice; its second result is dropped). Calls still
+waiting when the broker has been gone for ``WARREN_RECONNECT_TIMEOUT`` seconds fail
+with ``ConnectionError`` rather than wait forever. Results are routed by invocation
 id to a *sink* (a single call's future, or a map's buffer), in the manner of
 aio-pika's ``patterns/rpc.py``; engine control requests use the same queue.
 
@@ -17,6 +24,7 @@ Services that want to own the connection use ``async with Client.connect(url):``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import uuid
@@ -35,9 +43,14 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity, PublishError
 
 from sdk import exceptions, naming, topology
-from sdk.codec import Envelope, unpack_envelope
-from sdk.config import Settings, settings
-from sdk.exceptions import EngineError, EngineNotFoundError, NotFoundError
+from sdk.codec import Envelope
+from sdk.config import RECONNECT_INTERVAL, Settings, settings
+from sdk.exceptions import (
+    EngineError,
+    EngineNotFoundError,
+    MessageTooLargeError,
+    NotFoundError,
+)
 from sdk.facade import in_loop_thread, loop_thread
 from sdk.protocol import (
     KIND_CANCEL,
@@ -48,10 +61,13 @@ from sdk.protocol import (
     ControlRequest,
     ResultBatch,
 )
+from sdk.signing import CONTROL_MAX_SIZE, signer
 
 log = structlog.get_logger(__name__)
 
 RESULT_PREFETCH = 64
+# What a robust channel raises while its connection is down (or closes under it).
+CONNECTION_LOST = (AMQPError, RuntimeError, OSError)
 
 
 class ResultSink(Protocol):
@@ -78,7 +94,9 @@ class Client:
         self.client_id = uuid.uuid4().hex[:20]
         self.environment = self.settings.environment
         self.result_queue = naming.result_queue(self.environment, self.client_id)
+        self.signer = signer()
         self.duplicates_dropped = 0
+        self.messages_rejected = 0
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._consumer: AbstractRobustChannel | None = None
@@ -86,6 +104,7 @@ class Client:
         self._control: dict[str, asyncio.Future[ControlReply]] = {}
         self._closed = False
         self._lifetime: AsyncIterator[None] | None = None
+        self._outage: asyncio.TimerHandle | None = None
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -106,7 +125,9 @@ class Client:
     async def open(self) -> Client:
         try:
             self._connection = await aio_pika.connect_robust(
-                self.settings.broker_url, client_properties={"connection_name": self.client_id}
+                self.settings.broker_url,
+                reconnect_interval=RECONNECT_INTERVAL,
+                client_properties={"connection_name": self.client_id},
             )
         except (OSError, AMQPError) as exc:
             raise exceptions.ConnectionError(
@@ -121,9 +142,42 @@ class Client:
         queue = await topology.declare_result_queue(
             self._consumer, self.result_queue, self.settings.result_queue_expiry
         )
+        await topology.bind_result_queue(self._consumer, queue)
         await queue.consume(self._on_message)
+        self._connection.close_callbacks.add(self._on_connection_lost)
+        self._connection.reconnect_callbacks.add(self._on_reconnected)
         log.debug("client_connected", client=self.client_id)
         return self
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        if self._closed or self._outage is not None:
+            return
+        log.warning("broker_connection_lost", client=self.client_id)
+        self._outage = asyncio.get_running_loop().call_later(
+            self.settings.reconnect_timeout, self._give_up
+        )
+
+    def _on_reconnected(self, *_: Any) -> None:
+        if self._outage is not None:
+            self._outage.cancel()
+            self._outage = None
+            log.info("broker_connection_restored", client=self.client_id)
+
+    def _give_up(self) -> None:
+        self._outage = None
+        self._fail_waiting(
+            exceptions.ConnectionError(
+                f"lost the broker at {_redact(self.settings.broker_url)} for "
+                f"{self.settings.reconnect_timeout:g}s (WARREN_RECONNECT_TIMEOUT)"
+            )
+        )
+
+    def _fail_waiting(self, error: Exception) -> None:
+        for sink in list(self._sinks.values()):
+            sink.fail(error)
+        for waiter in self._control.values():
+            if not waiter.done():
+                waiter.set_exception(error)
 
     @property
     def closed(self) -> bool:
@@ -133,12 +187,11 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        error = exceptions.ConnectionError("the client was closed while the call was waiting")
-        for sink in list(self._sinks.values()):
-            sink.fail(error)
-        for waiter in self._control.values():
-            if not waiter.done():
-                waiter.set_exception(error)
+        if self._outage is not None:
+            self._outage.cancel()
+        self._fail_waiting(
+            exceptions.ConnectionError("the client was closed while the call was waiting")
+        )
         if self._connection is not None:
             await self._connection.close()
         log.debug("client_closed", client=self.client_id)
@@ -181,11 +234,26 @@ class Client:
         correlation_id: str,
         reply_to: str | None = None,
         persistent: bool = True,
+        valid_for: float | None = None,
+        max_size: int | None = None,
     ) -> None:
-        """Publish to a queue through the default exchange; wait for the broker's confirm."""
+        """Sign and publish to a queue through the default exchange; wait for the confirm.
+
+        Raises ``MessageTooLargeError`` before publishing a message above the size limit,
+        ``NotFoundError`` if the queue does not exist. A publish cut off by a lost
+        connection is sent again once the connection is back.
+        """
         assert self._publisher is not None, "client is not open"
+        body = self.signer.seal(envelope, valid_for=valid_for)
+        limit = self.signer.max_size if max_size is None else max_size
+        if len(body) > limit:
+            raise MessageTooLargeError(
+                f"a {envelope.kind} message of {_mib(len(body))} exceeds the limit of "
+                f"{_mib(limit)} (WARREN_MAX_MESSAGE_SIZE)"
+            )
         message = aio_pika.Message(
-            envelope.pack(),
+            body,
+            message_id=uuid.uuid4().hex,
             correlation_id=correlation_id,
             reply_to=reply_to or self.result_queue,
             type=envelope.kind,
@@ -195,20 +263,40 @@ class Client:
                 else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
         )
+        deadline = asyncio.get_running_loop().time() + self.settings.reconnect_timeout
+        while True:
+            try:
+                await self._publisher.default_exchange.publish(
+                    message, routing_key=queue, mandatory=True
+                )
+                return
+            except PublishError as exc:
+                raise NotFoundError(f"no queue named {queue!r}") from exc
+            except CONNECTION_LOST as exc:
+                await self._await_reconnection(deadline, f"publishing to {queue!r}", exc)
+
+    async def _await_reconnection(self, deadline: float, doing: str, exc: BaseException) -> None:
+        """Wait for the publishing channel to be back, or raise ``ConnectionError``."""
+        assert self._publisher is not None
+        remaining = deadline - asyncio.get_running_loop().time()
+        if self._closed or remaining <= 0:
+            raise exceptions.ConnectionError(f"{doing} failed: {exc}") from exc
+        log.info("publish_waiting_for_broker", doing=doing, reason=str(exc))
+        await asyncio.sleep(0.05)  # let the robust connection notice the loss first
         try:
-            await self._publisher.default_exchange.publish(
-                message, routing_key=queue, mandatory=True
-            )
-        except PublishError as exc:
-            raise NotFoundError(f"no queue named {queue!r}") from exc
-        except AMQPError as exc:
-            raise exceptions.ConnectionError(f"publishing to {queue!r} failed: {exc}") from exc
+            await asyncio.wait_for(self._publisher.ready(), remaining)
+        except TimeoutError:
+            raise exceptions.ConnectionError(
+                f"{doing} failed: the broker was unreachable for "
+                f"{self.settings.reconnect_timeout:g}s ({exc})"
+            ) from None
 
     async def declare_call_queue(self, name: str, retention: float) -> None:
         """Declare a spawned call's result queue on the publishing channel, without waiting.
 
         The broker handles a channel's methods in order, so the call published next on
-        this channel finds its result queue in place; not waiting for ``declare-ok``
+        this channel finds its result queue in place (and bound to the replies exchange,
+        which the client declared when it connected); not waiting for ``declare-ok``
         saves a round trip per spawn. Not re-declared on reconnect: it is durable.
         """
         assert self._publisher is not None, "client is not open"
@@ -219,6 +307,7 @@ class Client:
             nowait=True,
             arguments=topology.call_queue_arguments(retention),
         )
+        await channel.queue_bind(name, naming.replies_exchange(), routing_key=name, nowait=True)
 
     async def hold_lease(self) -> str:
         """Declare this client's lease queue: exclusive, so it exists while we are connected."""
@@ -248,7 +337,7 @@ class Client:
             async with self._connection.channel() as channel:
                 target = await channel.get_exchange(exchange, ensure=True)
                 await target.publish(
-                    aio_pika.Message(message.to_envelope().pack(), type=KIND_CANCEL),
+                    aio_pika.Message(self.signer.seal(message.to_envelope()), type=KIND_CANCEL),
                     routing_key="",
                 )
         except ChannelNotFoundEntity:
@@ -271,6 +360,7 @@ class Client:
                     ControlRequest(op, args).to_envelope(),
                     correlation_id=correlation_id,
                     persistent=False,
+                    max_size=CONTROL_MAX_SIZE,
                 )
             except NotFoundError:
                 raise EngineNotFoundError(
@@ -295,7 +385,7 @@ class Client:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            envelope = unpack_envelope(message.body)
+            envelope = self.signer.open(message.body, max_size=CONTROL_MAX_SIZE)
             if envelope.kind == KIND_RESULTS:
                 self._route_results(ResultBatch.from_body(envelope.body))
             elif envelope.kind == KIND_CONTROL_REPLY:
@@ -305,9 +395,12 @@ class Client:
             else:
                 log.warning("message_ignored", kind=envelope.kind, queue=self.result_queue)
         except (exceptions.WarrenError, ValueError, TypeError) as exc:
+            # Never unpickled, never routed: dropped, with the reason logged.
+            self.messages_rejected += 1
             log.warning("message_rejected", reason=str(exc), queue=self.result_queue)
         finally:
-            await message.ack()
+            with contextlib.suppress(*CONNECTION_LOST):
+                await message.ack()  # lost with the connection: it comes again, and is dropped
 
     def _route_results(self, batch: ResultBatch) -> None:
         sinks = self._sinks
@@ -354,6 +447,10 @@ def _control_error(reply: ControlReply) -> Exception:
     if isinstance(kind, type) and issubclass(kind, exceptions.WarrenError):
         return kind(reply.message)
     return EngineError(f"{reply.error}: {reply.message}")
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 def _redact(url: str) -> str:

@@ -9,8 +9,10 @@ Two layers:
   comes back as the same type. A value that neither can encode raises
   ``SerializationError`` naming what was being encoded.
 * **Envelopes**: every message body is a msgpack array
-  ``[version, kind, key_id, signature, body]``. ``key_id`` and ``signature`` are the room
-  kept for signed messages; ``version`` lets a container refuse a message it cannot read.
+  ``[version, kind, key_id, expires_at, signature, body]``. :mod:`sdk.signing` fills in
+  and checks ``key_id``, ``expires_at`` (Unix seconds) and the HMAC ``signature``;
+  ``version`` lets a reader refuse a message it cannot read. Parsing an envelope looks
+  at its size and structure only, never inside ``body``.
 
 This module does no I/O.
 """
@@ -29,7 +31,7 @@ from sdk.exceptions import DeserializationError, SerializationError, VersionMism
 FORMAT_MSGPACK: Final = 0
 FORMAT_PICKLE: Final = 1
 
-ENVELOPE_VERSION: Final = 1
+ENVELOPE_VERSION: Final = 2
 PICKLE_PROTOCOL: Final = 5
 
 _SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
@@ -102,16 +104,23 @@ def decode_call_args(fmt: int, data: bytes) -> tuple[tuple[Any, ...], dict[str, 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One message on the wire: what it is, and its body (msgpack)."""
+    """One message on the wire: what it is, its body (msgpack), and its seal."""
 
     kind: str
     body: bytes
     key_id: str | None = None
+    expires_at: int = 0
     signature: bytes | None = None
     version: int = ENVELOPE_VERSION
 
+    def header(self) -> bytes:
+        """The signed fields other than the body, in a fixed encoding."""
+        return packb([self.version, self.kind, self.key_id, self.expires_at])
+
     def pack(self) -> bytes:
-        return packb([self.version, self.kind, self.key_id, self.signature, self.body])
+        return packb(
+            [self.version, self.kind, self.key_id, self.expires_at, self.signature, self.body]
+        )
 
 
 def unpack_envelope(data: bytes, *, max_size: int | None = None) -> Envelope:
@@ -122,18 +131,22 @@ def unpack_envelope(data: bytes, *, max_size: int | None = None) -> Envelope:
         parts = unpackb(data)
     except Exception as exc:
         raise DeserializationError(f"malformed envelope: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(parts, list) or len(parts) != 5:
-        raise DeserializationError("malformed envelope: expected a list of 5 fields")
-    version, kind, key_id, signature, body = parts
-    if version != ENVELOPE_VERSION:
+    if not isinstance(parts, list) or not parts:
+        raise DeserializationError("malformed envelope: expected a list of 6 fields")
+    if parts[0] != ENVELOPE_VERSION:
         raise VersionMismatchError(
-            f"envelope version {version!r} is not supported (this side speaks {ENVELOPE_VERSION})"
+            f"envelope version {parts[0]!r} is not supported (this side speaks {ENVELOPE_VERSION})"
         )
+    if len(parts) != 6:
+        raise DeserializationError("malformed envelope: expected a list of 6 fields")
+    version, kind, key_id, expires_at, signature, body = parts
     if (
         not isinstance(kind, str)
         or not isinstance(body, bytes)
         or not (key_id is None or isinstance(key_id, str))
+        or not isinstance(expires_at, int)
+        or isinstance(expires_at, bool)
         or not (signature is None or isinstance(signature, bytes))
     ):
         raise DeserializationError("malformed envelope: a field has the wrong type")
-    return Envelope(kind=kind, body=body, key_id=key_id, signature=signature, version=version)
+    return Envelope(kind, body, key_id, expires_at, signature, version)

@@ -13,6 +13,17 @@ WARREN_RESULT_RETENTION     seconds a spawned call's result is kept 86400 (24 ho
 WARREN_STOP_GRACE           seconds a stopping container lets its    30
                             running inputs finish (then they are
                             requeued for another container)
+WARREN_SECRET_KEY           the key every message is signed with     (see sdk.signing)
+WARREN_SECRET_KEY_FILE      a file holding that key instead          ~/.config/warren/secret-key
+WARREN_MAX_MESSAGE_SIZE     bytes one call or result may take        2097152 (2 MiB)
+WARREN_MESSAGE_EXPIRY       seconds a signed message stays valid     86400
+WARREN_CRASH_LIMIT          container deaths an input may cause      3
+                            before it is dead-lettered
+WARREN_BROKER_CONSUMER_TIMEOUT  the broker's ``consumer_timeout``    1800 (RabbitMQ's default)
+                            in seconds: the engine refuses longer
+                            function timeouts
+WARREN_RECONNECT_TIMEOUT    seconds a client waits for a lost        300
+                            broker before failing its calls
 ==========================  ======================================  ==========================
 """
 
@@ -25,6 +36,8 @@ from sdk import naming
 from sdk.exceptions import InvalidError
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# Seconds between a robust connection's attempts to come back (aio-pika's default is 5).
+RECONNECT_INTERVAL = 1.0
 QUEUE_TYPES = ("classic", "quorum")
 
 
@@ -38,6 +51,19 @@ def _float(name: str, default: float) -> float:
         raise InvalidError(f"{name} must be a number, got {raw!r}") from None
     if value <= 0:
         raise InvalidError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise InvalidError(f"{name} must be at least {minimum}, got {raw!r}")
     return value
 
 
@@ -71,6 +97,17 @@ class Settings:
         default_factory=lambda: _float("WARREN_RESULT_RETENTION", 86400.0)
     )
     stop_grace: float = field(default_factory=lambda: _float("WARREN_STOP_GRACE", 30.0))
+    max_message_size: int = field(
+        default_factory=lambda: _int("WARREN_MAX_MESSAGE_SIZE", 2 * 1024 * 1024, minimum=4096)
+    )
+    message_expiry: float = field(default_factory=lambda: _float("WARREN_MESSAGE_EXPIRY", 86400.0))
+    crash_limit: int = field(default_factory=lambda: _int("WARREN_CRASH_LIMIT", 3))
+    broker_consumer_timeout: float = field(
+        default_factory=lambda: _float("WARREN_BROKER_CONSUMER_TIMEOUT", 1800.0)
+    )
+    reconnect_timeout: float = field(
+        default_factory=lambda: _float("WARREN_RECONNECT_TIMEOUT", 300.0)
+    )
 
 
 def settings() -> Settings:

@@ -6,8 +6,10 @@
     ├── InvalidError ............ bad arguments or configuration, caught before anything is sent
     │   └── BlockingCallInLoopError   a blocking call made inside a running event loop
     ├── SerializationError ...... a value cannot be encoded for the wire
+    │   └── MessageTooLargeError  an argument or result above the message size limit
     ├── DeserializationError .... a message or value cannot be decoded
-    │   └── VersionMismatchError  code pickled by another Python minor version or protocol
+    │   ├── VersionMismatchError  code pickled by another Python minor version or protocol
+    │   └── MessageRejectedError  unsigned, tampered, expired or oversized message
     ├── NotFoundError ........... no running or deployed function / app by that name
     │   └── ResultExpiredError    a spawned call's result outlived its retention period
     ├── ConnectionError ......... the broker cannot be reached, or the connection was lost
@@ -15,7 +17,8 @@
     │   └── EngineNotFoundError   no engine listens on the control queue
     ├── ExecutionError .......... the call was accepted but could not produce a value
     │   ├── FunctionTimeoutError  the function ran past its timeout
-    │   └── CallCancelledError    the call was cancelled (FunctionCall.cancel)
+    │   ├── CallCancelledError    the call was cancelled (FunctionCall.cancel)
+    │   └── DeadLetteredError     the input crashed its container too often (crash limit)
     └── RemoteError ............. the function raised an exception whose type cannot be rebuilt here
 
 A remote exception whose type *can* be rebuilt (``ValueError``, or your own class) is
@@ -28,12 +31,15 @@ __all__ = [
     "BlockingCallInLoopError",
     "CallCancelledError",
     "ConnectionError",
+    "DeadLetteredError",
     "DeserializationError",
     "EngineError",
     "EngineNotFoundError",
     "ExecutionError",
     "FunctionTimeoutError",
     "InvalidError",
+    "MessageRejectedError",
+    "MessageTooLargeError",
     "NotFoundError",
     "RemoteError",
     "ResultExpiredError",
@@ -62,8 +68,21 @@ class SerializationError(WarrenError):
     """A value could not be encoded for the wire."""
 
 
+class MessageTooLargeError(SerializationError):
+    """An argument or result is larger than a message may be (``WARREN_MAX_MESSAGE_SIZE``).
+
+    Raised before anything is published. Pass large data by reference instead (a path
+    on a shared volume, an object store key).
+    """
+
+
 class DeserializationError(WarrenError):
     """A message or a value could not be decoded."""
+
+
+class MessageRejectedError(DeserializationError):
+    """A message failed verification: unsigned, signed with another key, tampered with,
+    expired, or oversized. Nothing in it was unpickled."""
 
 
 class VersionMismatchError(DeserializationError):
@@ -100,6 +119,14 @@ class FunctionTimeoutError(ExecutionError):
 
 class CallCancelledError(ExecutionError):
     """The call was cancelled before it produced a value."""
+
+
+class DeadLetteredError(ExecutionError):
+    """The input was moved to the dead-letter queue instead of being run again.
+
+    It was running each time its container died, as many times as the crash limit
+    (``WARREN_CRASH_LIMIT``) allows; the message names the limit and the queue.
+    """
 
 
 class RemoteError(WarrenError):

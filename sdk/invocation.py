@@ -14,8 +14,9 @@ from typing import Any
 from sdk import failure, naming
 from sdk.client import Client
 from sdk.codec import decode_value, encode_call_args
-from sdk.exceptions import NotFoundError
+from sdk.exceptions import MessageTooLargeError, NotFoundError
 from sdk.protocol import STATUS_OK, CallBatch, Cancel, FunctionSpec
+from sdk.signing import ENVELOPE_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,21 @@ class Target:
     @property
     def display_name(self) -> str:
         return f"{self.app}.{self.spec.tag}"
+
+
+def encode_input(
+    args: tuple[Any, ...], kwargs: dict[str, Any], target: Target, max_size: int
+) -> tuple[int, bytes]:
+    """Encode one input's arguments; raise ``MessageTooLargeError`` if no message can hold them."""
+    fmt, data = encode_call_args(args, kwargs)
+    room = max_size - ENVELOPE_OVERHEAD
+    if len(data) > room:
+        raise MessageTooLargeError(
+            f"the arguments of {target.display_name} take {len(data) / 2**20:.1f} MiB, and one "
+            f"call may carry at most {room / 2**20:.1f} MiB (WARREN_MAX_MESSAGE_SIZE); nothing "
+            "was sent. Pass large data by reference instead (a path on shared storage, a key)"
+        )
+    return fmt, data
 
 
 def outcome(status: int, fmt: int, data: bytes, function_name: str) -> Any:
@@ -71,7 +87,7 @@ async def publish_cancel(client: Client, environment: str, invocation_ids: list[
 async def call_one(
     client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    fmt, data = encode_call_args(args, kwargs)
+    fmt, data = encode_input(args, kwargs, target, client.signer.max_size)
     invocation_id = uuid.uuid4().hex
     future: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
     client.add_sink(invocation_id, _OneResult(future))

@@ -19,14 +19,16 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Generic, TypeVar
 
 from sdk import failure
+from sdk.batching import ITEM_OVERHEAD, slices_within
 from sdk.client import Client
-from sdk.codec import decode_value, encode_call_args
+from sdk.codec import decode_value
 from sdk.exceptions import InvalidError, NotFoundError
 from sdk.facade import IteratorMethod
 from sdk.inputs import AnyIterable, InputSource, zip_inputs
-from sdk.invocation import Target, not_running, publish_cancel
+from sdk.invocation import Target, encode_input, not_running, publish_cancel
 from sdk.protocol import STATUS_OK, CallBatch
 from sdk.reorder import OutputBuffer
+from sdk.signing import ENVELOPE_OVERHEAD
 from sdk.sizing import BatchSizer
 
 R = TypeVar("R")
@@ -107,16 +109,16 @@ class _Sender:
                 self.done = True
                 self.sink.changed.set()
                 return
-            size = self.message_size(len(items))
-            for start in range(0, len(items), size):
-                await self._publish(items[start : start + size])
+            max_size = self.client.signer.max_size
+            encoded = [encode_input(args, self.kwargs, self.target, max_size) for args in items]
+            sizes = [len(data) + ITEM_OVERHEAD for _, data in encoded]
+            count = self.message_size(len(items))
+            for start, end in slices_within(sizes, count, max_size - ENVELOPE_OVERHEAD):
+                await self._publish(encoded[start:end])
 
-    async def _publish(self, items: list[tuple[Any, ...]]) -> None:
-        batch = []
+    async def _publish(self, encoded: list[tuple[int, bytes]]) -> None:
         buffer = self.sink.buffer
-        for args in items:
-            fmt, data = encode_call_args(args, self.kwargs)
-            batch.append((buffer.sent_index(), fmt, data))
+        batch = [(buffer.sent_index(), fmt, data) for fmt, data in encoded]
         try:
             await self.client.publish(
                 self.target.queue,

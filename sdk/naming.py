@@ -11,8 +11,11 @@ may not contain dots.
     warren.v1.control                         engine daemon control queue
     warren.v1.control.<run>                   a private engine started for one app run
     warren.v1.dlx                             dead-letter exchange (direct)
+    warren.v1.replies                         direct exchange: results, to result queues
     warren.v1.<env>.dead                      dead-letter queue of an environment
     warren.v1.<env>.cancel                    fanout exchange: cancelled invocations
+    warren.v1.<env>.delay                     headers exchange: retries waiting their backoff
+    warren.v1.<env>.delay.<ms>                holds retries for <ms>, then back to their queue
     warren.v1.<env>.fn.<app>.<function>       a function's input queue
     warren.v1.<env>.fn.<app>.<function>.<v>   ... of a variant made by with_options
     warren.v1.<env>.results.<client>          a client's result queue
@@ -62,6 +65,19 @@ def cancel_exchange(environment: str) -> str:
     return f"{PREFIX}.{check_part('environment', environment)}.cancel"
 
 
+def replies_exchange() -> str:
+    """One for every environment: a client may call functions of several."""
+    return f"{PREFIX}.replies"
+
+
+def delay_exchange(environment: str) -> str:
+    return f"{PREFIX}.{check_part('environment', environment)}.delay"
+
+
+def delay_queue(environment: str, milliseconds: int) -> str:
+    return f"{delay_exchange(environment)}.{int(milliseconds)}"
+
+
 def function_queue(environment: str, app: str, function: str, variant: str | None = None) -> str:
     name = (
         f"{PREFIX}.{check_part('environment', environment)}.fn."
@@ -75,6 +91,14 @@ def function_queue(environment: str, app: str, function: str, variant: str | Non
 def function_queue_prefix(environment: str, app: str) -> str:
     """Prefix shared by every function queue of one app (used to clean up after a stop)."""
     return f"{PREFIX}.{check_part('environment', environment)}.fn.{check_part('app name', app)}."
+
+
+def environment_of(name: str) -> str:
+    """The environment a ``warren.v1.<env>.…`` queue or exchange belongs to."""
+    parts = name.split(".")
+    if len(parts) < 3 or not name.startswith(f"{PREFIX}."):
+        raise InvalidError(f"{name!r} is not a Warren name")
+    return check_part("environment", parts[2])
 
 
 def _scoped(environment: str, kind: str, label: str, value: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Final, Self
 
 from sdk.codec import Envelope, packb, unpackb
 from sdk.exceptions import DeserializationError, InvalidError
+from sdk.retries import Retries
 
 KIND_CALLS: Final = "calls"
 KIND_RESULTS: Final = "results"
@@ -31,7 +32,7 @@ STATUS_OK: Final = 0
 STATUS_ERROR: Final = 1
 STATUS_CANCELLED: Final = 2
 
-WIRE_VERSION: Final = 1
+WIRE_VERSION: Final = 2
 
 # (index, format, encoded [args, kwargs])
 InputItem = tuple[int, int, bytes]
@@ -51,23 +52,48 @@ def _check_version(name: str, version: Any) -> None:
 
 @dataclass(frozen=True, slots=True)
 class CallBatch:
-    """Inputs of one invocation bound for one function queue."""
+    """Inputs of one invocation bound for one function queue.
+
+    ``failures`` counts the attempts of these inputs that failed already (retries carry
+    one input each); ``crashes`` the containers that died while running them.
+    """
 
     invocation_id: str
     inputs: list[InputItem]
+    failures: int = 0
+    crashes: int = 0
     version: int = WIRE_VERSION
 
     def to_envelope(self) -> Envelope:
-        return Envelope(KIND_CALLS, packb([self.version, self.invocation_id, self.inputs]))
+        return Envelope(
+            KIND_CALLS,
+            packb([self.version, self.invocation_id, self.inputs, self.failures, self.crashes]),
+        )
+
+    def single(
+        self, item: InputItem, *, failures: int | None = None, crashes: int | None = None
+    ) -> CallBatch:
+        """One of these inputs in a batch of its own, with its counts (optionally) updated."""
+        return CallBatch(
+            self.invocation_id,
+            [item],
+            self.failures if failures is None else failures,
+            self.crashes if crashes is None else crashes,
+        )
 
     @classmethod
     def from_body(cls, body: bytes) -> Self:
         try:
-            version, invocation_id, inputs = unpackb(body)
+            version, invocation_id, inputs, failures, crashes = unpackb(body)
         except (ValueError, TypeError) as exc:
             raise DeserializationError(f"malformed call batch: {exc}") from exc
         _check_version("call batch", version)
-        if not isinstance(invocation_id, str) or not isinstance(inputs, list):
+        if (
+            not isinstance(invocation_id, str)
+            or not isinstance(inputs, list)
+            or not isinstance(failures, int)
+            or not isinstance(crashes, int)
+        ):
             raise DeserializationError("malformed call batch: wrong field types")
         items: list[InputItem] = []
         for item in inputs:
@@ -80,7 +106,7 @@ class CallBatch:
             ):
                 raise DeserializationError("malformed call batch: bad input item")
             items.append((item[0], item[1], item[2]))
-        return cls(invocation_id, items, version)
+        return cls(invocation_id, items, failures, crashes, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +164,20 @@ class FunctionSpec:
     min_containers: int = 0
     buffer_containers: int = 0
     scaledown_window: float = 60.0
+    max_retries: int = 0
+    backoff_coefficient: float = 2.0
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
     version: int = WIRE_VERSION
 
+    @property
+    def retries(self) -> Retries:
+        return Retries(
+            self.max_retries, self.backoff_coefficient, self.initial_delay, self.max_delay
+        )
+
     def __post_init__(self) -> None:
+        _ = self.retries  # validates the retry policy
         for name in ("max_containers", "max_inputs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -12,7 +12,15 @@ function. The ``*_arguments`` functions are pure; ``declare_*`` do the I/O.
   leaves nothing behind, while one that reconnects finds its results waiting.
 * Spawned calls' result queues: durable classic, one per call, with ``x-expires`` and
   ``x-message-ttl`` both set to the result retention period.
-* Dead-letter queue per environment: durable, messages kept for a week.
+* Dead-letter queue per environment: durable, messages kept for a week. Messages are
+  put there with a ``x-warren-reason`` header saying why.
+* Results travel through the ``warren.v1.replies`` exchange (direct), to which
+  every result queue is bound under its own name: a container can answer a caller
+  but has no way to publish into a function queue.
+* Retries wait in ``delay.<ms>`` queues (one per delay, ``x-message-ttl``), reached
+  through a headers exchange; expired messages dead-letter through the default
+  exchange with their original routing key, the function queue. An unused delay
+  queue expires a minute after its last message.
 """
 
 from __future__ import annotations
@@ -26,6 +34,11 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from sdk import naming
 
 DEAD_LETTER_TTL_MS = 7 * 24 * 3600 * 1000
+DELAY_QUEUE_LINGER_MS = 60_000
+# Not "x-...": a headers exchange ignores binding arguments starting with "x-" (every
+# message would match every delay queue).
+DELAY_HEADER = "warren-delay"
+REASON_HEADER = "x-warren-reason"
 
 
 def function_queue_arguments(environment: str, queue_type: str) -> dict[str, Any]:
@@ -49,6 +62,15 @@ def call_queue_arguments(retention_seconds: float) -> dict[str, Any]:
 
 def dead_letter_queue_arguments() -> dict[str, Any]:
     return {"x-queue-type": "classic", "x-message-ttl": DEAD_LETTER_TTL_MS}
+
+
+def delay_queue_arguments(milliseconds: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "classic",
+        "x-message-ttl": milliseconds,
+        "x-dead-letter-exchange": "",  # the default exchange: back to the function queue
+        "x-expires": milliseconds + DELAY_QUEUE_LINGER_MS,
+    }
 
 
 async def declare_function_queue(
@@ -97,3 +119,31 @@ async def subscribe_to_cancels(
     )
     await queue.bind(exchange)
     await queue.consume(on_cancel, no_ack=True)
+
+
+async def declare_replies_exchange(channel: AbstractChannel) -> AbstractExchange:
+    return await channel.declare_exchange(
+        naming.replies_exchange(), aio_pika.ExchangeType.DIRECT, durable=True
+    )
+
+
+async def bind_result_queue(channel: AbstractChannel, queue: AbstractQueue) -> None:
+    """Let containers reach ``queue`` through the replies exchange (routing key: its name)."""
+    exchange = await declare_replies_exchange(channel)
+    await queue.bind(exchange, routing_key=queue.name)
+
+
+async def declare_delay_queue(
+    channel: AbstractChannel, environment: str, milliseconds: int
+) -> AbstractExchange:
+    """The delay exchange, with a queue that holds messages for ``milliseconds``."""
+    exchange = await channel.declare_exchange(
+        naming.delay_exchange(environment), aio_pika.ExchangeType.HEADERS, durable=True
+    )
+    queue = await channel.declare_queue(
+        naming.delay_queue(environment, milliseconds),
+        durable=True,
+        arguments=delay_queue_arguments(milliseconds),
+    )
+    await queue.bind(exchange, arguments={"x-match": "all", DELAY_HEADER: str(milliseconds)})
+    return exchange

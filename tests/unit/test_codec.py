@@ -86,21 +86,24 @@ def test_garbage_values_raise_deserialization_errors() -> None:
         decode_call_args(FORMAT_MSGPACK, packb({"not": "a pair"}))
 
 
-def test_envelopes_round_trip_with_room_for_a_signature() -> None:
-    envelope = Envelope("calls", b"body", key_id="k1", signature=b"\x01" * 32)
+def test_envelopes_round_trip_with_their_seal() -> None:
+    envelope = Envelope("calls", b"body", key_id="k1", expires_at=123, signature=b"\x01" * 32)
     assert unpack_envelope(envelope.pack()) == envelope
     assert unpack_envelope(Envelope("results", b"").pack()).signature is None
 
 
 def test_an_envelope_of_another_version_is_refused() -> None:
     with pytest.raises(VersionMismatchError):
-        unpack_envelope(packb([99, "calls", None, None, b""]))
+        unpack_envelope(packb([99, "calls", None, 0, None, b""]))
+    with pytest.raises(VersionMismatchError):
+        unpack_envelope(packb([1, "calls", None, None, b""]))  # Step 1's unsigned layout
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"\xc1garbage", packb("a string"), packb([1, "calls", None, None]),
-     packb([1, 5, None, None, b""]), packb([1, "calls", 3, None, b""])],
+    [b"\xc1garbage", packb("a string"), packb([2, "calls", None, 0, None]),
+     packb([2, 5, None, 0, None, b""]), packb([2, "calls", 3, 0, None, b""]),
+     packb([2, "calls", None, "soon", None, b""]), packb([])],
 )  # fmt: skip
 def test_malformed_envelopes_are_refused(data: bytes) -> None:
     with pytest.raises(DeserializationError, match="malformed"):

@@ -18,7 +18,7 @@ from sdk.protocol import (
 
 
 def test_wire_types_round_trip_through_their_envelopes() -> None:
-    calls = CallBatch("inv", [(0, 0, b"a"), (1, 1, b"b")])
+    calls = CallBatch("inv", [(0, 0, b"a"), (1, 1, b"b")], failures=1, crashes=2)
     assert CallBatch.from_body(unpack_envelope(calls.to_envelope().pack()).body) == calls
     results = ResultBatch([("inv", 0, 0, 0, b"x", 0.5)])
     assert ResultBatch.from_body(results.to_envelope().body) == results
@@ -32,9 +32,17 @@ def test_wire_types_round_trip_through_their_envelopes() -> None:
 
 def test_a_call_batch_with_a_bad_item_is_refused() -> None:
     with pytest.raises(DeserializationError, match="bad input item"):
-        CallBatch.from_body(packb([1, "inv", [[0, 0, "not bytes"]]]))
+        CallBatch.from_body(packb([2, "inv", [[0, 0, "not bytes"]], 0, 0]))
     with pytest.raises(DeserializationError, match="version"):
+        CallBatch.from_body(packb([1, "inv", [], 0, 0]))
+    with pytest.raises(DeserializationError, match="malformed"):
         CallBatch.from_body(packb([2, "inv", []]))
+
+
+def test_a_single_keeps_the_invocation_and_updates_its_counts() -> None:
+    batch = CallBatch("inv", [(0, 0, b"a"), (1, 0, b"b")], failures=1, crashes=0)
+    assert batch.single((1, 0, b"b"), crashes=1) == CallBatch("inv", [(1, 0, b"b")], 1, 1)
+    assert batch.single((0, 0, b"a"), failures=2) == CallBatch("inv", [(0, 0, b"a")], 2, 0)
 
 
 def test_function_specs_round_trip_and_ignore_unknown_fields() -> None:

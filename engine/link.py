@@ -1,0 +1,94 @@
+"""The pipes between a container process and its engine.
+
+Two one-way pipes carry msgpack maps:
+
+* **status** (container to engine): ``ready`` or ``failed`` once, then ``status``
+  reports (inputs held, idleness), ``took``/``released`` for every message the
+  container starts and settles (what the engine's crash ledger knows), and
+  ``request`` messages;
+* **replies** (engine to container): the answers to requests, by request id.
+
+A container asks its engine to publish what a container has no right to publish
+itself: inputs handed back or retried into its function queue, and dead letters
+(see ``broker_config``: the container user can only consume its queue and publish
+results). It also asks whether a redelivered message's last holder crashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sdk.codec import packb, unpackb
+from sdk.exceptions import EngineError
+
+REQUEST_TIMEOUT = 30.0
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return packb(message)
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    message = unpackb(data)
+    if not isinstance(message, dict):
+        raise EngineError(f"malformed message on a container pipe: {message!r}")
+    return message
+
+
+class EngineLink:
+    """The container's end: send events, make requests and await their answers."""
+
+    def __init__(self, status: Connection, replies: Connection) -> None:
+        self._status = status
+        self._replies = replies
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start reading answers on ``loop``."""
+        self._loop = loop
+        loop.add_reader(self._replies.fileno(), self._on_replies)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send an event; raises ``OSError`` when the engine is gone."""
+        self._status.send_bytes(encode(message))
+
+    async def request(self, op: str, **args: Any) -> dict[str, Any]:
+        """Ask the engine to do ``op``; its answer, or ``EngineError`` saying why not."""
+        assert self._loop is not None, "the link is not attached to a loop"
+        request_id = next(self._ids)
+        answer: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._pending[request_id] = answer
+        try:
+            self.send({"event": "request", "id": request_id, "op": op, **args})
+            return await asyncio.wait_for(answer, REQUEST_TIMEOUT)
+        except OSError as exc:
+            raise EngineError(f"the engine is gone: {exc}") from exc
+        except TimeoutError:
+            raise EngineError(f"the engine did not answer {op!r} in {REQUEST_TIMEOUT:g}s") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _on_replies(self) -> None:
+        try:
+            while self._replies.poll():
+                self._resolve(decode(self._replies.recv_bytes()))
+        except (EOFError, OSError):
+            assert self._loop is not None
+            self._loop.remove_reader(self._replies.fileno())
+            for answer in self._pending.values():
+                if not answer.done():
+                    answer.set_exception(EngineError("the engine is gone"))
+
+    def _resolve(self, message: dict[str, Any]) -> None:
+        answer = self._pending.get(message.get("id", 0))
+        if answer is None or answer.done():
+            return
+        if message.get("ok"):
+            answer.set_result(message)
+        else:
+            answer.set_exception(EngineError(str(message.get("error", "request refused"))))

@@ -1,0 +1,192 @@
+"""A container's outgoing side: results, retries, and settling the messages they came in.
+
+Outcomes pile up in the outbox while the loop is busy and go out together: results
+signed and batched per caller, persistent, through the replies exchange; failed
+inputs with attempts left to the engine, which puts them in a delay queue. A message
+is acknowledged only once everything its inputs produced is confirmed, so a
+container that dies before that has the message redelivered; if any of its inputs
+was abandoned (the container is stopping), it goes back to the queue whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError
+
+from engine.link import EngineLink
+from sdk import naming
+from sdk.batching import ITEM_OVERHEAD, slices_within
+from sdk.exceptions import EngineError
+from sdk.protocol import KIND_RESULTS, CallBatch, FunctionSpec, ResultBatch, ResultItem
+from sdk.signing import ENVELOPE_OVERHEAD, Signer
+
+log = structlog.get_logger(__name__)
+
+MAX_RESULTS_PER_MESSAGE = 1000
+# A spawned call's result is kept as long as its queue keeps it (x-message-ttl); its
+# signature must not expire first, whatever retention the caller chose.
+CALL_RESULT_VALIDITY = 366 * 24 * 3600.0
+SETTLE_ERRORS = (AMQPError, RuntimeError, OSError)
+
+
+class Delivery:
+    """A message whose inputs are running; settled when the last of them is accounted for."""
+
+    __slots__ = ("abandoned", "batch", "message", "pending")
+
+    def __init__(self, message: AbstractIncomingMessage, batch: CallBatch, pending: int) -> None:
+        self.message = message
+        self.batch = batch
+        self.pending = pending
+        self.abandoned = False
+
+
+# A retry: the delivery it came in, and the input to run again.
+Retry = tuple[Delivery, int, int, bytes]
+
+
+class Outbox:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        signer: Signer,
+        link: EngineLink,
+        released: Callable[[AbstractIncomingMessage], None],
+    ) -> None:
+        self._spec = spec
+        self._signer = signer
+        self._link = link
+        self._released = released
+        self._channel: AbstractChannel | None = None
+        self._exchange_name = ""
+        self._pending: list[tuple[ResultItem | None, Delivery, Retry | None]] = []
+        self._scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def open(self, channel: AbstractChannel, replies_exchange: str) -> None:
+        self._channel = channel
+        self._exchange_name = replies_exchange
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending or self._flushes)
+
+    def add(self, item: ResultItem | None, delivery: Delivery, retry: Retry | None = None) -> None:
+        self._pending.append((item, delivery, retry))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_soon)
+
+    def flush_soon(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._flush(pending))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Flush everything, and wait (at most ``timeout``) until it is out."""
+        while self.busy:
+            self.flush_soon()
+            waiting = asyncio.gather(*self._flushes, return_exceptions=True)
+            try:
+                await asyncio.wait_for(waiting, timeout)
+            except TimeoutError:
+                return
+
+    async def settle(self, delivery: Delivery) -> None:
+        """One more of the delivery's inputs is accounted for; ack (or requeue) at the last."""
+        delivery.pending -= 1
+        if delivery.pending == 0 and not delivery.message.processed:
+            self._released(delivery.message)
+            if delivery.abandoned:
+                await delivery.message.nack(requeue=True)
+            else:
+                await delivery.message.ack()
+
+    async def _flush(self, pending: list[tuple[ResultItem | None, Delivery, Retry | None]]) -> None:
+        by_reply: dict[str | None, list[ResultItem]] = {}
+        for item, delivery, _ in pending:
+            if item is not None:
+                by_reply.setdefault(delivery.message.reply_to, []).append(item)
+        try:
+            for reply_to, items in by_reply.items():
+                if reply_to is not None:
+                    await self.publish_results(reply_to, items)
+            for _, _, retry in pending:
+                if retry is not None:
+                    await self._retry(*retry)
+            for _, delivery, _ in pending:
+                await self.settle(delivery)
+        except (*SETTLE_ERRORS, EngineError) as exc:
+            # The inputs run again (here or elsewhere) and the client drops duplicates.
+            log.warning("results_not_published", reason=str(exc), results=len(pending))
+            await self._requeue_unsettled([delivery for _, delivery, _ in pending])
+
+    async def _requeue_unsettled(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            if not delivery.message.processed:
+                self._released(delivery.message)
+                with contextlib.suppress(*SETTLE_ERRORS):
+                    await delivery.message.nack(requeue=True)
+
+    async def publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
+        """Signed, persistent (they survive a broker restart), within the size limit."""
+        assert self._channel is not None
+        exchange = await self._channel.get_exchange(self._exchange_name, ensure=False)
+        sizes = [len(item[4]) + ITEM_OVERHEAD for item in items]
+        room = self._signer.max_size - ENVELOPE_OVERHEAD
+        valid_for = CALL_RESULT_VALIDITY if naming.is_call_queue(reply_to) else None
+        for start, end in slices_within(sizes, MAX_RESULTS_PER_MESSAGE, room):
+            chunk = items[start:end]
+            await exchange.publish(
+                aio_pika.Message(
+                    self._signer.seal(ResultBatch(chunk).to_envelope(), valid_for=valid_for),
+                    type=KIND_RESULTS,
+                    correlation_id=chunk[0][0],
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=reply_to,
+            )
+
+    async def _retry(self, delivery: Delivery, index: int, fmt: int, data: bytes) -> None:
+        failures = delivery.batch.failures + 1
+        delay = self._spec.retries.delay(failures)
+        again = delivery.batch.single((index, fmt, data), failures=failures)
+        await self.requeue(delivery.message, [again], delay)
+        log.info(
+            "input_retried",
+            invocation=delivery.batch.invocation_id,
+            index=index,
+            attempt=failures + 1,
+            delay=delay,
+        )
+
+    async def requeue(
+        self, message: AbstractIncomingMessage, batches: list[CallBatch], delay: float = 0.0
+    ) -> None:
+        """Have the engine put these batches in the function queue (after ``delay`` s)."""
+        await self._link.request(
+            "requeue",
+            bodies=[self._signer.seal(batch.to_envelope()) for batch in batches],
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            delay_ms=round(delay * 1000),
+        )
+
+    def properties(self, message: AbstractIncomingMessage) -> dict[str, Any]:
+        return {
+            "message_id": message.message_id,
+            "correlation_id": message.correlation_id,
+            "reply_to": message.reply_to,
+            "type": message.type,
+        }

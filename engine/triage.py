@@ -1,0 +1,135 @@
+"""What a container does with a message it will not simply run.
+
+* A message that fails verification (unsigned, another key, tampered with, expired,
+  oversized, malformed) is never decoded further: it is moved to the dead-letter
+  queue with the reason, and nobody is answered.
+* A redelivered message whose last holder crashed (the engine's crash ledger says so)
+  counts one more crash for each of its inputs: they go back to the queue one input
+  per message, with the count in the (signed) message, so that a poison input is
+  told apart from the inputs that shared its message. An input that reaches the
+  crash limit is moved to the dead-letter queue and its caller gets
+  ``DeadLetteredError`` naming the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError
+
+from engine.link import EngineLink
+from engine.outbox import SETTLE_ERRORS, Outbox
+from sdk import failure, naming
+from sdk.codec import FORMAT_MSGPACK
+from sdk.exceptions import DeadLetteredError, EngineError
+from sdk.protocol import STATUS_ERROR, CallBatch, ResultItem
+from sdk.signing import Signer
+
+
+class Triage:
+    def __init__(
+        self,
+        *,
+        environment: str,
+        function: str,
+        crash_limit: int,
+        signer: Signer,
+        link: EngineLink,
+        outbox: Outbox,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._environment = environment
+        self._function = function
+        self._crash_limit = crash_limit
+        self._signer = signer
+        self._link = link
+        self._outbox = outbox
+        self._log = log
+
+    async def reject(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Dead-letter a message that failed verification; never run, never answered."""
+        self._log.error("input_rejected", reason=reason, message_id=message.message_id)
+        try:
+            await self._link.request(
+                "dead_letter", body=message.body, reason=reason, **self._outbox.properties(message)
+            )
+        except EngineError:
+            # The queue's own dead-letter exchange still keeps it (without our reason).
+            with contextlib.suppress(*SETTLE_ERRORS):
+                await message.reject(requeue=False)
+            return
+        with contextlib.suppress(*SETTLE_ERRORS):
+            await message.ack()
+
+    async def crashed_before(self, message: AbstractIncomingMessage) -> bool:
+        """Whether this redelivered message was running in a container that died."""
+        if not message.redelivered or not message.message_id:
+            return False
+        try:
+            answer = await self._link.request("verdict", message=message.message_id)
+        except EngineError as exc:
+            self._log.warning("crash_verdict_unavailable", reason=str(exc))
+            return False
+        return bool(answer.get("crashed"))
+
+    async def after_crash(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
+        """Count the crash: requeue the inputs one by one, or dead-letter them at the limit."""
+        crashes = batch.crashes + 1
+        self._log.warning(
+            "input_crashed_its_container",
+            invocation=batch.invocation_id,
+            inputs=len(batch.inputs),
+            crashes=crashes,
+            limit=self._crash_limit,
+        )
+        singles = [batch.single(item, crashes=crashes) for item in batch.inputs]
+        try:
+            if crashes >= self._crash_limit:
+                await self._dead_letter(message, singles)
+            else:
+                await self._outbox.requeue(message, singles)
+        except (EngineError, AMQPError) as exc:
+            self._log.warning("crashed_input_not_requeued", reason=str(exc))
+            with contextlib.suppress(*SETTLE_ERRORS):
+                await message.nack(requeue=True)
+            return
+        with contextlib.suppress(*SETTLE_ERRORS):
+            await message.ack()
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, singles: list[CallBatch]
+    ) -> None:
+        dead_letter_queue = naming.dead_letter_queue(self._environment)
+        reason = (
+            f"its container died each of the {singles[0].crashes} times it ran "
+            f"(the crash limit, WARREN_CRASH_LIMIT, is {self._crash_limit})"
+        )
+        properties: dict[str, Any] = self._outbox.properties(message)
+        results: list[ResultItem] = []
+        for single in singles:
+            await self._link.request(
+                "dead_letter",
+                body=self._signer.seal(single.to_envelope()),
+                reason=reason,
+                **properties,
+            )
+            index = single.inputs[0][0]
+            error = DeadLetteredError(
+                f"input {index} of {self._function} was moved to the dead-letter queue "
+                f"{dead_letter_queue!r}: {reason}"
+            )
+            results.append(
+                (
+                    single.invocation_id,
+                    index,
+                    STATUS_ERROR,
+                    FORMAT_MSGPACK,
+                    failure.capture(error),
+                    0.0,
+                )
+            )
+        if message.reply_to:
+            await self._outbox.publish_results(message.reply_to, results)
