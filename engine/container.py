@@ -35,6 +35,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from engine.crashes import CRASHED, REPLACED
 from engine.execution import STATUS_ABANDONED, Executor, Job
 from engine.link import EngineLink
 from engine.outbox import SETTLE_ERRORS, Delivery, Outbox
@@ -125,6 +126,11 @@ class Container:
         self._consumer_tag = ""
         self._resubscribing = asyncio.Lock()
         self._held = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._gate = asyncio.Event()  # cleared while a suspect input runs alone
+        self._gate.set()
+        self._isolation = asyncio.Lock()
         self.last_active = time.monotonic()
         self._tuner = PrefetchTuner(config.spec.max_inputs)
 
@@ -154,6 +160,9 @@ class Container:
             reconnect_interval=RECONNECT_INTERVAL,
             client_properties={"connection_name": f"container-{self.config.container_id}"},
         )
+        # Deliveries die with their connection (the broker requeues them): the engine's
+        # crash ledger must not wait for this container to exit when they are redelivered.
+        self._connection.close_callbacks.add(self._on_connection_lost)
         results = await self._connection.channel(publisher_confirms=True)
         self._outbox.open(results, naming.replies_exchange())
         inputs = self._inputs = await self._connection.channel()
@@ -187,6 +196,12 @@ class Container:
         if self._connection is not None:
             await self._connection.close()
         self._log.info("container_stopped")
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        if not self._stop.is_set():
+            self._log.warning("broker_connection_lost")
+            with contextlib.suppress(OSError):
+                self._link.send({"event": "dropped"})
 
     def _on_inputs_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
         if exc is not None and "acknowledgement" in str(exc):
@@ -265,11 +280,40 @@ class Container:
             with contextlib.suppress(*SETTLE_ERRORS):
                 await message.ack()
             return
-        if await self._triage.crashed_before(message):
+        verdict = await self._triage.verdict(message)
+        if verdict == REPLACED:
+            with contextlib.suppress(*SETTLE_ERRORS):
+                await message.ack()
+            return
+        if verdict == CRASHED:
             await self._triage.after_crash(message, batch)
             return
+        if batch.crashes:
+            await self._take_alone(message, batch)
+            return
+        await self._gate.wait()
         self._report("took", message)
         await self._take(message, batch)
+
+    async def _take_alone(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
+        """Run an input that was running when a container died with nothing beside it.
+
+        Then if it kills this container too, no other input is charged with the crash.
+        """
+        async with self._isolation:
+            self._gate.clear()
+            try:
+                await self._quiet()
+                self._report("took", message)
+                await self._take(message, batch)
+                await self._quiet()
+            finally:
+                self._gate.set()
+
+    async def _quiet(self) -> None:
+        """Until nothing runs and every message taken is settled (the ledger holds none)."""
+        await self._idle.wait()
+        await self._outbox.drain()
 
     async def _take(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
         """Start what fits in the free slots; hand the rest back to the queue."""
@@ -277,6 +321,8 @@ class Container:
         start, rest = batch.inputs[:free], batch.inputs[free:]
         delivery = Delivery(message, batch, len(start) + (1 if rest else 0))
         self._held += len(start)
+        if self._held:
+            self._idle.clear()
         assert self._executor is not None
         for index, fmt, data in start:
             self._executor.submit(Job(batch.invocation_id, index, fmt, data, delivery))
@@ -328,6 +374,8 @@ class Container:
 
     def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
         self._held -= 1
+        if not self._held:
+            self._idle.set()
         self.last_active = time.monotonic()
         delivery: Delivery = job.delivery
         if status == STATUS_ABANDONED:

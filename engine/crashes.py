@@ -11,7 +11,10 @@ container that receives a redelivered message asks whether its last holder crash
 
 If the last holder is still alive when the question comes (the broker noticed its
 death before the engine did, or its connection dropped), the answer waits a little
-for that container's exit. No I/O; the pool feeds it.
+for that container's exit. A message that a container already replaced with copies
+carrying the new crash count (it was acknowledged, but the container died before the
+acknowledgement reached the broker) is answered ``REPLACED``: dropped, not run again.
+No I/O; the pool feeds it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ import asyncio
 import collections
 
 VERDICT_WAIT = 3.0
-REMEMBERED_VICTIMS = 100_000
+REMEMBERED = 100_000
+
+HEALTHY = "healthy"
+CRASHED = "crashed"
+REPLACED = "replaced"
 
 
 class CrashLedger:
@@ -29,6 +36,7 @@ class CrashLedger:
         self._holder: dict[str, int] = {}
         self._held: dict[int, set[str]] = {}
         self._victims: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._replaced: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._exits: dict[int, asyncio.Event] = {}
 
     def took(self, container: int, message_id: str) -> None:
@@ -50,22 +58,38 @@ class CrashLedger:
                 del self._holder[message_id]
             if crashed:
                 self._victims[message_id] = None
-        while len(self._victims) > REMEMBERED_VICTIMS:
-            self._victims.popitem(last=False)
+        _bound(self._victims)
         gone = self._exits.pop(container, None)
         if gone is not None:
             gone.set()  # wakes the verdicts waiting for this container
 
-    async def verdict(self, message_id: str, asker: int) -> bool:
-        """Whether the last holder of ``message_id`` died with it (counted once)."""
+    def dropped(self, container: int) -> None:
+        """A container lost its broker connection: what it held is redelivered, not crashed."""
+        self.exited(container, crashed=False)
+
+    def replaced(self, message_id: str) -> None:
+        """A container put copies of this crashed message back: never run it again."""
+        self._replaced[message_id] = None
+        _bound(self._replaced)
+
+    async def verdict(self, message_id: str, asker: int) -> str:
+        """``CRASHED`` if the last holder of ``message_id`` died with it (counted once),
+        ``REPLACED`` if it was replaced already, else ``HEALTHY``."""
+        if message_id in self._replaced:
+            return REPLACED
         holder = self._holder.get(message_id)
         if message_id not in self._victims and holder is not None and holder != asker:
             gone = self._exits.setdefault(holder, asyncio.Event())
             try:
                 await asyncio.wait_for(gone.wait(), self._wait)
             except TimeoutError:
-                return False  # alive: its connection dropped, it did not crash
+                return HEALTHY  # alive: its connection dropped, it did not crash
         if message_id in self._victims:
             del self._victims[message_id]
-            return True
-        return False
+            return CRASHED
+        return HEALTHY
+
+
+def _bound(remembered: collections.OrderedDict[str, None]) -> None:
+    while len(remembered) > REMEMBERED:
+        remembered.popitem(last=False)

@@ -28,6 +28,7 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import ChannelLockedResource
 
 from engine import procs
@@ -144,30 +145,32 @@ class Engine:
     # -- control requests ------------------------------------------------------------
 
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
-        async with message.process(ignore_processed=True):
-            try:
-                envelope = self._signer.open(message.body, max_size=CONTROL_MAX_SIZE)
-                request = ControlRequest.from_body(envelope.body)
-                handler = getattr(self, f"_op_{request.op}", None)
-                if handler is None:
-                    raise exceptions.InvalidError(f"unknown control operation {request.op!r}")
-                reply = ControlReply(True, await handler(request.args))
-            except exceptions.WarrenError as exc:
-                reply = ControlReply(False, error=type(exc).__name__, message=str(exc))
-            except Exception as exc:
-                log.exception("control_failed")
-                reply = ControlReply(
-                    False, error="EngineError", message=f"{type(exc).__name__}: {exc}"
-                )
-            if message.reply_to and self._channel is not None:
-                await self._channel.default_exchange.publish(
-                    aio_pika.Message(
-                        self._signer.seal(reply.to_envelope()),
-                        correlation_id=message.correlation_id,
-                        type="control_reply",
-                    ),
-                    routing_key=message.reply_to,
-                )
+        # Acknowledged at once: a request may take long (stopping an app waits for its
+        # containers), longer than the broker lets a delivery stay unacknowledged, and
+        # a redelivered request would run twice. The caller times out if we die.
+        with contextlib.suppress(AMQPError, RuntimeError):
+            await message.ack()
+        try:
+            envelope = self._signer.open(message.body, max_size=CONTROL_MAX_SIZE)
+            request = ControlRequest.from_body(envelope.body)
+            handler = getattr(self, f"_op_{request.op}", None)
+            if handler is None:
+                raise exceptions.InvalidError(f"unknown control operation {request.op!r}")
+            reply = ControlReply(True, await handler(request.args))
+        except exceptions.WarrenError as exc:
+            reply = ControlReply(False, error=type(exc).__name__, message=str(exc))
+        except Exception as exc:
+            log.exception("control_failed")
+            reply = ControlReply(False, error="EngineError", message=f"{type(exc).__name__}: {exc}")
+        if message.reply_to and self._channel is not None:
+            await self._channel.default_exchange.publish(
+                aio_pika.Message(
+                    self._signer.seal(reply.to_envelope()),
+                    correlation_id=message.correlation_id,
+                    type="control_reply",
+                ),
+                routing_key=message.reply_to,
+            )
 
     @property
     def host(self) -> Host:

@@ -129,7 +129,8 @@ class Outbox:
                 await self.settle(delivery)
         except (*SETTLE_ERRORS, EngineError) as exc:
             # The inputs run again (here or elsewhere) and the client drops duplicates.
-            log.warning("results_not_published", reason=str(exc), results=len(pending))
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("results_not_published", reason=reason, results=len(pending))
             await self._requeue_unsettled([delivery for _, delivery, _ in pending])
 
     async def _requeue_unsettled(self, deliveries: list[Delivery]) -> None:
@@ -172,11 +173,21 @@ class Outbox:
         )
 
     async def requeue(
-        self, message: AbstractIncomingMessage, batches: list[CallBatch], delay: float = 0.0
+        self,
+        message: AbstractIncomingMessage,
+        batches: list[CallBatch],
+        delay: float = 0.0,
+        *,
+        replaces: str | None = None,
     ) -> None:
-        """Have the engine put these batches in the function queue (after ``delay`` s)."""
+        """Have the engine put these batches in the function queue (after ``delay`` s).
+
+        ``replaces`` names a crashed message these batches stand for: the engine then
+        never lets it run again, even if its acknowledgement is lost.
+        """
         await self._link.request(
             "requeue",
+            replaces=replaces,
             bodies=[self._signer.seal(batch.to_envelope()) for batch in batches],
             correlation_id=message.correlation_id,
             reply_to=message.reply_to,

@@ -236,6 +236,9 @@ class ContainerPool:
         if event == "released":
             self._ledger.released(key, message["message"])
             return
+        if event == "dropped":  # its connection was lost: what it held is redelivered
+            self._ledger.dropped(key)
+            return
         member = self._members.get(key)
         if member is None:
             return
@@ -317,7 +320,7 @@ class ContainerPool:
             # Whatever the other containers reported is in the ledger before it answers.
             for other in list(self._members.values()):
                 other.process.read_status()
-            return {"crashed": await self._ledger.verdict(request["message"], member.key)}
+            return {"verdict": await self._ledger.verdict(request["message"], member.key)}
         if op == "requeue":
             await self._republisher.requeue(
                 self.config.queue,
@@ -326,16 +329,18 @@ class ContainerPool:
                 reply_to=request.get("reply_to"),
                 delay_ms=int(request.get("delay_ms", 0)),
             )
-            return {}
-        if op == "dead_letter":
+        elif op == "dead_letter":
             await self._republisher.dead_letter(
                 request["body"],
                 reason=str(request["reason"]),
                 source_queue=self.config.queue,
                 properties=request,
             )
-            return {}
-        raise exceptions.InvalidError(f"unknown container request {op!r}")
+        else:
+            raise exceptions.InvalidError(f"unknown container request {op!r}")
+        if request.get("replaces"):  # now in the queue: the crashed original must not run
+            self._ledger.replaced(request["replaces"])
+        return {}
 
     def _own(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -20,6 +20,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 
+from engine.crashes import HEALTHY
 from engine.link import EngineLink
 from engine.outbox import SETTLE_ERRORS, Outbox
 from sdk import failure, naming
@@ -64,16 +65,17 @@ class Triage:
         with contextlib.suppress(*SETTLE_ERRORS):
             await message.ack()
 
-    async def crashed_before(self, message: AbstractIncomingMessage) -> bool:
-        """Whether this redelivered message was running in a container that died."""
+    async def verdict(self, message: AbstractIncomingMessage) -> str:
+        """Whether this redelivered message was running in a container that died
+        (``CRASHED``), was replaced by copies already (``REPLACED``), or neither."""
         if not message.redelivered or not message.message_id:
-            return False
+            return HEALTHY
         try:
             answer = await self._link.request("verdict", message=message.message_id)
         except EngineError as exc:
             self._log.warning("crash_verdict_unavailable", reason=str(exc))
-            return False
-        return bool(answer.get("crashed"))
+            return HEALTHY
+        return str(answer.get("verdict", HEALTHY))
 
     async def after_crash(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
         """Count the crash: requeue the inputs one by one, or dead-letter them at the limit."""
@@ -90,7 +92,7 @@ class Triage:
             if crashes >= self._crash_limit:
                 await self._dead_letter(message, singles)
             else:
-                await self._outbox.requeue(message, singles)
+                await self._outbox.requeue(message, singles, replaces=message.message_id)
         except (EngineError, AMQPError) as exc:
             self._log.warning("crashed_input_not_requeued", reason=str(exc))
             with contextlib.suppress(*SETTLE_ERRORS):
@@ -114,6 +116,7 @@ class Triage:
                 "dead_letter",
                 body=self._signer.seal(single.to_envelope()),
                 reason=reason,
+                replaces=message.message_id,
                 **properties,
             )
             index = single.inputs[0][0]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from engine.crashes import CrashLedger
+from engine.crashes import CRASHED, HEALTHY, REPLACED, CrashLedger
 from engine.hosting import check_timeouts, longest_timeout
 from sdk.exceptions import InvalidError
 from sdk.protocol import FunctionSpec
@@ -16,8 +16,17 @@ async def test_a_message_held_by_a_crashed_container_counts_once() -> None:
     ledger = CrashLedger(wait=0.1)
     ledger.took(1, "m1")
     ledger.exited(1, crashed=True)
-    assert await ledger.verdict("m1", asker=2) is True
-    assert await ledger.verdict("m1", asker=2) is False
+    assert await ledger.verdict("m1", asker=2) == CRASHED
+    assert await ledger.verdict("m1", asker=2) == HEALTHY
+
+
+async def test_a_crashed_message_replaced_by_its_copies_is_never_run_again() -> None:
+    ledger = CrashLedger(wait=0.1)
+    ledger.took(1, "m1")
+    ledger.exited(1, crashed=True)
+    assert await ledger.verdict("m1", asker=2) == CRASHED
+    ledger.replaced("m1")
+    assert await ledger.verdict("m1", asker=3) == REPLACED
 
 
 async def test_settled_messages_and_deliberate_exits_are_not_crashes() -> None:
@@ -26,8 +35,8 @@ async def test_settled_messages_and_deliberate_exits_are_not_crashes() -> None:
     ledger.released(1, "settled")
     ledger.took(1, "stopping")
     ledger.exited(1, crashed=False)
-    assert await ledger.verdict("settled", asker=2) is False
-    assert await ledger.verdict("stopping", asker=2) is False
+    assert await ledger.verdict("settled", asker=2) == HEALTHY
+    assert await ledger.verdict("stopping", asker=2) == HEALTHY
 
 
 async def test_a_verdict_waits_for_a_holder_that_is_dying() -> None:
@@ -39,14 +48,14 @@ async def test_a_verdict_waits_for_a_holder_that_is_dying() -> None:
     assert not asking.done()
     # When the holder's exit is seen, Then the verdict is a crash
     ledger.exited(1, crashed=True)
-    assert await asking is True
+    assert await asking == CRASHED
 
 
 async def test_a_holder_still_alive_did_not_crash() -> None:
     ledger = CrashLedger(wait=0.05)
     ledger.took(1, "m1")
-    assert await ledger.verdict("m1", asker=2) is False  # its connection dropped
-    assert await ledger.verdict("m1", asker=1) is False  # redelivered to its own holder
+    assert await ledger.verdict("m1", asker=2) == HEALTHY  # its connection dropped
+    assert await ledger.verdict("m1", asker=1) == HEALTHY  # redelivered to its own holder
 
 
 def test_function_timeouts_must_fit_in_the_brokers_consumer_timeout() -> None:

@@ -1,0 +1,126 @@
+"""Broker faults in the middle of real work: nothing is lost, nothing is seen twice.
+
+These tests stop RabbitMQ (and always start it again) or close every connection to it;
+each proves the fault happened: the engine's containers reconnected after it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from faults import (
+    Checker,
+    close_all_connections,
+    connection_starts,
+    dead_letters,
+    reconnected_since,
+    record_execution,
+    restart_broker,
+)
+from support import lines, wait_until
+
+import sdk
+
+ENVIRONMENT = f"test-faults-{uuid.uuid4().hex[:8]}"
+INPUTS = 20_000
+app = sdk.App("test-broker-faults", environment=ENVIRONMENT)
+
+
+@app.function(max_containers=2, max_inputs=10)
+def step(log: str, i: int) -> int:
+    record_execution(log, i)
+    time.sleep(0.01)
+    return i
+
+
+@app.function()
+def slow_double(log: str, x: int, seconds: float) -> int:
+    record_execution(log, x)
+    time.sleep(seconds)
+    return 2 * x
+
+
+@pytest.fixture(scope="module", autouse=True)
+def running(broker_url: str) -> Iterator[sdk.App]:
+    with app.run():
+        yield app
+
+
+def map_with_faults(
+    log: Path, inject: Callable[[], None], at: list[int]
+) -> tuple[list[int], list[float]]:
+    """Map over INPUTS, calling ``inject`` on a thread when result number ``at[k]`` arrives."""
+    results: list[int] = []
+    injected: list[float] = []
+    pending = list(at)
+    faults: list[threading.Thread] = []
+
+    def fault() -> None:
+        inject()
+        injected.append(time.monotonic())
+
+    for value in step.map([str(log)] * INPUTS, range(INPUTS)):
+        results.append(value)
+        if pending and len(results) >= pending[0]:
+            pending.pop(0)
+            faults[-1:] and faults[-1].join()
+            faults.append(threading.Thread(target=fault))
+            faults[-1].start()
+    for thread in faults:
+        thread.join()
+    return results, injected
+
+
+def check_every_index_once_in_order(results: list[int], log: Path) -> None:
+    assert results == list(range(INPUTS))
+    checker = Checker(log)
+    for index in results:
+        checker.outcome(index)
+    checker.check(list(range(INPUTS)))
+
+
+@pytest.mark.timeout(300)
+def test_a_broker_restart_during_a_long_map_loses_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "executions"
+    before = connection_starts()
+    # When RabbitMQ is stopped for 5 s at about a third of the map
+    results, injected = map_with_faults(log, restart_broker, at=[INPUTS // 3])
+    finished = time.monotonic()
+    # Then the fault happened during the map, and every container reconnected after it
+    assert injected and injected[0] < finished
+    assert reconnected_since(before)
+    # And every index came back exactly once, in order; no input was dead-lettered
+    check_every_index_once_in_order(results, log)
+    assert dead_letters(ENVIRONMENT) == []
+
+
+@pytest.mark.timeout(300)
+def test_closing_every_connection_three_times_during_a_map_loses_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "executions"
+    before = connection_starts()
+    quarter = INPUTS // 4
+    results, injected = map_with_faults(
+        log, close_all_connections, at=[quarter, 2 * quarter, 3 * quarter]
+    )
+    assert len(injected) == 3
+    assert reconnected_since(before)
+    check_every_index_once_in_order(results, log)
+    assert dead_letters(ENVIRONMENT) == []  # no healthy input was counted as a crash
+
+
+@pytest.mark.timeout(300)
+def test_spawned_calls_made_before_a_broker_restart_are_fetched_after_it(tmp_path: Path) -> None:
+    log = tmp_path / "executions"
+    done = slow_double.spawn(str(log), 1, 0.0)
+    running = slow_double.spawn(str(log), 2, 3.0)
+    assert wait_until(lambda: len(lines(log)) >= 2, 30)  # one finished, one running
+    before = connection_starts()
+    restart_broker()
+    assert reconnected_since(before)
+    assert sdk.FunctionCall.from_id(done.object_id).get(timeout=60) == 2
+    assert sdk.FunctionCall.from_id(running.object_id).get(timeout=60) == 4
