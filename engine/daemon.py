@@ -72,6 +72,7 @@ class Engine:
         self._stop.set()
 
     async def serve(self) -> None:
+        _keep_engine_credentials_from_containers(self.settings)
         await asyncio.to_thread(procs.warm_up)
         self._connection = await aio_pika.connect_robust(
             self.settings.broker_url,
@@ -224,6 +225,18 @@ class Engine:
         app = self._find(args, with_tag=True)
         settings = await self.host.update_autoscaler(app, args["tag"], dict(args["changes"]))
         return settings.to_wire()
+
+
+def _keep_engine_credentials_from_containers(config: Settings) -> None:
+    """Containers are forked from a server started after this: with its own container
+    user configured, the engine's credentials must not be in their environment.
+
+    Functions that call other functions find ``WARREN_BROKER_URL`` there: the value of
+    ``WARREN_FUNCTION_BROKER_URL`` (a caller's rights) if set, else the container URL.
+    """
+    if config.container_broker_url != config.broker_url:
+        functions_url = os.environ.get("WARREN_FUNCTION_BROKER_URL") or config.container_broker_url
+        os.environ["WARREN_BROKER_URL"] = functions_url
 
 
 def _signal_when_parent_dies() -> None:

@@ -298,8 +298,8 @@ class Host:
         for tag, spec in app.specs.items():
             app.pools[tag] = ContainerPool(
                 PoolConfig(
-                    self.settings.broker_url, app.environment, app.instance, app.queue(tag),
-                    spec, str(app.code_path), app.sys_path,
+                    self.settings.container_broker_url, app.environment, app.instance,
+                    app.queue(tag), spec, str(app.code_path), app.sys_path,
                 ),
                 app.autoscaling(tag),
                 self.cancels,

@@ -4,6 +4,9 @@
 variable                    meaning                                 default
 ==========================  ======================================  ==========================
 WARREN_BROKER_URL           AMQP URL of RabbitMQ                    amqp://guest:guest@127.0.0.1:5672/
+WARREN_CONTAINER_BROKER_URL the URL an engine's containers use:     WARREN_BROKER_URL
+                            a user that may only consume function
+                            queues and publish results
 WARREN_ENVIRONMENT          environment (name prefix) to work in    main
 WARREN_QUEUE_TYPE           ``classic`` or ``quorum`` function      classic
                             queues (decided when a queue is made)
@@ -85,6 +88,9 @@ def _queue_type() -> str:
 @dataclass(frozen=True, slots=True)
 class Settings:
     broker_url: str = field(default_factory=_broker_url)
+    container_broker_url: str = field(
+        default_factory=lambda: os.environ.get("WARREN_CONTAINER_BROKER_URL") or _broker_url()
+    )
     environment: str = field(default_factory=_environment)
     queue_type: str = field(default_factory=_queue_type)
     result_queue_expiry: float = field(

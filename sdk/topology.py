@@ -112,8 +112,12 @@ async def subscribe_to_cancels(
     listener_id: str,
     on_cancel: Callable[[AbstractIncomingMessage], Awaitable[None]],
 ) -> None:
-    """Receive the environment's cancel broadcasts on a queue of our own (gone with us)."""
-    exchange = await declare_cancel_exchange(channel, environment)
+    """Receive the environment's cancel broadcasts on a queue of our own (gone with us).
+
+    The engine declared the exchange when it started the app (a container has no right
+    to declare one): here it is only looked up.
+    """
+    exchange = await channel.get_exchange(naming.cancel_exchange(environment), ensure=True)
     queue = await channel.declare_queue(
         naming.cancel_listener_queue(environment, listener_id), exclusive=True, auto_delete=True
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -131,3 +133,46 @@ def queue_names() -> list[str]:
         ["rabbitmqctl", "list_queues", "name", "-q"], capture_output=True, text=True, check=True
     )
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+
+
+class EngineProcess:
+    """A real engine daemon process whose state survives restarts (same state dir)."""
+
+    def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "engine", "--state-dir", str(self.state_dir)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        self.process.stdout.close()
+        assert line.startswith(b"READY"), f"engine daemon did not start: {line!r}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def restart(self) -> None:
+        assert self.stop() == 0
+        self.start()
+
+    def containers(self) -> list[psutil.Process]:
+        """Container processes: the children of the engine's fork server."""
+        found = []
+        for child in psutil.Process(self.pid).children():
+            if "forkserver" in " ".join(child.cmdline()):
+                found.extend(child.children())
+        return found

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EngineProcess
-from support import hosted_apps, lines, max_overlap, wait_until
+from support import EngineProcess, hosted_apps, lines, max_overlap, wait_until
 
 import sdk
 

@@ -150,16 +150,28 @@ def test_compose_engine_waits_for_a_healthy_broker_and_runs_warren_engine() -> N
     assert "warren engine" in command
 
 
-def test_compose_engine_credentials_match_the_engine_user_hash() -> None:
-    # Given the engine's broker URL in compose.yaml
-    url = urlsplit(_service("engine")["environment"]["WARREN_BROKER_URL"])
-    # When its user is looked up in definitions.json
+def test_compose_engine_and_container_credentials_match_their_users_hashes() -> None:
+    # Given the engine's and its containers' broker URLs in compose.yaml
+    environment = _service("engine")["environment"]
     users = {u["name"]: u for u in _definitions()["users"]}
-    # Then the user exists and the URL's password matches its hash
-    assert url.hostname == "rabbitmq"
-    assert url.username == "warren-engine"
-    assert url.password is not None
-    assert _hash_matches(users["warren-engine"]["password_hash"], url.password)
+    for variable, user in (
+        ("WARREN_BROKER_URL", "warren-engine"),
+        ("WARREN_CONTAINER_BROKER_URL", "warren-container"),
+    ):
+        url = urlsplit(environment[variable])
+        # Then each user exists and the URL's password matches its hash
+        assert url.hostname == "rabbitmq"
+        assert url.username == user
+        assert url.password is not None
+        assert _hash_matches(users[user]["password_hash"], url.password)
+
+
+def test_compose_engine_knows_the_brokers_consumer_timeout_and_needs_a_key() -> None:
+    environment = _service("engine")["environment"]
+    consumer_timeout_ms = int(_rabbitmq_conf()["consumer_timeout"])
+    assert int(environment["WARREN_BROKER_CONSUMER_TIMEOUT"]) * 1000 == consumer_timeout_ms
+    # Compose refuses to start without a key rather than run with an empty one.
+    assert environment["WARREN_SECRET_KEY"].startswith("${WARREN_SECRET_KEY:?")
 
 
 # definitions.json
@@ -200,7 +212,12 @@ def test_definitions_include_a_vhost_per_environment_example() -> None:
 def test_users_have_salted_sha256_password_hashes() -> None:
     users = _definitions()["users"]
 
-    assert {u["name"] for u in users} == {"warren-admin", "warren-engine", "warren-client"}
+    assert {u["name"] for u in users} == {
+        "warren-admin",
+        "warren-engine",
+        "warren-container",
+        "warren-client",
+    }
     for user in users:
         assert user["hashing_algorithm"] == SHA256_ALGORITHM
         raw = base64.b64decode(user["password_hash"], validate=True)
@@ -214,6 +231,7 @@ def test_placeholder_passwords_are_the_documented_ones() -> None:
     for name, password in (
         ("warren-admin", "change-me-admin"),
         ("warren-engine", "change-me-engine"),
+        ("warren-container", "change-me-container"),
         ("warren-client", "change-me-client"),
     ):
         assert _hash_matches(users[name]["password_hash"], password), name
@@ -223,7 +241,12 @@ def test_placeholder_passwords_are_the_documented_ones() -> None:
 def test_only_the_admin_user_has_tags() -> None:
     tags = {u["name"]: list(u["tags"]) for u in _definitions()["users"]}
 
-    assert tags == {"warren-admin": ["administrator"], "warren-engine": [], "warren-client": []}
+    assert tags == {
+        "warren-admin": ["administrator"],
+        "warren-engine": [],
+        "warren-container": [],
+        "warren-client": [],
+    }
 
 
 def test_every_permission_references_an_existing_user_and_vhost() -> None:
@@ -245,104 +268,6 @@ def test_every_user_has_permissions_in_every_vhost() -> None:
     for user in definitions["users"]:
         for vhost in definitions["vhosts"]:
             assert (user["name"], vhost["name"]) in granted
-
-
-def test_client_cannot_consume_configure_or_bind_function_queues() -> None:
-    for permission in _permissions("warren-client"):
-        assert not _permits(permission["read"], FUNCTION_QUEUE)
-        assert not _permits(permission["configure"], FUNCTION_QUEUE)
-        assert not _permits(permission["write"], FUNCTION_QUEUE)
-
-
-def test_client_cannot_touch_engine_control_or_dead_letters() -> None:
-    for permission in _permissions("warren-client"):
-        for name in (
-            "warren.v1.control",
-            "warren.v1.control.run1",
-            "warren.v1.dlx",
-            "warren.v1.main.dead",
-        ):
-            assert not _permits(permission["read"], name), name
-            assert not _permits(permission["configure"], name), name
-            assert not _permits(permission["write"], name), name
-
-
-def test_client_owns_its_result_lease_and_call_queues() -> None:
-    for permission in _permissions("warren-client"):
-        for name in (RESULT_QUEUE, "warren.v1.main.lease.abc", "warren.v1.main.call.c1"):
-            assert _permits(permission["configure"], name), name
-            assert _permits(permission["read"], name), name
-
-
-def test_client_publishes_through_the_default_and_cancel_exchanges_only() -> None:
-    for permission in _permissions("warren-client"):
-        assert _permits(permission["write"], "amq.default")
-        assert _permits(permission["write"], "warren.v1.main.cancel")
-        assert not _permits(permission["write"], "amq.topic")
-        assert not _permits(permission["write"], "warren.v1.main.cancel.x")
-
-
-def test_client_permissions_do_not_reach_outside_warren_names() -> None:
-    for permission in _permissions("warren-client"):
-        for kind in ("configure", "read"):
-            assert not _permits(permission[kind], "other.app.results.x")
-            assert not _permits(permission[kind], "amq.gen-abc")
-
-
-def test_engine_can_use_every_warren_name_and_publish_results() -> None:
-    names = (
-        FUNCTION_QUEUE,
-        "warren.v1.main.fn.app.f.variant",
-        RESULT_QUEUE,
-        "warren.v1.control",
-        "warren.v1.control.run1",
-        "warren.v1.dlx",
-        "warren.v1.main.dead",
-        "warren.v1.main.cancel",
-        "warren.v1.main.call.c1",
-    )
-    for permission in _permissions("warren-engine"):
-        for name in names:
-            for kind in ("configure", "write", "read"):
-                assert _permits(permission[kind], name), (kind, name)
-        # Containers publish results to reply_to through the default exchange.
-        assert _permits(permission["write"], "amq.default")
-        assert not _permits(permission["configure"], "other.queue")
-
-
-def test_policy_patterns_compile_and_target_the_right_queues() -> None:
-    policies = _definitions()["policies"]
-    vhosts = {v["name"] for v in _definitions()["vhosts"]}
-
-    for policy in policies:
-        re.compile(policy["pattern"])
-        assert policy["vhost"] in vhosts
-        assert policy["apply-to"] == "queues"
-        assert policy["priority"] == 0
-    assert {(p["vhost"], p["name"]) for p in policies} == {
-        (vhost, name) for vhost in vhosts for name in ("warren-dead-letter", "warren-dead-ttl")
-    }
-
-
-def test_function_queues_dead_letter_to_the_dlx() -> None:
-    for policy in _definitions()["policies"]:
-        if policy["name"] != "warren-dead-letter":
-            continue
-        assert policy["definition"] == {"dead-letter-exchange": "warren.v1.dlx"}
-        assert _permits(policy["pattern"], FUNCTION_QUEUE)
-        assert _permits(policy["pattern"], "warren.v1.main.fn.app.f.variant")
-        assert not _permits(policy["pattern"], RESULT_QUEUE)
-        assert not _permits(policy["pattern"], "warren.v1.main.dead")
-
-
-def test_dead_letter_queues_keep_messages_for_seven_days() -> None:
-    for policy in _definitions()["policies"]:
-        if policy["name"] != "warren-dead-ttl":
-            continue
-        assert policy["definition"] == {"message-ttl": SEVEN_DAYS_MS}
-        assert _permits(policy["pattern"], "warren.v1.main.dead")
-        assert not _permits(policy["pattern"], "warren.v1.main.dead.x")
-        assert not _permits(policy["pattern"], FUNCTION_QUEUE)
 
 
 # enabled_plugins and rabbitmq.conf
