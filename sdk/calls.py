@@ -84,7 +84,7 @@ async def spawn_call(
     fmt, data = encode_input(args, kwargs, target, client.signer.max_size)
     retention = max(1, round(settings().result_retention))
     ref = CallRef(target.environment, uuid.uuid4().hex, int(time.time()), retention)
-    await client.declare_call_queue(ref.queue, retention)
+    await client.publisher.declare_call_queue(ref.queue, retention)
     try:
         await client.publish(
             target.queue,
@@ -94,7 +94,7 @@ async def spawn_call(
             valid_for=retention,
         )
     except NotFoundError:
-        await client.delete_queue(ref.queue)
+        await client.publisher.delete_queue(ref.queue)
         raise not_running(target) from None
     return FunctionCall(ref, target.display_name)
 
@@ -183,7 +183,7 @@ class FunctionCall(Generic[R]):
             raise InvalidError(f"timeout must be None or >= 0, got {timeout!r}")
         if time.time() >= self._ref.expires_at:
             with contextlib.suppress(AMQPError):
-                await client.delete_queue(self._ref.queue)
+                await client.publisher.delete_queue(self._ref.queue)
             raise self._expired()
         status, fmt, data = await self._fetch(channel, timeout)
         if status == STATUS_CANCELLED:

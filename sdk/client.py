@@ -40,7 +40,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity, PublishError
+from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from sdk import exceptions, naming, topology
 from sdk.codec import Envelope
@@ -48,7 +48,6 @@ from sdk.config import RECONNECT_INTERVAL, Settings, settings
 from sdk.exceptions import (
     EngineError,
     EngineNotFoundError,
-    MessageTooLargeError,
     NotFoundError,
 )
 from sdk.facade import in_loop_thread, loop_thread
@@ -61,13 +60,12 @@ from sdk.protocol import (
     ControlRequest,
     ResultBatch,
 )
+from sdk.publisher import CONNECTION_LOST, Publisher
 from sdk.signing import CONTROL_MAX_SIZE, signer
 
 log = structlog.get_logger(__name__)
 
 RESULT_PREFETCH = 64
-# What a robust channel raises while its connection is down (or closes under it).
-CONNECTION_LOST = (AMQPError, RuntimeError, OSError)
 
 
 class ResultSink(Protocol):
@@ -98,7 +96,7 @@ class Client:
         self.duplicates_dropped = 0
         self.messages_rejected = 0
         self._connection: AbstractRobustConnection | None = None
-        self._publisher: AbstractRobustChannel | None = None
+        self._publisher: Publisher | None = None
         self._consumer: AbstractRobustChannel | None = None
         self._sinks: dict[str, ResultSink] = {}
         self._control: dict[str, asyncio.Future[ControlReply]] = {}
@@ -133,8 +131,11 @@ class Client:
             raise exceptions.ConnectionError(
                 f"cannot connect to RabbitMQ at {_redact(self.settings.broker_url)}: {exc}"
             ) from exc
-        self._publisher = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
+        self._publisher = Publisher(
+            await self._connection.channel(publisher_confirms=True, on_return_raises=True),
+            self.signer,
+            self.settings.reconnect_timeout,
+            lambda: self._closed,
         )
         self._consumer = await self._connection.channel()
         assert self._consumer is not None
@@ -237,77 +238,23 @@ class Client:
         valid_for: float | None = None,
         max_size: int | None = None,
     ) -> None:
-        """Sign and publish to a queue through the default exchange; wait for the confirm.
-
-        Raises ``MessageTooLargeError`` before publishing a message above the size limit,
-        ``NotFoundError`` if the queue does not exist. A publish cut off by a lost
-        connection is sent again once the connection is back.
-        """
+        """Sign and publish to a queue; see :meth:`Publisher.publish`. Replies come to
+        this client's result queue unless ``reply_to`` names another."""
         assert self._publisher is not None, "client is not open"
-        body = self.signer.seal(envelope, valid_for=valid_for)
-        limit = self.signer.max_size if max_size is None else max_size
-        if len(body) > limit:
-            raise MessageTooLargeError(
-                f"a {envelope.kind} message of {_mib(len(body))} exceeds the limit of "
-                f"{_mib(limit)} (WARREN_MAX_MESSAGE_SIZE)"
-            )
-        message = aio_pika.Message(
-            body,
-            message_id=uuid.uuid4().hex,
+        await self._publisher.publish(
+            queue,
+            envelope,
             correlation_id=correlation_id,
             reply_to=reply_to or self.result_queue,
-            type=envelope.kind,
-            delivery_mode=(
-                aio_pika.DeliveryMode.PERSISTENT
-                if persistent
-                else aio_pika.DeliveryMode.NOT_PERSISTENT
-            ),
+            persistent=persistent,
+            valid_for=valid_for,
+            max_size=max_size,
         )
-        deadline = asyncio.get_running_loop().time() + self.settings.reconnect_timeout
-        while True:
-            try:
-                await self._publisher.default_exchange.publish(
-                    message, routing_key=queue, mandatory=True
-                )
-                return
-            except PublishError as exc:
-                raise NotFoundError(f"no queue named {queue!r}") from exc
-            except CONNECTION_LOST as exc:
-                await self._await_reconnection(deadline, f"publishing to {queue!r}", exc)
 
-    async def _await_reconnection(self, deadline: float, doing: str, exc: BaseException) -> None:
-        """Wait for the publishing channel to be back, or raise ``ConnectionError``."""
-        assert self._publisher is not None
-        remaining = deadline - asyncio.get_running_loop().time()
-        if self._closed or remaining <= 0:
-            raise exceptions.ConnectionError(f"{doing} failed: {exc}") from exc
-        log.info("publish_waiting_for_broker", doing=doing, reason=str(exc))
-        await asyncio.sleep(0.05)  # let the robust connection notice the loss first
-        try:
-            await asyncio.wait_for(self._publisher.ready(), remaining)
-        except TimeoutError:
-            raise exceptions.ConnectionError(
-                f"{doing} failed: the broker was unreachable for "
-                f"{self.settings.reconnect_timeout:g}s ({exc})"
-            ) from None
-
-    async def declare_call_queue(self, name: str, retention: float) -> None:
-        """Declare a spawned call's result queue on the publishing channel, without waiting.
-
-        The broker handles a channel's methods in order, so the call published next on
-        this channel finds its result queue in place (and bound to the replies exchange,
-        which the client declared when it connected); not waiting for ``declare-ok``
-        saves a round trip per spawn. Not re-declared on reconnect: it is durable.
-        """
+    @property
+    def publisher(self) -> Publisher:
         assert self._publisher is not None, "client is not open"
-        channel = await self._publisher.get_underlay_channel()
-        await channel.queue_declare(
-            queue=name,
-            durable=True,
-            nowait=True,
-            arguments=topology.call_queue_arguments(retention),
-        )
-        await channel.queue_bind(name, naming.replies_exchange(), routing_key=name, nowait=True)
+        return self._publisher
 
     async def hold_lease(self) -> str:
         """Declare this client's lease queue: exclusive, so it exists while we are connected."""
@@ -315,11 +262,6 @@ class Client:
         name = naming.lease_queue(self.environment, self.client_id)
         await self._consumer.declare_queue(name, exclusive=True)
         return name
-
-    async def delete_queue(self, name: str) -> None:
-        assert self._publisher is not None, "client is not open"
-        channel = await self._publisher.get_underlay_channel()
-        await channel.queue_delete(queue=name)
 
     def channel(self) -> AbstractChannel:
         """A fresh channel for a short exchange (``async with client.channel() as ch:``)."""
@@ -447,10 +389,6 @@ def _control_error(reply: ControlReply) -> Exception:
     if isinstance(kind, type) and issubclass(kind, exceptions.WarrenError):
         return kind(reply.message)
     return EngineError(f"{reply.error}: {reply.message}")
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 def _redact(url: str) -> str:
