@@ -2,13 +2,10 @@
 
 For scale it also measures a bare aio-pika request/reply between two processes on the
 same broker (publisher confirms on, as Warren uses), the bar Warren is held to.
-Warren's call messages are persistent (written to disk before the broker confirms
-them); the bare request/reply's are not.
+Warren's call and result messages are persistent and signed (the broker writes them
+to disk before it confirms them); the bare request/reply's are neither.
 
-Warren's call messages are persistent (written to disk before the broker confirms
-them); the bare request/reply's are not.
-
-    python benchmarks/latency.py [--calls 1000] [--rounds 3] [--rounds 3]
+    python benchmarks/latency.py [--calls 1000] [--rounds 3]
 """
 
 from __future__ import annotations

@@ -49,7 +49,9 @@ async def delete_results(object_ids: list[str]) -> None:
             chunk = object_ids[start : start + 200]
             await asyncio.gather(
                 *(
-                    client.delete_queue(naming.call_queue(client.environment, oid.split(".")[2]))
+                    client.publisher.delete_queue(
+                        naming.call_queue(client.environment, oid.split(".")[2])
+                    )
                     for oid in chunk
                 )
             )
