@@ -33,7 +33,7 @@ from aiormq.exceptions import ChannelLockedResource
 
 from engine import procs
 from engine.cancels import CancelMemory
-from engine.hosting import Host, HostedApp
+from engine.hosting import Host, HostedApp, pool_key
 from sdk import exceptions, naming, topology
 from sdk.config import RECONNECT_INTERVAL, Settings
 from sdk.protocol import Cancel, ControlReply, ControlRequest
@@ -217,13 +217,29 @@ class Engine:
         app = self._find(args, with_tag=True)
         return {"instance": app.instance, "spec": app.specs[args["tag"]].to_wire()}
 
-    async def _op_function_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _find_pool(self, args: dict[str, Any]) -> tuple[HostedApp, str]:
+        """The app and pool key a request names (a function, or one of its variants)."""
         app = self._find(args, with_tag=True)
-        return app.pools[args["tag"]].stats()
+        key = pool_key(args["tag"], args.get("variant"))
+        if key not in app.pools:
+            raise exceptions.NotFoundError(
+                f"{app.app}.{args['tag']} has no variant {args.get('variant')!r} (any more): "
+                "it was reset by a redeploy; use with_options again"
+            )
+        return app, key
+
+    async def _op_ensure_variant(self, args: dict[str, Any]) -> dict[str, Any]:
+        app = self._find(args, with_tag=True)
+        spec = await self.host.ensure_variant(app, args["tag"], dict(args["options"]))
+        return {"instance": app.instance, "spec": spec.to_wire()}
+
+    async def _op_function_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        app, key = self._find_pool(args)
+        return app.pools[key].stats()
 
     async def _op_update_autoscaler(self, args: dict[str, Any]) -> dict[str, Any]:
-        app = self._find(args, with_tag=True)
-        settings = await self.host.update_autoscaler(app, args["tag"], dict(args["changes"]))
+        app, key = self._find_pool(args)
+        settings = await self.host.update_autoscaler(app, key, dict(args["changes"]))
         return settings.to_wire()
 
 

@@ -70,8 +70,21 @@ def check_timeouts(specs: dict[str, FunctionSpec], consumer_timeout: float) -> N
         )
 
 
+def pool_key(tag: str, variant: str | None = None) -> str:
+    """A function's key in an app: its tag, or ``tag.variant`` for a with_options variant."""
+    return tag if variant is None else f"{tag}.{variant}"
+
+
+def specs_by_key(wire: list[dict[str, Any]]) -> dict[str, FunctionSpec]:
+    specs = [FunctionSpec.from_wire(data) for data in wire]
+    return {pool_key(spec.tag, spec.variant): spec for spec in specs}
+
+
 @dataclass(slots=True)
 class HostedApp:
+    """An app and its pools. ``specs`` holds its functions by tag and the variants made
+    of them by ``with_options`` by ``tag.variant`` (a redeploy, which has none, resets them)."""
+
     environment: str
     app: str
     instance: str
@@ -84,15 +97,16 @@ class HostedApp:
     deployed_at: float = field(default_factory=time.time)
     lease: str | None = None
 
-    def queue(self, tag: str) -> str:
-        return naming.function_queue(self.environment, self.instance, tag)
+    def queue(self, key: str) -> str:
+        spec = self.specs[key]
+        return naming.function_queue(self.environment, self.instance, spec.tag, spec.variant)
 
-    def autoscaling(self, tag: str) -> Autoscaling:
-        spec = self.specs[tag]
+    def autoscaling(self, key: str) -> Autoscaling:
+        spec = self.specs[key]
         base = Autoscaling(
             spec.min_containers, spec.max_containers, spec.buffer_containers, spec.scaledown_window
         )
-        return base.updated(self.overrides.get(tag, {}))
+        return base.updated(self.overrides.get(key, {}))
 
     def record(self) -> dict[str, Any]:
         return {
@@ -134,7 +148,7 @@ class Host:
         environment = naming.check_part("environment", args["environment"])
         app_name = naming.check_part("app name", args["app"])
         instance = naming.check_part("app instance", args["instance"] if ephemeral else app_name)
-        specs = {s["tag"]: FunctionSpec.from_wire(s) for s in args["functions"]}
+        specs = specs_by_key(args["functions"])
         check_timeouts(specs, self.settings.broker_consumer_timeout)
         if ephemeral:
             code_path = self._state_dir / "runs" / environment / instance / "code.msgpack"
@@ -166,7 +180,7 @@ class Host:
         """Bring back the deployed apps recorded on disk (after an engine restart)."""
         for record in self.registry.load_all():
             environment, name = record["environment"], record["app"]
-            specs = {s["tag"]: FunctionSpec.from_wire(s) for s in record["functions"]}
+            specs = specs_by_key(record["functions"])
             app = HostedApp(
                 environment, name, name, specs,
                 self.registry.directory(environment, name) / record["code"], False,
@@ -227,18 +241,18 @@ class Host:
         }
 
     async def update_autoscaler(
-        self, app: HostedApp, tag: str, changes: dict[str, Any]
+        self, app: HostedApp, key: str, changes: dict[str, Any]
     ) -> Autoscaling:
         merged = {
-            **app.overrides.get(tag, {}),
+            **app.overrides.get(key, {}),
             **{k: v for k, v in changes.items() if v is not None},
         }
-        settings = app.autoscaling(tag).updated(merged)  # validates
-        app.overrides[tag] = merged
-        app.pools[tag].update(settings)
+        settings = app.autoscaling(key).updated(merged)  # validates
+        app.overrides[key] = merged
+        app.pools[key].update(settings)
         if not app.ephemeral:
             self.registry.save(app.environment, app.app, app.record())
-        log.info("autoscaler_updated", app=app.app, function=tag, **settings.to_wire())
+        log.info("autoscaler_updated", app=app.app, function=key, **settings.to_wire())
         return settings
 
     async def queue_depth(self, name: str) -> int:
@@ -285,33 +299,64 @@ class Host:
     # -- pools -------------------------------------------------------------------------
 
     async def _start(self, app: HostedApp, warm: Any) -> None:
-        await topology.declare_dead_letters(self._channel, app.environment)
-        await topology.declare_cancel_exchange(self._channel, app.environment)
-        await topology.declare_replies_exchange(self._channel)
-        if self._publisher is None:
-            self._publisher = await self._connection.channel(publisher_confirms=True)
-        republisher = Republisher(self._publisher, app.environment)
-        for tag in app.specs:
-            await topology.declare_function_queue(
-                self._channel, app.environment, app.queue(tag), self.settings.queue_type
-            )
-        for tag, spec in app.specs.items():
-            app.pools[tag] = ContainerPool(
-                PoolConfig(
-                    self.settings.container_broker_url, app.environment, app.instance,
-                    app.queue(tag), spec, str(app.code_path), app.sys_path,
-                ),
-                app.autoscaling(tag),
-                self.cancels,
-                self.queue_depth,
-                self._answer_queued,
-                republisher,
-            )  # fmt: skip
+        republisher = await self._prepare(app.environment)
+        for key in app.specs:
+            await self._add_pool(app, key, republisher)
         try:
-            await asyncio.gather(*(pool.start(warm(tag)) for tag, pool in app.pools.items()))
+            await asyncio.gather(*(pool.start(warm(key)) for key, pool in app.pools.items()))
         except BaseException:
             await self._stop_pools(app)
             raise
+
+    async def _prepare(self, environment: str) -> Republisher:
+        """Declare what an environment's pools need; the publisher they share."""
+        await topology.declare_dead_letters(self._channel, environment)
+        await topology.declare_cancel_exchange(self._channel, environment)
+        await topology.declare_replies_exchange(self._channel)
+        if self._publisher is None:
+            self._publisher = await self._connection.channel(publisher_confirms=True)
+        return Republisher(self._publisher, environment)
+
+    async def _add_pool(self, app: HostedApp, key: str, republisher: Republisher) -> ContainerPool:
+        queue = app.queue(key)
+        await topology.declare_function_queue(
+            self._channel, app.environment, queue, self.settings.queue_type
+        )
+        app.pools[key] = pool = ContainerPool(
+            PoolConfig(
+                self.settings.container_broker_url, app.environment, app.instance, queue,
+                app.specs[key], str(app.code_path), app.sys_path,
+            ),
+            app.autoscaling(key),
+            self.cancels,
+            self.queue_depth,
+            self._answer_queued,
+            republisher,
+        )  # fmt: skip
+        return pool
+
+    async def ensure_variant(
+        self, app: HostedApp, tag: str, options: dict[str, Any]
+    ) -> FunctionSpec:
+        """The variant of ``tag`` these options make: created (queue and pool) if new."""
+        spec = app.specs[tag].with_overrides(options)
+        key = pool_key(tag, spec.variant)
+        async with self._lock:
+            if key in app.pools:
+                return app.specs[key]
+            check_timeouts({key: spec}, self.settings.broker_consumer_timeout)
+            app.specs[key] = spec
+            try:
+                pool = await self._add_pool(app, key, await self._prepare(app.environment))
+                await pool.start(0)
+            except BaseException:
+                app.specs.pop(key, None)
+                app.pools.pop(key, None)
+                raise
+            if not app.ephemeral:
+                self.registry.save(app.environment, app.app, app.record())
+        log.info("variant_created", app=app.app, function=tag, variant=spec.variant)
+        return spec
 
     async def _discard_queues(self, app: HostedApp, keep: set[str]) -> None:
         """Remove the queues a failed registration declared (not those still in use)."""
@@ -325,9 +370,10 @@ class Host:
 
     async def _replace(self, previous: HostedApp, app: HostedApp) -> None:
         await self._stop_pools(previous)
-        for tag in set(previous.specs) - set(app.specs):
+        # Functions the new code lacks, and every variant (a redeploy resets them).
+        for key in set(previous.specs) - set(app.specs):
             await answer_queued(
-                self._connection, previous.queue(tag), f"{app.app}.{tag} was removed", delete=True
+                self._connection, previous.queue(key), f"{app.app}.{key} was removed", delete=True
             )
 
     async def _stop_pools(self, app: HostedApp) -> None:
@@ -338,9 +384,9 @@ class Host:
         await self._stop_pools(app)
         answered = 0
         if remove:
-            for tag in app.specs:
+            for key in app.specs:
                 answered += await answer_queued(
-                    self._connection, app.queue(tag), f"app {app.app!r} stopped", delete=True
+                    self._connection, app.queue(key), f"app {app.app!r} stopped", delete=True
                 )
             if app.ephemeral:
                 shutil.rmtree(app.code_path.parent, ignore_errors=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -13,10 +13,13 @@ from sdk.config import settings
 from sdk.exceptions import InvalidError
 from sdk.facade import Method, run_blocking
 from sdk.function import Function
+from sdk.options import check_options
 from sdk.protocol import FunctionSpec
 from sdk.retries import Retries
 from sdk.runner import RunHandle, deploy_app, start_run, stop_run
+from sdk.secrets import Secret
 from sdk.shipping import ship_by_value
+from sdk.volumes import Volume
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,6 +86,14 @@ class App:
         buffer_containers: int = 0,
         scaledown_window: float = 60.0,
         retries: int | Retries | None = None,
+        cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None,
+        gpu: str | None = None,
+        env: dict[str, str | None] | None = None,
+        secrets: Sequence[Secret] | None = None,
+        volumes: dict[str, Volume] | None = None,
+        region: str | Sequence[str] | None = None,
+        cloud: str | Sequence[str] | None = None,
     ) -> _Decorator: ...
 
     def function(
@@ -98,6 +109,14 @@ class App:
         buffer_containers: int = 0,
         scaledown_window: float = 60.0,
         retries: int | Retries | None = None,
+        cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None,
+        gpu: str | None = None,
+        env: dict[str, str | None] | None = None,
+        secrets: Sequence[Secret] | None = None,
+        volumes: dict[str, Volume] | None = None,
+        region: str | Sequence[str] | None = None,
+        cloud: str | Sequence[str] | None = None,
     ) -> Any:
         """Register a function of this app: ``@app.function()`` or ``@app.function``.
 
@@ -108,9 +127,25 @@ class App:
         runs at once (its prefetch), so ``max_containers * max_inputs`` bounds the
         function's concurrency. ``timeout`` is in seconds per attempt (default 300).
         ``retries`` (an ``int`` or :class:`~sdk.Retries`) runs a failed or timed-out
-        input again after a backoff, on the engine side.
+        input again after a backoff, on the engine side. The resource and placement
+        options of :meth:`Function.with_options` (``cpu``, ``memory``, ``gpu``, ``env``,
+        ``secrets``, ``volumes``, ``region``, ``cloud``) are accepted here too.
         """
-        policy = Retries.coerce(retries)
+        fields = check_options(
+            max_containers=max_containers,
+            timeout=timeout,
+            buffer_containers=buffer_containers,
+            scaledown_window=scaledown_window,
+            retries=retries,
+            cpu=cpu,
+            memory=memory,
+            gpu=gpu,
+            env=env,
+            secrets=secrets,
+            volumes=volumes,
+            region=region,
+            cloud=cloud,
+        )
 
         def decorate(fn: Callable[..., Any]) -> Function[Any, Any]:
             if isinstance(fn, Function):
@@ -123,16 +158,9 @@ class App:
             spec = FunctionSpec(
                 tag=tag,
                 is_async=inspect.iscoroutinefunction(fn),
-                max_containers=max_containers,
                 max_inputs=max_inputs,
-                timeout=timeout,
                 min_containers=min_containers,
-                buffer_containers=buffer_containers,
-                scaledown_window=scaledown_window,
-                max_retries=policy.max_retries,
-                backoff_coefficient=policy.backoff_coefficient,
-                initial_delay=policy.initial_delay,
-                max_delay=policy.max_delay,
+                **fields,
             )
             function: Function[Any, Any] = Function(fn, spec, app=self)
             self.functions[tag] = function

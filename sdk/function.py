@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from sdk import naming
 from sdk.calls import FunctionCall, spawn_call
 from sdk.client import Client
 from sdk.config import settings
-from sdk.exceptions import ExecutionError, InvalidError
+from sdk.exceptions import ExecutionError, InvalidError, NotFoundError
 from sdk.facade import Method
 from sdk.invocation import Target, call_one
 from sdk.mapping import MapMethods
+from sdk.options import check_options
 from sdk.protocol import FunctionSpec
+from sdk.retries import Retries
+from sdk.secrets import Secret
+from sdk.volumes import Volume
 
 if TYPE_CHECKING:
     from sdk.app import App
@@ -47,6 +51,7 @@ class Function(MapMethods[R], Generic[P, R]):
         target: Target | None = None,
         lookup: tuple[str, str, str] | None = None,
         client: Client | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         self._raw = raw
         self._spec = spec
@@ -54,6 +59,8 @@ class Function(MapMethods[R], Generic[P, R]):
         self._target = target
         self._lookup = lookup
         self._explicit_client = client
+        self._overrides = overrides or {}
+        self._variant: Target | None = None
         if raw is not None:
             self.__doc__ = raw.__doc__
             self.__name__ = getattr(raw, "__name__", self.tag)
@@ -102,10 +109,21 @@ class Function(MapMethods[R], Generic[P, R]):
 
     @property
     def is_hydrated(self) -> bool:
-        return self._lookup is None or self._target is not None
+        base = self._lookup is None or self._target is not None
+        return base and (not self._overrides or self._variant is not None)
 
     def target(self) -> Target:
         """Where calls go now: the app's running instance, else the deployed app."""
+        if self._overrides:
+            if self._variant is None:
+                raise ExecutionError(
+                    f"{self.tag} with options is not created yet: call it, or `f.hydrate()` "
+                    "(`await f.hydrate.aio()` in async code) first"
+                )
+            return self._variant
+        return self._base_target()
+
+    def _base_target(self) -> Target:
         if self._target is not None:
             return self._target
         if self._app is None:
@@ -131,8 +149,28 @@ class Function(MapMethods[R], Generic[P, R]):
         return await Client.current()
 
     async def _resolve(self, client: Client) -> Target:
+        base = await self._resolve_base(client)
+        if not self._overrides:
+            return base
+        if self._variant is not None and self._variant.instance == base.instance:
+            return self._variant
+        found = await client.control(
+            "ensure_variant",
+            {
+                "environment": base.environment,
+                "instance": base.instance,
+                "tag": self.tag,
+                "options": self._overrides,
+            },
+            queue=self._control_queue(),
+        )
+        spec = FunctionSpec.from_wire(found["spec"])
+        self._variant = Target(base.environment, base.app, base.instance, spec)
+        return self._variant
+
+    async def _resolve_base(self, client: Client) -> Target:
         if self._target is not None or self._lookup is None:
-            return self.target()
+            return self._base_target()
         environment, app_name, tag = self._lookup
         found = await client.control(
             "describe_function", {"environment": environment, "app": app_name, "tag": tag}
@@ -140,6 +178,58 @@ class Function(MapMethods[R], Generic[P, R]):
         spec = FunctionSpec.from_wire(found["spec"])
         self._target = Target(environment, app_name, found["instance"], spec)
         return self._target
+
+    def with_options(
+        self,
+        *,
+        cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None,
+        gpu: str | None = None,
+        env: dict[str, str | None] | None = None,
+        secrets: Sequence[Secret] | None = None,
+        volumes: dict[str, Volume] | None = None,
+        retries: int | Retries | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: float | None = None,
+        timeout: float | None = None,
+        region: str | Sequence[str] | None = None,
+        cloud: str | Sequence[str] | None = None,
+    ) -> Function[P, R]:
+        """A variant of this function with its own queue and its own autoscaled pool.
+
+        Options not given keep this function's values; calls stack
+        (``f.with_options(timeout=5).with_options(max_containers=1)`` has both). Two
+        identical option sets share one variant, made by the engine on first use.
+        ``env`` values of ``None`` unset a variable. Works on a ``from_name`` handle::
+
+            big = process.with_options(memory=(2048, 4096), max_containers=2)
+            big.remote(batch)
+        """
+        fields = check_options(
+            cpu=cpu,
+            memory=memory,
+            gpu=gpu,
+            env=env,
+            secrets=secrets,
+            volumes=volumes or None,
+            retries=retries,
+            max_containers=max_containers,
+            buffer_containers=buffer_containers,
+            scaledown_window=scaledown_window,
+            timeout=timeout,
+            region=region,
+            cloud=cloud,
+        )
+        return Function(
+            self._raw,
+            self._spec,
+            app=self._app,
+            target=self._target,
+            lookup=self._lookup,
+            client=self._explicit_client,
+            overrides={**self._overrides, **fields},
+        )
 
     def _control_queue(self) -> str:
         run = self._app._run if self._app is not None else None
@@ -154,6 +244,7 @@ class Function(MapMethods[R], Generic[P, R]):
                 "environment": target.environment,
                 "instance": target.instance,
                 "tag": self.tag,
+                "variant": target.spec.variant,
                 **args,
             },
             queue=self._control_queue(),
@@ -201,8 +292,20 @@ class Function(MapMethods[R], Generic[P, R]):
 
     async def _remote(self, *args: P.args, **kwargs: P.kwargs) -> R:
         client = await self._client()
-        result: R = await call_one(client, await self._resolve(client), args, kwargs)
+        try:
+            result: R = await call_one(client, await self._resolve(client), args, kwargs)
+        except NotFoundError:
+            if not self._forget_variant():
+                raise
+            result = await call_one(client, await self._resolve(client), args, kwargs)
         return result
+
+    def _forget_variant(self) -> bool:
+        """A variant's queue went (a redeploy resets variants): make it again on next use."""
+        if self._variant is None:
+            return False
+        self._variant = None
+        return True
 
     @property
     def spawn(self) -> Method[P, FunctionCall[R]]:
@@ -215,7 +318,12 @@ class Function(MapMethods[R], Generic[P, R]):
 
     async def _spawn(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
         client = await self._client()
-        return await spawn_call(client, await self._resolve(client), args, kwargs)
+        try:
+            return await spawn_call(client, await self._resolve(client), args, kwargs)
+        except NotFoundError:
+            if not self._forget_variant():
+                raise
+            return await spawn_call(client, await self._resolve(client), args, kwargs)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run in this process, as a plain call (an async function returns its coroutine)."""
@@ -233,14 +341,16 @@ class Function(MapMethods[R], Generic[P, R]):
     def __reduce__(self) -> tuple[Callable[..., Function[Any, Any]], tuple[Any, ...]]:
         # Referenced from another function's globals, a Function travels as a reference to
         # where it runs, never as a copy of its app and code.
-        if not self.is_hydrated:
-            assert self._lookup is not None
+        if self._variant is not None:
+            target, overrides = self._variant, {}  # the variant made: its own queue
+        elif self._lookup is not None and self._target is None:
             environment, app_name, tag = self._lookup
-            return (_function_by_name, (app_name, tag, environment))
-        target = self.target()
+            return (_function_by_name, (app_name, tag, environment, self._overrides))
+        else:
+            target, overrides = self._base_target(), self._overrides
         return (
             _function_reference,
-            (target.environment, target.app, target.instance, target.spec.to_wire()),
+            (target.environment, target.app, target.instance, target.spec.to_wire(), overrides),
         )
 
     def __repr__(self) -> str:
@@ -248,11 +358,20 @@ class Function(MapMethods[R], Generic[P, R]):
 
 
 def _function_reference(
-    environment: str, app: str, instance: str, spec: dict[str, Any]
+    environment: str,
+    app: str,
+    instance: str,
+    spec: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
 ) -> Function[Any, Any]:
     parsed = FunctionSpec.from_wire(spec)
-    return Function(None, parsed, target=Target(environment, app, instance, parsed))
+    target = Target(environment, app, instance, parsed)
+    return Function(None, parsed, target=target, overrides=overrides)
 
 
-def _function_by_name(app_name: str, tag: str, environment: str) -> Function[Any, Any]:
-    return Function.from_name(app_name, tag, environment_name=environment)
+def _function_by_name(
+    app_name: str, tag: str, environment: str, overrides: dict[str, Any] | None = None
+) -> Function[Any, Any]:
+    handle = Function.from_name(app_name, tag, environment_name=environment)
+    handle._overrides = overrides or {}
+    return handle

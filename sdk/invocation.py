@@ -30,7 +30,9 @@ class Target:
 
     @property
     def queue(self) -> str:
-        return naming.function_queue(self.environment, self.instance, self.spec.tag)
+        return naming.function_queue(
+            self.environment, self.instance, self.spec.tag, self.spec.variant
+        )
 
     @property
     def display_name(self) -> str:

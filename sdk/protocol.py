@@ -20,6 +20,7 @@ from typing import Any, Final, Self
 
 from sdk.codec import Envelope, packb, unpackb
 from sdk.exceptions import DeserializationError, InvalidError
+from sdk.options import OVERRIDABLE, variant_name
 from sdk.retries import Retries
 
 KIND_CALLS: Final = "calls"
@@ -168,6 +169,17 @@ class FunctionSpec:
     backoff_coefficient: float = 2.0
     initial_delay: float = 1.0
     max_delay: float = 60.0
+    # Resources and placement (see sdk.options): [request, limit] pairs, labels, mounts.
+    cpu: list[float | None] | None = None
+    memory: list[int | None] | None = None
+    gpu: str | None = None
+    env: dict[str, str | None] = field(default_factory=dict)
+    secrets: list[dict[str, Any]] = field(default_factory=list)
+    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    region: list[str] = field(default_factory=list)
+    cloud: list[str] = field(default_factory=list)
+    # Set on a variant made by with_options: the name its queue and pool carry.
+    variant: str | None = None
     version: int = WIRE_VERSION
 
     @property
@@ -197,6 +209,15 @@ class FunctionSpec:
     def from_wire(cls, data: dict[str, Any]) -> Self:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Self:
+        """The variant these overrides (checked by ``sdk.options.check_options``) make."""
+        if not overrides:
+            return self
+        refused = set(overrides) - OVERRIDABLE
+        if refused:
+            raise InvalidError(f"options that cannot be overridden: {sorted(refused)}")
+        return dataclasses.replace(self, **overrides, variant=variant_name(overrides))
 
 
 @dataclass(frozen=True, slots=True)
