@@ -5,6 +5,8 @@
     warren run path/to/app.py [ENTRYPOINT]     run an app's local entrypoint inside app.run()
     warren deploy path/to/app.py [--name N]    deploy (or redeploy) an app to the daemon
     warren app list | status NAME | stop NAME  deployed apps (--json for machines)
+    warren secret create NAME KEY=VALUE ...    a secret the engine keeps (Secret.from_name)
+    warren secret list | delete NAME           its secrets (names and keys, never values)
     warren engine                              the engine daemon (also: python -m engine)
 
 ``--env ENV`` (or ``WARREN_ENVIRONMENT``) picks the environment everywhere.
@@ -95,6 +97,52 @@ def _control(op: str, args: dict[str, Any]) -> dict[str, Any]:
 _env_option = click.option(
     "--env", "environment", default=None, help="Environment (default: WARREN_ENVIRONMENT or main)."
 )
+
+
+@main.group("secret")
+def secret_group() -> None:
+    """Secrets the engine keeps for containers: create, list, delete."""
+
+
+@secret_group.command("create")
+@click.argument("name")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@_env_option
+def secret_create(name: str, pairs: tuple[str, ...], environment: str | None) -> None:
+    """Store (or replace) a secret; functions use it with sdk.Secret.from_name(NAME)."""
+    _use_environment(environment)
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="KEY=VALUE")
+        values[key] = value
+    _control("create_secret", {"name": name, "values": values})
+    click.echo(f"stored secret {name} ({', '.join(sorted(values))})")
+
+
+@secret_group.command("list")
+@_env_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def secret_list(environment: str | None, as_json: bool) -> None:
+    """Names and keys of the environment's secrets (values are never shown)."""
+    _use_environment(environment)
+    secrets = _control("list_secrets", {})["secrets"]
+    if as_json:
+        click.echo(orjson.dumps(secrets, option=orjson.OPT_INDENT_2).decode())
+        return
+    for secret in secrets:
+        click.echo(f"{secret['name']:<32} {', '.join(secret['keys'])}")
+
+
+@secret_group.command("delete")
+@click.argument("name")
+@_env_option
+def secret_delete(name: str, environment: str | None) -> None:
+    """Delete a secret (containers already running keep their environment)."""
+    _use_environment(environment)
+    _control("delete_secret", {"name": name})
+    click.echo(f"deleted secret {name}")
 
 
 @main.command()

@@ -23,7 +23,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
@@ -74,6 +74,7 @@ class ContainerConfig:
     container_id: str
     sys_path: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()
+    environ: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ContainerConfig:
@@ -87,6 +88,7 @@ class ContainerConfig:
             container_id=data["container_id"],
             sys_path=tuple(data.get("sys_path", ())),
             cancelled=tuple(data.get("cancelled", ())),
+            environ=dict(data.get("environ", {})),
         )
 
 

@@ -58,6 +58,11 @@ def forked_main(
 
     logs.configure()
     config = ContainerConfig.from_wire(decode(config_data))
+    for name, value in config.environ.items():  # env= and secrets=, before the code loads
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     link = EngineLink(status, replies)
     try:
         fn = load_function(config)

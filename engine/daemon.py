@@ -34,6 +34,7 @@ from aiormq.exceptions import ChannelLockedResource
 from engine import procs
 from engine.cancels import CancelMemory
 from engine.hosting import Host, HostedApp, pool_key
+from engine.secrets import redacted
 from sdk import exceptions, naming, topology
 from sdk.config import RECONNECT_INTERVAL, Settings
 from sdk.protocol import Cancel, ControlReply, ControlRequest
@@ -215,7 +216,7 @@ class Engine:
 
     async def _op_describe_function(self, args: dict[str, Any]) -> dict[str, Any]:
         app = self._find(args, with_tag=True)
-        return {"instance": app.instance, "spec": app.specs[args["tag"]].to_wire()}
+        return {"instance": app.instance, "spec": redacted(app.specs[args["tag"]])}
 
     def _find_pool(self, args: dict[str, Any]) -> tuple[HostedApp, str]:
         """The app and pool key a request names (a function, or one of its variants)."""
@@ -231,7 +232,19 @@ class Engine:
     async def _op_ensure_variant(self, args: dict[str, Any]) -> dict[str, Any]:
         app = self._find(args, with_tag=True)
         spec = await self.host.ensure_variant(app, args["tag"], dict(args["options"]))
-        return {"instance": app.instance, "spec": spec.to_wire()}
+        return {"instance": app.instance, "spec": redacted(spec)}
+
+    async def _op_create_secret(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.host.secrets.put(args["environment"], args["name"], dict(args["values"]))
+        log.info("secret_stored", environment=args["environment"], name=args["name"])
+        return {}
+
+    async def _op_list_secrets(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"secrets": self.host.secrets.listing(args["environment"])}
+
+    async def _op_delete_secret(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.host.secrets.delete(args["environment"], args["name"])
+        return {}
 
     async def _op_function_stats(self, args: dict[str, Any]) -> dict[str, Any]:
         app, key = self._find_pool(args)

@@ -35,6 +35,7 @@ from engine.pool import ContainerPool, PoolConfig
 from engine.registry import Registry
 from engine.republisher import Republisher
 from engine.scaling import Autoscaling
+from engine.secrets import SecretStore
 from sdk import exceptions, naming, topology
 from sdk.config import Settings
 from sdk.protocol import FunctionSpec
@@ -135,6 +136,7 @@ class Host:
         self._publisher: AbstractRobustChannel | None = None
         self._state_dir = state_dir
         self.registry = Registry(state_dir)
+        self.secrets = SecretStore(state_dir)
         self.cancels = cancels
         self.apps: dict[tuple[str, str], HostedApp] = {}
         self._lock = asyncio.Lock()
@@ -149,7 +151,7 @@ class Host:
         app_name = naming.check_part("app name", args["app"])
         instance = naming.check_part("app instance", args["instance"] if ephemeral else app_name)
         specs = specs_by_key(args["functions"])
-        check_timeouts(specs, self.settings.broker_consumer_timeout)
+        self._check(environment, specs)
         if ephemeral:
             code_path = self._state_dir / "runs" / environment / instance / "code.msgpack"
             code_path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +190,7 @@ class Host:
                 deployed_at=float(record.get("deployed_at", time.time())),
             )  # fmt: skip
             try:
-                check_timeouts(specs, self.settings.broker_consumer_timeout)
+                self._check(environment, specs)
                 await self._start(app, warm=lambda tag, a=app: a.autoscaling(tag).min_containers)
             except exceptions.WarrenError as exc:
                 log.error("app_not_restored", app=name, environment=environment, reason=str(exc))
@@ -308,6 +310,12 @@ class Host:
             await self._stop_pools(app)
             raise
 
+    def _check(self, environment: str, specs: dict[str, FunctionSpec]) -> None:
+        """Refuse what this engine cannot run: timeouts past the broker's, missing secrets."""
+        check_timeouts(specs, self.settings.broker_consumer_timeout)
+        for spec in specs.values():
+            self.secrets.environ(environment, spec)
+
     async def _prepare(self, environment: str) -> Republisher:
         """Declare what an environment's pools need; the publisher they share."""
         await topology.declare_dead_letters(self._channel, environment)
@@ -332,6 +340,7 @@ class Host:
             self.queue_depth,
             self._answer_queued,
             republisher,
+            lambda: self.secrets.environ(app.environment, app.specs[key]),
         )  # fmt: skip
         return pool
 
@@ -344,7 +353,7 @@ class Host:
         async with self._lock:
             if key in app.pools:
                 return app.specs[key]
-            check_timeouts({key: spec}, self.settings.broker_consumer_timeout)
+            self._check(app.environment, {key: spec})
             app.specs[key] = spec
             try:
                 pool = await self._add_pool(app, key, await self._prepare(app.environment))

@@ -88,9 +88,11 @@ class ContainerPool:
         queue_depth: QueueDepth,
         answer_queued: AnswerQueued,
         republisher: Republisher,
+        environ: Callable[[], dict[str, str | None]] = dict,
     ) -> None:
         self.config = config
         self._republisher = republisher
+        self._environ = environ
         self._ledger = CrashLedger()
         self.autoscaling = autoscaling
         self._cancels = cancels
@@ -221,6 +223,7 @@ class ContainerPool:
             "container_id": container_id,
             "sys_path": list(self.config.sys_path),
             "cancelled": self._cancels.recent(),
+            "environ": self._environ(),  # may hold secrets: never logged
         }
         process = ContainerProcess(config, lambda message: self._on_status(key, message))
         member = _Member(key, process, started_at=time.monotonic())

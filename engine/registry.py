@@ -22,7 +22,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -46,7 +46,7 @@ class Registry:
     def save_code(self, environment: str, app: str, code: bytes) -> Path:
         """Store one deploy's code under a name of its own (running containers keep theirs)."""
         path = self.directory(environment, app) / f"code-{time.time_ns()}.msgpack"
-        _write_atomically(path, code)
+        write_atomically(path, code)
         return path
 
     def prune_code(self, environment: str, app: str, keep: Path) -> None:
@@ -56,7 +56,7 @@ class Registry:
                 path.unlink(missing_ok=True)
 
     def save(self, environment: str, app: str, record: dict[str, Any]) -> None:
-        _write_atomically(
+        write_atomically(
             self.directory(environment, app) / "app.json",
             orjson.dumps(record, option=orjson.OPT_INDENT_2),
         )

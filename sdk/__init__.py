@@ -44,6 +44,8 @@ from sdk.exceptions import (
 )
 from sdk.function import Function
 from sdk.retries import Retries
+from sdk.secrets import Secret
+from sdk.volumes import CloudBucketMount, Volume
 
 if not _structlog.is_configured():
     # A library must not print to stdout: until an entry point (or the application)
@@ -59,6 +61,7 @@ __all__ = [
     "BlockingCallInLoopError",
     "CallCancelledError",
     "Client",
+    "CloudBucketMount",
     "ConnectionError",
     "DeadLetteredError",
     "DeserializationError",
@@ -75,7 +78,9 @@ __all__ = [
     "RemoteError",
     "ResultExpiredError",
     "Retries",
+    "Secret",
     "SerializationError",
     "VersionMismatchError",
+    "Volume",
     "WarrenError",
 ]

@@ -138,9 +138,12 @@ def queue_names() -> list[str]:
 class EngineProcess:
     """A real engine daemon process whose state survives restarts (same state dir)."""
 
-    def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, env: dict[str, str] | None = None, log: Path | None = None
+    ) -> None:
         self.state_dir = state_dir
         self.env = {**os.environ, **(env or {})}
+        self.log = log  # where its stderr (and its containers') goes, if not to the test's
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -149,12 +152,16 @@ class EngineProcess:
         return self.process.pid
 
     def start(self) -> None:
+        stderr = open(self.log, "ab") if self.log is not None else None  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine", "--state-dir", str(self.state_dir)],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            stderr=stderr,
             env=self.env,
         )
+        if stderr is not None:
+            stderr.close()  # the engine has its own copy
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         self.process.stdout.close()
