@@ -75,6 +75,7 @@ class ContainerConfig:
     sys_path: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()
     environ: dict[str, str | None] = field(default_factory=dict, repr=False)
+    volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ContainerConfig:
@@ -89,6 +90,7 @@ class ContainerConfig:
             sys_path=tuple(data.get("sys_path", ())),
             cancelled=tuple(data.get("cancelled", ())),
             environ=dict(data.get("environ", {})),
+            volumes={path: (v[0], v[1]) for path, v in data.get("volumes", {}).items()},
         )
 
 

@@ -23,6 +23,7 @@ import structlog
 
 from engine.container import Container, ContainerConfig
 from engine.link import EngineLink, decode
+from engine.mounts import mount_volumes
 from sdk.shipping import load_app_code
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,7 @@ def forked_main(
             os.environ[name] = value
     link = EngineLink(status, replies)
     try:
+        mount_volumes(config.volumes)
         fn = load_function(config)
     except BaseException as exc:
         log.error("container_refused_code", reason=str(exc), container=config.container_id)

@@ -315,6 +315,22 @@ class Host:
         check_timeouts(specs, self.settings.broker_consumer_timeout)
         for spec in specs.values():
             self.secrets.environ(environment, spec)
+            self.volumes(environment, spec)
+
+    def volumes(self, environment: str, spec: FunctionSpec) -> dict[str, tuple[str, str]]:
+        """``{path: (name, directory)}`` of a spec's volumes, made if asked to be."""
+        found = {}
+        for path, volume in spec.volumes.items():
+            directory = self._state_dir / "volumes" / environment / volume["name"]
+            if not directory.is_dir():
+                if not volume.get("create_if_missing"):
+                    raise exceptions.NotFoundError(
+                        f"volume {volume['name']!r} does not exist in environment "
+                        f"{environment!r}: use Volume.from_name(..., create_if_missing=True)"
+                    )
+                directory.mkdir(parents=True, exist_ok=True)
+            found[path] = (volume["name"], str(directory))
+        return found
 
     async def _prepare(self, environment: str) -> Republisher:
         """Declare what an environment's pools need; the publisher they share."""
@@ -341,6 +357,7 @@ class Host:
             self._answer_queued,
             republisher,
             lambda: self.secrets.environ(app.environment, app.specs[key]),
+            self.volumes(app.environment, app.specs[key]),
         )  # fmt: skip
         return pool
 

@@ -89,10 +89,12 @@ class ContainerPool:
         answer_queued: AnswerQueued,
         republisher: Republisher,
         environ: Callable[[], dict[str, str | None]] = dict,
+        volumes: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         self.config = config
         self._republisher = republisher
         self._environ = environ
+        self._volumes = volumes or {}
         self._ledger = CrashLedger()
         self.autoscaling = autoscaling
         self._cancels = cancels
@@ -224,6 +226,7 @@ class ContainerPool:
             "sys_path": list(self.config.sys_path),
             "cancelled": self._cancels.recent(),
             "environ": self._environ(),  # may hold secrets: never logged
+            "volumes": self._volumes,
         }
         process = ContainerProcess(config, lambda message: self._on_status(key, message))
         member = _Member(key, process, started_at=time.monotonic())
