@@ -329,14 +329,14 @@ class Container:
             self._idle.clear()
         assert self._executor is not None
         for index, fmt, data in start:
-            self._executor.submit(Job(batch.invocation_id, index, fmt, data, delivery))
+            self._executor.submit(
+                Job(batch.invocation_id, index, fmt, data, delivery, json=batch.json_results)
+            )
         new_prefetch = self._tuner.observe(len(batch.inputs))
         if new_prefetch is not None:
             await self._resubscribe(new_prefetch)
         if rest:
-            await self._hand_back(
-                delivery, CallBatch(batch.invocation_id, rest, batch.failures, batch.crashes)
-            )
+            await self._hand_back(delivery, batch.with_inputs(rest))
 
     async def _resubscribe(self, prefetch: int) -> None:
         # Per-consumer prefetch (a channel-wide one costs RabbitMQ a third of a

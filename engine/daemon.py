@@ -33,9 +33,11 @@ from aiormq.exceptions import ChannelLockedResource
 
 from engine import procs
 from engine.cancels import CancelMemory
+from engine.gateway import Gateway
 from engine.hosting import Host, HostedApp, pool_key
 from engine.secrets import redacted
 from sdk import exceptions, naming, topology
+from sdk.client import Client
 from sdk.config import RECONNECT_INTERVAL, Settings
 from sdk.protocol import Cancel, ControlReply, ControlRequest
 from sdk.signing import CONTROL_MAX_SIZE, signer
@@ -65,6 +67,8 @@ class Engine:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._host: Host | None = None
+        self._client: Client | None = None
+        self._gateway: Gateway | None = None
         self._listening: set[str] = set()
         self._listener_id = f"engine-{uuid.uuid4().hex[:12]}"
         self._signer = signer()
@@ -91,6 +95,16 @@ class Engine:
         self._host = Host(
             self.settings, self._connection, self._channel, self.state_dir, self.cancels
         )
+        # The gateway calls web endpoints through the broker like any client.
+        self._client = await Client(self.settings).open()
+        self._gateway = Gateway(
+            self._host,
+            self._client,
+            self.settings.http_host,
+            self.settings.http_port,
+            self.settings.public_url,
+        )
+        await self._gateway.start()
         await self._host.restore()
         for environment, _ in self._host.apps:
             await self._listen_for_cancels(environment)
@@ -112,8 +126,12 @@ class Engine:
 
     async def _shutdown(self) -> None:
         log.info("engine_stopping")
+        if self._gateway is not None:
+            await self._gateway.close()
         if self._host is not None:
             await self._host.shutdown()
+        if self._client is not None:
+            await self._client.close()
         leftovers = procs.kill_leftovers()
         if leftovers:
             log.error("containers_left_running_were_killed", pids=leftovers)
@@ -188,15 +206,19 @@ class Engine:
     async def _op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"pid": os.getpid(), "apps": len(self.host.apps)}
 
+    @property
+    def web_base(self) -> str:
+        return self._gateway.base_url if self._gateway is not None else ""
+
     async def _op_register_app(self, args: dict[str, Any]) -> dict[str, Any]:
         app = await self.host.register(args, ephemeral=True)
         await self._listen_for_cancels(app.environment)
-        return {"instance": app.instance}
+        return {"instance": app.instance, "web_base": self.web_base}
 
     async def _op_deploy_app(self, args: dict[str, Any]) -> dict[str, Any]:
         app = await self.host.register(args, ephemeral=False)
         await self._listen_for_cancels(app.environment)
-        return self.host.status(app)
+        return {**self.host.status(app), "web_base": self.web_base}
 
     async def _op_stop_app(self, args: dict[str, Any]) -> dict[str, Any]:
         app = self._find(args)
@@ -216,7 +238,8 @@ class Engine:
 
     async def _op_describe_function(self, args: dict[str, Any]) -> dict[str, Any]:
         app = self._find(args, with_tag=True)
-        return {"instance": app.instance, "spec": redacted(app.specs[args["tag"]])}
+        spec = redacted(app.specs[args["tag"]])
+        return {"instance": app.instance, "spec": spec, "web_base": self.web_base}
 
     def _find_pool(self, args: dict[str, Any]) -> tuple[HostedApp, str]:
         """The app and pool key a request names (a function, or one of its variants)."""

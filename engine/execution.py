@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdk import failure
-from sdk.codec import FORMAT_MSGPACK, decode_call_args, encode_value
+from sdk.codec import FORMAT_JSON, FORMAT_MSGPACK, decode_call_args, encode_json, encode_value
 from sdk.exceptions import ExecutionError, FunctionTimeoutError, MessageTooLargeError
 from sdk.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, FunctionSpec
 
@@ -38,6 +38,7 @@ class Job:
     fmt: int
     data: bytes
     delivery: Any
+    json: bool = False  # the result as JSON (a web endpoint's caller), never a pickle
     deadline: float = 0.0
     timed_out: bool = False
     cancel_requested: bool = False
@@ -148,8 +149,11 @@ class Executor:
         if self._threads is not None:
             self._threads.close()
 
-    def _encode_result(self, value: Any) -> tuple[int, bytes]:
-        fmt, data = encode_value(value, what=f"the result of {self._spec.tag}")
+    def _encode_result(self, value: Any, json: bool) -> tuple[int, bytes]:
+        if json:
+            fmt, data = FORMAT_JSON, encode_json(value, what=f"the result of {self._spec.tag}")
+        else:
+            fmt, data = encode_value(value, what=f"the result of {self._spec.tag}")
         if self._max_result_size is not None and len(data) > self._max_result_size:
             raise MessageTooLargeError(
                 f"the result of {self._spec.tag} takes {len(data) / 2**20:.1f} MiB, and a result "
@@ -182,7 +186,7 @@ class Executor:
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = await self._fn(*args, **kwargs)
-            fmt, data = self._encode_result(value)
+            fmt, data = self._encode_result(value, job.json)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -194,7 +198,7 @@ class Executor:
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = self._fn(*args, **kwargs)
-            fmt, data = self._encode_result(value)
+            fmt, data = self._encode_result(value, job.json)
         except BaseException as exc:
             return _error(job, exc, started)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)

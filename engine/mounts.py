@@ -40,7 +40,7 @@ def _own_mount_namespace() -> bool:
     if libc.unshare(CLONE_NEWNS) != 0:
         return False
     # Mounts made here must not propagate back to the host's namespace.
-    return libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0
+    return bool(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0)
 
 
 def _bind(source: Path, target: Path) -> None:

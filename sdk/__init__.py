@@ -46,6 +46,7 @@ from sdk.function import Function
 from sdk.retries import Retries
 from sdk.secrets import Secret
 from sdk.volumes import CloudBucketMount, Volume
+from sdk.web import web_endpoint
 
 if not _structlog.is_configured():
     # A library must not print to stdout: until an entry point (or the application)
@@ -83,4 +84,5 @@ __all__ = [
     "VersionMismatchError",
     "Volume",
     "WarrenError",
+    "web_endpoint",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from sdk import naming
+from sdk import naming, web
 from sdk.client import Client
 from sdk.config import settings
 from sdk.exceptions import InvalidError
@@ -160,6 +160,7 @@ class App:
                 is_async=inspect.iscoroutinefunction(fn),
                 max_inputs=max_inputs,
                 min_containers=min_containers,
+                web=getattr(fn, web.ATTRIBUTE, None),
                 **fields,
             )
             function: Function[Any, Any] = Function(fn, spec, app=self)

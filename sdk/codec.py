@@ -25,11 +25,13 @@ from typing import Any, Final
 
 import cloudpickle
 import msgpack
+import orjson
 
 from sdk.exceptions import DeserializationError, SerializationError, VersionMismatchError
 
 FORMAT_MSGPACK: Final = 0
 FORMAT_PICKLE: Final = 1
+FORMAT_JSON: Final = 2  # results of web endpoint calls: never pickled
 
 ENVELOPE_VERSION: Final = 2
 PICKLE_PROTOCOL: Final = 5
@@ -76,6 +78,14 @@ def encode_value(value: Any, what: str = "value") -> tuple[int, bytes]:
         ) from exc
 
 
+def encode_json(value: Any, what: str = "value") -> bytes:
+    """``value`` as JSON (orjson: dataclasses, datetimes and numpy arrays included)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:
+        raise SerializationError(f"{what} cannot be sent as JSON: {exc}") from exc
+
+
 def decode_value(fmt: int, data: bytes, what: str = "value") -> Any:
     """Inverse of :func:`encode_value`. Unpickling runs code: only call it on verified data."""
     try:
@@ -83,6 +93,8 @@ def decode_value(fmt: int, data: bytes, what: str = "value") -> Any:
             return unpackb(data)
         if fmt == FORMAT_PICKLE:
             return pickle.loads(data)
+        if fmt == FORMAT_JSON:
+            return orjson.loads(data)
     except Exception as exc:
         raise DeserializationError(
             f"cannot deserialise {what}: {type(exc).__name__}: {exc}"

@@ -27,6 +27,9 @@ WARREN_BROKER_CONSUMER_TIMEOUT  the broker's ``consumer_timeout``    1800 (Rabbi
                             function timeouts
 WARREN_RECONNECT_TIMEOUT    seconds a client waits for a lost        300
                             broker before failing its calls
+WARREN_HTTP_HOST            where the engine serves web endpoints    127.0.0.1
+WARREN_HTTP_PORT            ... and on which port (0: any free one)  0
+WARREN_PUBLIC_URL           the endpoints' public base URL           http://<host>:<port>
 ==========================  ======================================  ==========================
 """
 
@@ -113,6 +116,13 @@ class Settings:
     )
     reconnect_timeout: float = field(
         default_factory=lambda: _float("WARREN_RECONNECT_TIMEOUT", 300.0)
+    )
+    http_host: str = field(
+        default_factory=lambda: os.environ.get("WARREN_HTTP_HOST") or "127.0.0.1"
+    )
+    http_port: int = field(default_factory=lambda: _int("WARREN_HTTP_PORT", 0, minimum=0))
+    public_url: str | None = field(
+        default_factory=lambda: os.environ.get("WARREN_PUBLIC_URL") or None
     )
 
 

@@ -103,11 +103,17 @@ def in_loop_thread() -> bool:
     return _loop_thread is not None and threading.current_thread() is _loop_thread._thread
 
 
-def check_not_in_running_loop(name: str) -> None:
-    """Raise if a blocking call named ``name`` is attempted inside a running event loop."""
+def in_running_loop() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        return False
+    return True
+
+
+def check_not_in_running_loop(name: str) -> None:
+    """Raise if a blocking call named ``name`` is attempted inside a running event loop."""
+    if not in_running_loop():
         return
     raise BlockingCallInLoopError(
         f"{name}() blocks, and it was called inside a running event loop; "

@@ -56,3 +56,13 @@ def rebuild(data: bytes, function_name: str) -> BaseException:
             exc.add_note(f"\nRemote traceback (from {function_name}):\n{tb_text.rstrip()}")
             return exc
     return RemoteError(type_name, str(record.get("message", "")), tb_text)
+
+
+def describe(data: bytes) -> dict[str, str]:
+    """Type name, message and traceback text of a captured record, without unpickling."""
+    record: dict[str, Any] = unpackb(data)
+    return {
+        "type": str(record.get("type", "Exception")),
+        "message": str(record.get("message", "")),
+        "traceback": str(record.get("traceback", "")),
+    }

@@ -9,8 +9,8 @@ from sdk import naming
 from sdk.calls import FunctionCall, spawn_call
 from sdk.client import Client
 from sdk.config import settings
-from sdk.exceptions import ExecutionError, InvalidError, NotFoundError
-from sdk.facade import Method
+from sdk.exceptions import BlockingCallInLoopError, ExecutionError, InvalidError, NotFoundError
+from sdk.facade import Method, in_running_loop
 from sdk.invocation import Target, call_one
 from sdk.mapping import MapMethods
 from sdk.options import check_options
@@ -132,7 +132,27 @@ class Function(MapMethods[R], Generic[P, R]):
                 "(`await f.hydrate.aio()` in async code) first"
             )
         assert self._spec is not None
-        return Target(self._app.environment, self._app.name, self._app.instance_name, self._spec)
+        run = self._app._run
+        web_base = run.web_base if run is not None else ""
+        return Target(
+            self._app.environment, self._app.name, self._app.instance_name, self._spec, web_base
+        )
+
+    @property
+    def web_url(self) -> str | None:
+        """The URL of this web endpoint (``@sdk.web_endpoint``); ``None`` for other functions.
+
+        On a ``from_name`` handle, reading it looks the function up first: in async code,
+        call ``await f.hydrate.aio()`` before reading it.
+        """
+        if not self.is_hydrated:
+            if in_running_loop():
+                raise BlockingCallInLoopError(
+                    f"{self.tag}.web_url needs the function looked up first, which blocks: "
+                    f"call `await f.hydrate.aio()` before reading it in async code"
+                )
+            self.hydrate()
+        return self.target().web_url
 
     @property
     def hydrate(self) -> Method[[], Function[P, R]]:
@@ -165,7 +185,7 @@ class Function(MapMethods[R], Generic[P, R]):
             queue=self._control_queue(),
         )
         spec = FunctionSpec.from_wire(found["spec"])
-        self._variant = Target(base.environment, base.app, base.instance, spec)
+        self._variant = Target(base.environment, base.app, base.instance, spec, base.web_base)
         return self._variant
 
     async def _resolve_base(self, client: Client) -> Target:
@@ -176,7 +196,7 @@ class Function(MapMethods[R], Generic[P, R]):
             "describe_function", {"environment": environment, "app": app_name, "tag": tag}
         )
         spec = FunctionSpec.from_wire(found["spec"])
-        self._target = Target(environment, app_name, found["instance"], spec)
+        self._target = Target(environment, app_name, found["instance"], spec, found["web_base"])
         return self._target
 
     def with_options(

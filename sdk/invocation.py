@@ -27,6 +27,14 @@ class Target:
     app: str
     instance: str
     spec: FunctionSpec
+    web_base: str = ""  # the base URL of the engine's HTTP gateway
+
+    @property
+    def web_url(self) -> str | None:
+        """Where a web endpoint answers (a variant's requests run its original)."""
+        if self.spec.web is None or not self.web_base:
+            return None
+        return f"{self.web_base}/{self.environment}/{self.instance}/{self.spec.tag}"
 
     @property
     def queue(self) -> str:
@@ -89,6 +97,22 @@ async def publish_cancel(client: Client, environment: str, invocation_ids: list[
 async def call_one(
     client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    status, fmt, data = await call_raw(client, target, args, kwargs)
+    return outcome(status, fmt, data, target.display_name)
+
+
+async def call_raw(
+    client: Client,
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    json_results: bool = False,
+) -> tuple[int, int, bytes]:
+    """Run one call; its outcome as ``(status, format, data)``, decoded by nobody yet.
+
+    With ``json_results`` the container sends the value as JSON, never a pickle.
+    """
     fmt, data = encode_input(args, kwargs, target, client.signer.max_size)
     invocation_id = uuid.uuid4().hex
     future: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
@@ -98,7 +122,7 @@ async def call_one(
     publishing = asyncio.ensure_future(
         client.publish(
             target.queue,
-            CallBatch(invocation_id, [(0, fmt, data)]).to_envelope(),
+            CallBatch(invocation_id, [(0, fmt, data)], json_results=json_results).to_envelope(),
             correlation_id=invocation_id,
         )
     )
@@ -118,7 +142,7 @@ async def call_one(
             publishing.cancel()
         await asyncio.gather(publishing, return_exceptions=True)
         client.remove_sink(invocation_id)
-    return outcome(status, rfmt, rdata, target.display_name)
+    return status, rfmt, rdata
 
 
 def not_running(target: Target) -> NotFoundError:

@@ -57,35 +57,39 @@ class CallBatch:
 
     ``failures`` counts the attempts of these inputs that failed already (retries carry
     one input each); ``crashes`` the containers that died while running them.
+    ``json_results`` asks for results as JSON, not pickles (web endpoint calls).
     """
 
     invocation_id: str
     inputs: list[InputItem]
     failures: int = 0
     crashes: int = 0
+    json_results: bool = False
     version: int = WIRE_VERSION
 
     def to_envelope(self) -> Envelope:
-        return Envelope(
-            KIND_CALLS,
-            packb([self.version, self.invocation_id, self.inputs, self.failures, self.crashes]),
-        )
+        fields = [self.invocation_id, self.inputs, self.failures, self.crashes, self.json_results]
+        return Envelope(KIND_CALLS, packb([self.version, *fields]))
+
+    def with_inputs(self, inputs: list[InputItem]) -> CallBatch:
+        """The same invocation and counts, for other inputs of it."""
+        return dataclasses.replace(self, inputs=inputs)
 
     def single(
         self, item: InputItem, *, failures: int | None = None, crashes: int | None = None
     ) -> CallBatch:
         """One of these inputs in a batch of its own, with its counts (optionally) updated."""
-        return CallBatch(
-            self.invocation_id,
-            [item],
-            self.failures if failures is None else failures,
-            self.crashes if crashes is None else crashes,
+        return dataclasses.replace(
+            self,
+            inputs=[item],
+            failures=self.failures if failures is None else failures,
+            crashes=self.crashes if crashes is None else crashes,
         )
 
     @classmethod
     def from_body(cls, body: bytes) -> Self:
         try:
-            version, invocation_id, inputs, failures, crashes = unpackb(body)
+            version, invocation_id, inputs, failures, crashes, json_results = unpackb(body)
         except (ValueError, TypeError) as exc:
             raise DeserializationError(f"malformed call batch: {exc}") from exc
         _check_version("call batch", version)
@@ -94,6 +98,7 @@ class CallBatch:
             or not isinstance(inputs, list)
             or not isinstance(failures, int)
             or not isinstance(crashes, int)
+            or not isinstance(json_results, bool)
         ):
             raise DeserializationError("malformed call batch: wrong field types")
         items: list[InputItem] = []
@@ -107,7 +112,7 @@ class CallBatch:
             ):
                 raise DeserializationError("malformed call batch: bad input item")
             items.append((item[0], item[1], item[2]))
-        return cls(invocation_id, items, failures, crashes, version)
+        return cls(invocation_id, items, failures, crashes, json_results, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +185,8 @@ class FunctionSpec:
     cloud: list[str] = field(default_factory=list)
     # Set on a variant made by with_options: the name its queue and pool carry.
     variant: str | None = None
+    # Set for a web endpoint (sdk.web): its method and parameters.
+    web: dict[str, Any] | None = None
     version: int = WIRE_VERSION
 
     @property

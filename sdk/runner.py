@@ -45,6 +45,7 @@ class RunHandle:
     instance: str
     control_queue: str
     engine: subprocess.Popen[bytes] | None
+    web_base: str = ""  # where the engine serves the app's web endpoints
 
 
 def registration(app: App, instance: str, code: bytes, *, ephemeral: bool) -> dict[str, Any]:
@@ -75,20 +76,24 @@ async def start_run(client: Client, app: App) -> RunHandle:
     # Held while this client is connected: a daemon stops the app if the client is gone.
     request["lease"] = await client.hold_lease()
     try:
-        await client.control("register_app", request, timeout=REGISTER_TIMEOUT)
+        reply = await client.control("register_app", request, timeout=REGISTER_TIMEOUT)
         log.debug("app_registered", app=app.name, instance=instance, engine="daemon")
-        return RunHandle(client, app.environment, instance, naming.control_queue(), None)
+        return RunHandle(
+            client, app.environment, instance, naming.control_queue(), None, reply["web_base"]
+        )
     except EngineNotFoundError:
         pass  # no daemon listening: start our own engine
     control_queue = naming.control_queue(run_id)
     engine = await _start_engine(client, run_id)
     try:
-        await client.control("register_app", request, queue=control_queue, timeout=REGISTER_TIMEOUT)
+        reply = await client.control(
+            "register_app", request, queue=control_queue, timeout=REGISTER_TIMEOUT
+        )
     except BaseException:
         await _stop_engine(engine)
         raise
     log.debug("app_registered", app=app.name, instance=instance, engine="child")
-    return RunHandle(client, app.environment, instance, control_queue, engine)
+    return RunHandle(client, app.environment, instance, control_queue, engine, reply["web_base"])
 
 
 async def deploy_app(client: Client, app: App, name: str | None = None) -> dict[str, Any]:

@@ -32,9 +32,9 @@ def test_wire_types_round_trip_through_their_envelopes() -> None:
 
 def test_a_call_batch_with_a_bad_item_is_refused() -> None:
     with pytest.raises(DeserializationError, match="bad input item"):
-        CallBatch.from_body(packb([2, "inv", [[0, 0, "not bytes"]], 0, 0]))
+        CallBatch.from_body(packb([2, "inv", [[0, 0, "not bytes"]], 0, 0, False]))
     with pytest.raises(DeserializationError, match="version"):
-        CallBatch.from_body(packb([1, "inv", [], 0, 0]))
+        CallBatch.from_body(packb([1, "inv", [], 0, 0, False]))
     with pytest.raises(DeserializationError, match="malformed"):
         CallBatch.from_body(packb([2, "inv", []]))
 
