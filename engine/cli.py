@@ -240,14 +240,41 @@ _engine_options = [
     click.option("--parent-pid", type=int, default=None, hidden=True,
                  help="Stop when this process exits."),
     click.option("--log-level", default=None, help="debug, info, warning or error."),
+    click.option("--region", default=None, help="This node's region label (WARREN_REGION)."),
+    click.option("--cloud", default=None, help="This node's cloud label (WARREN_CLOUD)."),
+    click.option("--gpus", default=None,
+                 help="GPUs this node offers, e.g. 'H100:2' or 'A100,T4' (WARREN_GPUS)."),
+    click.option("--http-host", default=None,
+                 help="Where web endpoints are served (WARREN_HTTP_HOST, default 127.0.0.1)."),
+    click.option("--http-port", type=int, default=None,
+                 help="Their port (WARREN_HTTP_PORT; default 0: any free port)."),
+    click.option("--public-url", default=None,
+                 help="Their public base URL, if a proxy serves them (WARREN_PUBLIC_URL)."),
 ]  # fmt: skip
+
+# Engine options that are settings of their own, read from the environment.
+_ENVIRONMENT_OPTIONS = {
+    "region": "WARREN_REGION",
+    "cloud": "WARREN_CLOUD",
+    "gpus": "WARREN_GPUS",
+    "http_host": "WARREN_HTTP_HOST",
+    "http_port": "WARREN_HTTP_PORT",
+    "public_url": "WARREN_PUBLIC_URL",
+}
 
 
 def _serve(
-    state_dir: Path | None, run_id: str | None, parent_pid: int | None, log_level: str | None
+    state_dir: Path | None,
+    run_id: str | None,
+    parent_pid: int | None,
+    log_level: str | None,
+    **environment_options: Any,
 ) -> None:
     from engine.daemon import run_engine
 
+    for name, value in environment_options.items():
+        if value is not None:
+            os.environ[_ENVIRONMENT_OPTIONS[name]] = str(value)
     logs.configure(log_level)
     if state_dir is None and run_id is None:
         state_dir = default_state_dir()  # a daemon's deployed apps must outlive it

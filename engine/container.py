@@ -387,7 +387,11 @@ class Container:
             self._outbox.add(None, delivery)
         elif status == STATUS_CANCELLED or job.invocation_id in self._cancelled:
             self._outbox.add(None, delivery)
-        elif status == STATUS_ERROR and delivery.batch.failures < self.config.spec.max_retries:
+        elif (
+            status == STATUS_ERROR
+            and not job.no_retry
+            and delivery.batch.failures < self.config.spec.max_retries
+        ):
             self._outbox.add(None, delivery, (delivery, job.index, job.fmt, job.data))
         else:
             self._outbox.add((job.invocation_id, job.index, status, fmt, data, seconds), delivery)

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from engine.container import Container, ContainerConfig
+from engine.limits import apply_limits
 from engine.link import EngineLink, decode
 from engine.mounts import mount_volumes
 from sdk.shipping import load_app_code
@@ -67,6 +68,7 @@ def forked_main(
     link = EngineLink(status, replies)
     try:
         mount_volumes(config.volumes)
+        apply_limits(config.spec.cpu, config.spec.memory)
         fn = load_function(config)
     except BaseException as exc:
         log.error("container_refused_code", reason=str(exc), container=config.container_id)

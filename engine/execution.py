@@ -25,7 +25,12 @@ from typing import Any
 
 from sdk import failure
 from sdk.codec import FORMAT_JSON, FORMAT_MSGPACK, decode_call_args, encode_json, encode_value
-from sdk.exceptions import ExecutionError, FunctionTimeoutError, MessageTooLargeError
+from sdk.exceptions import (
+    ExecutionError,
+    FunctionTimeoutError,
+    MessageTooLargeError,
+    OutOfMemoryError,
+)
 from sdk.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, FunctionSpec
 
 
@@ -39,6 +44,7 @@ class Job:
     data: bytes
     delivery: Any
     json: bool = False  # the result as JSON (a web endpoint's caller), never a pickle
+    no_retry: bool = False  # failed in a way a retry cannot mend (out of memory)
     deadline: float = 0.0
     timed_out: bool = False
     cancel_requested: bool = False
@@ -190,7 +196,7 @@ class Executor:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            return _error(job, exc, started)
+            return self._failed(job, exc, started)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
 
     def _call_sync(self, job: Job) -> Outcome:
@@ -200,8 +206,20 @@ class Executor:
             value = self._fn(*args, **kwargs)
             fmt, data = self._encode_result(value, job.json)
         except BaseException as exc:
-            return _error(job, exc, started)
+            return self._failed(job, exc, started)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
+
+    def _failed(self, job: Job, exc: BaseException, started: float) -> Outcome:
+        memory = self._spec.memory
+        if isinstance(exc, MemoryError) and memory is not None and memory[1] is not None:
+            # Past the limit the allocation failed: the caller learns why, and no retry
+            # would fare better.
+            job.no_retry = True
+            exc = OutOfMemoryError(
+                f"{self._spec.tag} went past its memory limit of {memory[1]} MiB "
+                f"(memory={tuple(memory)}): give it more with with_options(memory=...)"
+            )
+        return _error(job, exc, started)
 
 
 class _ThreadWorkers:

@@ -31,6 +31,7 @@ from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from engine.cancels import CancelMemory
 from engine.drain import answer_queued
+from engine.limits import Node
 from engine.pool import ContainerPool, PoolConfig
 from engine.registry import Registry
 from engine.republisher import Republisher
@@ -137,6 +138,7 @@ class Host:
         self._state_dir = state_dir
         self.registry = Registry(state_dir)
         self.secrets = SecretStore(state_dir)
+        self.node = Node.from_environment()
         self.cancels = cancels
         self.apps: dict[tuple[str, str], HostedApp] = {}
         self._lock = asyncio.Lock()
@@ -314,8 +316,17 @@ class Host:
         """Refuse what this engine cannot run: timeouts past the broker's, missing secrets."""
         check_timeouts(specs, self.settings.broker_consumer_timeout)
         for spec in specs.values():
-            self.secrets.environ(environment, spec)
+            self.node.check(spec)
+            self.environ(environment, spec)
             self.volumes(environment, spec)
+
+    def environ(self, environment: str, spec: FunctionSpec) -> dict[str, str | None]:
+        """A container's environment variables: env=, secrets=, and the GPUs it gets."""
+        environ = self.secrets.environ(environment, spec)
+        devices = self.node.cuda_visible_devices(spec)
+        if devices is not None:
+            environ["CUDA_VISIBLE_DEVICES"] = devices
+        return environ
 
     def volumes(self, environment: str, spec: FunctionSpec) -> dict[str, tuple[str, str]]:
         """``{path: (name, directory)}`` of a spec's volumes, made if asked to be."""
@@ -356,8 +367,9 @@ class Host:
             self.queue_depth,
             self._answer_queued,
             republisher,
-            lambda: self.secrets.environ(app.environment, app.specs[key]),
+            lambda: self.environ(app.environment, app.specs[key]),
             self.volumes(app.environment, app.specs[key]),
+            self.node,
         )  # fmt: skip
         return pool
 

@@ -29,6 +29,7 @@ import structlog
 from engine.cancels import CancelMemory
 from engine.container import EXIT_REPLACED
 from engine.crashes import CrashLedger
+from engine.limits import Node
 from engine.procs import ContainerProcess
 from engine.republisher import Republisher
 from engine.scaling import Autoscaling, ContainerView, decide
@@ -90,11 +91,14 @@ class ContainerPool:
         republisher: Republisher,
         environ: Callable[[], dict[str, str | None]] = dict,
         volumes: dict[str, tuple[str, str]] | None = None,
+        node: Node | None = None,
     ) -> None:
         self.config = config
         self._republisher = republisher
         self._environ = environ
         self._volumes = volumes or {}
+        self._node = node or Node()
+        self._waiting_for_capacity = False
         self._ledger = CrashLedger()
         self.autoscaling = autoscaling
         self._cancels = cancels
@@ -212,6 +216,12 @@ class ContainerPool:
     def _launch(self) -> None:
         if self._stopping:
             return
+        if not self._node.reserve(self.config.spec):
+            if not self._waiting_for_capacity:
+                self._log.warning("container_waiting_for_capacity", node=self._node.labels())
+            self._waiting_for_capacity = True
+            return  # the next tick tries again
+        self._waiting_for_capacity = False
         self._keys += 1
         key = self._keys
         container_id = uuid.uuid4().hex[:12]
@@ -284,6 +294,7 @@ class ContainerPool:
         code = await member.process.wait()
         ready_by.cancel()
         self._members.pop(member.key, None)
+        self._node.release(self.config.spec)
         deliberate = self._stopping or member.stopping or code == EXIT_REPLACED
         if not deliberate and self._ledger.holding(member.key):
             self._log.error(

@@ -18,7 +18,8 @@
     ├── ExecutionError .......... the call was accepted but could not produce a value
     │   ├── FunctionTimeoutError  the function ran past its timeout
     │   ├── CallCancelledError    the call was cancelled (FunctionCall.cancel)
-    │   └── DeadLetteredError     the input crashed its container too often (crash limit)
+    │   ├── DeadLetteredError     the input crashed its container too often (crash limit)
+    │   └── OutOfMemoryError      the function went past its memory limit (not retried)
     └── RemoteError ............. the function raised an exception whose type cannot be rebuilt here
 
 A remote exception whose type *can* be rebuilt (``ValueError``, or your own class) is
@@ -41,6 +42,7 @@ __all__ = [
     "MessageRejectedError",
     "MessageTooLargeError",
     "NotFoundError",
+    "OutOfMemoryError",
     "RemoteError",
     "ResultExpiredError",
     "SerializationError",
@@ -127,6 +129,10 @@ class DeadLetteredError(ExecutionError):
     It was running each time its container died, as many times as the crash limit
     (``WARREN_CRASH_LIMIT``) allows; the message names the limit and the queue.
     """
+
+
+class OutOfMemoryError(ExecutionError):
+    """The function went past its ``memory`` limit. Told apart from a crash: not retried."""
 
 
 class RemoteError(WarrenError):
