@@ -34,7 +34,8 @@ from aiormq.exceptions import ChannelLockedResource
 from engine import procs
 from engine.cancels import CancelMemory
 from engine.gateway import Gateway
-from engine.hosting import Host, HostedApp, pool_key
+from engine.hosted import HostedApp, pool_key
+from engine.hosting import Host
 from engine.secrets import redacted
 from sdk import exceptions, naming, topology
 from sdk.client import Client

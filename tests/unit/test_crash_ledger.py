@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from engine.crashes import CRASHED, HEALTHY, REPLACED, CrashLedger
-from engine.hosting import check_timeouts, longest_timeout
+from engine.hosted import check_timeouts, longest_timeout
 from sdk.exceptions import InvalidError
 from sdk.protocol import FunctionSpec
 
