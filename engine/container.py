@@ -35,32 +35,32 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from engine.cancelling import Cancels
 from engine.crashes import CRASHED, REPLACED
 from engine.execution import STATUS_ABANDONED, Executor, Job
 from engine.link import EngineLink
-from engine.outbox import SETTLE_ERRORS, Delivery, Outbox
+from engine.outbox import Delivery, Outbox
 from engine.triage import Triage
 from sdk import naming, topology
 from sdk.batching import PrefetchTuner
 from sdk.config import RECONNECT_INTERVAL, settings
-from sdk.exceptions import EngineError, MessageRejectedError, WarrenError
+from sdk.exceptions import EngineError, WarrenError
 from sdk.protocol import (
     KIND_CALLS,
     STATUS_CANCELLED,
     STATUS_ERROR,
     CallBatch,
-    Cancel,
     FunctionSpec,
 )
-from sdk.signing import ENVELOPE_OVERHEAD, signer
+from sdk.publisher import BROKER_ERRORS
+from sdk.signing import ENVELOPE_OVERHEAD, MessageExpiredError, signer
 
 log = structlog.get_logger(__name__)
 
-CANCELLED_MEMORY = 10_000
 EXIT_BAD_CODE = 3
 EXIT_REPLACED = 4
-SYNC_CANCEL_GRACE = 1.0
 REPLACEMENT_FLUSH_SECONDS = 5.0
+SUSPECT_RETRY_DELAY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +121,7 @@ class Container:
         )
         self._connection: AbstractRobustConnection | None = None
         self._executor: Executor | None = None
-        self._cancelled: dict[str, None] = dict.fromkeys(config.cancelled)
-        self._replacing: asyncio.Task[None] | None = None
-        self._cancelled_running: set[str] = set()
+        self._cancels = Cancels(config.cancelled, self._signer, self._log)
         self._exiting: asyncio.Task[None] | None = None
         self._inputs: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -159,6 +157,7 @@ class Container:
             on_stuck=self._replace_soon,
             max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
         )
+        self._cancels.attach(self._executor, self._exit_for_replacement)
         self._connection = await aio_pika.connect_robust(
             self.config.broker_url,
             reconnect_interval=RECONNECT_INTERVAL,
@@ -178,7 +177,7 @@ class Container:
             await self._connection.channel(),
             self.config.environment,
             self.config.container_id,
-            self._on_cancel,
+            self._cancels.on_cancel,
         )
         self._consumer_tag = await queue.consume(self._on_input)
         self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
@@ -187,7 +186,7 @@ class Container:
             await self._stop.wait()
         finally:
             async with self._resubscribing:  # no new consumer may appear after this
-                with contextlib.suppress(*SETTLE_ERRORS):
+                with contextlib.suppress(*BROKER_ERRORS):
                     await queue.cancel(self._consumer_tag)
             await self._finish()
 
@@ -216,41 +215,6 @@ class Container:
                 "(broker_config/rabbitmq.conf) and set WARREN_BROKER_CONSUMER_TIMEOUT to match",
             )
 
-    async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
-        try:
-            cancel = Cancel.from_body(self._signer.open(message.body).body)
-        except WarrenError as exc:
-            self._log.warning("cancel_rejected", reason=str(exc))
-            return
-        for invocation_id in cancel.invocation_ids:
-            self._cancelled[invocation_id] = None
-        while len(self._cancelled) > CANCELLED_MEMORY:
-            del self._cancelled[next(iter(self._cancelled))]
-        assert self._executor is not None
-        ids = set(cancel.invocation_ids)
-        stopped = self._executor.cancel(ids)
-        if stopped:
-            self._log.info("inputs_cancelled", running=stopped)
-        if self._executor.running_sync(ids):
-            self._cancelled_running |= ids
-            if self._replacing is None:
-                self._replacing = asyncio.create_task(self._replace_if_still_running())
-
-    async def _replace_if_still_running(self) -> None:
-        # A thread cannot be interrupted: if a cancelled sync input is still running after
-        # a grace period, this container exits and the pool starts a fresh one. Its other
-        # unacknowledged inputs are redelivered; the cancelled ones are skipped, since the
-        # engine hands its new containers the ids of recent cancels. Cancels arriving
-        # meanwhile join the same check.
-        assert self._executor is not None
-        while self._cancelled_running:
-            await asyncio.sleep(SYNC_CANCEL_GRACE)
-            ids, self._cancelled_running = self._cancelled_running, set()
-            if self._executor.running_sync(ids):
-                self._log.warning("container_replaced_to_cancel", invocations=sorted(ids))
-                await self._exit_for_replacement()
-        self._replacing = None
-
     def _replace_soon(self) -> None:
         """A sync input ran past its timeout: publish what is done, then exit for a new one."""
         if self._exiting is None:
@@ -269,61 +233,97 @@ class Container:
 
     async def _on_input(self, message: AbstractIncomingMessage) -> None:
         if self._stop.is_set():
-            with contextlib.suppress(*SETTLE_ERRORS):
+            with contextlib.suppress(*BROKER_ERRORS):
                 await message.nack(requeue=True)
             return
         try:
-            envelope = self._signer.open(message.body)
-            if envelope.kind != KIND_CALLS:
-                raise MessageRejectedError(f"rejected: unexpected message kind {envelope.kind!r}")
+            envelope = self._signer.open_message(message, kind=KIND_CALLS)
             batch = CallBatch.from_body(envelope.body)
+        except MessageExpiredError as exc:
+            await self._triage.expired(message, exc)
+            return
         except WarrenError as exc:
             await self._triage.reject(message, str(exc))
             return
-        if batch.invocation_id in self._cancelled or not batch.inputs:
-            with contextlib.suppress(*SETTLE_ERRORS):
+        if batch.invocation_id in self._cancels or not batch.inputs:
+            with contextlib.suppress(*BROKER_ERRORS):
                 await message.ack()
             return
         verdict = await self._triage.verdict(message)
         if verdict == REPLACED:
-            with contextlib.suppress(*SETTLE_ERRORS):
+            with contextlib.suppress(*BROKER_ERRORS):
                 await message.ack()
             return
         if verdict == CRASHED:
-            await self._triage.after_crash(message, batch)
+            await self._triage.after_crash(message, batch, envelope.expires_at)
             return
         if batch.crashes:
-            await self._take_alone(message, batch)
+            await self._take_alone(message, batch, envelope.expires_at)
             return
-        await self._gate.wait()
+        if not self._gate.is_set():
+            # A suspect runs alone here for now: this one goes to another container.
+            with contextlib.suppress(*BROKER_ERRORS):
+                await message.nack(requeue=True)
+            return
         self._report("took", message)
-        await self._take(message, batch)
+        await self._take(message, batch, envelope.expires_at)
 
-    async def _take_alone(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
+    async def _take_alone(
+        self, message: AbstractIncomingMessage, batch: CallBatch, expires_at: int
+    ) -> None:
         """Run an input that was running when a container died with nothing beside it.
 
         Then if it kills this container too, no other input is charged with the crash.
+        A container that is busy does not hold it (its delivery would wait unacknowledged
+        for the running inputs): it goes back to the queue after a second.
         """
+        if self._isolation.locked() or self._held or self._outbox.busy:
+            try:
+                await self._outbox.requeue(
+                    message, [batch], SUSPECT_RETRY_DELAY, expires_at=expires_at
+                )
+            except (EngineError, *BROKER_ERRORS):
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await message.nack(requeue=True)
+                return
+            with contextlib.suppress(*BROKER_ERRORS):
+                await message.ack()
+            return
         async with self._isolation:
             self._gate.clear()
+            await self._pause_intake()
             try:
-                await self._quiet()
                 self._report("took", message)
-                await self._take(message, batch)
+                await self._take(message, batch, expires_at)
                 await self._quiet()
             finally:
                 self._gate.set()
+                await self._resume_intake()
+
+    async def _pause_intake(self) -> None:
+        assert self._queue is not None
+        async with self._resubscribing:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await self._queue.cancel(self._consumer_tag)
+
+    async def _resume_intake(self) -> None:
+        assert self._queue is not None
+        async with self._resubscribing:
+            if not self._stop.is_set():
+                self._consumer_tag = await self._queue.consume(self._on_input)
 
     async def _quiet(self) -> None:
         """Until nothing runs and every message taken is settled (the ledger holds none)."""
         await self._idle.wait()
         await self._outbox.drain()
 
-    async def _take(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
+    async def _take(
+        self, message: AbstractIncomingMessage, batch: CallBatch, expires_at: int
+    ) -> None:
         """Start what fits in the free slots; hand the rest back to the queue."""
         free = max(0, self.config.spec.max_inputs - self._held)
         start, rest = batch.inputs[:free], batch.inputs[free:]
-        delivery = Delivery(message, batch, len(start) + (1 if rest else 0))
+        delivery = Delivery(message, batch, len(start) + (1 if rest else 0), expires_at)
         self._held += len(start)
         if self._held:
             self._idle.clear()
@@ -358,8 +358,8 @@ class Container:
         # Requeued (and confirmed) before the original message is acknowledged: a crash
         # in between runs those inputs twice, never zero times.
         try:
-            await self._outbox.requeue(delivery.message, [rest])
-        except (EngineError, *SETTLE_ERRORS) as exc:
+            await self._outbox.requeue(delivery.message, [rest], expires_at=delivery.expires_at)
+        except (EngineError, *BROKER_ERRORS) as exc:
             self._log.warning("inputs_not_handed_back", reason=str(exc), inputs=len(rest.inputs))
             delivery.abandoned = True  # the whole message runs again elsewhere
         await self._outbox.settle(delivery)
@@ -385,7 +385,7 @@ class Container:
         if status == STATUS_ABANDONED:
             delivery.abandoned = True
             self._outbox.add(None, delivery)
-        elif status == STATUS_CANCELLED or job.invocation_id in self._cancelled:
+        elif status == STATUS_CANCELLED or job.invocation_id in self._cancels:
             self._outbox.add(None, delivery)
         elif (
             status == STATUS_ERROR

@@ -69,12 +69,13 @@ class CrashLedger:
 
     def replaced(self, message_id: str) -> None:
         """A container put copies of this crashed message back: never run it again."""
+        self._victims.pop(message_id, None)
         self._replaced[message_id] = None
         _bound(self._replaced)
 
     async def verdict(self, message_id: str, asker: int) -> str:
-        """``CRASHED`` if the last holder of ``message_id`` died with it (counted once),
-        ``REPLACED`` if it was replaced already, else ``HEALTHY``."""
+        """``CRASHED`` if the last holder of ``message_id`` died with it, ``REPLACED`` if
+        copies carrying the crash count stand for it already, else ``HEALTHY``."""
         if message_id in self._replaced:
             return REPLACED
         holder = self._holder.get(message_id)
@@ -84,10 +85,9 @@ class CrashLedger:
                 await asyncio.wait_for(gone.wait(), self._wait)
             except TimeoutError:
                 return HEALTHY  # alive: its connection dropped, it did not crash
-        if message_id in self._victims:
-            del self._victims[message_id]
-            return CRASHED
-        return HEALTHY
+        # Kept until the crash is recorded (``replaced``): if the container that heard
+        # this verdict fails to requeue the message, the next one to get it is told too.
+        return CRASHED if message_id in self._victims else HEALTHY
 
 
 def _bound(remembered: collections.OrderedDict[str, None]) -> None:

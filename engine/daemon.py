@@ -28,7 +28,6 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import ChannelLockedResource
 
 from engine import procs
@@ -40,7 +39,8 @@ from engine.secrets import redacted
 from sdk import exceptions, naming, topology
 from sdk.client import Client
 from sdk.config import RECONNECT_INTERVAL, Settings
-from sdk.protocol import Cancel, ControlReply, ControlRequest
+from sdk.protocol import KIND_CANCEL, KIND_CONTROL, Cancel, ControlReply, ControlRequest
+from sdk.publisher import BROKER_ERRORS
 from sdk.signing import CONTROL_MAX_SIZE, signer
 
 log = structlog.get_logger(__name__)
@@ -159,7 +159,8 @@ class Engine:
 
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
         try:
-            self.cancels.add(Cancel.from_body(self._signer.open(message.body).body).invocation_ids)
+            cancel = Cancel.from_body(self._signer.open_message(message, kind=KIND_CANCEL).body)
+            self.cancels.add(cancel.invocation_ids)
         except exceptions.WarrenError as exc:
             log.warning("cancel_rejected", reason=str(exc))
 
@@ -169,10 +170,12 @@ class Engine:
         # Acknowledged at once: a request may take long (stopping an app waits for its
         # containers), longer than the broker lets a delivery stay unacknowledged, and
         # a redelivered request would run twice. The caller times out if we die.
-        with contextlib.suppress(AMQPError, RuntimeError):
+        with contextlib.suppress(*BROKER_ERRORS):
             await message.ack()
         try:
-            envelope = self._signer.open(message.body, max_size=CONTROL_MAX_SIZE)
+            envelope = self._signer.open_message(
+                message, max_size=CONTROL_MAX_SIZE, kind=KIND_CONTROL
+            )
             request = ControlRequest.from_body(envelope.body)
             handler = getattr(self, f"_op_{request.op}", None)
             if handler is None:
@@ -184,14 +187,19 @@ class Engine:
             log.exception("control_failed")
             reply = ControlReply(False, error="EngineError", message=f"{type(exc).__name__}: {exc}")
         if message.reply_to and self._channel is not None:
-            await self._channel.default_exchange.publish(
-                aio_pika.Message(
-                    self._signer.seal(reply.to_envelope()),
-                    correlation_id=message.correlation_id,
-                    type="control_reply",
-                ),
-                routing_key=message.reply_to,
-            )
+            try:
+                await self._channel.default_exchange.publish(
+                    aio_pika.Message(
+                        self._signer.seal(
+                            reply.to_envelope(), correlation_id=message.correlation_id
+                        ),
+                        correlation_id=message.correlation_id,
+                        type="control_reply",
+                    ),
+                    routing_key=message.reply_to,
+                )
+            except BROKER_ERRORS as exc:  # the caller's own timeout tells it
+                log.warning("control_reply_not_sent", reason=f"{type(exc).__name__}: {exc}")
 
     @property
     def host(self) -> Host:

@@ -17,8 +17,8 @@ from engine.republisher import dead_letter
 from sdk import failure, naming
 from sdk.codec import FORMAT_MSGPACK
 from sdk.exceptions import ExecutionError, WarrenError
-from sdk.protocol import STATUS_ERROR, CallBatch, ResultBatch
-from sdk.signing import signer
+from sdk.protocol import KIND_CALLS, STATUS_ERROR, CallBatch, ResultBatch
+from sdk.signing import CALL_RESULT_VALIDITY, signer
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,7 @@ async def _answer(
 ) -> int:
     sealer = signer()
     try:
-        batch = CallBatch.from_body(sealer.open(message.body).body)
+        batch = CallBatch.from_body(sealer.open_message(message, kind=KIND_CALLS).body)
     except WarrenError as exc:
         # Not answered (nobody vouches for its reply_to); kept with the reason instead.
         await dead_letter(
@@ -67,7 +67,10 @@ async def _answer(
     ]
     await channel.default_exchange.publish(
         aio_pika.Message(
-            sealer.seal(ResultBatch(items).to_envelope()),
+            sealer.seal(
+                ResultBatch(items).to_envelope(),
+                valid_for=CALL_RESULT_VALIDITY if naming.is_call_queue(reply_to) else None,
+            ),
             type="results",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         ),

@@ -18,33 +18,32 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError
 
 from engine.link import EngineLink
 from sdk import naming
 from sdk.batching import ITEM_OVERHEAD, slices_within
 from sdk.exceptions import EngineError
 from sdk.protocol import KIND_RESULTS, CallBatch, FunctionSpec, ResultBatch, ResultItem
-from sdk.signing import ENVELOPE_OVERHEAD, Signer
+from sdk.publisher import BROKER_ERRORS
+from sdk.signing import CALL_RESULT_VALIDITY, ENVELOPE_OVERHEAD, Signer
 
 log = structlog.get_logger(__name__)
 
 MAX_RESULTS_PER_MESSAGE = 1000
-# A spawned call's result is kept as long as its queue keeps it (x-message-ttl); its
-# signature must not expire first, whatever retention the caller chose.
-CALL_RESULT_VALIDITY = 366 * 24 * 3600.0
-SETTLE_ERRORS = (AMQPError, RuntimeError, OSError)
 
 
 class Delivery:
     """A message whose inputs are running; settled when the last of them is accounted for."""
 
-    __slots__ = ("abandoned", "batch", "message", "pending")
+    __slots__ = ("abandoned", "batch", "expires_at", "message", "pending")
 
-    def __init__(self, message: AbstractIncomingMessage, batch: CallBatch, pending: int) -> None:
+    def __init__(
+        self, message: AbstractIncomingMessage, batch: CallBatch, pending: int, expires_at: int
+    ) -> None:
         self.message = message
         self.batch = batch
         self.pending = pending
+        self.expires_at = expires_at  # what it is put back with keeps it
         self.abandoned = False
 
 
@@ -94,14 +93,19 @@ class Outbox:
         task.add_done_callback(self._flushes.discard)
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Flush everything, and wait (at most ``timeout``) until it is out."""
+        """Flush everything, and wait (at most ``timeout``) until it is out.
+
+        Flushes are never cancelled from here (a flush cut between a retry's publish and
+        its ack would run the input twice): a timeout only stops the waiting.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while self.busy:
             self.flush_soon()
-            waiting = asyncio.gather(*self._flushes, return_exceptions=True)
-            try:
-                await asyncio.wait_for(waiting, timeout)
-            except TimeoutError:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
                 return
+            await asyncio.wait(set(self._flushes), timeout=remaining)
 
     async def settle(self, delivery: Delivery) -> None:
         """One more of the delivery's inputs is accounted for; ack (or requeue) at the last."""
@@ -127,7 +131,7 @@ class Outbox:
                     await self._retry(*retry)
             for _, delivery, _ in pending:
                 await self.settle(delivery)
-        except (*SETTLE_ERRORS, EngineError) as exc:
+        except (*BROKER_ERRORS, EngineError) as exc:
             # The inputs run again (here or elsewhere) and the client drops duplicates.
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("results_not_published", reason=reason, results=len(pending))
@@ -137,7 +141,7 @@ class Outbox:
         for delivery in deliveries:
             if not delivery.message.processed:
                 self._released(delivery.message)
-                with contextlib.suppress(*SETTLE_ERRORS):
+                with contextlib.suppress(*BROKER_ERRORS):
                     await delivery.message.nack(requeue=True)
 
     async def publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
@@ -151,7 +155,11 @@ class Outbox:
             chunk = items[start:end]
             await exchange.publish(
                 aio_pika.Message(
-                    self._signer.seal(ResultBatch(chunk).to_envelope(), valid_for=valid_for),
+                    self._signer.seal(
+                        ResultBatch(chunk).to_envelope(),
+                        valid_for=valid_for,
+                        correlation_id=chunk[0][0],
+                    ),
                     type=KIND_RESULTS,
                     correlation_id=chunk[0][0],
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -163,7 +171,7 @@ class Outbox:
         failures = delivery.batch.failures + 1
         delay = self._spec.retries.delay(failures)
         again = delivery.batch.single((index, fmt, data), failures=failures)
-        await self.requeue(delivery.message, [again], delay)
+        await self.requeue(delivery.message, [again], delay, expires_at=delivery.expires_at)
         log.info(
             "input_retried",
             invocation=delivery.batch.invocation_id,
@@ -178,6 +186,7 @@ class Outbox:
         batches: list[CallBatch],
         delay: float = 0.0,
         *,
+        expires_at: int,
         replaces: str | None = None,
     ) -> None:
         """Have the engine put these batches in the function queue (after ``delay`` s).
@@ -188,7 +197,15 @@ class Outbox:
         await self._link.request(
             "requeue",
             replaces=replaces,
-            bodies=[self._signer.seal(batch.to_envelope()) for batch in batches],
+            bodies=[
+                self._signer.seal(
+                    batch.to_envelope(),
+                    reply_to=message.reply_to,
+                    correlation_id=message.correlation_id,
+                    expires_at=expires_at,
+                )
+                for batch in batches
+            ],
             correlation_id=message.correlation_id,
             reply_to=message.reply_to,
             delay_ms=round(delay * 1000),

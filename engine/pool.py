@@ -110,6 +110,7 @@ class ContainerPool:
         self._stopping = False
         self._poke = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._requests: set[asyncio.Task[None]] = set()  # containers' requests in progress
         self._ready: asyncio.Future[None] | None = None
         self._load_error: exceptions.WarrenError | None = None
         self._backoff = 0.0
@@ -147,22 +148,31 @@ class ContainerPool:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         members = list(self._members.values())
+        await self._terminate(members, grace)
+        for _ in members:
+            self._node.release(self.config.spec)  # their _watch tasks were cancelled above
+        if self._requests:
+            await asyncio.wait(set(self._requests), timeout=KILL_WAIT)
+
+    async def _terminate(self, members: list[_Member], grace: float) -> None:
+        """SIGTERM, then SIGKILL what is still running after ``grace`` seconds."""
         for member in members:
             member.stopping = True
             member.process.terminate()
-        if members:
-            waits = [asyncio.ensure_future(m.process.wait()) for m in members]
-            _, late = await asyncio.wait(waits, timeout=grace)
-            for member in members:
-                if member.process.alive:
-                    self._log.warning("container_killed", pid=member.process.pid)
-                    member.process.kill()
-            if late:
-                _, lost = await asyncio.wait(late, timeout=KILL_WAIT)
-                for waiting in lost:
-                    waiting.cancel()
-                if lost:
-                    self._log.error("containers_not_reaped", count=len(lost))
+        if not members:
+            return
+        waits = [asyncio.ensure_future(m.process.wait()) for m in members]
+        _, late = await asyncio.wait(waits, timeout=grace)
+        for member in members:
+            if member.process.alive:
+                self._log.warning("container_killed", pid=member.process.pid)
+                member.process.kill()
+        if late:
+            _, lost = await asyncio.wait(late, timeout=KILL_WAIT)
+            for waiting in lost:
+                waiting.cancel()
+            if lost:
+                self._log.error("containers_not_reaped", count=len(lost))
 
     def stats(self) -> dict[str, Any]:
         members = [m for m in self._members.values() if m.process.alive]
@@ -259,7 +269,11 @@ class ContainerPool:
         if member is None:
             return
         if event == "request":
-            self._own(self._answer(member, message))
+            # Owned apart from the autoscaler's tasks: stopping the pool lets them finish,
+            # so a container is always answered (and a republish is never half done).
+            task = asyncio.get_running_loop().create_task(self._answer(member, message))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
         elif event == "ready":
             member.ready = True
             self._load_error = None

@@ -1,8 +1,9 @@
 """What a container does with a message it will not simply run.
 
-* A message that fails verification (unsigned, another key, tampered with, expired,
+* A message that fails verification (unsigned, another key, tampered with,
   oversized, malformed) is never decoded further: it is moved to the dead-letter
-  queue with the reason, and nobody is answered.
+  queue with the reason, and nobody is answered. A genuine one that is only past its
+  expiry goes there too, and its caller gets an ``ExecutionError`` saying so.
 * A redelivered message whose last holder crashed (the engine's crash ledger says so)
   counts one more crash for each of its inputs: they go back to the queue one input
   per message, with the count in the (signed) message, so that a poison input is
@@ -18,16 +19,16 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError
 
 from engine.crashes import HEALTHY
 from engine.link import EngineLink
-from engine.outbox import SETTLE_ERRORS, Outbox
+from engine.outbox import Outbox
 from sdk import failure, naming
 from sdk.codec import FORMAT_MSGPACK
-from sdk.exceptions import DeadLetteredError, EngineError
+from sdk.exceptions import DeadLetteredError, EngineError, ExecutionError, WarrenError
 from sdk.protocol import STATUS_ERROR, CallBatch, ResultItem
-from sdk.signing import Signer
+from sdk.publisher import BROKER_ERRORS
+from sdk.signing import MessageExpiredError, Signer
 
 
 class Triage:
@@ -59,10 +60,10 @@ class Triage:
             )
         except EngineError:
             # The queue's own dead-letter exchange still keeps it (without our reason).
-            with contextlib.suppress(*SETTLE_ERRORS):
+            with contextlib.suppress(*BROKER_ERRORS):
                 await message.reject(requeue=False)
             return
-        with contextlib.suppress(*SETTLE_ERRORS):
+        with contextlib.suppress(*BROKER_ERRORS):
             await message.ack()
 
     async def verdict(self, message: AbstractIncomingMessage) -> str:
@@ -77,7 +78,36 @@ class Triage:
             return HEALTHY
         return str(answer.get("verdict", HEALTHY))
 
-    async def after_crash(self, message: AbstractIncomingMessage, batch: CallBatch) -> None:
+    async def expired(self, message: AbstractIncomingMessage, exc: MessageExpiredError) -> None:
+        """A genuine input that waited past its expiry: dead-lettered, and its caller told."""
+        try:
+            batch = CallBatch.from_body(exc.envelope.body)
+        except WarrenError:
+            await self.reject(message, str(exc))
+            return
+        error = failure.capture(
+            ExecutionError(
+                f"the input of {self._function} was not run: it waited in its queue past its "
+                "expiry (WARREN_MESSAGE_EXPIRY, or the result retention of a spawned call)"
+            )
+        )
+        items: list[ResultItem] = [
+            (batch.invocation_id, index, STATUS_ERROR, FORMAT_MSGPACK, error, 0.0)
+            for index, _, _ in batch.inputs
+        ]
+        try:
+            if message.reply_to:
+                await self._outbox.publish_results(message.reply_to, items)
+        except BROKER_ERRORS as publish_error:
+            self._log.warning("expired_input_not_answered", reason=str(publish_error))
+            with contextlib.suppress(*BROKER_ERRORS):
+                await message.nack(requeue=True)
+            return
+        await self.reject(message, str(exc))
+
+    async def after_crash(
+        self, message: AbstractIncomingMessage, batch: CallBatch, expires_at: int
+    ) -> None:
         """Count the crash: requeue the inputs one by one, or dead-letter them at the limit."""
         crashes = batch.crashes + 1
         self._log.warning(
@@ -90,19 +120,21 @@ class Triage:
         singles = [batch.single(item, crashes=crashes) for item in batch.inputs]
         try:
             if crashes >= self._crash_limit:
-                await self._dead_letter(message, singles)
+                await self._dead_letter(message, singles, expires_at)
             else:
-                await self._outbox.requeue(message, singles, replaces=message.message_id)
-        except (EngineError, AMQPError) as exc:
-            self._log.warning("crashed_input_not_requeued", reason=str(exc))
-            with contextlib.suppress(*SETTLE_ERRORS):
+                await self._outbox.requeue(
+                    message, singles, expires_at=expires_at, replaces=message.message_id
+                )
+        except (EngineError, *BROKER_ERRORS) as exc:
+            self._log.warning("crashed_input_not_requeued", reason=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(*BROKER_ERRORS):
                 await message.nack(requeue=True)
             return
-        with contextlib.suppress(*SETTLE_ERRORS):
+        with contextlib.suppress(*BROKER_ERRORS):
             await message.ack()
 
     async def _dead_letter(
-        self, message: AbstractIncomingMessage, singles: list[CallBatch]
+        self, message: AbstractIncomingMessage, singles: list[CallBatch], expires_at: int
     ) -> None:
         dead_letter_queue = naming.dead_letter_queue(self._environment)
         reason = (
@@ -112,13 +144,6 @@ class Triage:
         properties: dict[str, Any] = self._outbox.properties(message)
         results: list[ResultItem] = []
         for single in singles:
-            await self._link.request(
-                "dead_letter",
-                body=self._signer.seal(single.to_envelope()),
-                reason=reason,
-                replaces=message.message_id,
-                **properties,
-            )
             index = single.inputs[0][0]
             error = DeadLetteredError(
                 f"input {index} of {self._function} was moved to the dead-letter queue "
@@ -134,5 +159,20 @@ class Triage:
                     0.0,
                 )
             )
+        # The callers' answers first: once the engine has the dead letters, the message is
+        # marked replaced and will never run (or be answered) again.
         if message.reply_to:
             await self._outbox.publish_results(message.reply_to, results)
+        for single in singles:
+            await self._link.request(
+                "dead_letter",
+                body=self._signer.seal(
+                    single.to_envelope(),
+                    reply_to=message.reply_to,
+                    correlation_id=message.correlation_id,
+                    expires_at=expires_at,
+                ),
+                reason=reason,
+                replaces=message.message_id,
+                **properties,
+            )

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
@@ -31,13 +32,15 @@ from sdk.exceptions import (
     InvalidError,
     NotFoundError,
     ResultExpiredError,
+    WarrenError,
 )
 from sdk.facade import Method
 from sdk.invocation import Target, encode_input, not_running, outcome, publish_cancel
-from sdk.protocol import STATUS_CANCELLED, CallBatch, ResultBatch
-from sdk.signing import signer
+from sdk.protocol import KIND_RESULTS, STATUS_CANCELLED, CallBatch, ResultBatch
+from sdk.signing import CALL_RESULT_VALIDITY, signer
 
 R = TypeVar("R")
+log = structlog.get_logger(__name__)
 
 _ID_PREFIX = "fc"
 GATHER_WORKERS = 32
@@ -84,7 +87,6 @@ async def spawn_call(
     fmt, data = encode_input(args, kwargs, target, client.signer.max_size)
     retention = max(1, round(settings().result_retention))
     ref = CallRef(target.environment, uuid.uuid4().hex, int(time.time()), retention)
-    await client.publisher.declare_call_queue(ref.queue, retention)
     try:
         await client.publish(
             target.queue,
@@ -92,6 +94,9 @@ async def spawn_call(
             correlation_id=ref.call_id,
             reply_to=ref.queue,
             valid_for=retention,
+            # Declared before each attempt: a publish re-sent after a lost connection must
+            # not find the result queue missing (a nowait declare may have been lost too).
+            prepare=lambda: client.publisher.declare_call_queue(ref.queue, retention),
         )
     except NotFoundError:
         await client.publisher.delete_queue(ref.queue)
@@ -185,7 +190,7 @@ class FunctionCall(Generic[R]):
             with contextlib.suppress(AMQPError):
                 await client.publisher.delete_queue(self._ref.queue)
             raise self._expired()
-        status, fmt, data = await self._fetch(channel, timeout)
+        status, fmt, data = await client.unless_broker_lost(self._fetch(channel, timeout))
         if status == STATUS_CANCELLED:
             raise CallCancelledError(f"{self._function_name} was cancelled")
         result: R = outcome(status, fmt, data, self._function_name)
@@ -197,12 +202,15 @@ class FunctionCall(Generic[R]):
         # A plain basic.get first: most results fetched are already there, and it is one
         # round trip. A missing queue means the result is gone (this closes the channel).
         queue = await channel.get_queue(self._ref.queue, ensure=False)
-        try:
-            message = await queue.get(no_ack=False, fail=False)
-        except ChannelNotFoundEntity:
-            raise self._expired() from None
-        if message is not None:
-            return await _read_and_put_back(message)
+        while True:
+            try:
+                message = await queue.get(no_ack=False, fail=False)
+            except ChannelNotFoundEntity:
+                raise self._expired() from None
+            if message is None:
+                break
+            if (found := await _read_and_put_back(message)) is not None:
+                return found
         if timeout == 0:
             raise TimeoutError(f"{self._function_name} has no result yet")
         try:
@@ -222,7 +230,10 @@ class FunctionCall(Generic[R]):
         marker = ResultBatch([(self._ref.call_id, 0, STATUS_CANCELLED, 0, b"", 0.0)])
         with contextlib.suppress(NotFoundError):  # its result already expired: nothing to do
             await client.publish(
-                self._ref.queue, marker.to_envelope(), correlation_id=self._ref.call_id
+                self._ref.queue,
+                marker.to_envelope(),
+                correlation_id=self._ref.call_id,
+                valid_for=CALL_RESULT_VALIDITY,
             )
         await publish_cancel(client, self._ref.environment, [self._ref.call_id])
 
@@ -234,26 +245,28 @@ class FunctionCall(Generic[R]):
 
 
 async def _first_message(channel: Any, queue: Any) -> tuple[int, int, bytes]:
-    """Consume until the first message, stop consuming, then put it back for other readers."""
+    """Consume until the first valid result, stop consuming, put it back for other readers."""
     await channel.set_qos(prefetch_count=1)
-    arrived: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        if not arrived.done():
-            arrived.set_result(message)
-
-    tag = await queue.consume(on_message)
+    arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    tag = await queue.consume(arrived.put)
     try:
-        message = await arrived
+        while True:
+            if (found := await _read_and_put_back(await arrived.get())) is not None:
+                return found
     finally:
         await queue.cancel(tag)
-    return await _read_and_put_back(message)
 
 
-async def _read_and_put_back(message: AbstractIncomingMessage) -> tuple[int, int, bytes]:
+async def _read_and_put_back(message: AbstractIncomingMessage) -> tuple[int, int, bytes] | None:
+    """The result a message holds, which stays in the queue; None for one that fails
+    verification, which is taken off it so that it cannot hide the result behind it."""
     try:
-        items = ResultBatch.from_body(signer().open(message.body).body).items
-    finally:
-        await message.nack(requeue=True)
-    _, _, status, fmt, data, _ = items[0]
+        envelope = signer().open_message(message, kind=KIND_RESULTS)
+        items = ResultBatch.from_body(envelope.body).items
+        _, _, status, fmt, data, _ = items[0]
+    except (WarrenError, ValueError, IndexError) as exc:
+        log.warning("result_rejected", reason=str(exc), queue=message.routing_key)
+        await message.ack()
+        return None
+    await message.nack(requeue=True)
     return status, fmt, data

@@ -29,8 +29,8 @@ import contextvars
 import dataclasses
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Generator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any, Protocol, TypeVar
 
 import aio_pika
 import structlog
@@ -60,10 +60,11 @@ from sdk.protocol import (
     ControlRequest,
     ResultBatch,
 )
-from sdk.publisher import CONNECTION_LOST, Publisher
+from sdk.publisher import BROKER_ERRORS, Publisher
 from sdk.signing import CONTROL_MAX_SIZE, signer
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 RESULT_PREFETCH = 64
 
@@ -103,6 +104,7 @@ class Client:
         self._closed = False
         self._lifetime: AsyncIterator[None] | None = None
         self._outage: asyncio.TimerHandle | None = None
+        self._outage_waiters: set[asyncio.Future[None]] = set()
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -166,12 +168,31 @@ class Client:
 
     def _give_up(self) -> None:
         self._outage = None
-        self._fail_waiting(
-            exceptions.ConnectionError(
-                f"lost the broker at {_redact(self.settings.broker_url)} for "
-                f"{self.settings.reconnect_timeout:g}s (WARREN_RECONNECT_TIMEOUT)"
-            )
+        error = exceptions.ConnectionError(
+            f"lost the broker at {_redact(self.settings.broker_url)} for "
+            f"{self.settings.reconnect_timeout:g}s (WARREN_RECONNECT_TIMEOUT)"
         )
+        self._fail_waiting(error)
+        for waiter in self._outage_waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    async def unless_broker_lost(self, work: Awaitable[T]) -> T:
+        """``await work``, unless the broker stays away past ``WARREN_RECONNECT_TIMEOUT``:
+        then ``ConnectionError`` (for waits that are not a call's, like ``get``)."""
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outage_waiters.add(gone)
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                gone.result()  # raises the ConnectionError
+            return task.result()
+        finally:
+            self._outage_waiters.discard(gone)
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     def _fail_waiting(self, error: Exception) -> None:
         for sink in list(self._sinks.values()):
@@ -237,6 +258,7 @@ class Client:
         persistent: bool = True,
         valid_for: float | None = None,
         max_size: int | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Sign and publish to a queue; see :meth:`Publisher.publish`. Replies come to
         this client's result queue unless ``reply_to`` names another."""
@@ -249,6 +271,7 @@ class Client:
             persistent=persistent,
             valid_for=valid_for,
             max_size=max_size,
+            prepare=prepare,
         )
 
     @property
@@ -284,8 +307,8 @@ class Client:
                 )
         except ChannelNotFoundEntity:
             pass  # no engine ever ran in this environment: no container holds these inputs
-        except AMQPError as exc:
-            log.warning("cancel_not_published", reason=str(exc))
+        except BROKER_ERRORS as exc:  # the broker is away: containers skip nothing, no harm
+            log.warning("cancel_not_published", reason=f"{type(exc).__name__}: {exc}")
 
     async def control(
         self, op: str, args: dict[str, Any], *, queue: str | None = None, timeout: float = 60.0
@@ -327,7 +350,7 @@ class Client:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            envelope = self.signer.open(message.body, max_size=CONTROL_MAX_SIZE)
+            envelope = self.signer.open_message(message, max_size=CONTROL_MAX_SIZE)
             if envelope.kind == KIND_RESULTS:
                 self._route_results(ResultBatch.from_body(envelope.body))
             elif envelope.kind == KIND_CONTROL_REPLY:
@@ -341,7 +364,7 @@ class Client:
             self.messages_rejected += 1
             log.warning("message_rejected", reason=str(exc), queue=self.result_queue)
         finally:
-            with contextlib.suppress(*CONNECTION_LOST):
+            with contextlib.suppress(*BROKER_ERRORS):
                 await message.ack()  # lost with the connection: it comes again, and is dropped
 
     def _route_results(self, batch: ResultBatch) -> None:

@@ -26,16 +26,32 @@ def _type_name(exc: BaseException) -> str:
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
+# A failure must fit in a result message whatever the exception holds: the pickled
+# exception is left out past this size (the caller then gets RemoteError), and the
+# message and traceback texts are cut.
+MAX_PICKLE = 256 * 1024
+MAX_TEXT = 64 * 1024
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_TEXT:
+        return text
+    half = MAX_TEXT // 2
+    return f"{text[:half]}\n[... {len(text) - MAX_TEXT} characters cut ...]\n{text[-half:]}"
+
+
 def capture(exc: BaseException) -> bytes:
-    """Encode ``exc`` (with its traceback) as bytes for a result."""
+    """Encode ``exc`` (with its traceback) as bytes for a result, within a bounded size."""
     try:
         pickled: bytes | None = cloudpickle.dumps(exc, protocol=PICKLE_PROTOCOL)
     except Exception:
         pickled = None
+    if pickled is not None and len(pickled) > MAX_PICKLE:
+        pickled = None
     record = {
         "type": _type_name(exc),
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": _cut(str(exc)),
+        "traceback": _cut("".join(traceback.format_exception(exc))),
         "pickle": pickled,
     }
     return packb(record)

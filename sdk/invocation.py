@@ -131,7 +131,8 @@ async def call_raw(
         if publishing.done():
             publishing.result()  # a refused publish raises here; no result will come
         status, rfmt, rdata = await future
-        await publishing
+        # With the result in hand the confirm no longer matters (a publish re-sent after a
+        # lost connection would only run the call again): the finally below cancels it.
     except NotFoundError:
         raise not_running(target) from None
     except asyncio.CancelledError:

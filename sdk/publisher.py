@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustChannel
-from aio_pika.exceptions import AMQPError, PublishError
+from aio_pika.exceptions import (
+    AMQPConnectionError,
+    AMQPError,
+    ChannelInvalidStateError,
+    PublishError,
+)
 
 from sdk import exceptions, naming, topology
 from sdk.codec import Envelope
@@ -25,8 +30,12 @@ from sdk.signing import Signer
 
 log = structlog.get_logger(__name__)
 
-# What a robust channel raises while its connection is down (or closes under it).
-CONNECTION_LOST = (AMQPError, RuntimeError, OSError)
+# What a robust channel raises while its connection is down (or closes under it): worth
+# waiting for the connection to come back. A refusal by the broker is not.
+CONNECTION_LOST = (AMQPConnectionError, ChannelInvalidStateError, OSError)
+# Anything the broker path may raise: what settling a message (an ack that can no
+# longer reach the broker, say) is allowed to meet and shrug off.
+BROKER_ERRORS = (AMQPError, RuntimeError, OSError)
 
 
 def mib(size: int) -> str:
@@ -58,6 +67,7 @@ class Publisher:
         persistent: bool = True,
         valid_for: float | None = None,
         max_size: int | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Sign and publish to a queue through the default exchange; wait for the confirm.
 
@@ -65,7 +75,9 @@ class Publisher:
         ``NotFoundError`` if the queue does not exist. A publish cut off by a lost
         connection is sent again once the connection is back.
         """
-        body = self._signer.seal(envelope, valid_for=valid_for)
+        body = self._signer.seal(
+            envelope, valid_for=valid_for, reply_to=reply_to, correlation_id=correlation_id
+        )
         limit = self._signer.max_size if max_size is None else max_size
         if len(body) > limit:
             raise MessageTooLargeError(
@@ -87,6 +99,8 @@ class Publisher:
         deadline = asyncio.get_running_loop().time() + self._reconnect_timeout
         while True:
             try:
+                if prepare is not None:
+                    await prepare()
                 await self._channel.default_exchange.publish(
                     message, routing_key=queue, mandatory=True
                 )

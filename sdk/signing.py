@@ -24,8 +24,9 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
-from sdk.codec import Envelope, unpack_envelope
+from sdk.codec import Envelope, packb, unpack_envelope
 from sdk.config import settings
 from sdk.exceptions import DeserializationError, InvalidError, MessageRejectedError
 
@@ -35,6 +36,9 @@ KEY_ID_CHARS = 12
 CONTROL_MAX_SIZE = 64 * 1024 * 1024
 # Room a sealed envelope and a batch's own fields take besides its values.
 ENVELOPE_OVERHEAD = 1024
+# A spawned call's result is kept as long as its queue keeps it (x-message-ttl); the
+# signature of what is put there must not expire first, whatever retention was chosen.
+CALL_RESULT_VALIDITY = 366 * 24 * 3600.0
 
 
 def default_key_file() -> Path:
@@ -90,6 +94,15 @@ def _key_from_file(path: Path, named: bool) -> bytes:
     return _check(_read_key_file(path), source)
 
 
+class MessageExpiredError(MessageRejectedError):
+    """A genuine message (the signature checks out) that is past its expiry: its sender
+    can still be answered, unlike a forgery's."""
+
+    def __init__(self, message: str, envelope: Envelope) -> None:
+        super().__init__(message)
+        self.envelope = envelope
+
+
 class Signer:
     """Seals envelopes with one key and opens (verifies) envelopes sealed with it."""
 
@@ -99,29 +112,60 @@ class Signer:
         self.max_size = max_size
         self.expiry = expiry
 
-    def _mac(self, envelope: Envelope) -> bytes:
+    def _mac(self, envelope: Envelope, reply_to: str | None, correlation_id: str | None) -> bytes:
         mac = hmac.new(self._key, envelope.header(), hashlib.sha256)
+        mac.update(packb([reply_to, correlation_id]))
         mac.update(envelope.body)
         return mac.digest()
 
-    def seal(self, envelope: Envelope, *, valid_for: float | None = None) -> bytes:
-        """The envelope as bytes, signed, valid for ``valid_for`` seconds (default expiry)."""
-        lifetime = self.expiry if valid_for is None else max(valid_for, self.expiry)
-        unsigned = Envelope(
-            envelope.kind, envelope.body, self.key_id, int(time.time() + lifetime) + 1
-        )
+    def seal(
+        self,
+        envelope: Envelope,
+        *,
+        valid_for: float | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        expires_at: int | None = None,
+    ) -> bytes:
+        """The envelope as bytes, signed, valid for ``valid_for`` seconds (default expiry),
+        or until ``expires_at`` (a message put back keeps the expiry it came with).
+
+        The signature also covers the AMQP ``reply_to`` and ``correlation_id`` the message
+        will carry: a captured call cannot be replayed with its answers sent elsewhere.
+        """
+        if expires_at is None:
+            lifetime = self.expiry if valid_for is None else max(valid_for, self.expiry)
+            expires_at = int(time.time() + lifetime) + 1
+        unsigned = Envelope(envelope.kind, envelope.body, self.key_id, expires_at)
         return Envelope(
             unsigned.kind,
             unsigned.body,
             unsigned.key_id,
             unsigned.expires_at,
-            self._mac(unsigned),
+            self._mac(unsigned, reply_to, correlation_id),
         ).pack()
 
+    def open_message(self, message: Any, **checks: Any) -> Envelope:
+        """:meth:`open` an incoming AMQP message, with the properties it came with."""
+        return self.open(
+            message.body,
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
+            **checks,
+        )
+
     def open(
-        self, data: bytes, *, max_size: int | None = None, now: float | None = None
+        self,
+        data: bytes,
+        *,
+        max_size: int | None = None,
+        now: float | None = None,
+        kind: str | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
     ) -> Envelope:
-        """Parse and verify ``data``; raise ``MessageRejectedError`` saying what is wrong."""
+        """Parse and verify ``data`` (of ``kind``, if given, sent with this ``reply_to`` and
+        ``correlation_id``); raise ``MessageRejectedError`` saying what is wrong."""
         limit = self.max_size if max_size is None else max_size
         try:
             envelope = unpack_envelope(data, max_size=limit)
@@ -134,11 +178,16 @@ class Signer:
                 f"rejected: signed with key {envelope.key_id!r}, and this side has key "
                 f"{self.key_id!r} (set the same WARREN_SECRET_KEY everywhere)"
             )
-        if not hmac.compare_digest(envelope.signature, self._mac(envelope)):
+        expected = self._mac(envelope, reply_to, correlation_id)
+        if not hmac.compare_digest(envelope.signature, expected):
             raise MessageRejectedError("rejected: the signature does not match (tampered with?)")
-        if envelope.expires_at < (time.time() if now is None else now):
+        if kind is not None and envelope.kind != kind:
             raise MessageRejectedError(
-                f"rejected: the message expired at {time.ctime(envelope.expires_at)}"
+                f"rejected: a {envelope.kind!r} message where {kind!r} belongs"
+            )
+        if envelope.expires_at < (time.time() if now is None else now):
+            raise MessageExpiredError(
+                f"rejected: the message expired at {time.ctime(envelope.expires_at)}", envelope
             )
         return envelope
 

@@ -28,6 +28,7 @@ from sdk.protocol import CallBatch
 from sdk.signing import Signer, load_key, signer
 
 ENVIRONMENT = f"test-security-{uuid.uuid4().hex[:8]}"
+REPLY_TO = "nobody"
 app = sdk.App("test-security", environment=ENVIRONMENT)
 
 
@@ -70,7 +71,7 @@ def publish_raw(bodies: list[bytes]) -> None:
             channel = await connection.channel()
             for body in bodies:
                 await channel.default_exchange.publish(
-                    aio_pika.Message(body, message_id=uuid.uuid4().hex, reply_to="nobody"),
+                    aio_pika.Message(body, message_id=uuid.uuid4().hex, reply_to=REPLY_TO),
                     routing_key=function_queue(),
                 )
         finally:
@@ -84,7 +85,7 @@ def forged_messages(sentinel: Path) -> dict[str, bytes]:
     payload = pickle.dumps([[OpensTheSentinel(sentinel)], {}])
     batch = CallBatch("forged", [(0, FORMAT_PICKLE, payload)]).to_envelope()
     ours = signer()
-    sealed = ours.seal(batch)
+    sealed = ours.seal(batch, reply_to=REPLY_TO)
     tampered = bytearray(sealed)
     tampered[-5] ^= 0xFF  # inside the body, after the signature
     return {
@@ -92,7 +93,7 @@ def forged_messages(sentinel: Path) -> dict[str, bytes]:
         "not signed": batch.pack(),
         "signature does not match": bytes(tampered),
         "signed with key": Signer(b"not-our-key-" * 3, ours.max_size, 60).seal(batch),
-        "expired": Signer(load_key(), ours.max_size, -120).seal(batch),
+        "expired": Signer(load_key(), ours.max_size, -120).seal(batch, reply_to=REPLY_TO),
         "exceeds the limit": Envelope("calls", b"x" * (3 * 1024 * 1024)).pack(),
     }
 

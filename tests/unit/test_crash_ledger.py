@@ -12,12 +12,13 @@ from sdk.exceptions import InvalidError
 from sdk.protocol import FunctionSpec
 
 
-async def test_a_message_held_by_a_crashed_container_counts_once() -> None:
+async def test_a_crash_is_reported_until_the_copies_that_count_it_are_queued() -> None:
     ledger = CrashLedger(wait=0.1)
     ledger.took(1, "m1")
     ledger.exited(1, crashed=True)
     assert await ledger.verdict("m1", asker=2) == CRASHED
-    assert await ledger.verdict("m1", asker=2) == HEALTHY
+    # the container told so could not requeue it: the next one is told again
+    assert await ledger.verdict("m1", asker=3) == CRASHED
 
 
 async def test_a_crashed_message_replaced_by_its_copies_is_never_run_again() -> None:

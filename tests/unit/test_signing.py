@@ -100,3 +100,18 @@ def test_without_configuration_a_private_key_file_is_made_once(
     path = tmp_path / "warren" / "secret-key"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert load_key() == first and len(first) >= 32
+
+
+def test_the_signature_covers_reply_to_and_correlation_id() -> None:
+    signer = Signer(KEY, max_size=1024, expiry=60)
+    data = signer.seal(Envelope("calls", b"body"), reply_to="mine", correlation_id="c1")
+    signer.open(data, reply_to="mine", correlation_id="c1")
+    for reply_to, correlation_id in (("theirs", "c1"), ("mine", "c2"), (None, None)):
+        with pytest.raises(MessageRejectedError, match="signature does not match"):
+            signer.open(data, reply_to=reply_to, correlation_id=correlation_id)
+
+
+def test_a_message_of_another_kind_is_rejected() -> None:
+    signer = Signer(KEY, max_size=1024, expiry=60)
+    with pytest.raises(MessageRejectedError, match="'results' message where 'cancel' belongs"):
+        signer.open(sealed(signer, kind="results"), kind="cancel")
