@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 
 from harness import save
 
 import sdk
+
+# Results expire from the broker on their own even if the clean-up below never runs (a
+# broker restarting with tens of thousands of durable queues takes a long time to boot).
+os.environ.setdefault("WARREN_RESULT_RETENTION", "900")
 
 app = sdk.App("bench-spawn")
 
