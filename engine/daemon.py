@@ -32,6 +32,7 @@ from aiormq.exceptions import ChannelLockedResource
 
 from engine import procs
 from engine.cancels import CancelMemory
+from engine.drain import answer_orphan
 from engine.gateway import Gateway
 from engine.hosted import HostedApp, pool_key
 from engine.hosting import Host
@@ -150,11 +151,15 @@ class Engine:
         self._stop.set()
 
     async def _listen_for_cancels(self, environment: str) -> None:
+        """Cancel broadcasts, and the environment's orphaned retries (to answer them)."""
         if environment in self._listening or self._channel is None:
             return
         await topology.subscribe_to_cancels(
             self._channel, environment, self._listener_id, self._on_cancel
         )
+        channel = self._channel
+        orphans = await channel.get_queue(naming.orphans(environment), ensure=True)
+        await orphans.consume(lambda message: answer_orphan(channel, message))
         self._listening.add(environment)
 
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:

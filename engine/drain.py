@@ -8,6 +8,8 @@ callers fail promptly instead of waiting forever.
 
 from __future__ import annotations
 
+import contextlib
+
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
@@ -18,6 +20,7 @@ from sdk import failure, naming
 from sdk.codec import FORMAT_MSGPACK
 from sdk.exceptions import ExecutionError, WarrenError
 from sdk.protocol import KIND_CALLS, STATUS_ERROR, CallBatch, ResultBatch
+from sdk.publisher import BROKER_ERRORS
 from sdk.signing import CALL_RESULT_VALIDITY, signer
 
 log = structlog.get_logger(__name__)
@@ -43,6 +46,18 @@ async def answer_queued(
         if delete:
             await queue.delete(if_unused=False, if_empty=False)
     return answered
+
+
+async def answer_orphan(channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+    """A retry that came back from its delay to find its function queue gone: answered."""
+    queue = message.routing_key or "an unknown queue"
+    try:
+        await _answer(channel, message, queue, f"{queue} was removed before the retry ran")
+    except BROKER_ERRORS:
+        with contextlib.suppress(*BROKER_ERRORS):
+            await message.nack(requeue=True)
+        raise
+    await message.ack()
 
 
 async def _answer(

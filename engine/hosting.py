@@ -272,6 +272,7 @@ class Host:
         await topology.declare_dead_letters(self._channel, environment)
         await topology.declare_cancel_exchange(self._channel, environment)
         await topology.declare_replies_exchange(self._channel)
+        await topology.declare_requeue(self._channel, environment)
         if self._publisher is None:
             self._publisher = await self._connection.channel(publisher_confirms=True)
         return Republisher(self._publisher, environment)

@@ -16,6 +16,8 @@ may not contain dots.
     warren.v1.<env>.cancel                    fanout exchange: cancelled invocations
     warren.v1.<env>.delay                     headers exchange: retries waiting their backoff
     warren.v1.<env>.delay.<ms>                holds retries for <ms>, then back to their queue
+    warren.v1.<env>.requeue                   direct exchange: retries back to function queues
+    warren.v1.<env>.orphans                   retries whose function queue is gone (answered)
     warren.v1.<env>.fn.<app>.<function>       a function's input queue
     warren.v1.<env>.fn.<app>.<function>.<v>   ... of a variant made by with_options
     warren.v1.<env>.results.<client>          a client's result queue
@@ -76,6 +78,15 @@ def delay_exchange(environment: str) -> str:
 
 def delay_queue(environment: str, milliseconds: int) -> str:
     return f"{delay_exchange(environment)}.{int(milliseconds)}"
+
+
+def requeue_exchange(environment: str) -> str:
+    return f"{PREFIX}.{check_part('environment', environment)}.requeue"
+
+
+def orphans(environment: str) -> str:
+    """The fanout exchange, and its queue, for retries that found no function queue."""
+    return f"{PREFIX}.{check_part('environment', environment)}.orphans"
 
 
 def function_queue(environment: str, app: str, function: str, variant: str | None = None) -> str:

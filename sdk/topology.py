@@ -18,9 +18,12 @@ function. The ``*_arguments`` functions are pure; ``declare_*`` do the I/O.
   every result queue is bound under its own name: a container can answer a caller
   but has no way to publish into a function queue.
 * Retries wait in ``delay.<ms>`` queues (one per delay, ``x-message-ttl``), reached
-  through a headers exchange; expired messages dead-letter through the default
-  exchange with their original routing key, the function queue. An unused delay
-  queue expires a minute after its last message.
+  through a headers exchange; expired messages dead-letter, with their original
+  routing key (the function queue's name), to the ``requeue`` exchange, where every
+  function queue is bound under its name. One whose function queue is gone (its app
+  stopped meanwhile) goes to the ``orphans`` queue through the alternate exchange,
+  and the engine answers its caller. An unused delay queue expires a minute after
+  its last message.
 """
 
 from __future__ import annotations
@@ -64,21 +67,40 @@ def dead_letter_queue_arguments() -> dict[str, Any]:
     return {"x-queue-type": "classic", "x-message-ttl": DEAD_LETTER_TTL_MS}
 
 
-def delay_queue_arguments(milliseconds: int) -> dict[str, Any]:
+def delay_queue_arguments(environment: str, milliseconds: int) -> dict[str, Any]:
     return {
         "x-queue-type": "classic",
         "x-message-ttl": milliseconds,
-        "x-dead-letter-exchange": "",  # the default exchange: back to the function queue
+        "x-dead-letter-exchange": naming.requeue_exchange(environment),
         "x-expires": milliseconds + DELAY_QUEUE_LINGER_MS,
     }
+
+
+async def declare_requeue(channel: AbstractChannel, environment: str) -> AbstractQueue:
+    """The requeue exchange, and the orphans queue its unroutable messages go to."""
+    orphans = await channel.declare_exchange(
+        naming.orphans(environment), aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    queue = await channel.declare_queue(naming.orphans(environment), durable=True)
+    await queue.bind(orphans)
+    await channel.declare_exchange(
+        naming.requeue_exchange(environment),
+        aio_pika.ExchangeType.DIRECT,
+        durable=True,
+        arguments={"alternate-exchange": naming.orphans(environment)},
+    )
+    return queue
 
 
 async def declare_function_queue(
     channel: AbstractChannel, environment: str, name: str, queue_type: str
 ) -> AbstractQueue:
-    return await channel.declare_queue(
+    """A function queue, bound to its environment's requeue exchange (declared already)."""
+    queue = await channel.declare_queue(
         name, durable=True, arguments=function_queue_arguments(environment, queue_type)
     )
+    await queue.bind(naming.requeue_exchange(environment), routing_key=name)
+    return queue
 
 
 async def declare_result_queue(
@@ -147,7 +169,7 @@ async def declare_delay_queue(
     queue = await channel.declare_queue(
         naming.delay_queue(environment, milliseconds),
         durable=True,
-        arguments=delay_queue_arguments(milliseconds),
+        arguments=delay_queue_arguments(environment, milliseconds),
     )
     await queue.bind(exchange, arguments={"x-match": "all", DELAY_HEADER: str(milliseconds)})
     return exchange

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from faults import record_execution
-from support import lines
+from support import EngineProcess, lines, stop_all_apps, wait_until
 
 import sdk
 
@@ -101,3 +101,28 @@ def test_map_retries_each_failed_input_and_keeps_the_order(tmp_path: Path) -> No
     log = tmp_path / "first-attempts"
     assert list(fails_once_each.map([str(log)] * 20, range(20))) == list(range(20))
     assert sorted(int(x) for x in lines(log)) == list(range(20))
+
+
+orphan_app = sdk.App("test-retries-orphaned")
+
+
+@orphan_app.function(retries=sdk.Retries(1, initial_delay=2.0))
+def fails_then_waits(log: str) -> None:
+    _attempt(log)
+    raise RuntimeError("always")
+
+
+def test_a_retry_whose_app_stopped_meanwhile_is_answered_not_lost(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    # Given a deployed function whose failed input waits 2 s in a delay queue
+    orphan_app.deploy()
+    log = tmp_path / "attempts"
+    call = fails_then_waits.spawn(str(log))
+    assert wait_until(lambda: len(lines(log)) == 1, 15)
+    # When the app is stopped before the retry comes back
+    stop_all_apps()
+    # Then the caller gets an answer saying so, instead of waiting forever
+    with pytest.raises(sdk.ExecutionError, match="was removed before the retry ran"):
+        call.get(timeout=30)
+    assert len(lines(log)) == 1
