@@ -240,6 +240,10 @@ _engine_options = [
     click.option("--parent-pid", type=int, default=None, hidden=True,
                  help="Stop when this process exits."),
     click.option("--log-level", default=None, help="debug, info, warning or error."),
+    click.option("--join", is_flag=True, default=False,
+                 help="Join the engine daemon as an agent node: run the pools it places here."),
+    click.option("--node-name", default=None,
+                 help="This agent node's name (WARREN_NODE_NAME, default: the host name)."),
     click.option("--region", default=None, help="This node's region label (WARREN_REGION)."),
     click.option("--cloud", default=None, help="This node's cloud label (WARREN_CLOUD)."),
     click.option("--gpus", default=None,
@@ -268,19 +272,28 @@ def _serve(
     run_id: str | None,
     parent_pid: int | None,
     log_level: str | None,
+    join: bool,
+    node_name: str | None,
     **environment_options: Any,
 ) -> None:
+    from engine.agent import node_name as agent_name
     from engine.daemon import run_engine
 
     for name, value in environment_options.items():
         if value is not None:
             os.environ[_ENVIRONMENT_OPTIONS[name]] = str(value)
     logs.configure(log_level)
-    if state_dir is None and run_id is None:
+    if state_dir is None and run_id is None and not join:
         state_dir = default_state_dir()  # a daemon's deployed apps must outlive it
     try:
         asyncio.run(
-            run_engine(settings(), run_id=run_id, parent_pid=parent_pid, state_dir=state_dir)
+            run_engine(
+                settings(),
+                run_id=run_id,
+                parent_pid=parent_pid,
+                state_dir=state_dir,
+                join=agent_name(node_name or os.environ.get("WARREN_NODE_NAME")) if join else None,
+            )
         )
     except WarrenError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -31,11 +31,13 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from aiormq.exceptions import ChannelLockedResource
 
 from engine import procs
+from engine.agent import AgentPools
 from engine.cancels import CancelMemory
 from engine.drain import answer_orphan
 from engine.gateway import Gateway
 from engine.hosted import HostedApp, pool_key
 from engine.hosting import Host
+from engine.nodes import RemotePools
 from engine.secrets import redacted
 from sdk import exceptions, naming, topology
 from sdk.client import Client
@@ -47,6 +49,7 @@ from sdk.signing import CONTROL_MAX_SIZE, signer
 log = structlog.get_logger(__name__)
 
 PARENT_POLL_SECONDS = 0.5
+AGENT_TIMEOUT = 120.0  # placing a pool starts containers, which may import a lot
 PR_SET_PDEATHSIG = 1
 
 
@@ -58,9 +61,13 @@ class Engine:
         run_id: str | None = None,
         parent_pid: int | None = None,
         state_dir: Path | None = None,
+        join: str | None = None,
     ) -> None:
         self.settings = config
-        self.control_queue = naming.control_queue(run_id)
+        # An agent node (``join`` is its name) listens on a queue of its own.
+        self.join = join
+        self.control_queue = naming.node_queue(join) if join else naming.control_queue(run_id)
+        self._agent: AgentPools | None = None
         self.parent_pid = parent_pid
         self._owns_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="warren-engine-"))
@@ -107,7 +114,11 @@ class Engine:
             self.settings.public_url,
         )
         await self._gateway.start()
-        await self._host.restore()
+        self._host.remote = RemotePools(self._host.nodes, self._tell_agent)
+        if self.join:
+            self._agent = AgentPools(self._host, self.join)
+        else:
+            await self._host.restore()
         for environment, _ in self._host.apps:
             await self._listen_for_cancels(environment)
         await queue.consume(self._on_control)
@@ -116,6 +127,8 @@ class Engine:
         sys.stdout.flush()
         os.dup2(2, 1)  # nothing more for whoever reads our stdout: keep it from filling up
         watchers = [asyncio.create_task(self._host.watch_leases())]
+        if self._agent is not None:
+            watchers.append(asyncio.create_task(self._agent.keep_joining(self._client)))
         if self.parent_pid:
             watchers.append(asyncio.create_task(self._watch_parent()))
         try:
@@ -217,6 +230,38 @@ class Engine:
         tag = args.get("tag") if with_tag else None
         return self.host.find(environment, name, tag)
 
+    async def _tell_agent(self, op: str, args: dict[str, Any], queue: str) -> dict[str, Any]:
+        assert self._client is not None
+        return await self._client.control(op, args, queue=queue, timeout=AGENT_TIMEOUT)
+
+    # -- several nodes (engine.nodes, engine.agent) ------------------------------------
+
+    async def _op_join_node(self, args: dict[str, Any]) -> dict[str, Any]:
+        agent = self.host.nodes.joined(args)
+        await self.host.rehost(agent.name, agent.pools)
+        return {}
+
+    async def _op_list_nodes(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"nodes": self.host.nodes.listing()}
+
+    def _agent_pools(self) -> AgentPools:
+        if self._agent is None:
+            raise exceptions.InvalidError("this engine is not an agent node (warren engine --join)")
+        return self._agent
+
+    async def _op_host_pool(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self._listen_for_cancels(args["environment"])
+        return await self._agent_pools().host_pool(args)
+
+    async def _op_drop_pool(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._agent_pools().drop_pool(args)
+
+    async def _op_pool_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._agent_pools().pool_stats(args)
+
+    async def _op_update_pool(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._agent_pools().update_pool(args)
+
     async def _op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"pid": os.getpid(), "apps": len(self.host.apps)}
 
@@ -232,7 +277,7 @@ class Engine:
     async def _op_deploy_app(self, args: dict[str, Any]) -> dict[str, Any]:
         app = await self.host.register(args, ephemeral=False)
         await self._listen_for_cancels(app.environment)
-        return {**self.host.status(app), "web_base": self.web_base}
+        return {**(await self.host.status(app)), "web_base": self.web_base}
 
     async def _op_stop_app(self, args: dict[str, Any]) -> dict[str, Any]:
         app = self._find(args)
@@ -241,14 +286,14 @@ class Engine:
     async def _op_list_apps(self, args: dict[str, Any]) -> dict[str, Any]:
         environment = args.get("environment")
         apps = [
-            self.host.status(app)
+            await self.host.status(app)
             for (env, _), app in sorted(self.host.apps.items())
             if environment is None or env == environment
         ]
         return {"apps": apps}
 
     async def _op_app_status(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self.host.status(self._find(args))
+        return await self.host.status(self._find(args))
 
     async def _op_describe_function(self, args: dict[str, Any]) -> dict[str, Any]:
         app = self._find(args, with_tag=True)
@@ -259,7 +304,7 @@ class Engine:
         """The app and pool key a request names (a function, or one of its variants)."""
         app = self._find(args, with_tag=True)
         key = pool_key(args["tag"], args.get("variant"))
-        if key not in app.pools:
+        if key not in app.pools and key not in app.remote:
             raise exceptions.NotFoundError(
                 f"{app.app}.{args['tag']} has no variant {args.get('variant')!r} (any more): "
                 "it was reset by a redeploy; use with_options again"
@@ -285,7 +330,7 @@ class Engine:
 
     async def _op_function_stats(self, args: dict[str, Any]) -> dict[str, Any]:
         app, key = self._find_pool(args)
-        return app.pools[key].stats()
+        return await self.host.pool_stats(app, key)
 
     async def _op_update_autoscaler(self, args: dict[str, Any]) -> dict[str, Any]:
         app, key = self._find_pool(args)

@@ -30,6 +30,7 @@ from engine.cancels import CancelMemory
 from engine.drain import answer_queued
 from engine.hosted import HostedApp, check_timeouts, pool_key, specs_by_key
 from engine.limits import Node
+from engine.nodes import Nodes, RemotePools
 from engine.pool import ContainerPool, PoolConfig
 from engine.registry import Registry
 from engine.republisher import Republisher
@@ -59,10 +60,12 @@ class Host:
         self._connection = connection
         self._channel = channel
         self._publisher: AbstractRobustChannel | None = None
-        self._state_dir = state_dir
+        self.state_dir = state_dir
         self.registry = Registry(state_dir)
         self.secrets = SecretStore(state_dir)
         self.node = Node.from_environment()
+        self.nodes = Nodes(self.node)
+        self.remote = RemotePools(self.nodes, self._no_agents)
         self.cancels = cancels
         self.apps: dict[tuple[str, str], HostedApp] = {}
         self._lock = asyncio.Lock()
@@ -79,7 +82,7 @@ class Host:
         specs = specs_by_key(args["functions"])
         self._check(environment, specs)
         if ephemeral:
-            code_path = self._state_dir / "runs" / environment / instance / "code.msgpack"
+            code_path = self.state_dir / "runs" / environment / instance / "code.msgpack"
             code_path.parent.mkdir(parents=True, exist_ok=True)
             code_path.write_bytes(args["code"])
         else:
@@ -139,7 +142,7 @@ class Host:
         """Engine stopping: ephemeral apps go; deployed ones keep their queued inputs."""
         async with self._lock:
             for key, app in list(self.apps.items()):
-                await self._stop_app(app, remove=app.ephemeral)
+                await self._stop_app(app, remove=app.ephemeral and app.owned)
                 del self.apps[key]
         if self._probe is not None and not self._probe.is_closed:
             await self._probe.close()
@@ -158,15 +161,23 @@ class Host:
             )
         return app
 
-    def status(self, app: HostedApp) -> dict[str, Any]:
+    async def status(self, app: HostedApp) -> dict[str, Any]:
+        functions = {key: pool.stats() for key, pool in app.pools.items()}
+        for key in list(app.remote):
+            functions[key] = await self.pool_stats(app, key)
         return {
             "app": app.app,
             "environment": app.environment,
             "instance": app.instance,
             "ephemeral": app.ephemeral,
             "deployed_at": app.deployed_at,
-            "functions": {tag: pool.stats() for tag, pool in app.pools.items()},
+            "functions": functions,
         }
+
+    async def pool_stats(self, app: HostedApp, key: str) -> dict[str, Any]:
+        if key in app.remote:
+            return await self.remote.stats(app, key)
+        return app.pools[key].stats()
 
     async def update_autoscaler(
         self, app: HostedApp, key: str, changes: dict[str, Any]
@@ -177,7 +188,10 @@ class Host:
         }
         settings = app.autoscaling(key).updated(merged)  # validates
         app.overrides[key] = merged
-        app.pools[key].update(settings)
+        if key in app.remote:
+            await self.remote.update(app, key, settings.to_wire())
+        else:
+            app.pools[key].update(settings)
         if not app.ephemeral:
             self.registry.save(app.environment, app.app, app.record())
         log.info("autoscaler_updated", app=app.app, function=key, **settings.to_wire())
@@ -226,23 +240,50 @@ class Host:
 
     # -- pools -------------------------------------------------------------------------
 
+    async def _no_agents(self, op: str, args: dict[str, Any], queue: str) -> dict[str, Any]:
+        raise exceptions.EngineError(f"this engine cannot reach agent nodes ({op} to {queue})")
+
+    async def rehost(self, name: str, running: set[tuple[str, str, str]]) -> None:
+        """Send an agent (back) the pools placed on it that it does not run (it restarted)."""
+        for app in list(self.apps.values()):
+            for key, node in list(app.remote.items()):
+                if node == name and (app.environment, app.instance, key) not in running:
+                    log.warning("pool_placed_again", app=app.app, function=key, node=name)
+                    environ = self.environ(app.environment, app.specs[key])
+                    await self.remote.host(app, key, 0, environ)
+
     async def _start(self, app: HostedApp, warm: Any) -> None:
-        republisher = await self._prepare(app.environment)
-        for key in app.specs:
-            await self._add_pool(app, key, republisher)
+        republisher = await self.prepare(app.environment)
         try:
-            await asyncio.gather(*(pool.start(warm(key)) for key, pool in app.pools.items()))
+            await asyncio.gather(
+                *(self._place_pool(app, key, republisher, warm(key)) for key in list(app.specs))
+            )
         except BaseException:
             await self._stop_pools(app)
             raise
 
+    async def _place_pool(
+        self, app: HostedApp, key: str, republisher: Republisher, warm: int
+    ) -> None:
+        """Start a pool on this node, or on an agent node that offers what it asks for."""
+        where = self.nodes.place(app.specs[key])
+        if where is None:
+            await self.add_pool(app, key, republisher, warm)
+            return
+        await topology.declare_function_queue(
+            self._channel, app.environment, app.queue(key), self.settings.queue_type
+        )
+        app.remote[key] = where
+        await self.remote.host(app, key, warm, self.environ(app.environment, app.specs[key]))
+
     def _check(self, environment: str, specs: dict[str, FunctionSpec]) -> None:
-        """Refuse what this engine cannot run: timeouts past the broker's, missing secrets."""
+        """Refuse what no node can run: timeouts past the broker's, missing secrets..."""
         check_timeouts(specs, self.settings.broker_consumer_timeout)
         for spec in specs.values():
-            self.node.check(spec)
+            local = self.nodes.place(spec) is None  # raises if no node offers it
             self.environ(environment, spec)
-            self.volumes(environment, spec)
+            if local:
+                self.volumes(environment, spec)
 
     def environ(self, environment: str, spec: FunctionSpec) -> dict[str, str | None]:
         """A container's environment variables: env=, secrets=, and the GPUs it gets."""
@@ -256,7 +297,7 @@ class Host:
         """``{path: (name, directory)}`` of a spec's volumes, made if asked to be."""
         found = {}
         for path, volume in spec.volumes.items():
-            directory = self._state_dir / "volumes" / environment / volume["name"]
+            directory = self.state_dir / "volumes" / environment / volume["name"]
             if not directory.is_dir():
                 if not volume.get("create_if_missing"):
                     raise exceptions.NotFoundError(
@@ -267,7 +308,7 @@ class Host:
             found[path] = (volume["name"], str(directory))
         return found
 
-    async def _prepare(self, environment: str) -> Republisher:
+    async def prepare(self, environment: str) -> Republisher:
         """Declare what an environment's pools need; the publisher they share."""
         await topology.declare_dead_letters(self._channel, environment)
         await topology.declare_cancel_exchange(self._channel, environment)
@@ -277,7 +318,27 @@ class Host:
             self._publisher = await self._connection.channel(publisher_confirms=True)
         return Republisher(self._publisher, environment)
 
-    async def _add_pool(self, app: HostedApp, key: str, republisher: Republisher) -> ContainerPool:
+    async def add_pool(
+        self,
+        app: HostedApp,
+        key: str,
+        republisher: Republisher,
+        warm: int,
+        environ: dict[str, str | None] | None = None,
+    ) -> ContainerPool:
+        """Declare the queue of one of ``app``'s pools, and make and start the pool here.
+        ``environ`` sets the containers' environment (an agent gets it from its primary)."""
+        pool = await self._make_pool(app, key, republisher, environ)
+        await pool.start(warm)
+        return pool
+
+    async def _make_pool(
+        self,
+        app: HostedApp,
+        key: str,
+        republisher: Republisher,
+        environ: dict[str, str | None] | None,
+    ) -> ContainerPool:
         queue = app.queue(key)
         await topology.declare_function_queue(
             self._channel, app.environment, queue, self.settings.queue_type
@@ -292,7 +353,8 @@ class Host:
             self.queue_depth,
             self._answer_queued,
             republisher,
-            lambda: self.environ(app.environment, app.specs[key]),
+            (lambda: environ) if environ is not None
+            else lambda: self.environ(app.environment, app.specs[key]),
             self.volumes(app.environment, app.specs[key]),
             self.node,
         )  # fmt: skip
@@ -310,11 +372,11 @@ class Host:
             self._check(app.environment, {key: spec})
             app.specs[key] = spec
             try:
-                pool = await self._add_pool(app, key, await self._prepare(app.environment))
-                await pool.start(0)
+                await self._place_pool(app, key, await self.prepare(app.environment), 0)
             except BaseException:
                 app.specs.pop(key, None)
                 app.pools.pop(key, None)
+                app.remote.pop(key, None)
                 raise
             if not app.ephemeral:
                 self.registry.save(app.environment, app.app, app.record())
@@ -340,7 +402,10 @@ class Host:
             )
 
     async def _stop_pools(self, app: HostedApp) -> None:
-        await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
+        await asyncio.gather(
+            *(pool.stop() for pool in app.pools.values()),
+            *(self.remote.drop(app, key) for key in list(app.remote)),
+        )
         app.pools.clear()
 
     async def _stop_app(self, app: HostedApp, *, remove: bool) -> int:
@@ -353,7 +418,7 @@ class Host:
                 )
             if app.ephemeral:
                 shutil.rmtree(app.code_path.parent, ignore_errors=True)
-            else:
+            elif app.owned:
                 self.registry.remove(app.environment, app.app)
         log.info("app_stopped", app=app.app, instance=app.instance, inputs_answered=answered)
         return answered

@@ -15,6 +15,7 @@ import math
 import os
 import resource
 from dataclasses import dataclass, field
+from typing import Any
 
 from sdk.exceptions import InvalidError
 from sdk.options import parse_gpu
@@ -84,12 +85,18 @@ class Node:
 
     def check(self, spec: FunctionSpec) -> None:
         """Raise ``InvalidError`` naming the request if this node can never run ``spec``."""
+        problem = self.problem(spec)
+        if problem is not None:
+            raise InvalidError(problem)
+
+    def problem(self, spec: FunctionSpec) -> str | None:
+        """Why this node can never run ``spec`` (naming the request), or None if it can."""
         gpu = parse_gpu(spec.gpu)
         if gpu is not None:
             kind, count = gpu
             have = sum(self.gpus.values()) if kind == "any" else self.gpus.get(kind, 0)
             if have < count:
-                raise InvalidError(
+                return (
                     f"{spec.tag} asks for gpu={spec.gpu!r}, and no engine node offers it "
                     f"(this node has {self._gpu_text()})"
                 )
@@ -99,16 +106,33 @@ class Node:
         ]
         for label, wanted, ours in labels:
             if wanted and ours not in wanted:
-                raise InvalidError(
+                return (
                     f"{spec.tag} asks for {label} {' or '.join(wanted)}, and no engine node is "
                     f"there (this node: {label} {ours or 'not set'})"
                 )
         cpu, memory = _requests(spec)
         if cpu > self.cpus or memory > self.memory:
-            raise InvalidError(
+            return (
                 f"{spec.tag} requests cpu={cpu:g} and memory={memory} MiB; this node has "
                 f"{self.cpus:g} cores and {self.memory} MiB"
             )
+        return None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "cpus": self.cpus,
+            "memory": self.memory,
+            "gpus": self.gpus,
+            "region": self.region,
+            "cloud": self.cloud,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Node:
+        return cls(
+            float(data["cpus"]), int(data["memory"]), dict(data.get("gpus") or {}),
+            data.get("region"), data.get("cloud"),
+        )  # fmt: skip
 
     def reserve(self, spec: FunctionSpec) -> bool:
         """Take a container's requests from the capacity left, if they fit."""

@@ -10,6 +10,7 @@ may not contain dots.
 
     warren.v1.control                         engine daemon control queue
     warren.v1.control.<run>                   a private engine started for one app run
+    warren.v1.node.<name>                     an agent engine node (warren engine --join)
     warren.v1.dlx                             dead-letter exchange (direct)
     warren.v1.replies                         direct exchange: results, to result queues
     warren.v1.<env>.dead                      dead-letter queue of an environment
@@ -53,6 +54,11 @@ def control_queue(run_id: str | None = None) -> str:
     if run_id is None:
         return f"{PREFIX}.control"
     return f"{PREFIX}.control.{check_part('run id', run_id)}"
+
+
+def node_queue(name: str) -> str:
+    """The control queue of an agent engine node."""
+    return f"{PREFIX}.node.{check_part('node name', name)}"
 
 
 def dead_letter_exchange() -> str:

@@ -139,9 +139,14 @@ class EngineProcess:
     """A real engine daemon process whose state survives restarts (same state dir)."""
 
     def __init__(
-        self, state_dir: Path, env: dict[str, str] | None = None, log: Path | None = None
+        self,
+        state_dir: Path,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = state_dir
+        self.args = args
         self.env = {**os.environ, **(env or {})}
         self.log = log  # where its stderr (and its containers') goes, if not to the test's
         self.process: subprocess.Popen[bytes] | None = None
@@ -154,7 +159,7 @@ class EngineProcess:
     def start(self) -> None:
         stderr = open(self.log, "ab") if self.log is not None else None  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--state-dir", str(self.state_dir)],
+            [sys.executable, "-m", "engine", "--state-dir", str(self.state_dir), *self.args],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             stderr=stderr,

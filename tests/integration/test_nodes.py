@@ -1,0 +1,71 @@
+"""Two engine nodes: placement by region across a primary and an agent that joined it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import EngineProcess, stop_all_apps, wait_until
+
+import sdk
+from sdk.client import Client
+
+app = sdk.App("test-nodes")
+
+
+@app.function()
+def where() -> dict[str, Any]:
+    return {"region": os.environ.get("WARREN_REGION"), "pid": os.getpid()}
+
+
+def nodes() -> list[dict[str, Any]]:
+    async def listing() -> list[dict[str, Any]]:
+        async with Client.connect() as client:
+            return list((await client.control("list_nodes", {}))["nodes"])
+
+    return asyncio.run(listing())
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path) -> Iterator[tuple[EngineProcess, EngineProcess]]:
+    """A primary engine labelled eu, and an agent labelled us that joined it."""
+    base = {"WARREN_STOP_GRACE": "2"}
+    primary = EngineProcess(tmp_path / "eu", env={**base, "WARREN_REGION": "eu"})
+    agent = EngineProcess(
+        tmp_path / "us", env={**base, "WARREN_REGION": "us"}, args=("--join", "--node-name", "us-1")
+    )
+    primary.start()
+    agent.start()
+    try:
+        assert wait_until(lambda: any(n["name"] == "us-1" and n["alive"] for n in nodes()), 20)
+        yield primary, agent
+    finally:
+        stop_all_apps()
+        agent.stop()
+        primary.stop()
+
+
+def test_a_variant_runs_on_the_node_of_its_region_and_a_region_no_node_has_fails(
+    two_nodes: tuple[EngineProcess, EngineProcess],
+) -> None:
+    primary, agent = two_nodes
+    app.deploy()
+    handle = sdk.Function.from_name("test-nodes", "where")
+    # A variant for region eu runs on the first engine...
+    in_eu = handle.with_options(region="eu").remote()
+    assert in_eu["region"] == "eu"
+    assert in_eu["pid"] in {p.pid for p in primary.containers()}
+    # ...one for region us on the agent node, which runs its pool
+    in_us = handle.with_options(region="us").remote()
+    assert in_us["region"] == "us"
+    assert in_us["pid"] in {p.pid for p in agent.containers()}
+    # ...and one for a region no node is in fails, naming the request and the nodes
+    with pytest.raises(sdk.InvalidError, match=r"region ap.*us-1 \(region us\)"):
+        handle.with_options(region="ap").remote()
+    # Stopping the app drops the agent's pool too
+    stop_all_apps()
+    assert wait_until(lambda: not agent.containers(), 20)
