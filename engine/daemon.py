@@ -238,7 +238,8 @@ class Engine:
 
     async def _op_join_node(self, args: dict[str, Any]) -> dict[str, Any]:
         agent = self.host.nodes.joined(args)
-        await self.host.rehost(agent.name, agent.pools)
+        apps = list(self.host.apps.values())
+        await self.host.remote.rehost(apps, agent.name, agent.pools, self.host.environ)
         return {}
 
     async def _op_list_nodes(self, args: dict[str, Any]) -> dict[str, Any]:

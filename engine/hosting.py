@@ -24,7 +24,6 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from engine.cancels import CancelMemory
 from engine.drain import answer_queued
@@ -32,6 +31,7 @@ from engine.hosted import HostedApp, check_timeouts, pool_key, specs_by_key
 from engine.limits import Node
 from engine.nodes import Nodes, RemotePools
 from engine.pool import ContainerPool, PoolConfig
+from engine.probe import QueueProbe
 from engine.registry import Registry
 from engine.republisher import Republisher
 from engine.scaling import Autoscaling
@@ -69,8 +69,7 @@ class Host:
         self.cancels = cancels
         self.apps: dict[tuple[str, str], HostedApp] = {}
         self._lock = asyncio.Lock()
-        self._probe: AbstractRobustChannel | None = None
-        self._probe_lock = asyncio.Lock()
+        self._probe = QueueProbe(connection)
 
     # -- registering and stopping ----------------------------------------------------------
 
@@ -144,8 +143,7 @@ class Host:
             for key, app in list(self.apps.items()):
                 await self._stop_app(app, remove=app.ephemeral and app.owned)
                 del self.apps[key]
-        if self._probe is not None and not self._probe.is_closed:
-            await self._probe.close()
+        await self._probe.close()
 
     # -- queries -----------------------------------------------------------------------
 
@@ -199,24 +197,7 @@ class Host:
 
     async def queue_depth(self, name: str) -> int:
         """Messages ready in a queue (0 if it does not exist)."""
-        return (await self._probe_queue(name))[1]
-
-    async def _probe_queue(self, name: str) -> tuple[bool, int]:
-        """Whether a queue exists, and its ready messages; an exclusive one counts as existing."""
-        async with self._probe_lock:
-            if self._probe is None or self._probe.is_closed:
-                self._probe = await self._connection.channel()
-            assert self._probe is not None
-            underlay = await self._probe.get_underlay_channel()
-            try:
-                declared = await underlay.queue_declare(queue=name, passive=True)
-            except ChannelNotFoundEntity:
-                self._probe = None  # the broker closed that channel
-                return False, 0
-            except ChannelLockedResource:
-                self._probe = None
-                return True, 0
-            return True, declared.message_count or 0
+        return await self._probe.depth(name)
 
     async def watch_leases(self) -> None:
         """Stop ephemeral apps whose client is gone (its lease queue vanished with it).
@@ -230,7 +211,7 @@ class Host:
             for key, app in list(self.apps.items()):
                 if app.lease is None:
                     continue
-                exists, _ = await self._probe_queue(app.lease)
+                exists, _ = await self._probe.look(app.lease)
                 missing[key] = 0 if exists else missing.get(key, 0) + 1
                 if missing[key] >= LEASE_CHECKS_MISSED:
                     log.warning("app_abandoned_by_its_client", app=app.app, instance=app.instance)
@@ -242,15 +223,6 @@ class Host:
 
     async def _no_agents(self, op: str, args: dict[str, Any], queue: str) -> dict[str, Any]:
         raise exceptions.EngineError(f"this engine cannot reach agent nodes ({op} to {queue})")
-
-    async def rehost(self, name: str, running: set[tuple[str, str, str]]) -> None:
-        """Send an agent (back) the pools placed on it that it does not run (it restarted)."""
-        for app in list(self.apps.values()):
-            for key, node in list(app.remote.items()):
-                if node == name and (app.environment, app.instance, key) not in running:
-                    log.warning("pool_placed_again", app=app.app, function=key, node=name)
-                    environ = self.environ(app.environment, app.specs[key])
-                    await self.remote.host(app, key, 0, environ)
 
     async def _start(self, app: HostedApp, warm: Any) -> None:
         republisher = await self.prepare(app.environment)

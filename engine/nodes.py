@@ -149,3 +149,17 @@ class RemotePools:
         await self._control(
             "update_pool", {**self._args(app, key), "settings": settings}, agent.queue
         )
+
+    async def rehost(
+        self,
+        apps: list[HostedApp],
+        name: str,
+        running: set[PoolRef],
+        environ: Callable[[str, FunctionSpec], dict[str, str | None]],
+    ) -> None:
+        """Send an agent (back) the pools placed on it that it does not run (it restarted)."""
+        for app in apps:
+            for key, node in list(app.remote.items()):
+                if node == name and (app.environment, app.instance, key) not in running:
+                    log.warning("pool_placed_again", app=app.app, function=key, node=name)
+                    await self.host(app, key, 0, environ(app.environment, app.specs[key]))

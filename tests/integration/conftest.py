@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import EngineProcess, stop_all_apps
+from support import EngineProcess, engine_running
 
 
 @pytest.fixture(autouse=True)
@@ -22,14 +22,8 @@ def engine(tmp_path: Path) -> Iterator[EngineProcess]:
 
     Containers get 2 s to finish their inputs when stopped (``WARREN_STOP_GRACE``).
     """
-    daemon = EngineProcess(tmp_path / "engine-state", env={"WARREN_STOP_GRACE": "2"})
-    daemon.start()
-    try:
+    with engine_running(tmp_path / "engine-state") as daemon:
         yield daemon
-    finally:
-        if daemon.process is not None and daemon.process.poll() is None:
-            stop_all_apps()
-            daemon.stop()
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aio_pika
@@ -188,3 +189,22 @@ class EngineProcess:
             if "forkserver" in " ".join(child.cmdline()):
                 found.extend(child.children())
         return found
+
+
+@contextlib.contextmanager
+def engine_running(
+    state_dir: Path,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    args: tuple[str, ...] = (),
+) -> Iterator[EngineProcess]:
+    """A real engine daemon for the block; the apps it hosts are stopped (queues removed)
+    after. Containers get 2 s to finish their inputs when stopped (``WARREN_STOP_GRACE``)."""
+    daemon = EngineProcess(state_dir, {"WARREN_STOP_GRACE": "2", **(env or {})}, log, args)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        if daemon.process is not None and daemon.process.poll() is None:
+            stop_all_apps()
+            daemon.stop()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import EngineProcess, stop_all_apps
+from support import EngineProcess, engine_running
 
 import sdk
 
@@ -25,17 +25,9 @@ def read_env(*names: str) -> list[str | None]:
 @pytest.fixture
 def logged_engine(tmp_path: Path) -> Iterator[EngineProcess]:
     """An engine daemon whose log (its containers' too) the test can read, at debug level."""
-    daemon = EngineProcess(
-        tmp_path / "state",
-        env={"WARREN_STOP_GRACE": "2", "WARREN_LOG_LEVEL": "debug"},
-        log=tmp_path / "engine.log",
-    )
-    daemon.start()
-    try:
+    env = {"WARREN_LOG_LEVEL": "debug"}
+    with engine_running(tmp_path / "state", env, log=tmp_path / "engine.log") as daemon:
         yield daemon
-    finally:
-        stop_all_apps()
-        daemon.stop()
 
 
 def warren(*args: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import EngineProcess, stop_all_apps, wait_until
+from support import EngineProcess, engine_running, stop_all_apps, wait_until
 
 import sdk
 from sdk.client import Client
@@ -33,20 +33,13 @@ def nodes() -> list[dict[str, Any]]:
 @pytest.fixture
 def two_nodes(tmp_path: Path) -> Iterator[tuple[EngineProcess, EngineProcess]]:
     """A primary engine labelled eu, and an agent labelled us that joined it."""
-    base = {"WARREN_STOP_GRACE": "2"}
-    primary = EngineProcess(tmp_path / "eu", env={**base, "WARREN_REGION": "eu"})
-    agent = EngineProcess(
-        tmp_path / "us", env={**base, "WARREN_REGION": "us"}, args=("--join", "--node-name", "us-1")
-    )
-    primary.start()
-    agent.start()
-    try:
+    joining = ("--join", "--node-name", "us-1")
+    with (
+        engine_running(tmp_path / "eu", {"WARREN_REGION": "eu"}) as primary,
+        engine_running(tmp_path / "us", {"WARREN_REGION": "us"}, args=joining) as agent,
+    ):
         assert wait_until(lambda: any(n["name"] == "us-1" and n["alive"] for n in nodes()), 20)
         yield primary, agent
-    finally:
-        stop_all_apps()
-        agent.stop()
-        primary.stop()
 
 
 def test_a_variant_runs_on_the_node_of_its_region_and_a_region_no_node_has_fails(

@@ -16,7 +16,7 @@ import aio_pika
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 from faults import rabbitmqctl
-from support import REPO, EngineProcess
+from support import REPO, EngineProcess, engine_running
 
 import sdk
 
@@ -70,19 +70,12 @@ def broker_users() -> Iterator[dict[str, str]]:
 def engine_with_its_own_users(
     broker_users: dict[str, str], tmp_path: Path
 ) -> Iterator[EngineProcess]:
-    daemon = EngineProcess(
-        tmp_path / "state",
-        env={
-            "WARREN_BROKER_URL": broker_users["engine"],
-            "WARREN_CONTAINER_BROKER_URL": broker_users["container"],
-            "WARREN_STOP_GRACE": "2",
-        },
-    )
-    daemon.start()
-    try:
+    env = {
+        "WARREN_BROKER_URL": broker_users["engine"],
+        "WARREN_CONTAINER_BROKER_URL": broker_users["container"],
+    }
+    with engine_running(tmp_path / "state", env) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 async def refused(url: str, action: str, queue: str) -> bool:

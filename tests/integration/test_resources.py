@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import EngineProcess, stop_all_apps
+from support import EngineProcess, engine_running
 
 import sdk
 
@@ -33,21 +33,9 @@ def node() -> dict[str, object]:
 @pytest.fixture
 def labelled_engine(tmp_path: Path) -> Iterator[EngineProcess]:
     """An engine node in region eu, on cloud aws, that says it has two H100s."""
-    daemon = EngineProcess(
-        tmp_path / "state",
-        env={
-            "WARREN_STOP_GRACE": "2",
-            "WARREN_REGION": "eu",
-            "WARREN_CLOUD": "aws",
-            "WARREN_GPUS": "H100:2",
-        },
-    )
-    daemon.start()
-    try:
+    env = {"WARREN_REGION": "eu", "WARREN_CLOUD": "aws", "WARREN_GPUS": "H100:2"}
+    with engine_running(tmp_path / "state", env) as daemon:
         yield daemon
-    finally:
-        stop_all_apps()
-        daemon.stop()
 
 
 @pytest.mark.usefixtures("labelled_engine")

@@ -166,6 +166,13 @@ def test_compose_engine_and_container_credentials_match_their_users_hashes() -> 
         assert _hash_matches(users[user]["password_hash"], url.password)
 
 
+def test_compose_engine_serves_web_endpoints_on_a_published_port() -> None:
+    engine = _service("engine")
+    port = int(engine["environment"]["WARREN_HTTP_PORT"])
+    assert engine["environment"]["WARREN_HTTP_HOST"] == "0.0.0.0"
+    assert (port, port) in _published_ports(engine)
+
+
 def test_compose_engine_knows_the_brokers_consumer_timeout_and_needs_a_key() -> None:
     environment = _service("engine")["environment"]
     consumer_timeout_ms = int(_rabbitmq_conf()["consumer_timeout"])

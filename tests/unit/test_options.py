@@ -1,0 +1,74 @@
+"""Function options: checking, variants' names, and where nodes place them."""
+
+from __future__ import annotations
+
+import pytest
+
+import sdk
+from engine.limits import Node
+from engine.nodes import Nodes
+from sdk.exceptions import InvalidError
+from sdk.options import check_options, parse_gpu, variant_name
+from sdk.protocol import FunctionSpec
+
+
+def test_options_become_spec_fields() -> None:
+    fields = check_options(
+        cpu=(0.5, 2),
+        memory=512,
+        gpu="a100:2",
+        env={"A": "1", "B": None},
+        secrets=[sdk.Secret.from_dict({"K": "v"}), sdk.Secret.from_name("db")],
+        volumes={"/data/": sdk.Volume.from_name("cache")},
+        retries=2,
+        region="eu",
+        timeout=None,
+    )
+    assert fields["cpu"] == [0.5, 2.0] and fields["memory"] == [512, None]
+    assert fields["secrets"] == [{"values": {"K": "v"}}, {"name": "db"}]
+    assert fields["volumes"] == {"/data": {"name": "cache", "create_if_missing": False}}
+    assert fields["max_retries"] == 2 and fields["region"] == ["eu"]
+    assert "timeout" not in fields  # None: not given
+    assert parse_gpu("a100:2") == ("A100", 2) and parse_gpu("any") == ("any", 1)
+
+
+def test_identical_options_name_the_same_variant_and_others_another() -> None:
+    a = check_options(timeout=5, env={"X": "1", "Y": "2"})
+    b = check_options(env={"Y": "2", "X": "1"}, timeout=5.0)
+    assert variant_name(a) == variant_name(b)
+    assert variant_name(a) != variant_name(check_options(timeout=6, env={"X": "1", "Y": "2"}))
+    spec = FunctionSpec("f", False).with_overrides(a)
+    assert spec.timeout == 5 and spec.variant == variant_name(a)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"cpu": 0}, {"cpu": (2, 1)}, {"memory": (1, 2, 3)}, {"gpu": ""}, {"gpu": "H100:x"},
+     {"env": {"1A": "x"}}, {"env": {"A": 1}}, {"secrets": ["not a secret"]},
+     {"volumes": {"/": sdk.Volume.from_name("v")}}, {"region": [""]}, {"nope": 1}],
+)  # fmt: skip
+def test_bad_options_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(InvalidError):
+        check_options(**options)
+
+
+def test_a_pool_goes_to_the_first_node_that_offers_what_it_asks() -> None:
+    nodes = Nodes(Node(cpus=2, memory=1024, region="eu"))
+    nodes.joined(
+        {"name": "gpu-1", "queue": "q", "pools": [],
+         "node": {"cpus": 8, "memory": 4096, "gpus": {"H100": 4}, "region": "us", "cloud": None}}
+    )  # fmt: skip
+    assert nodes.place(FunctionSpec("f", False, region=["eu"])) is None
+    assert nodes.place(FunctionSpec("f", False, gpu="H100:2")) == "gpu-1"
+    assert nodes.place(FunctionSpec("f", False, cpu=[4.0, None])) == "gpu-1"
+    with pytest.raises(InvalidError, match=r"region ap.*gpu-1 \(region us, H100:4\)"):
+        nodes.place(FunctionSpec("f", False, region=["ap"]))
+
+
+def test_a_node_reserves_requests_within_its_capacity() -> None:
+    node = Node(cpus=2, memory=1024)
+    spec = FunctionSpec("f", False, cpu=[1.0, None], memory=[512, None])
+    assert node.reserve(spec) and node.reserve(spec)
+    assert not node.reserve(spec)
+    node.release(spec)
+    assert node.reserve(spec)
