@@ -39,24 +39,35 @@ class AgentPools:
         self.name = name
         self.queue = naming.node_queue(name)
 
+    @staticmethod
+    def _slot(args: dict[str, Any]) -> tuple[str, str]:
+        # Each deploy (generation) of an app is an app of its own here: a redeploy's pools
+        # start beside the old ones, which the primary drops once the new ones run.
+        return args["environment"], f"{args['instance']}#{args['generation']}"
+
     def _find(self, args: dict[str, Any]) -> tuple[HostedApp, str]:
-        app = self.host.apps.get((args["environment"], args["instance"]))
+        app = self.host.apps.get(self._slot(args))
         if app is None or args["key"] not in app.pools:
             raise exceptions.NotFoundError(f"node {self.name} runs no pool {args['key']!r}")
         return app, args["key"]
 
     async def host_pool(self, args: dict[str, Any]) -> dict[str, Any]:
-        environment, instance, key = args["environment"], args["instance"], args["key"]
-        app = self.host.apps.get((environment, instance))
+        environment, key = args["environment"], args["key"]
+        slot = self._slot(args)
+        app = self.host.apps.get(slot)
         if app is None:
-            code_path = self.host.state_dir / "nodes" / environment / instance / "code.msgpack"
+            generation = str(args["generation"]).replace(".", "-")
+            code_path = (
+                self.host.state_dir / "nodes" / environment / args["instance"] / generation
+            ) / "code.msgpack"
             code_path.parent.mkdir(parents=True, exist_ok=True)
             code_path.write_bytes(args["code"])
             app = HostedApp(
-                environment, args["app"], instance, {}, code_path, ephemeral=True,
+                environment, args["app"], args["instance"], {}, code_path, ephemeral=True,
                 sys_path=tuple(args.get("sys_path", ())), owned=False,
+                deployed_at=float(args["generation"]),
             )  # fmt: skip
-            self.host.apps[(environment, instance)] = app
+            self.host.apps[slot] = app
         if key in app.specs:
             return {}  # placed here already (a heartbeat raced the original request)
         app.specs[key] = FunctionSpec.from_wire(args["spec"])
@@ -71,13 +82,14 @@ class AgentPools:
         return {}
 
     async def drop_pool(self, args: dict[str, Any]) -> dict[str, Any]:
-        app = self.host.apps.get((args["environment"], args["instance"]))
+        slot = self._slot(args)
+        app = self.host.apps.get(slot)
         if app is None or args["key"] not in app.pools:
             return {}
         await app.pools.pop(args["key"]).stop()
         app.specs.pop(args["key"], None)
         if not app.pools:
-            del self.host.apps[(app.environment, app.instance)]
+            del self.host.apps[slot]
             shutil.rmtree(app.code_path.parent, ignore_errors=True)
         log.info("pool_dropped", app=app.app, function=args["key"])
         return {}

@@ -68,6 +68,7 @@ class Engine:
         self.join = join
         self.control_queue = naming.node_queue(join) if join else naming.control_queue(run_id)
         self._agent: AgentPools | None = None
+        self._rehosting: dict[str, asyncio.Task[None]] = {}
         self.parent_pid = parent_pid
         self._owns_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="warren-engine-"))
@@ -141,6 +142,9 @@ class Engine:
 
     async def _shutdown(self) -> None:
         log.info("engine_stopping")
+        for task in list(self._rehosting.values()):
+            task.cancel()
+        await asyncio.gather(*self._rehosting.values(), return_exceptions=True)
         if self._gateway is not None:
             await self._gateway.close()
         if self._host is not None:
@@ -237,9 +241,16 @@ class Engine:
     # -- several nodes (engine.nodes, engine.agent) ------------------------------------
 
     async def _op_join_node(self, args: dict[str, Any]) -> dict[str, Any]:
+        """An agent's heartbeat: answered at once; pools it lacks are sent in the background,
+        one pass at a time per agent."""
         agent = self.host.nodes.joined(args)
-        apps = list(self.host.apps.values())
-        await self.host.remote.rehost(apps, agent.name, agent.pools, self.host.environ)
+        if agent.name not in self._rehosting:
+            apps = list(self.host.apps.values())
+            task = asyncio.create_task(
+                self.host.remote.rehost(apps, agent.name, agent.pools, self.host.environ)
+            )
+            self._rehosting[agent.name] = task
+            task.add_done_callback(lambda _: self._rehosting.pop(agent.name, None))
         return {}
 
     async def _op_list_nodes(self, args: dict[str, Any]) -> dict[str, Any]:

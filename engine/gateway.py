@@ -21,7 +21,12 @@ from engine.hosting import Host
 from sdk import failure
 from sdk.client import Client
 from sdk.codec import FORMAT_JSON
-from sdk.exceptions import MessageTooLargeError, NotFoundError, WarrenError
+from sdk.exceptions import (
+    MessageTooLargeError,
+    NotFoundError,
+    SerializationError,
+    WarrenError,
+)
 from sdk.invocation import Target, call_raw
 from sdk.protocol import STATUS_ERROR, STATUS_OK, FunctionSpec
 
@@ -99,7 +104,12 @@ class Gateway:
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._bind, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # Another engine on this host has the port: this one runs without web endpoints.
+            log.error("http_gateway_not_started", port=self._port, reason=str(exc))
+            return ""
         port = self._runner.addresses[0][1]
         self.base_url = (self._public_url or f"http://{self._bind}:{port}").rstrip("/")
         log.info("http_gateway_started", url=self.base_url)
@@ -128,6 +138,8 @@ class Gateway:
             status, fmt, data = await call_raw(self._client, target, (), kwargs, json_results=True)
         except MessageTooLargeError as exc:
             return _json(413, {"error": str(exc)})
+        except (SerializationError, RecursionError, ValueError) as exc:
+            return _json(422, {"error": f"the arguments cannot be sent: {exc}"})
         except NotFoundError as exc:
             return _json(404, {"error": str(exc)})
         except WarrenError as exc:

@@ -69,8 +69,10 @@ class HostedApp:
     sys_path: tuple[str, ...] = ()
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     pools: dict[str, ContainerPool] = field(default_factory=dict)
-    # Pools placed on agent nodes: key -> node name (see engine.nodes).
+    # Pools placed on agent nodes: key -> node name (see engine.nodes); and restored
+    # pools that wait for a node able to run them to join.
     remote: dict[str, str] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)
     # False for an app an agent runs pools of for its primary: the queues are not its.
     owned: bool = True
     deployed_at: float = field(default_factory=time.time)

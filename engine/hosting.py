@@ -16,7 +16,6 @@ exist, or the node lacks the GPUs, labels or capacity it asks for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -28,10 +27,12 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from engine.cancels import CancelMemory
 from engine.drain import answer_queued
 from engine.hosted import HostedApp, check_timeouts, pool_key, specs_by_key
+from engine.leases import watch_leases
 from engine.limits import Node
 from engine.nodes import Nodes, RemotePools
 from engine.pool import ContainerPool, PoolConfig
 from engine.probe import QueueProbe
+from engine.provisions import Provisions
 from engine.registry import Registry
 from engine.republisher import Republisher
 from engine.scaling import Autoscaling
@@ -42,9 +43,6 @@ from sdk.protocol import FunctionSpec
 from sdk.shipping import check_python
 
 log = structlog.get_logger(__name__)
-
-LEASE_CHECK_SECONDS = 5.0
-LEASE_CHECKS_MISSED = 3
 
 
 class Host:
@@ -64,6 +62,8 @@ class Host:
         self.registry = Registry(state_dir)
         self.secrets = SecretStore(state_dir)
         self.node = Node.from_environment()
+        self.provisions = Provisions(state_dir, self.secrets, self.node)
+        self.environ = self.provisions.environ
         self.nodes = Nodes(self.node)
         self.remote = RemotePools(self.nodes, self._no_agents)
         self.cancels = cancels
@@ -118,8 +118,10 @@ class Host:
                 deployed_at=float(record.get("deployed_at", time.time())),
             )  # fmt: skip
             try:
-                self._check(environment, specs)
-                await self._start(app, warm=lambda tag, a=app: a.autoscaling(tag).min_containers)
+                self._check(environment, specs, placing=False)  # agents may not have joined
+                await self._start(
+                    app, warm=lambda tag, a=app: a.autoscaling(tag).min_containers, restoring=True
+                )
             except exceptions.WarrenError as exc:
                 log.error("app_not_restored", app=name, environment=environment, reason=str(exc))
                 continue
@@ -141,7 +143,10 @@ class Host:
         """Engine stopping: ephemeral apps go; deployed ones keep their queued inputs."""
         async with self._lock:
             for key, app in list(self.apps.items()):
-                await self._stop_app(app, remove=app.ephemeral and app.owned)
+                # A deployed app's pools on agents run on while this engine restarts.
+                await self._stop_app(
+                    app, remove=app.ephemeral and app.owned, drop_remote=app.ephemeral
+                )
                 del self.apps[key]
         await self._probe.close()
 
@@ -200,45 +205,55 @@ class Host:
         return await self._probe.depth(name)
 
     async def watch_leases(self) -> None:
-        """Stop ephemeral apps whose client is gone (its lease queue vanished with it).
-
-        A lease must be missing for several checks in a row, so that a client
-        reconnecting after a broker restart keeps its app.
-        """
-        missing: dict[tuple[str, str], int] = {}
-        while True:
-            await asyncio.sleep(LEASE_CHECK_SECONDS)
-            for key, app in list(self.apps.items()):
-                if app.lease is None:
-                    continue
-                exists, _ = await self._probe.look(app.lease)
-                missing[key] = 0 if exists else missing.get(key, 0) + 1
-                if missing[key] >= LEASE_CHECKS_MISSED:
-                    log.warning("app_abandoned_by_its_client", app=app.app, instance=app.instance)
-                    del missing[key]
-                    with contextlib.suppress(exceptions.NotFoundError):
-                        await self.stop(app.environment, app.instance)
+        """Stop ephemeral apps whose client is gone (see :mod:`engine.leases`)."""
+        await watch_leases(self.apps, self._probe, self.stop)
 
     # -- pools -------------------------------------------------------------------------
 
     async def _no_agents(self, op: str, args: dict[str, Any], queue: str) -> dict[str, Any]:
         raise exceptions.EngineError(f"this engine cannot reach agent nodes ({op} to {queue})")
 
-    async def _start(self, app: HostedApp, warm: Any) -> None:
+    async def _start(self, app: HostedApp, warm: Any, *, restoring: bool = False) -> None:
         republisher = await self.prepare(app.environment)
-        try:
-            await asyncio.gather(
-                *(self._place_pool(app, key, republisher, warm(key)) for key in list(app.specs))
-            )
-        except BaseException:
+        # Every placement runs to its end before a failure is acted on: then stopping the
+        # app's pools stops all that were made.
+        outcomes = await asyncio.gather(
+            *(
+                self._place_pool(app, key, republisher, warm(key), restoring=restoring)
+                for key in list(app.specs)
+            ),
+            return_exceptions=True,
+        )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
             await self._stop_pools(app)
-            raise
+            raise failures[0]
 
     async def _place_pool(
-        self, app: HostedApp, key: str, republisher: Republisher, warm: int
+        self,
+        app: HostedApp,
+        key: str,
+        republisher: Republisher,
+        warm: int,
+        *,
+        restoring: bool = False,
     ) -> None:
-        """Start a pool on this node, or on an agent node that offers what it asks for."""
-        where = self.nodes.place(app.specs[key])
+        """Start a pool on this node, or on an agent node that offers what it asks for.
+
+        When restoring, a pool no node can take yet waits for an agent to join (its
+        queue keeps the inputs meanwhile).
+        """
+        try:
+            where = self.nodes.place(app.specs[key])
+        except exceptions.InvalidError:
+            if not restoring:
+                raise
+            await topology.declare_function_queue(
+                self._channel, app.environment, app.queue(key), self.settings.queue_type
+            )
+            app.pending.add(key)
+            log.warning("pool_waiting_for_a_node", app=app.app, function=key)
+            return
         if where is None:
             await self.add_pool(app, key, republisher, warm)
             return
@@ -248,37 +263,16 @@ class Host:
         app.remote[key] = where
         await self.remote.host(app, key, warm, self.environ(app.environment, app.specs[key]))
 
-    def _check(self, environment: str, specs: dict[str, FunctionSpec]) -> None:
+    def _check(
+        self, environment: str, specs: dict[str, FunctionSpec], *, placing: bool = True
+    ) -> None:
         """Refuse what no node can run: timeouts past the broker's, missing secrets..."""
         check_timeouts(specs, self.settings.broker_consumer_timeout)
         for spec in specs.values():
-            local = self.nodes.place(spec) is None  # raises if no node offers it
+            local = self.nodes.place(spec) is None if placing else False  # raises if no node
             self.environ(environment, spec)
             if local:
-                self.volumes(environment, spec)
-
-    def environ(self, environment: str, spec: FunctionSpec) -> dict[str, str | None]:
-        """A container's environment variables: env=, secrets=, and the GPUs it gets."""
-        environ = self.secrets.environ(environment, spec)
-        devices = self.node.cuda_visible_devices(spec)
-        if devices is not None:
-            environ["CUDA_VISIBLE_DEVICES"] = devices
-        return environ
-
-    def volumes(self, environment: str, spec: FunctionSpec) -> dict[str, tuple[str, str]]:
-        """``{path: (name, directory)}`` of a spec's volumes, made if asked to be."""
-        found = {}
-        for path, volume in spec.volumes.items():
-            directory = self.state_dir / "volumes" / environment / volume["name"]
-            if not directory.is_dir():
-                if not volume.get("create_if_missing"):
-                    raise exceptions.NotFoundError(
-                        f"volume {volume['name']!r} does not exist in environment "
-                        f"{environment!r}: use Volume.from_name(..., create_if_missing=True)"
-                    )
-                directory.mkdir(parents=True, exist_ok=True)
-            found[path] = (volume["name"], str(directory))
-        return found
+                self.provisions.volumes(environment, spec)
 
     async def prepare(self, environment: str) -> Republisher:
         """Declare what an environment's pools need; the publisher they share."""
@@ -327,7 +321,7 @@ class Host:
             republisher,
             (lambda: environ) if environ is not None
             else lambda: self.environ(app.environment, app.specs[key]),
-            self.volumes(app.environment, app.specs[key]),
+            self.provisions.volumes(app.environment, app.specs[key]),
             self.node,
         )  # fmt: skip
         return pool
@@ -336,10 +330,14 @@ class Host:
         self, app: HostedApp, tag: str, options: dict[str, Any]
     ) -> FunctionSpec:
         """The variant of ``tag`` these options make: created (queue and pool) if new."""
-        spec = app.specs[tag].with_overrides(options)
-        key = pool_key(tag, spec.variant)
         async with self._lock:
-            if key in app.pools:
+            if self.apps.get((app.environment, app.instance)) is not app:
+                raise exceptions.NotFoundError(
+                    f"app {app.app!r} was stopped or redeployed meanwhile: call again"
+                )
+            spec = app.specs[tag].with_overrides(options)
+            key = pool_key(tag, spec.variant)
+            if key in app.specs:
                 return app.specs[key]
             self._check(app.environment, {key: spec})
             app.specs[key] = spec
@@ -373,15 +371,16 @@ class Host:
                 self._connection, previous.queue(key), f"{app.app}.{key} was removed", delete=True
             )
 
-    async def _stop_pools(self, app: HostedApp) -> None:
+    async def _stop_pools(self, app: HostedApp, *, drop_remote: bool = True) -> None:
+        remote = list(app.remote) if drop_remote else []
         await asyncio.gather(
             *(pool.stop() for pool in app.pools.values()),
-            *(self.remote.drop(app, key) for key in list(app.remote)),
+            *(self.remote.drop(app, key) for key in remote),
         )
         app.pools.clear()
 
-    async def _stop_app(self, app: HostedApp, *, remove: bool) -> int:
-        await self._stop_pools(app)
+    async def _stop_app(self, app: HostedApp, *, remove: bool, drop_remote: bool = True) -> int:
+        await self._stop_pools(app, drop_remote=drop_remote)
         answered = 0
         if remove:
             for key in app.specs:

@@ -51,15 +51,20 @@ def _bind(source: Path, target: Path) -> None:
 
 
 def _link(source: Path, target: Path) -> None:
-    if target.is_symlink() and target.resolve() == source.resolve():
-        return
-    if target.exists() or target.is_symlink():
-        raise EngineError(
-            f"cannot mount a volume at {target}: something is there already, and this engine "
-            "may not create mount namespaces (it needs CAP_SYS_ADMIN)"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(source, target_is_directory=True)
+    """A symbolic link at ``target``; only the variable when the path cannot be made."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source, target_is_directory=True)
+    except FileExistsError:
+        # Another container of the node made the same link a moment ago, or it is left
+        # from an earlier run: fine if it leads to this volume.
+        if not (target.is_symlink() and target.resolve() == source.resolve()):
+            raise EngineError(
+                f"cannot mount a volume at {target}: something else is there, and this "
+                "engine may not create mount namespaces (it needs CAP_SYS_ADMIN)"
+            ) from None
+    except OSError as exc:
+        log.warning("volume_path_not_made", path=str(target), reason=str(exc))
 
 
 def mount_volumes(volumes: dict[str, tuple[str, str]]) -> None:

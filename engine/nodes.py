@@ -34,8 +34,8 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_SECONDS = 2.0
 HEARTBEATS_MISSED = 3
 
-# (environment, app instance, pool key): one pool an agent runs.
-PoolRef = tuple[str, str, str]
+# (environment, app instance, pool key, generation: the app's deploy time): one pool.
+PoolRef = tuple[str, str, str, float]
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Nodes:
         if agent is None or agent.queue != info["queue"]:
             agent = self.agents[info["name"]] = Agent(info["name"], info["queue"], node)
         agent.node, agent.seen = node, time.monotonic()
-        agent.pools = {(p[0], p[1], p[2]) for p in info.get("pools", [])}
+        agent.pools = {(p[0], p[1], p[2], float(p[3])) for p in info.get("pools", [])}
         return agent
 
     def place(self, spec: FunctionSpec) -> str | None:
@@ -112,7 +112,12 @@ class RemotePools:
         self._control = control
 
     def _args(self, app: HostedApp, key: str) -> dict[str, Any]:
-        return {"environment": app.environment, "instance": app.instance, "key": key}
+        return {
+            "environment": app.environment,
+            "instance": app.instance,
+            "key": key,
+            "generation": app.deployed_at,
+        }
 
     async def host(
         self, app: HostedApp, key: str, warm: int, environ: dict[str, str | None]
@@ -157,9 +162,24 @@ class RemotePools:
         running: set[PoolRef],
         environ: Callable[[str, FunctionSpec], dict[str, str | None]],
     ) -> None:
-        """Send an agent (back) the pools placed on it that it does not run (it restarted)."""
+        """On an agent's heartbeat: adopt the pools it runs that wait for a node (this
+        primary restarted), give it the waiting ones it can run, and send it back those
+        placed on it that it does not run (it restarted)."""
+        agent = self.nodes.agents[name]
         for app in apps:
+            for key in list(app.pending):
+                ref = (app.environment, app.instance, key, app.deployed_at)
+                if ref in running:
+                    app.pending.discard(key)
+                    app.remote[key] = name
+                elif agent.node.problem(app.specs[key]) is None:
+                    app.pending.discard(key)
+                    app.remote[key] = name  # sent below: the agent does not run it
             for key, node in list(app.remote.items()):
-                if node == name and (app.environment, app.instance, key) not in running:
+                ref = (app.environment, app.instance, key, app.deployed_at)
+                if node == name and ref not in running:
                     log.warning("pool_placed_again", app=app.app, function=key, node=name)
-                    await self.host(app, key, 0, environ(app.environment, app.specs[key]))
+                    try:
+                        await self.host(app, key, 0, environ(app.environment, app.specs[key]))
+                    except WarrenError as exc:  # the next heartbeat tries again
+                        log.warning("pool_not_placed", app=app.app, function=key, reason=str(exc))

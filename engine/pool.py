@@ -128,6 +128,12 @@ class ContainerPool:
         if warm:
             try:
                 await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
+            except TimeoutError:
+                await self.stop(grace=1.0)
+                raise exceptions.EngineError(
+                    f"no container of {self.config.spec.tag!r} was ready within "
+                    f"{START_TIMEOUT:g}s (is the node out of capacity? see the engine's log)"
+                ) from None
             except BaseException:
                 await self.stop(grace=1.0)
                 raise
@@ -149,8 +155,9 @@ class ContainerPool:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         members = list(self._members.values())
         await self._terminate(members, grace)
-        for _ in members:
-            self._node.release(self.config.spec)  # their _watch tasks were cancelled above
+        for member in members:  # their _watch tasks were cancelled above
+            if self._members.pop(member.key, None) is not None:
+                self._node.release(self.config.spec)
         if self._requests:
             await asyncio.wait(set(self._requests), timeout=KILL_WAIT)
 
@@ -226,14 +233,6 @@ class ContainerPool:
     def _launch(self) -> None:
         if self._stopping:
             return
-        if not self._node.reserve(self.config.spec):
-            if not self._waiting_for_capacity:
-                self._log.warning("container_waiting_for_capacity", node=self._node.labels())
-            self._waiting_for_capacity = True
-            return  # the next tick tries again
-        self._waiting_for_capacity = False
-        self._keys += 1
-        key = self._keys
         container_id = uuid.uuid4().hex[:12]
         config = {
             "broker_url": self.config.broker_url,
@@ -248,7 +247,19 @@ class ContainerPool:
             "environ": self._environ(),  # may hold secrets: never logged
             "volumes": self._volumes,
         }
-        process = ContainerProcess(config, lambda message: self._on_status(key, message))
+        if not self._node.reserve(self.config.spec):
+            if not self._waiting_for_capacity:
+                self._log.warning("container_waiting_for_capacity", node=self._node.labels())
+            self._waiting_for_capacity = True
+            return  # the next tick tries again
+        self._waiting_for_capacity = False
+        self._keys += 1
+        key = self._keys
+        try:
+            process = ContainerProcess(config, lambda message: self._on_status(key, message))
+        except BaseException:
+            self._node.release(self.config.spec)
+            raise
         member = _Member(key, process, started_at=time.monotonic())
         self._members[key] = member
         self._own(self._watch(member))
@@ -307,8 +318,8 @@ class ContainerPool:
         )
         code = await member.process.wait()
         ready_by.cancel()
-        self._members.pop(member.key, None)
-        self._node.release(self.config.spec)
+        if self._members.pop(member.key, None) is not None:
+            self._node.release(self.config.spec)
         deliberate = self._stopping or member.stopping or code == EXIT_REPLACED
         if not deliberate and self._ledger.holding(member.key):
             self._log.error(

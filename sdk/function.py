@@ -9,9 +9,9 @@ from sdk import naming
 from sdk.calls import FunctionCall, spawn_call
 from sdk.client import Client
 from sdk.config import settings
-from sdk.exceptions import BlockingCallInLoopError, ExecutionError, InvalidError, NotFoundError
+from sdk.exceptions import BlockingCallInLoopError, ExecutionError, InvalidError
 from sdk.facade import Method, in_running_loop
-from sdk.invocation import Target, call_one
+from sdk.invocation import NotRunningError, Target, call_one
 from sdk.mapping import MapMethods
 from sdk.options import check_options
 from sdk.protocol import FunctionSpec
@@ -314,7 +314,7 @@ class Function(MapMethods[R], Generic[P, R]):
         client = await self._client()
         try:
             result: R = await call_one(client, await self._resolve(client), args, kwargs)
-        except NotFoundError:
+        except NotRunningError:
             if not self._forget_variant():
                 raise
             result = await call_one(client, await self._resolve(client), args, kwargs)
@@ -340,7 +340,7 @@ class Function(MapMethods[R], Generic[P, R]):
         client = await self._client()
         try:
             return await spawn_call(client, await self._resolve(client), args, kwargs)
-        except NotFoundError:
+        except NotRunningError:
             if not self._forget_variant():
                 raise
             return await spawn_call(client, await self._resolve(client), args, kwargs)

@@ -146,8 +146,12 @@ async def call_raw(
     return status, rfmt, rdata
 
 
+class NotRunningError(NotFoundError):
+    """The function's queue does not exist (raised by the publish, never by the function)."""
+
+
 def not_running(target: Target) -> NotFoundError:
-    return NotFoundError(
+    return NotRunningError(
         f"function {target.display_name!r} is not running in environment "
         f"{target.environment!r}: start its app with `with app.run():` (or `warren run`) "
         "or deploy it"

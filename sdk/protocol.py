@@ -178,8 +178,8 @@ class FunctionSpec:
     cpu: list[float | None] | None = None
     memory: list[int | None] | None = None
     gpu: str | None = None
-    env: dict[str, str | None] = field(default_factory=dict)
-    secrets: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, str | None] = field(default_factory=dict, repr=False)
+    secrets: list[dict[str, Any]] = field(default_factory=list, repr=False)  # values: never shown
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     region: list[str] = field(default_factory=list)
     cloud: list[str] = field(default_factory=list)

@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 ENGINE_STOP_TIMEOUT = 30.0
 # Longer than an engine waits for a new app's first container (its code may import a lot).
 REGISTER_TIMEOUT = 180.0
+ENGINE_BACK_SECONDS = 15.0
 
 
 @dataclass(slots=True)
@@ -105,12 +106,20 @@ async def deploy_app(client: Client, app: App, name: str | None = None) -> dict[
 
 
 async def stop_run(client: Client, handle: RunHandle) -> None:
+    request = {"environment": handle.environment, "instance": handle.instance}
+    deadline = asyncio.get_running_loop().time() + ENGINE_BACK_SECONDS
     try:
-        await client.control(
-            "stop_app",
-            {"environment": handle.environment, "instance": handle.instance},
-            queue=handle.control_queue,
-        )
+        while True:
+            try:
+                await client.control("stop_app", request, queue=handle.control_queue)
+                break
+            except EngineNotFoundError:
+                # Our own engine is alive but not listening: it is re-declaring its control
+                # queue after a broker restart. Give it a few seconds.
+                alive = handle.engine is not None and handle.engine.poll() is None
+                if not alive or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
     finally:
         if handle.engine is not None:
             await _stop_engine(handle.engine)

@@ -2,10 +2,10 @@
 
 ``@app.function(volumes={"/data": sdk.Volume.from_name("cache", create_if_missing=True)})``
 makes ``/data`` in the function refer to the volume's directory on the engine node
-(``<state dir>/volumes/<environment>/<name>``). Containers run on the engine's host,
-so "mounting" is a symbolic link from the path to that directory, made when the
-container starts (or, where a path cannot be created, the ``WARREN_VOLUME_<NAME>``
-variable pointing at it). Every container of the node sees the same files at once.
+(``<state dir>/volumes/<environment>/<name>``): a bind mount in a mount namespace of
+the container's own, or a symbolic link where the engine may not create namespaces;
+``WARREN_VOLUME_<NAME>`` names the directory in any case (and is all there is where
+the path cannot be made). Every container of the node sees the same files at once.
 Several engine nodes must put their state directory's ``volumes/`` on shared storage
 (NFS, a shared disk) for their functions to see one another's writes.
 """

@@ -121,6 +121,6 @@ def test_spawned_calls_made_before_a_broker_restart_are_fetched_after_it(tmp_pat
     assert wait_until(lambda: len(lines(log)) >= 2, 30)  # one finished, one running
     before = connection_starts()
     restart_broker()
-    assert reconnected_since(before)
+    assert wait_until(lambda: bool(reconnected_since(before)), 30)
     assert sdk.FunctionCall.from_id(done.object_id).get(timeout=60) == 2
     assert sdk.FunctionCall.from_id(running.object_id).get(timeout=60) == 4
