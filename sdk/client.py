@@ -51,6 +51,7 @@ from sdk.exceptions import (
     NotFoundError,
 )
 from sdk.facade import in_loop_thread, loop_thread
+from sdk.outage import Outage
 from sdk.protocol import (
     KIND_CANCEL,
     KIND_CONTROL_REPLY,
@@ -103,8 +104,7 @@ class Client:
         self._control: dict[str, asyncio.Future[ControlReply]] = {}
         self._closed = False
         self._lifetime: AsyncIterator[None] | None = None
-        self._outage: asyncio.TimerHandle | None = None
-        self._outage_waiters: set[asyncio.Future[None]] = set()
+        self._outage = Outage(self.settings.reconnect_timeout, self._give_up)
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -147,52 +147,23 @@ class Client:
         )
         await topology.bind_result_queue(self._consumer, queue)
         await queue.consume(self._on_message)
-        self._connection.close_callbacks.add(self._on_connection_lost)
-        self._connection.reconnect_callbacks.add(self._on_reconnected)
+        self._connection.close_callbacks.add(self._outage.lost)
+        self._connection.reconnect_callbacks.add(self._outage.restored)
         log.debug("client_connected", client=self.client_id)
         return self
 
-    def _on_connection_lost(self, *_: Any) -> None:
-        if self._closed or self._outage is not None:
-            return
-        log.warning("broker_connection_lost", client=self.client_id)
-        self._outage = asyncio.get_running_loop().call_later(
-            self.settings.reconnect_timeout, self._give_up
-        )
-
-    def _on_reconnected(self, *_: Any) -> None:
-        if self._outage is not None:
-            self._outage.cancel()
-            self._outage = None
-            log.info("broker_connection_restored", client=self.client_id)
-
-    def _give_up(self) -> None:
-        self._outage = None
+    def _give_up(self) -> Exception:
         error = exceptions.ConnectionError(
             f"lost the broker at {_redact(self.settings.broker_url)} for "
             f"{self.settings.reconnect_timeout:g}s (WARREN_RECONNECT_TIMEOUT)"
         )
         self._fail_waiting(error)
-        for waiter in self._outage_waiters:
-            if not waiter.done():
-                waiter.set_exception(error)
+        return error
 
     async def unless_broker_lost(self, work: Awaitable[T]) -> T:
         """``await work``, unless the broker stays away past ``WARREN_RECONNECT_TIMEOUT``:
         then ``ConnectionError`` (for waits that are not a call's, like ``get``)."""
-        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outage_waiters.add(gone)
-        task = asyncio.ensure_future(work)
-        try:
-            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                gone.result()  # raises the ConnectionError
-            return task.result()
-        finally:
-            self._outage_waiters.discard(gone)
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        return await self._outage.unless_lost(work)
 
     def _fail_waiting(self, error: Exception) -> None:
         for sink in list(self._sinks.values()):
@@ -209,12 +180,12 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        if self._outage is not None:
-            self._outage.cancel()
+        self._outage.cancel()
         self._fail_waiting(
             exceptions.ConnectionError("the client was closed while the call was waiting")
         )
         if self._connection is not None:
+            self._connection.close_callbacks.discard(self._outage.lost)  # not an outage
             await self._connection.close()
         log.debug("client_closed", client=self.client_id)
 
