@@ -208,3 +208,29 @@ def engine_running(
         if daemon.process is not None and daemon.process.poll() is None:
             stop_all_apps()
             daemon.stop()
+
+
+def forget_environment(environment: str) -> None:
+    """Remove what a test's own environment leaves on the broker for good: its dead-letter
+    and orphans queues and its exchanges (result and call queues expire by themselves)."""
+    from sdk import naming
+
+    async def remove() -> None:
+        connection = await aio_pika.connect(settings().broker_url)
+        try:
+            for queue in (naming.dead_letter_queue(environment), naming.orphans(environment)):
+                async with connection.channel() as channel:
+                    await channel.queue_delete(queue)
+            for exchange in (
+                naming.orphans(environment),
+                naming.requeue_exchange(environment),
+                naming.delay_exchange(environment),
+                naming.cancel_exchange(environment),
+            ):
+                with contextlib.suppress(ChannelNotFoundEntity):
+                    async with connection.channel() as channel:
+                        await channel.exchange_delete(exchange)
+        finally:
+            await connection.close()
+
+    asyncio.run(remove())

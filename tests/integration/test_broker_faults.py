@@ -22,7 +22,7 @@ from faults import (
     record_execution,
     restart_broker,
 )
-from support import lines, wait_until
+from support import forget_environment, lines, wait_until
 
 import sdk
 
@@ -47,8 +47,11 @@ def slow_double(log: str, x: int, seconds: float) -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def running(broker_url: str) -> Iterator[sdk.App]:
-    with app.run():
-        yield app
+    try:
+        with app.run():
+            yield app
+    finally:
+        forget_environment(ENVIRONMENT)
 
 
 def map_with_faults(

@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 import pytest
 from faults import dead_letters
-from support import lines, queue_depth, wait_until
+from support import forget_environment, lines, queue_depth, wait_until
 
 import sdk
 from sdk import naming, topology
@@ -56,8 +56,11 @@ class OpensTheSentinel:
 
 @pytest.fixture(scope="module", autouse=True)
 def running(broker_url: str) -> Iterator[sdk.App]:
-    with app.run():
-        yield app
+    try:
+        with app.run():
+            yield app
+    finally:
+        forget_environment(ENVIRONMENT)
 
 
 def function_queue() -> str:
