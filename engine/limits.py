@@ -35,10 +35,6 @@ def apply_limits(cpu: list[float | None] | None, memory: list[int | None] | None
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def memory_limit(spec: FunctionSpec) -> int | None:
-    return spec.memory[1] if spec.memory is not None else None
-
-
 def _total_memory_mib() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // MIB
 

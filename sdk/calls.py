@@ -88,7 +88,7 @@ async def spawn_call(
     retention = max(1, round(settings().result_retention))
     ref = CallRef(target.environment, uuid.uuid4().hex, int(time.time()), retention)
     try:
-        await client.publish(
+        await client.publisher.publish(
             target.queue,
             CallBatch(ref.call_id, [(0, fmt, data)]).to_envelope(),
             correlation_id=ref.call_id,
@@ -229,7 +229,7 @@ class FunctionCall(Generic[R]):
         client = await Client.current()
         marker = ResultBatch([(self._ref.call_id, 0, STATUS_CANCELLED, 0, b"", 0.0)])
         with contextlib.suppress(NotFoundError):  # its result already expired: nothing to do
-            await client.publish(
+            await client.publisher.publish(
                 self._ref.queue,
                 marker.to_envelope(),
                 correlation_id=self._ref.call_id,

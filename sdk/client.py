@@ -29,7 +29,7 @@ import contextvars
 import dataclasses
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Generator
 from typing import Any, Protocol, TypeVar
 
 import aio_pika
@@ -43,7 +43,6 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from sdk import exceptions, naming, topology
-from sdk.codec import Envelope
 from sdk.config import RECONNECT_INTERVAL, Settings, settings
 from sdk.exceptions import (
     EngineError,
@@ -138,6 +137,7 @@ class Client:
             self.signer,
             self.settings.reconnect_timeout,
             lambda: self._closed,
+            self.result_queue,
         )
         self._consumer = await self._connection.channel()
         assert self._consumer is not None
@@ -219,32 +219,6 @@ class Client:
 
     # -- publishing ---------------------------------------------------------------
 
-    async def publish(
-        self,
-        queue: str,
-        envelope: Envelope,
-        *,
-        correlation_id: str,
-        reply_to: str | None = None,
-        persistent: bool = True,
-        valid_for: float | None = None,
-        max_size: int | None = None,
-        prepare: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        """Sign and publish to a queue; see :meth:`Publisher.publish`. Replies come to
-        this client's result queue unless ``reply_to`` names another."""
-        assert self._publisher is not None, "client is not open"
-        await self._publisher.publish(
-            queue,
-            envelope,
-            correlation_id=correlation_id,
-            reply_to=reply_to or self.result_queue,
-            persistent=persistent,
-            valid_for=valid_for,
-            max_size=max_size,
-            prepare=prepare,
-        )
-
     @property
     def publisher(self) -> Publisher:
         assert self._publisher is not None, "client is not open"
@@ -291,7 +265,7 @@ class Client:
         target = queue or naming.control_queue()
         try:
             try:
-                await self.publish(
+                await self.publisher.publish(
                     target,
                     ControlRequest(op, args).to_envelope(),
                     correlation_id=correlation_id,

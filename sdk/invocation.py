@@ -120,7 +120,7 @@ async def call_raw(
     # The broker hands a persistent message to a consumer before it has written it to
     # disk and confirmed it: wait for the result and the confirm together, not in turn.
     publishing = asyncio.ensure_future(
-        client.publish(
+        client.publisher.publish(
             target.queue,
             CallBatch(invocation_id, [(0, fmt, data)], json_results=json_results).to_envelope(),
             correlation_id=invocation_id,

@@ -120,7 +120,7 @@ class _Sender:
         buffer = self.sink.buffer
         batch = [(buffer.sent_index(), fmt, data) for fmt, data in encoded]
         try:
-            await self.client.publish(
+            await self.client.publisher.publish(
                 self.target.queue,
                 CallBatch(self.invocation_id, batch).to_envelope(),
                 correlation_id=self.invocation_id,

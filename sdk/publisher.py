@@ -51,8 +51,10 @@ class Publisher:
         signer: Signer,
         reconnect_timeout: float,
         closed: Callable[[], bool],
+        reply_to: str,
     ) -> None:
         self._channel = channel
+        self._reply_to = reply_to
         self._signer = signer
         self._reconnect_timeout = reconnect_timeout
         self._closed = closed
@@ -71,10 +73,12 @@ class Publisher:
     ) -> None:
         """Sign and publish to a queue through the default exchange; wait for the confirm.
 
+        Replies come to the client's result queue unless ``reply_to`` names another.
         Raises ``MessageTooLargeError`` before publishing a message above the size limit,
         ``NotFoundError`` if the queue does not exist. A publish cut off by a lost
         connection is sent again once the connection is back.
         """
+        reply_to = reply_to or self._reply_to
         body = self._signer.seal(
             envelope, valid_for=valid_for, reply_to=reply_to, correlation_id=correlation_id
         )

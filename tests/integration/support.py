@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import psutil
@@ -234,3 +235,13 @@ def forget_environment(environment: str) -> None:
             await connection.close()
 
     asyncio.run(remove())
+
+
+@contextlib.contextmanager
+def running_in_own_environment(app: Any, environment: str) -> Iterator[Any]:
+    """``app.run()`` in a test's own environment, which is forgotten afterwards."""
+    try:
+        with app.run():
+            yield app
+    finally:
+        forget_environment(environment)

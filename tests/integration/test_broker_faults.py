@@ -22,7 +22,7 @@ from faults import (
     record_execution,
     restart_broker,
 )
-from support import forget_environment, lines, wait_until
+from support import lines, running_in_own_environment, wait_until
 
 import sdk
 
@@ -47,11 +47,8 @@ def slow_double(log: str, x: int, seconds: float) -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def running(broker_url: str) -> Iterator[sdk.App]:
-    try:
-        with app.run():
-            yield app
-    finally:
-        forget_environment(ENVIRONMENT)
+    with running_in_own_environment(app, ENVIRONMENT):
+        yield app
 
 
 def map_with_faults(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from faults import Checker, dead_letters, record_execution
-from support import forget_environment, lines, wait_until
+from support import lines, running_in_own_environment, wait_until
 
 import sdk
 from sdk import topology
@@ -40,11 +40,8 @@ def kills_itself_on_poison(log: str, x: int) -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def running(broker_url: str) -> Iterator[sdk.App]:
-    try:
-        with app.run():
-            yield app
-    finally:
-        forget_environment(ENVIRONMENT)
+    with running_in_own_environment(app, ENVIRONMENT):
+        yield app
 
 
 def test_a_container_killed_mid_call_has_its_input_run_again_and_one_result(

@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 import pytest
 from faults import dead_letters
-from support import forget_environment, lines, queue_depth, wait_until
+from support import lines, queue_depth, running_in_own_environment, wait_until
 
 import sdk
 from sdk import naming, topology
@@ -56,11 +56,8 @@ class OpensTheSentinel:
 
 @pytest.fixture(scope="module", autouse=True)
 def running(broker_url: str) -> Iterator[sdk.App]:
-    try:
-        with app.run():
-            yield app
-    finally:
-        forget_environment(ENVIRONMENT)
+    with running_in_own_environment(app, ENVIRONMENT):
+        yield app
 
 
 def function_queue() -> str:
