@@ -10,8 +10,11 @@ import pytest
 
 from sdk.config import settings
 
-# Spawned calls' result queues outlive the test run; keep them for minutes, not a day.
-os.environ.setdefault("WARREN_RESULT_RETENTION", "600")
+# Queues that outlive their test (spawned calls' results, the result queue of every
+# client process) must not pile up on the broker: RabbitMQ 3.10 restarting with
+# thousands of durable queues (as the fault tests make it) can take very long to boot.
+os.environ.setdefault("WARREN_RESULT_RETENTION", "120")
+os.environ.setdefault("WARREN_RESULT_QUEUE_EXPIRY", "60")
 
 
 @pytest.fixture(scope="session")
