@@ -28,7 +28,7 @@ import orjson
 
 import sdk
 from engine import logs
-from sdk import naming
+from sdk import event_loop, naming
 from sdk.config import settings
 from sdk.exceptions import WarrenError
 
@@ -286,15 +286,18 @@ def _serve(
     if state_dir is None and run_id is None and not join:
         state_dir = default_state_dir()  # a daemon's deployed apps must outlive it
     try:
-        asyncio.run(
-            run_engine(
-                settings(),
-                run_id=run_id,
-                parent_pid=parent_pid,
-                state_dir=state_dir,
-                join=agent_name(node_name or os.environ.get("WARREN_NODE_NAME")) if join else None,
+        with event_loop.runner() as runner:
+            runner.run(
+                run_engine(
+                    settings(),
+                    run_id=run_id,
+                    parent_pid=parent_pid,
+                    state_dir=state_dir,
+                    join=agent_name(node_name or os.environ.get("WARREN_NODE_NAME"))
+                    if join
+                    else None,
+                )
             )
-        )
     except WarrenError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -1,19 +1,25 @@
-"""A container: one OS process that runs one function's inputs from its queue.
+"""A container: one OS process that holds and runs one function's inputs from its queue.
 
 :mod:`engine.container_main` runs it in a process of its own. It consumes the
-function queue with a prefetch tuned to the batch sizes it receives
-(:class:`~sdk.batching.PrefetchTuner`), verifies each message's signature before
-anything else (:mod:`engine.triage` dead-letters what fails, and counts crashes of
-redelivered messages), starts the inputs of a message that fit in its free slots and
-has the engine hand the rest back to the queue, so it never runs more than
-``max_inputs`` at once. Results leave through :mod:`engine.outbox`; a message is
-acknowledged only after the results of all its inputs are confirmed by the broker,
-so a container that dies mid-call gets its inputs redelivered to another. Before
-running a message it tells the engine (``took``), so the engine knows what was
-running if the process dies.
+function queue through Warren's own AMQP driver (:mod:`sdk.amqp`, kept connected by
+:mod:`sdk.session`), with a prefetch tuned to the batch sizes it receives
+(:class:`~sdk.batching.PrefetchTuner`), and verifies each message's signature
+before anything else (:mod:`engine.triage` dead-letters what fails, and counts
+crashes of redelivered messages). It *holds*
+every input of a message it takes and *runs* at most ``max_inputs`` at once
+(:mod:`engine.execution`); held inputs start in turn as slots free up. A container
+that holds much more work than it can start soon (a map whose later inputs turned
+out slower than its first) hands the inputs it has not started back to the queue,
+through its engine, so that other containers run them.
 
-SIGTERM stops taking inputs, lets running ones finish (bounded by a grace period),
-publishes their results, and exits 0.
+Results leave through :mod:`engine.outbox`; a message is acknowledged only after the
+results of all its inputs are confirmed by the broker, so a container that dies
+mid-call gets its inputs redelivered to another. Before running a message it records
+it in its holding table (:mod:`engine.holdings`), which the engine reads if the
+process dies.
+
+SIGTERM stops taking inputs, hands back the held inputs that have not started, lets
+running ones finish (bounded by a grace period), publishes their results, and exits 0.
 """
 
 from __future__ import annotations
@@ -22,28 +28,24 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
 
 from engine.cancelling import Cancels
 from engine.crashes import CRASHED, REPLACED
 from engine.execution import STATUS_ABANDONED, Executor, Job
+from engine.holdings import HoldingTable
+from engine.inbound import Inbound
 from engine.link import EngineLink
-from engine.outbox import Delivery, Outbox
+from engine.outbox import HeldMessage, Outbox
 from engine.triage import Triage
-from sdk import naming, topology
+from sdk import naming
+from sdk.amqp import Channel, Connection, Delivery
 from sdk.batching import PrefetchTuner
-from sdk.config import RECONNECT_INTERVAL, settings
+from sdk.config import settings
 from sdk.exceptions import EngineError, WarrenError
 from sdk.protocol import (
     KIND_CALLS,
@@ -53,7 +55,9 @@ from sdk.protocol import (
     FunctionSpec,
 )
 from sdk.publisher import BROKER_ERRORS
+from sdk.session import BrokerSession
 from sdk.signing import ENVELOPE_OVERHEAD, MessageExpiredError, signer
+from sdk.sizing import TARGET_BATCH_SECONDS
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +65,10 @@ EXIT_BAD_CODE = 3
 EXIT_REPLACED = 4
 REPLACEMENT_FLUSH_SECONDS = 5.0
 SUSPECT_RETRY_DELAY = 1.0
+# A container keeps at most this much expected work (in seconds of its slots' time)
+# waiting beyond what runs; what is beyond goes back to the queue for other containers.
+HOLD_SECONDS = 0.1
+HOLD_CHECK_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +108,18 @@ class Container:
         config: ContainerConfig,
         fn: Callable[..., Any],
         link: EngineLink,
+        holdings: HoldingTable,
         on_ready: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self._fn = fn
         self._link = link
+        self._holdings = holdings
         self._on_ready = on_ready
         self._stop = asyncio.Event()
         self._signer = signer()
         self._log = log.bind(container=config.container_id, function=config.spec.tag)
-        self._outbox = Outbox(config.spec, self._signer, link, self._report_released)
+        self._outbox = Outbox(config.spec, self._signer, link, self._released)
         self._triage = Triage(
             environment=config.environment,
             function=config.spec.tag,
@@ -119,27 +129,31 @@ class Container:
             outbox=self._outbox,
             log=self._log,
         )
-        self._connection: AbstractRobustConnection | None = None
         self._executor: Executor | None = None
         self._cancels = Cancels(config.cancelled, self._signer, self._log)
         self._exiting: asyncio.Task[None] | None = None
-        self._inputs: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag = ""
+        self._session: BrokerSession | None = None
+        self._inputs: Channel | None = None
+        self._consumer_tag: str | None = None
+        self._paused = False
         self._resubscribing = asyncio.Lock()
-        self._held = 0
+        self._deliveries: set[HeldMessage] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._holding = asyncio.Event()  # set while inputs wait for a slot
         self._gate = asyncio.Event()  # cleared while a suspect input runs alone
         self._gate.set()
         self._isolation = asyncio.Lock()
         self.last_active = time.monotonic()
+        self.messages_received = 0
+        self.inputs_received = 0
         self._tuner = PrefetchTuner(config.spec.max_inputs)
 
     @property
     def held(self) -> int:
-        """Inputs started and not yet finished."""
-        return self._held
+        """Inputs held: running, or waiting for a slot."""
+        return self._executor.held if self._executor is not None else 0
 
     @property
     def mean_batch(self) -> float:
@@ -149,6 +163,11 @@ class Container:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def executor(self) -> Executor:
+        assert self._executor is not None, "the container is not running"
+        return self._executor
+
     async def run(self) -> None:
         self._executor = Executor(
             self._fn,
@@ -156,57 +175,133 @@ class Container:
             self._on_done,
             on_stuck=self._replace_soon,
             max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
+            skip=self._cancels.skips,
         )
         self._cancels.attach(self._executor, self._exit_for_replacement)
-        self._connection = await aio_pika.connect_robust(
-            self.config.broker_url,
-            reconnect_interval=RECONNECT_INTERVAL,
-            client_properties={"connection_name": f"container-{self.config.container_id}"},
+        session = self._session = BrokerSession(
+            self.config.broker_url, f"container-{self.config.container_id}", self._setup
         )
+        await session.start()
         # Deliveries die with their connection (the broker requeues them): the engine's
         # crash ledger must not wait for this container to exit when they are redelivered.
-        self._connection.close_callbacks.add(self._on_connection_lost)
-        results = await self._connection.channel(publisher_confirms=True)
-        self._outbox.open(results, naming.replies_exchange())
-        inputs = self._inputs = await self._connection.channel()
-        inputs.close_callbacks.add(self._on_inputs_closed)
-        await inputs.set_qos(prefetch_count=self._tuner.prefetch)
-        queue = self._queue = await inputs.declare_queue(self.config.queue, passive=True)
-        # Its own channel: the input channel's prefetch limit must never hold back a cancel.
-        await topology.subscribe_to_cancels(
-            await self._connection.channel(),
-            self.config.environment,
-            self.config.container_id,
-            self._cancels.on_cancel,
-        )
-        self._consumer_tag = await queue.consume(self._on_input)
+        session.lost_callbacks.append(self._on_connection_lost)
+        self._own(self._watch_holdings())
         self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
         self._on_ready()
         try:
             await self._stop.wait()
         finally:
-            async with self._resubscribing:  # no new consumer may appear after this
-                with contextlib.suppress(*BROKER_ERRORS):
-                    await queue.cancel(self._consumer_tag)
+            await self._stop_consuming()  # no new delivery may come after this
             await self._finish()
 
+    async def _setup(self, connection: Connection, first: bool) -> None:
+        """After each (re)connection: the result channel, the cancel subscription (its
+        own channel: the input channel's prefetch must never hold back a cancel), and
+        the consumer of the function queue."""
+        self._outbox.open(await connection.channel(confirm=True), naming.replies_exchange())
+        cancels = await connection.channel()
+        listener = naming.cancel_listener_queue(self.config.environment, self.config.container_id)
+        await cancels.declare_queue(listener, exclusive=True, auto_delete=True)
+        await cancels.bind_queue(listener, naming.cancel_exchange(self.config.environment))
+        await cancels.consume(listener, self._cancels.on_cancel, no_ack=True)
+        inputs = await connection.channel()
+        await inputs.declare_queue(self.config.queue, passive=True)
+        inputs.closed.add_done_callback(self._on_inputs_closed)
+        self._inputs, self._consumer_tag = inputs, None
+        if not first:
+            self._forget_deliveries()
+        if not self._paused:
+            await self._consume()
+
     async def _finish(self) -> None:
-        assert self._executor is not None
-        if not await self._executor.wait_idle(settings().stop_grace):
-            self._log.warning("container_stop_grace_exceeded", running=self._executor.running)
-        await self._executor.close()
+        executor = self.executor
+        await self._give_back(executor.take_back(0))
+        if not await executor.wait_idle(settings().stop_grace):
+            self._log.warning("container_stop_grace_exceeded", running=executor.running)
+        await executor.close()
         await self._outbox.drain()
-        if self._connection is not None:
-            await self._connection.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
         self._log.info("container_stopped")
+
+    def _own(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._log.error(
+                "container_task_failed",
+                reason=f"{type(error).__name__}: {error}",
+                exc_info=error,
+            )
+
+    # -- the consumer --------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        """Consume the function queue on the input channel, with the tuned prefetch."""
+        async with self._resubscribing:
+            inputs = self._inputs
+            if inputs is None or self._consumer_tag is not None or self._stop.is_set():
+                return
+            await inputs.qos(self._tuner.prefetch)
+            self._consumer_tag = await inputs.consume(self.config.queue, self._on_delivery)
+
+    async def _stop_consuming(self) -> None:
+        async with self._resubscribing:
+            tag, self._consumer_tag = self._consumer_tag, None
+            if tag is not None and self._inputs is not None:
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await self._inputs.cancel(tag)
+
+    async def _pause_intake(self) -> None:
+        self._paused = True
+        await self._stop_consuming()
+
+    async def _resume_intake(self) -> None:
+        self._paused = False
+        await self._consume()
+
+    async def _resubscribe(self, prefetch: int) -> None:
+        # Per-consumer prefetch (a channel-wide one costs RabbitMQ a third of a
+        # millisecond per message) applies to consumers made after it is set: so a new
+        # consumer takes over, then the old one is cancelled. Its unacknowledged
+        # messages stay with the channel and are settled as usual.
+        async with self._resubscribing:
+            inputs, previous = self._inputs, self._consumer_tag
+            if inputs is None or previous is None or self._stop.is_set():
+                return
+            with contextlib.suppress(*BROKER_ERRORS):
+                await inputs.qos(prefetch)
+                self._consumer_tag = await inputs.consume(self.config.queue, self._on_delivery)
+                await inputs.cancel(previous)
+
+    def _forget_deliveries(self) -> None:
+        """The channel that delivered what we hold is gone: nothing is held in the broker's
+        eyes (its messages were requeued), so the holding table says so too, and held
+        inputs that have not started are dropped (they run again from the queue)."""
+        if self._executor is not None:
+            self._executor.take_back(0)
+        for delivery in list(self._deliveries):
+            delivery.message.processed = True  # an ack on the dead channel means nothing
+            self._released(delivery)
+        if not self.held:
+            self._idle.set()
 
     def _on_connection_lost(self, *_: Any) -> None:
         if not self._stop.is_set():
             self._log.warning("broker_connection_lost")
+            self._forget_deliveries()
             with contextlib.suppress(OSError):
                 self._link.send({"event": "dropped"})
 
-    def _on_inputs_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
+    def _on_inputs_closed(self, closed: asyncio.Future[None]) -> None:
+        exc = closed.exception()
         if exc is not None and "acknowledgement" in str(exc):
             self._log.error(
                 "broker_consumer_timeout_exceeded",
@@ -231,161 +326,189 @@ class Container:
 
     # -- intake --------------------------------------------------------------------------
 
-    async def _on_input(self, message: AbstractIncomingMessage) -> None:
+    def _on_delivery(self, delivery: Delivery) -> None:
+        """A message from the function queue: held at once, unless it needs a second look
+        (a redelivery the crash ledger must judge, a suspect of a crash, a container
+        running a suspect alone), which is taken in a task of its own."""
+        message = Inbound(delivery)
         if self._stop.is_set():
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.nack(requeue=True)
+            message.nack(requeue=True)
             return
         try:
             envelope = self._signer.open_message(message, kind=KIND_CALLS)
             batch = CallBatch.from_body(envelope.body)
         except MessageExpiredError as exc:
-            await self._triage.expired(message, exc)
+            self._own(self._triage.expired(message, exc))
             return
         except WarrenError as exc:
-            await self._triage.reject(message, str(exc))
+            self._own(self._triage.reject(message, str(exc)))
             return
         if batch.invocation_id in self._cancels or not batch.inputs:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.ack()
+            message.ack()
             return
-        verdict = await self._triage.verdict(message)
-        if verdict == REPLACED:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.ack()
+        if message.redelivered or batch.crashes or not self._gate.is_set():
+            self._own(self._take_carefully(message, batch, envelope.expires_at))
             return
-        if verdict == CRASHED:
-            await self._triage.after_crash(message, batch, envelope.expires_at)
-            return
+        self._take(message, batch, envelope.expires_at)
+
+    async def _take_carefully(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
+        if message.redelivered:
+            verdict = await self._triage.verdict(message)
+            if verdict == REPLACED:
+                message.ack()
+                return
+            if verdict == CRASHED:
+                await self._triage.after_crash(message, batch, expires_at)
+                return
         if batch.crashes:
-            await self._take_alone(message, batch, envelope.expires_at)
+            await self._take_alone(message, batch, expires_at)
             return
         if not self._gate.is_set():
             # A suspect runs alone here for now: this one goes to another container.
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.nack(requeue=True)
+            message.nack(requeue=True)
             return
-        self._report("took", message)
-        await self._take(message, batch, envelope.expires_at)
+        self._take(message, batch, expires_at)
 
-    async def _take_alone(
-        self, message: AbstractIncomingMessage, batch: CallBatch, expires_at: int
-    ) -> None:
+    async def _take_alone(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
         """Run an input that was running when a container died with nothing beside it.
 
         Then if it kills this container too, no other input is charged with the crash.
         A container that is busy does not hold it (its delivery would wait unacknowledged
         for the running inputs): it goes back to the queue after a second.
         """
-        if self._isolation.locked() or self._held or self._outbox.busy:
+        if self._isolation.locked() or self.held or self._outbox.busy:
             try:
                 await self._outbox.requeue(
                     message, [batch], SUSPECT_RETRY_DELAY, expires_at=expires_at
                 )
             except (EngineError, *BROKER_ERRORS):
-                with contextlib.suppress(*BROKER_ERRORS):
-                    await message.nack(requeue=True)
+                message.nack(requeue=True)
                 return
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.ack()
+            message.ack()
             return
         async with self._isolation:
             self._gate.clear()
             await self._pause_intake()
             try:
-                self._report("took", message)
-                await self._take(message, batch, expires_at)
+                self._take(message, batch, expires_at)
                 await self._quiet()
             finally:
                 self._gate.set()
                 await self._resume_intake()
 
-    async def _pause_intake(self) -> None:
-        assert self._queue is not None
-        async with self._resubscribing:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await self._queue.cancel(self._consumer_tag)
-
-    async def _resume_intake(self) -> None:
-        assert self._queue is not None
-        async with self._resubscribing:
-            if not self._stop.is_set():
-                self._consumer_tag = await self._queue.consume(self._on_input)
-
     async def _quiet(self) -> None:
-        """Until nothing runs and every message taken is settled (the ledger holds none)."""
+        """Until nothing runs and every message taken is settled (the table holds none)."""
         await self._idle.wait()
         await self._outbox.drain()
 
-    async def _take(
-        self, message: AbstractIncomingMessage, batch: CallBatch, expires_at: int
-    ) -> None:
-        """Start what fits in the free slots; hand the rest back to the queue."""
-        free = max(0, self.config.spec.max_inputs - self._held)
-        start, rest = batch.inputs[:free], batch.inputs[free:]
-        delivery = Delivery(message, batch, len(start) + (1 if rest else 0), expires_at)
-        self._held += len(start)
-        if self._held:
-            self._idle.clear()
-        assert self._executor is not None
-        for index, fmt, data in start:
-            self._executor.submit(
-                Job(batch.invocation_id, index, fmt, data, delivery, json=batch.json_results)
-            )
-        new_prefetch = self._tuner.observe(len(batch.inputs))
-        if new_prefetch is not None:
-            await self._resubscribe(new_prefetch)
-        if rest:
-            await self._hand_back(delivery, batch.with_inputs(rest))
-
-    async def _resubscribe(self, prefetch: int) -> None:
-        # Per-consumer prefetch (a channel-wide one costs RabbitMQ a third of a
-        # millisecond per message) applies to consumers made after it is set: so a new
-        # consumer takes over, then the old one is cancelled. Its unacknowledged
-        # messages stay with the channel and are settled as usual.
-        assert self._inputs is not None and self._queue is not None
-        async with self._resubscribing:
-            if self._stop.is_set():
-                return
-            await self._inputs.set_qos(prefetch_count=prefetch)
-            previous, self._consumer_tag = (
-                self._consumer_tag,
-                await self._queue.consume(self._on_input),
-            )
-            await self._queue.cancel(previous)
-
-    async def _hand_back(self, delivery: Delivery, rest: CallBatch) -> None:
-        # Requeued (and confirmed) before the original message is acknowledged: a crash
-        # in between runs those inputs twice, never zero times.
-        try:
-            await self._outbox.requeue(delivery.message, [rest], expires_at=delivery.expires_at)
-        except (EngineError, *BROKER_ERRORS) as exc:
-            self._log.warning("inputs_not_handed_back", reason=str(exc), inputs=len(rest.inputs))
-            delivery.abandoned = True  # the whole message runs again elsewhere
-        await self._outbox.settle(delivery)
-
-    def _report(self, event: str, message: AbstractIncomingMessage) -> None:
+    def _take(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
+        """Hold every input of the message; each runs when a slot is free."""
+        slot = None
         if message.message_id:
-            try:
-                self._link.send({"event": event, "message": message.message_id})
-            except OSError:
-                self.request_stop()  # the engine is gone
+            slot = self._holdings.hold(message.message_id)
+            if slot is None:  # never in practice: the table has room for several prefetches
+                self._log.warning("holding_table_full", slots=self._holdings.slots)
+                message.nack(requeue=True)
+                return
+        delivery = HeldMessage(message, batch, len(batch.inputs), expires_at, slot)
+        self._deliveries.add(delivery)
+        self._idle.clear()
+        self.messages_received += 1
+        self.inputs_received += len(batch.inputs)
+        invocation_id, json = batch.invocation_id, batch.json_results
+        self.executor.hold(
+            [
+                Job(invocation_id, index, fmt, data, delivery, json=json)
+                for index, fmt, data in batch.inputs
+            ]
+        )
+        if self.executor.queued:
+            self._holding.set()
+        new_prefetch = self._tuner.observe(len(batch.inputs), self.executor.per_input)
+        if new_prefetch is not None:
+            self._own(self._resubscribe(new_prefetch))
 
-    def _report_released(self, message: AbstractIncomingMessage) -> None:
-        self._report("released", message)
+    def _released(self, delivery: HeldMessage) -> None:
+        if delivery.slot is not None:
+            self._holdings.release(delivery.slot)
+            delivery.slot = None
+        self._deliveries.discard(delivery)
+
+    # -- holding no more than it should --------------------------------------------------
+
+    async def _watch_holdings(self) -> None:
+        """While inputs wait for a slot, check every few hundredths of a second that the
+        container is not holding more work than it will start soon."""
+        while True:
+            await self._holding.wait()
+            await asyncio.sleep(HOLD_CHECK_SECONDS)
+            if not self.executor.queued:
+                self._holding.clear()
+                continue
+            excess = self._excess()
+            if excess:
+                jobs = self.executor.take_back(self.executor.queued - excess)
+                await self._give_back(jobs)
+
+    def _excess(self) -> int:
+        """How many of the inputs waiting for a slot this container should not keep."""
+        executor = self.executor
+        per_input = max(executor.per_input or 0.0, executor.longest_running(time.monotonic()))
+        if per_input <= 0:
+            return 0
+        keep = int(HOLD_SECONDS * self.config.spec.max_inputs / per_input)
+        return max(0, executor.queued - keep)
+
+    async def _give_back(self, jobs: list[Job]) -> None:
+        """Send held inputs that have not started back to the queue, for any container.
+
+        A message none of whose inputs started goes back whole; the rest of one that
+        started is published anew, through the engine, in messages sized by the run
+        time seen here, before the original is acknowledged (a crash in between runs
+        them twice, never zero times).
+        """
+        if not jobs:
+            return
+        by_delivery: dict[HeldMessage, list[Job]] = {}
+        for job in jobs:
+            by_delivery.setdefault(job.delivery, []).append(job)
+        per_input = self.executor.per_input
+        size = 1 if not per_input else max(1, int(TARGET_BATCH_SECONDS / per_input))
+        for delivery, taken in by_delivery.items():
+            if len(taken) == len(delivery.batch.inputs) == delivery.pending:
+                self._released(delivery)
+                delivery.message.nack(requeue=True)
+                continue
+            items = [(job.index, job.fmt, job.data) for job in taken]
+            batches = [
+                delivery.batch.with_inputs(items[start : start + size])
+                for start in range(0, len(items), size)
+            ]
+            try:
+                await self._outbox.requeue(
+                    delivery.message, batches, expires_at=delivery.expires_at
+                )
+            except (EngineError, *BROKER_ERRORS) as exc:
+                self._log.warning("inputs_not_handed_back", reason=str(exc), inputs=len(items))
+                delivery.abandoned = True  # the whole message runs again elsewhere
+            await self._outbox.settle(delivery, len(taken))
+        self._log.info("inputs_handed_back", inputs=len(jobs), messages=len(by_delivery))
+        self._tuner.reset()
+        await self._resubscribe(self._tuner.prefetch)
+        if not self.held:
+            self._idle.set()
 
     # -- outcomes ------------------------------------------------------------------------
 
     def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
-        self._held -= 1
-        if not self._held:
+        if not self.held:
             self._idle.set()
         self.last_active = time.monotonic()
-        delivery: Delivery = job.delivery
+        delivery: HeldMessage = job.delivery
         if status == STATUS_ABANDONED:
             delivery.abandoned = True
             self._outbox.add(None, delivery)
-        elif status == STATUS_CANCELLED or job.invocation_id in self._cancels:
+        elif status == STATUS_CANCELLED or self._cancels.skips(job):
             self._outbox.add(None, delivery)
         elif (
             status == STATUS_ERROR

@@ -22,9 +22,11 @@ from typing import Any
 import structlog
 
 from engine.container import Container, ContainerConfig
+from engine.holdings import HoldingTable, slots_for
 from engine.limits import apply_limits
 from engine.link import EngineLink, decode
 from engine.mounts import mount_volumes
+from sdk import event_loop
 from sdk.shipping import load_app_code
 
 log = structlog.get_logger(__name__)
@@ -52,7 +54,11 @@ def _failure(exc: BaseException) -> dict[str, str]:
 
 
 def forked_main(
-    config_data: bytes, status: Connection, replies: Connection, lifeline: Connection
+    config_data: bytes,
+    status: Connection,
+    replies: Connection,
+    lifeline: Connection,
+    holdings: Any,
 ) -> None:
     """Run one container (the target of the forked process)."""
     os.dup2(2, 1)  # the user's prints go where the engine's logs go, never into a pipe
@@ -74,11 +80,17 @@ def forked_main(
         log.error("container_refused_code", reason=str(exc), container=config.container_id)
         link.send(_failure(exc))
         sys.exit(EXIT_BAD_CODE)
-    asyncio.run(_serve(config, fn, link, lifeline))
+    table = HoldingTable(slots_for(config.spec.max_inputs), holdings)
+    with event_loop.runner() as runner:
+        runner.run(_serve(config, fn, link, lifeline, table))
 
 
 async def _serve(
-    config: ContainerConfig, fn: Callable[..., Any], link: EngineLink, lifeline: Connection
+    config: ContainerConfig,
+    fn: Callable[..., Any],
+    link: EngineLink,
+    lifeline: Connection,
+    holdings: HoldingTable,
 ) -> None:
     loop = asyncio.get_running_loop()
     link.attach(loop)
@@ -89,7 +101,7 @@ async def _serve(
         except OSError:
             container.request_stop()  # the engine is gone
 
-    container = Container(config, fn, link, on_ready=lambda: send({"event": "ready"}))
+    container = Container(config, fn, link, holdings, on_ready=lambda: send({"event": "ready"}))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, container.request_stop)
     loop.add_reader(lifeline.fileno(), container.request_stop)  # readable only at EOF
@@ -105,10 +117,10 @@ async def _serve(
 
 
 async def _report(container: Container, send: Callable[[dict[str, Any]], None]) -> None:
-    last: tuple[int, float] | None = None
+    last: tuple[int, float, int] | None = None
     while True:
         await asyncio.sleep(STATUS_PERIOD)
-        now = (container.held, container.last_active)
+        now = (container.held, container.last_active, container.messages_received)
         if now != last:
             idle_for = 0.0 if container.held else time.monotonic() - container.last_active
             send(
@@ -117,6 +129,8 @@ async def _report(container: Container, send: Callable[[dict[str, Any]], None]) 
                     "running": container.held,
                     "idle_for": idle_for,
                     "batch": container.mean_batch,
+                    "messages": container.messages_received,
+                    "inputs": container.inputs_received,
                 }
             )
             last = now

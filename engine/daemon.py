@@ -38,12 +38,12 @@ from engine.gateway import Gateway
 from engine.hosted import HostedApp, pool_key
 from engine.hosting import Host
 from engine.nodes import RemotePools
+from engine.republisher import BROKER_ERRORS
 from engine.secrets import redacted
 from sdk import exceptions, naming, topology
 from sdk.client import Client
 from sdk.config import RECONNECT_INTERVAL, Settings
 from sdk.protocol import KIND_CANCEL, KIND_CONTROL, Cancel, ControlReply, ControlRequest
-from sdk.publisher import BROKER_ERRORS
 from sdk.signing import CONTROL_MAX_SIZE, signer
 
 log = structlog.get_logger(__name__)

@@ -15,12 +15,11 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity
 
-from engine.republisher import dead_letter
+from engine.republisher import BROKER_ERRORS, dead_letter
 from sdk import failure, naming
 from sdk.codec import FORMAT_MSGPACK
 from sdk.exceptions import ExecutionError, WarrenError
 from sdk.protocol import KIND_CALLS, STATUS_ERROR, CallBatch, ResultBatch
-from sdk.publisher import BROKER_ERRORS
 from sdk.signing import CALL_RESULT_VALIDITY, signer
 
 log = structlog.get_logger(__name__)

@@ -1,25 +1,32 @@
-"""Running a function's inputs inside a container: async ones as tasks, sync ones on threads.
+"""Running a function's inputs inside a container: held in turn, at most ``max_inputs`` at once.
 
-The executor knows nothing of the broker. It takes :class:`Job` objects and reports
-each outcome once through a callback on the event loop, as
+The executor knows nothing of the broker. The container hands it every input of a
+message at once (:meth:`Executor.hold`), however many that is: *holding is not
+running*. At most ``max_inputs`` of them run at a time, async ones as tasks, sync ones
+on worker threads; the others wait in a local queue in their order and start as slots
+free up. Each outcome is reported once through a callback on the event loop, as
 ``(job, status, format, data, seconds)``. An input cancelled because its invocation
 was cancelled reports ``STATUS_CANCELLED`` so that its message can still be settled;
 one cut short because the container is stopping reports ``STATUS_ABANDONED``, and its
 message goes back to the queue for another container.
 
-Sync functions run on at most ``max_inputs`` worker threads fed from one queue; their
-outcomes come back to the loop in bulk (one wake-up for however many finished since
-the last), which is what keeps a fast sync function cheap per input.
+Sync functions run on at most ``max_inputs`` threads that take jobs from the shared
+queue one after another: a thread that finishes an input starts the next one itself,
+so a batch of a thousand inputs costs no thread hand-off per input, and their outcomes
+come back to the loop in bulk (one wake-up for however many finished since the last).
+A job's timeout counts from when it starts, not from when it was held.
+
+Inputs not started yet can be taken back (:meth:`Executor.take_back`): the container
+hands them to other containers when it holds more work than it should.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +40,9 @@ from sdk.exceptions import (
 )
 from sdk.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, FunctionSpec
 
+# Weight of the newest run time in the executor's running mean.
+SMOOTHING = 0.2
+
 
 @dataclass(slots=True, eq=False)
 class Job:
@@ -45,6 +55,7 @@ class Job:
     delivery: Any
     json: bool = False  # the result as JSON (a web endpoint's caller), never a pickle
     no_retry: bool = False  # failed in a way a retry cannot mend (out of memory)
+    started: float = 0.0  # monotonic time it started; 0 while it is only held
     deadline: float = 0.0
     timed_out: bool = False
     cancel_requested: bool = False
@@ -56,50 +67,92 @@ STATUS_ABANDONED = -1
 
 Outcome = tuple[Job, int, int, bytes, float]
 OnDone = Callable[[Job, int, int, bytes, float], None]
+Skip = Callable[[Job], bool]
 
 
 def _error(job: Job, exc: BaseException, started: float) -> Outcome:
     return (job, STATUS_ERROR, FORMAT_MSGPACK, failure.capture(exc), time.perf_counter() - started)
 
 
+def _skipped(job: Job) -> Outcome:
+    return (job, STATUS_CANCELLED, FORMAT_MSGPACK, b"", 0.0)
+
+
 class Executor:
-    """Runs jobs of one function with at most ``spec.max_inputs`` at once."""
+    """Runs the held jobs of one function, at most ``spec.max_inputs`` at once."""
 
     def __init__(
         self,
         fn: Callable[..., Any],
         spec: FunctionSpec,
         on_done: OnDone,
+        *,
         on_stuck: Callable[[], None] = lambda: None,
         max_result_size: int | None = None,
+        skip: Skip = lambda job: False,
     ) -> None:
         self._fn = fn
         self._max_result_size = max_result_size
         self._spec = spec
         self._on_done = on_done
         self._on_stuck = on_stuck
+        self._skip = skip
         self._loop = asyncio.get_running_loop()
-        self._tasks: dict[asyncio.Task[Outcome], Job] = {}
-        self._threads: _ThreadWorkers | None = None
+        self._per_input: float | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        if not spec.is_async:
-            self._threads = _ThreadWorkers(self._loop, self._call_sync, spec.max_inputs, on_done)
+        self._runner: _Tasks | _Threads
+        if spec.is_async:
+            self._runner = _Tasks(
+                self._loop, self._call_async, self.task_outcome, spec, self._finished, skip
+            )
+        else:
+            self._runner = _Threads(self._loop, self._call_sync, spec, self._finished, skip)
+
+    # -- what it holds -------------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """Jobs held: waiting for a slot, or running."""
+        return self._runner.queued + self._runner.running
+
+    @property
+    def queued(self) -> int:
+        """Jobs held that have not started."""
+        return self._runner.queued
 
     @property
     def running(self) -> int:
-        threads = self._threads.pending if self._threads is not None else 0
-        return len(self._tasks) + threads
+        return self._runner.running
 
-    def submit(self, job: Job) -> None:
+    @property
+    def per_input(self) -> float | None:
+        """Running mean of the seconds one input takes here (None before the first)."""
+        return self._per_input
+
+    def longest_running(self, now: float) -> float:
+        """Seconds the longest-running input has run so far (0 if none runs)."""
+        return self._runner.longest_running(now)
+
+    def hold(self, jobs: list[Job]) -> None:
+        """Take these jobs; each starts when a slot is free, in their order."""
         if self._watchdog is None:
             self._watchdog = self._loop.create_task(self._enforce_timeouts())
-        if self._threads is not None:
-            self._threads.submit(job, self._spec.timeout)
-            return
-        job.deadline = self._loop.time() + self._spec.timeout
-        task = self._loop.create_task(self._call_async(job))
-        self._tasks[task] = job
-        task.add_done_callback(self._task_done)
+        self._runner.hold(jobs)
+
+    def take_back(self, keep: int) -> list[Job]:
+        """Remove and return the jobs not started yet beyond the first ``keep`` (in order)."""
+        return self._runner.take_back(keep)
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _finished(self, outcome: Outcome) -> None:
+        job, status, _, _, seconds = outcome
+        if status in (STATUS_OK, STATUS_ERROR) and job.started:
+            if self._per_input is None:
+                self._per_input = seconds
+            else:
+                self._per_input += SMOOTHING * (seconds - self._per_input)
+        self._on_done(*outcome)
 
     async def _enforce_timeouts(self) -> None:
         # One sweep for all running inputs instead of a timer per input: a timer per input
@@ -108,31 +161,24 @@ class Executor:
         period = min(1.0, self._spec.timeout / 10)
         while True:
             await asyncio.sleep(period)
-            now = self._loop.time()
-            for task, job in list(self._tasks.items()):
-                if job.deadline <= now and not job.timed_out:
-                    job.timed_out = True
-                    task.cancel()
-            if self._threads is not None and (overdue := self._threads.overdue(time.monotonic())):
+            overdue = self._runner.overdue(time.monotonic())
+            if isinstance(self._runner, _Threads) and overdue:
                 # A thread cannot be stopped: the callers get their timeout errors now,
                 # and the container is replaced (its other inputs are redelivered).
                 for job in overdue:
-                    self._on_done(*_error(job, self._timeout_error(), job.deadline))
+                    self._finished(_error(job, self._timeout_error(), job.deadline))
                 self._on_stuck()
 
-    def running_sync(self, invocation_ids: set[str]) -> bool:
-        """Whether a sync input of these invocations is running (a thread cannot be stopped)."""
-        return self._threads is not None and self._threads.running_any(invocation_ids)
+    def running_sync(self, matches: Callable[[Job], bool]) -> bool:
+        """Whether a sync input that ``matches`` is running (a thread cannot be stopped)."""
+        return isinstance(self._runner, _Threads) and self._runner.running_any(matches)
 
-    def cancel(self, invocation_ids: set[str]) -> int:
-        """Cancel running async inputs of these invocations (sync ones run to the end)."""
-        cancelled = 0
-        for task, job in list(self._tasks.items()):
-            if job.invocation_id in invocation_ids:
-                job.cancel_requested = True
-                task.cancel()
-                cancelled += 1
-        return cancelled
+    def cancel(self, matches: Callable[[Job], bool]) -> int:
+        """Cancel the running async inputs that ``matches`` (sync ones run to the end).
+
+        Held inputs are skipped when their turn comes if the executor's ``skip`` says so.
+        """
+        return self._runner.cancel(matches)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing runs; False if ``timeout`` passed first."""
@@ -144,16 +190,16 @@ class Executor:
         return True
 
     async def close(self) -> None:
+        """Stop: held jobs are abandoned (their messages go back), running async ones too."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
-        for task, job in list(self._tasks.items()):
-            job.abandoned = True  # not finished: its message goes back to the queue
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._threads is not None:
-            self._threads.close()
+        for job in self._runner.take_back(0):
+            job.abandoned = True
+            self._on_done(job, STATUS_ABANDONED, FORMAT_MSGPACK, b"", 0.0)
+        await self._runner.close()
+
+    # -- running one input ---------------------------------------------------------------
 
     def _encode_result(self, value: Any, json: bool) -> tuple[int, bytes]:
         if json:
@@ -173,19 +219,19 @@ class Executor:
             f"{self._spec.tag} ran longer than its timeout of {self._spec.timeout:g}s"
         )
 
-    def _task_done(self, task: asyncio.Task[Outcome]) -> None:
-        job = self._tasks.pop(task)
+    def task_outcome(self, task: asyncio.Task[Outcome], job: Job) -> Outcome:
+        """The outcome of an async job's finished task, whatever ended it."""
+        started = job.deadline - self._spec.timeout
         if task.cancelled() and job.timed_out:
-            self._on_done(*_error(job, self._timeout_error(), job.deadline - self._spec.timeout))
-        elif task.cancelled() and job.abandoned:
-            self._on_done(job, STATUS_ABANDONED, FORMAT_MSGPACK, b"", 0.0)
-        elif task.cancelled() and job.cancel_requested:
-            self._on_done(job, STATUS_CANCELLED, FORMAT_MSGPACK, b"", 0.0)
-        elif task.cancelled():  # the function's own code raised CancelledError
+            return _error(job, self._timeout_error(), started)
+        if task.cancelled() and job.abandoned:
+            return (job, STATUS_ABANDONED, FORMAT_MSGPACK, b"", 0.0)
+        if task.cancelled() and job.cancel_requested:
+            return _skipped(job)
+        if task.cancelled():  # the function's own code raised CancelledError
             error = ExecutionError(f"{self._spec.tag} raised CancelledError without a cancel")
-            self._on_done(*_error(job, error, job.deadline - self._spec.timeout))
-        else:
-            self._on_done(*task.result())
+            return _error(job, error, started)
+        return task.result()
 
     async def _call_async(self, job: Job) -> Outcome:
         started = time.perf_counter()
@@ -222,41 +268,151 @@ class Executor:
         return _error(job, exc, started)
 
 
-class _ThreadWorkers:
-    """Up to ``size`` threads running sync jobs; outcomes handed to the loop in bulk."""
+class _Tasks:
+    """Async jobs: up to ``max_inputs`` tasks; each one that ends starts the next held job."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        run: Callable[[Job], Coroutine[Any, Any, Outcome]],
+        outcome_of: Callable[[asyncio.Task[Outcome], Job], Outcome],
+        spec: FunctionSpec,
+        finished: Callable[[Outcome], None],
+        skip: Skip,
+    ) -> None:
+        self._loop = loop
+        self._run = run
+        self._outcome_of = outcome_of
+        self._spec = spec
+        self._finished = finished
+        self._skip = skip
+        self._queue: collections.deque[Job] = collections.deque()
+        self._tasks: dict[asyncio.Task[Outcome], Job] = {}
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def hold(self, jobs: list[Job]) -> None:
+        self._queue.extend(jobs)
+        self._fill()
+
+    def _fill(self) -> None:
+        queue, tasks, limit = self._queue, self._tasks, self._spec.max_inputs
+        while queue and len(tasks) < limit:
+            job = queue.popleft()
+            if self._skip(job):
+                self._finished(_skipped(job))
+                continue
+            job.started = time.monotonic()
+            job.deadline = self._loop.time() + self._spec.timeout
+            task = self._loop.create_task(self._run(job))
+            tasks[task] = job
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Outcome]) -> None:
+        job = self._tasks.pop(task)
+        self._finished(self._outcome_of(task, job))
+        self._fill()
+
+    def take_back(self, keep: int) -> list[Job]:
+        taken: list[Job] = []
+        while len(self._queue) > keep:
+            taken.append(self._queue.pop())
+        taken.reverse()
+        return taken
+
+    def longest_running(self, now: float) -> float:
+        return max((now - job.started for job in self._tasks.values()), default=0.0)
+
+    def overdue(self, now: float) -> list[Job]:
+        late = []
+        loop_now = self._loop.time()
+        for task, job in list(self._tasks.items()):
+            if job.deadline <= loop_now and not job.timed_out:
+                job.timed_out = True
+                task.cancel()
+                late.append(job)
+        return late
+
+    def cancel(self, matches: Callable[[Job], bool]) -> int:
+        cancelled = 0
+        for task, job in list(self._tasks.items()):
+            if matches(job):
+                job.cancel_requested = True
+                task.cancel()
+                cancelled += 1
+        return cancelled
+
+    async def close(self) -> None:
+        for task, job in list(self._tasks.items()):
+            job.abandoned = True  # not finished: its message goes back to the queue
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Threads:
+    """Sync jobs: up to ``max_inputs`` threads, each taking held jobs one after another."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         run: Callable[[Job], Outcome],
-        size: int,
-        on_done: OnDone,
+        spec: FunctionSpec,
+        finished: Callable[[Outcome], None],
+        skip: Skip,
     ) -> None:
         self._loop = loop
         self._run = run
-        self._size = size
-        self._on_done = on_done
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._done: collections.deque[Outcome] = collections.deque()
+        self._spec = spec
+        self._finished = finished
+        self._skip = skip
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._wanted = threading.Condition(self._lock)
+        self._queue: collections.deque[Job] = collections.deque()
         self._running: set[Job] = set()
-        self._queued = 0
-        self.active = 0
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+        self._done: collections.deque[Outcome] = collections.deque()
         self._wake_scheduled = False
 
-    def submit(self, job: Job, timeout: float) -> None:
-        job.deadline = time.monotonic() + timeout
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def hold(self, jobs: list[Job]) -> None:
         with self._lock:
-            self._queued += 1
-            spawn = (
-                self.active + self._queued > len(self._threads) and len(self._threads) < self._size
-            )
-        if spawn:
+            self._queue.extend(jobs)
+            busy = len(self._running) + len(self._queue)
+            new_threads = max(0, min(self._spec.max_inputs, busy) - len(self._threads))
+            if self._idle:
+                self._wanted.notify(min(self._idle, len(jobs)))
+        for _ in range(new_threads):
             thread = threading.Thread(target=self._work, name="warren-input", daemon=True)
             self._threads.append(thread)
             thread.start()
-        self._jobs.put(job)
+
+    def take_back(self, keep: int) -> list[Job]:
+        taken: list[Job] = []
+        with self._lock:
+            while len(self._queue) > keep:
+                taken.append(self._queue.pop())
+        taken.reverse()
+        return taken
+
+    def longest_running(self, now: float) -> float:
+        with self._lock:
+            return max((now - job.started for job in self._running), default=0.0)
 
     def overdue(self, now: float) -> list[Job]:
         """Running jobs past their deadline, each reported once (marked timed out)."""
@@ -266,31 +422,36 @@ class _ThreadWorkers:
                 job.timed_out = True
         return late
 
-    def running_any(self, invocation_ids: set[str]) -> bool:
+    def running_any(self, matches: Callable[[Job], bool]) -> bool:
         with self._lock:
-            return any(job.invocation_id in invocation_ids for job in self._running)
+            return any(matches(job) for job in self._running)
 
-    @property
-    def pending(self) -> int:
-        """Jobs queued or running."""
-        return self._queued + self.active
+    def cancel(self, matches: Callable[[Job], bool]) -> int:
+        return 0  # a thread cannot be interrupted; held jobs are skipped when they come up
 
-    def close(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
+    async def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wanted.notify_all()
+
+    def _next(self) -> Job | None:
+        with self._lock:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._idle += 1
+                self._wanted.wait()
+                self._idle -= 1
+            job = self._queue.popleft()
+            job.started = time.monotonic()
+            job.deadline = job.started + self._spec.timeout
+            self._running.add(job)
+            return job
 
     def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
+        while (job := self._next()) is not None:
+            outcome = _skipped(job) if self._skip(job) else self._run(job)
             with self._lock:
-                self._queued -= 1
-                self.active += 1
-                self._running.add(job)
-            outcome = self._run(job)
-            with self._lock:
-                self.active -= 1
                 self._running.discard(job)
                 self._done.append(outcome)
                 wake = not self._wake_scheduled
@@ -308,4 +469,4 @@ class _ThreadWorkers:
             self._wake_scheduled = False
         for outcome in outcomes:
             if not outcome[0].timed_out:  # a timed-out job's error was reported already
-                self._on_done(*outcome)
+                self._finished(outcome)

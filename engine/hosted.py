@@ -45,6 +45,15 @@ def check_timeouts(specs: dict[str, FunctionSpec], consumer_timeout: float) -> N
         )
 
 
+def default_max_containers(spec: FunctionSpec, cores: float) -> int:
+    """``max_containers`` as set, else one container per core of the node (and at least
+    ``min_containers``): then a CPU-bound map uses the whole machine, as a process pool
+    would, with no option set."""
+    if spec.max_containers is not None:
+        return spec.max_containers
+    return max(1, int(cores), spec.min_containers)
+
+
 def pool_key(tag: str, variant: str | None = None) -> str:
     """A function's key in an app: its tag, or ``tag.variant`` for a with_options variant."""
     return tag if variant is None else f"{tag}.{variant}"
@@ -82,10 +91,15 @@ class HostedApp:
         spec = self.specs[key]
         return naming.function_queue(self.environment, self.instance, spec.tag, spec.variant)
 
-    def autoscaling(self, key: str) -> Autoscaling:
+    def autoscaling(self, key: str, cores: float) -> Autoscaling:
+        """The autoscaler settings of one pool on a node of ``cores`` (the default
+        ``max_containers``), with ``update_autoscaler`` overrides applied."""
         spec = self.specs[key]
         base = Autoscaling(
-            spec.min_containers, spec.max_containers, spec.buffer_containers, spec.scaledown_window
+            spec.min_containers,
+            default_max_containers(spec, cores),
+            spec.buffer_containers,
+            spec.scaledown_window,
         )
         return base.updated(self.overrides.get(key, {}))
 

@@ -93,7 +93,10 @@ class Host:
         async with self._lock:
             previous = self.apps.get((environment, instance))
             try:
-                await self._start(app, warm=lambda tag: max(1, app.autoscaling(tag).min_containers))
+                await self._start(
+                    app,
+                    warm=lambda tag: max(1, app.autoscaling(tag, self.node.cpus).min_containers),
+                )
             except BaseException:
                 await self._discard_queues(app, keep=set(previous.specs) if previous else set())
                 raise
@@ -120,7 +123,9 @@ class Host:
             try:
                 self._check(environment, specs, placing=False)  # agents may not have joined
                 await self._start(
-                    app, warm=lambda tag, a=app: a.autoscaling(tag).min_containers, restoring=True
+                    app,
+                    warm=lambda tag, a=app: a.autoscaling(tag, self.node.cpus).min_containers,
+                    restoring=True,
                 )
             except exceptions.WarrenError as exc:
                 log.error("app_not_restored", app=name, environment=environment, reason=str(exc))
@@ -189,7 +194,7 @@ class Host:
             **app.overrides.get(key, {}),
             **{k: v for k, v in changes.items() if v is not None},
         }
-        settings = app.autoscaling(key).updated(merged)  # validates
+        settings = app.autoscaling(key, self.node.cpus).updated(merged)  # validates
         app.overrides[key] = merged
         if key in app.remote:
             await self.remote.update(app, key, settings.to_wire())
@@ -314,7 +319,7 @@ class Host:
                 self.settings.container_broker_url, app.environment, app.instance, queue,
                 app.specs[key], str(app.code_path), app.sys_path,
             ),
-            app.autoscaling(key),
+            app.autoscaling(key, self.node.cpus),
             self.cancels,
             self.queue_depth,
             self._answer_queued,

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import struct
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -38,12 +40,74 @@ def decode(data: bytes) -> dict[str, Any]:
     return message
 
 
+_SHORT = struct.Struct("!i")
+_LONG = struct.Struct("!Q")
+READ_CHUNK = 1 << 16
+
+
+class PipeReader:
+    """Messages from the read end of a pipe, read without blocking the event loop.
+
+    The writer sends them with ``Connection.send_bytes`` (a 4-byte length, or -1 and an
+    8-byte length, then the bytes). ``Connection.recv_bytes`` cannot read a message
+    that arrives in pieces on a non-blocking pipe (and an event loop watching the pipe,
+    uvloop's for one, makes it non-blocking), so this reads what is there and keeps
+    the rest of a message until it is whole.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._fd = connection.fileno()
+        os.set_blocking(self._fd, False)
+        self._buffer = bytearray()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self) -> tuple[list[bytes], bool]:
+        """The whole messages that arrived, and whether the writer is gone (end of file)."""
+        ended = False
+        while True:
+            try:
+                chunk = os.read(self._fd, READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:
+                ended = True
+                break
+            if not chunk:
+                ended = True
+                break
+            self._buffer += chunk
+        return self._messages(), ended
+
+    def _messages(self) -> list[bytes]:
+        buffer, messages, offset = self._buffer, [], 0
+        while len(buffer) - offset >= _SHORT.size:
+            (size,) = _SHORT.unpack_from(buffer, offset)
+            start = offset + _SHORT.size
+            if size == -1:
+                if len(buffer) - start < _LONG.size:
+                    break
+                (size,) = _LONG.unpack_from(buffer, start)
+                start += _LONG.size
+            if len(buffer) - start < size:
+                break
+            messages.append(bytes(buffer[start : start + size]))
+            offset = start + size
+        del buffer[:offset]
+        return messages
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 class EngineLink:
     """The container's end: send events, make requests and await their answers."""
 
     def __init__(self, status: Connection, replies: Connection) -> None:
         self._status = status
-        self._replies = replies
+        self._replies = PipeReader(replies)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,10 +138,10 @@ class EngineLink:
             self._pending.pop(request_id, None)
 
     def _on_replies(self) -> None:
-        try:
-            while self._replies.poll():
-                self._resolve(decode(self._replies.recv_bytes()))
-        except (EOFError, OSError):
+        messages, ended = self._replies.read()
+        for message in messages:
+            self._resolve(decode(message))
+        if ended:
             assert self._loop is not None
             self._loop.remove_reader(self._replies.fileno())
             for answer in self._pending.values():

@@ -1,26 +1,26 @@
 """A container's outgoing side: results, retries, and settling the messages they came in.
 
 Outcomes pile up in the outbox while the loop is busy and go out together: results
-signed and batched per caller, persistent, through the replies exchange; failed
-inputs with attempts left to the engine, which puts them in a delay queue. A message
-is acknowledged only once everything its inputs produced is confirmed, so a
-container that dies before that has the message redelivered; if any of its inputs
-was abandoned (the container is stopping), it goes back to the queue whole.
+signed and batched per caller through the replies exchange (transient for the calls
+a waiting caller owns, persistent for a spawned call's stored result), with publisher
+confirms; failed inputs with attempts left to the engine, which puts them in a delay
+queue. A message is acknowledged only once everything its inputs produced is
+confirmed, so a container that dies before that has the message redelivered; if any
+of its inputs was abandoned (the container is stopping), it goes back to the queue
+whole.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
-from typing import Any
 
-import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from engine.inbound import Inbound
 from engine.link import EngineLink
 from sdk import naming
+from sdk.amqp import Channel, Properties
 from sdk.batching import ITEM_OVERHEAD, slices_within
 from sdk.exceptions import EngineError
 from sdk.protocol import KIND_RESULTS, CallBatch, FunctionSpec, ResultBatch, ResultItem
@@ -30,25 +30,36 @@ from sdk.signing import CALL_RESULT_VALIDITY, ENVELOPE_OVERHEAD, Signer
 log = structlog.get_logger(__name__)
 
 MAX_RESULTS_PER_MESSAGE = 1000
+TRANSIENT = 1
+PERSISTENT = 2
 
 
-class Delivery:
-    """A message whose inputs are running; settled when the last of them is accounted for."""
+class HeldMessage:
+    """A message whose inputs are held; settled when the last of them is accounted for.
 
-    __slots__ = ("abandoned", "batch", "expires_at", "message", "pending")
+    ``slot`` is where the container's holding table records it (None if it does not).
+    """
+
+    __slots__ = ("abandoned", "batch", "expires_at", "message", "pending", "slot")
 
     def __init__(
-        self, message: AbstractIncomingMessage, batch: CallBatch, pending: int, expires_at: int
+        self,
+        message: Inbound,
+        batch: CallBatch,
+        pending: int,
+        expires_at: int,
+        slot: int | None = None,
     ) -> None:
         self.message = message
         self.batch = batch
         self.pending = pending
         self.expires_at = expires_at  # what it is put back with keeps it
+        self.slot = slot
         self.abandoned = False
 
 
 # A retry: the delivery it came in, and the input to run again.
-Retry = tuple[Delivery, int, int, bytes]
+Retry = tuple[HeldMessage, int, int, bytes]
 
 
 class Outbox:
@@ -57,19 +68,20 @@ class Outbox:
         spec: FunctionSpec,
         signer: Signer,
         link: EngineLink,
-        released: Callable[[AbstractIncomingMessage], None],
+        released: Callable[[HeldMessage], None],
     ) -> None:
         self._spec = spec
         self._signer = signer
         self._link = link
         self._released = released
-        self._channel: AbstractChannel | None = None
+        self._channel: Channel | None = None
         self._exchange_name = ""
-        self._pending: list[tuple[ResultItem | None, Delivery, Retry | None]] = []
+        self._pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]] = []
         self._scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
-    def open(self, channel: AbstractChannel, replies_exchange: str) -> None:
+    def open(self, channel: Channel, replies_exchange: str) -> None:
+        """Publish on this channel (in confirm mode) from now on."""
         self._channel = channel
         self._exchange_name = replies_exchange
 
@@ -77,7 +89,9 @@ class Outbox:
     def busy(self) -> bool:
         return bool(self._pending or self._flushes)
 
-    def add(self, item: ResultItem | None, delivery: Delivery, retry: Retry | None = None) -> None:
+    def add(
+        self, item: ResultItem | None, delivery: HeldMessage, retry: Retry | None = None
+    ) -> None:
         self._pending.append((item, delivery, retry))
         if not self._scheduled:
             self._scheduled = True
@@ -107,17 +121,20 @@ class Outbox:
                 return
             await asyncio.wait(set(self._flushes), timeout=remaining)
 
-    async def settle(self, delivery: Delivery) -> None:
-        """One more of the delivery's inputs is accounted for; ack (or requeue) at the last."""
-        delivery.pending -= 1
-        if delivery.pending == 0 and not delivery.message.processed:
-            self._released(delivery.message)
+    async def settle(self, delivery: HeldMessage, count: int = 1) -> None:
+        """``count`` more of the delivery's inputs are accounted for; ack (or requeue) at the
+        last."""
+        delivery.pending -= count
+        if delivery.pending <= 0 and not delivery.message.processed:
+            self._released(delivery)
             if delivery.abandoned:
-                await delivery.message.nack(requeue=True)
+                delivery.message.nack(requeue=True)
             else:
-                await delivery.message.ack()
+                delivery.message.ack()
 
-    async def _flush(self, pending: list[tuple[ResultItem | None, Delivery, Retry | None]]) -> None:
+    async def _flush(
+        self, pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]]
+    ) -> None:
         by_reply: dict[str | None, list[ResultItem]] = {}
         for item, delivery, _ in pending:
             if item is not None:
@@ -137,37 +154,44 @@ class Outbox:
             log.warning("results_not_published", reason=reason, results=len(pending))
             await self._requeue_unsettled([delivery for _, delivery, _ in pending])
 
-    async def _requeue_unsettled(self, deliveries: list[Delivery]) -> None:
+    async def _requeue_unsettled(self, deliveries: list[HeldMessage]) -> None:
         for delivery in deliveries:
             if not delivery.message.processed:
-                self._released(delivery.message)
-                with contextlib.suppress(*BROKER_ERRORS):
-                    await delivery.message.nack(requeue=True)
+                self._released(delivery)
+                delivery.message.nack(requeue=True)
 
     async def publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
-        """Signed, persistent (they survive a broker restart), within the size limit."""
-        assert self._channel is not None
-        exchange = await self._channel.get_exchange(self._exchange_name, ensure=False)
+        """Signed, within the size limit, confirmed. A spawned call's result is persistent
+        (it must survive a broker restart); a waiting caller's is transient (the caller
+        sends its call again if a broker restart lost it)."""
+        channel = self._channel
+        assert channel is not None
         sizes = [len(item[4]) + ITEM_OVERHEAD for item in items]
         room = self._signer.max_size - ENVELOPE_OVERHEAD
-        valid_for = CALL_RESULT_VALIDITY if naming.is_call_queue(reply_to) else None
+        stored = naming.is_call_queue(reply_to)
+        valid_for = CALL_RESULT_VALIDITY if stored else None
+        confirms = []
         for start, end in slices_within(sizes, MAX_RESULTS_PER_MESSAGE, room):
             chunk = items[start:end]
-            await exchange.publish(
-                aio_pika.Message(
-                    self._signer.seal(
-                        ResultBatch(chunk).to_envelope(),
-                        valid_for=valid_for,
-                        correlation_id=chunk[0][0],
-                    ),
-                    type=KIND_RESULTS,
-                    correlation_id=chunk[0][0],
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=reply_to,
+            correlation_id = chunk[0][0]
+            body = self._signer.seal(
+                ResultBatch(chunk).to_envelope(), valid_for=valid_for, correlation_id=correlation_id
             )
+            properties = Properties(
+                correlation_id=correlation_id,
+                message_type=KIND_RESULTS,
+                delivery_mode=PERSISTENT if stored else TRANSIENT,
+            )
+            confirm = channel.publish(
+                body, exchange=self._exchange_name, routing_key=reply_to, properties=properties
+            )
+            assert confirm is not None
+            confirms.append(confirm)
+        await channel.connection.drain()
+        for confirm in confirms:
+            await confirm
 
-    async def _retry(self, delivery: Delivery, index: int, fmt: int, data: bytes) -> None:
+    async def _retry(self, delivery: HeldMessage, index: int, fmt: int, data: bytes) -> None:
         failures = delivery.batch.failures + 1
         delay = self._spec.retries.delay(failures)
         again = delivery.batch.single((index, fmt, data), failures=failures)
@@ -182,7 +206,7 @@ class Outbox:
 
     async def requeue(
         self,
-        message: AbstractIncomingMessage,
+        message: Inbound,
         batches: list[CallBatch],
         delay: float = 0.0,
         *,
@@ -210,11 +234,3 @@ class Outbox:
             reply_to=message.reply_to,
             delay_ms=round(delay * 1000),
         )
-
-    def properties(self, message: AbstractIncomingMessage) -> dict[str, Any]:
-        return {
-            "message_id": message.message_id,
-            "correlation_id": message.correlation_id,
-            "reply_to": message.reply_to,
-            "type": message.type,
-        }

@@ -31,7 +31,7 @@ from engine.container import EXIT_REPLACED
 from engine.crashes import CrashLedger
 from engine.limits import Node
 from engine.procs import ContainerProcess
-from engine.republisher import Republisher
+from engine.republisher import BROKER_ERRORS, Republisher
 from engine.scaling import Autoscaling, ContainerView, decide
 from sdk import exceptions
 from sdk.config import settings
@@ -68,6 +68,8 @@ class _Member:
     idle_for: float = 0.0
     reported_at: float = field(default_factory=time.monotonic)
     batch: float = 1.0
+    messages: int = 0
+    inputs: int = 0
 
     def view(self, now: float) -> ContainerView:
         idle = 0.0 if self.running else self.idle_for + (now - self.reported_at)
@@ -105,6 +107,8 @@ class ContainerPool:
         self._queue_depth = queue_depth
         self._answer_queued = answer_queued
         self._members: dict[int, _Member] = {}
+        self._retired_messages = 0  # received by containers that have exited
+        self._retired_inputs = 0
         self._keys = 0
         self._queued = 0
         self._stopping = False
@@ -189,14 +193,24 @@ class ContainerPool:
             "containers": len(members),
             "pids": sorted(m.process.pid for m in members),
             "autoscaler": self.autoscaling.to_wire(),
+            # Messages and inputs the pool's containers received: their ratio is the
+            # batching on the wire.
+            "messages_received": self._retired_messages + sum(m.messages for m in members),
+            "inputs_received": self._retired_inputs + sum(m.inputs for m in members),
         }
 
     # -- scaling -----------------------------------------------------------------------
 
     async def _scale_forever(self) -> None:
+        broker_away = False
         while not self._stopping:
             try:
                 await self._tick()
+                broker_away = False
+            except BROKER_ERRORS as exc:  # the engine's connection is coming back
+                if not broker_away:
+                    self._log.warning("autoscaler_waiting_for_broker", reason=str(exc))
+                broker_away = True
             except Exception:
                 self._log.exception("autoscaler_tick_failed")
             self._poke.clear()
@@ -256,10 +270,13 @@ class ContainerPool:
         self._keys += 1
         key = self._keys
         try:
-            process = ContainerProcess(config, lambda message: self._on_status(key, message))
+            process = ContainerProcess(
+                config, self.config.spec.max_inputs, lambda message: self._on_status(key, message)
+            )
         except BaseException:
             self._node.release(self.config.spec)
             raise
+        self._ledger.joined(key, process.holdings)
         member = _Member(key, process, started_at=time.monotonic())
         self._members[key] = member
         self._own(self._watch(member))
@@ -267,12 +284,6 @@ class ContainerPool:
 
     def _on_status(self, key: int, message: dict[str, Any]) -> None:
         event = message.get("event")
-        if event == "took":
-            self._ledger.took(key, message["message"])
-            return
-        if event == "released":
-            self._ledger.released(key, message["message"])
-            return
         if event == "dropped":  # its connection was lost: what it held is redelivered
             self._ledger.dropped(key)
             return
@@ -294,6 +305,8 @@ class ContainerPool:
             member.running = int(message.get("running", 0))
             member.idle_for = float(message.get("idle_for", 0.0))
             member.batch = float(message.get("batch", 1.0))
+            member.messages = int(message.get("messages", 0))
+            member.inputs = int(message.get("inputs", 0))
             member.reported_at = time.monotonic()
         elif event == "failed":
             self._failed(message)
@@ -320,6 +333,8 @@ class ContainerPool:
         ready_by.cancel()
         if self._members.pop(member.key, None) is not None:
             self._node.release(self.config.spec)
+        self._retired_messages += member.messages
+        self._retired_inputs += member.inputs
         deliberate = self._stopping or member.stopping or code == EXIT_REPLACED
         if not deliberate and self._ledger.holding(member.key):
             self._log.error(

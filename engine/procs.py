@@ -7,10 +7,11 @@ Warren before a container can take its first input. Instead the engine keeps a
 the unpickling of the app's code and a broker connection.
 
 Each container gets three pipes: a *status* pipe on which it reports ``READY`` (or why
-it failed), then what it runs, and sends requests; a *replies* pipe for the engine's
-answers (both described in :mod:`engine.link`); and a *lifeline* whose other end only
+it failed), then how busy it is, and sends requests; a *replies* pipe for the engine's
+answers (both described in :mod:`engine.link`); a *lifeline* whose other end only
 the engine holds, so a container notices at once when its engine dies and stops,
-whatever killed the engine.
+whatever killed the engine; and its holding table (:mod:`engine.holdings`), shared
+memory in which it records the messages it holds.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from engine.link import decode, encode
+from engine.holdings import HoldingTable, slots_for
+from engine.link import PipeReader, decode, encode
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["engine.container_main"])
@@ -52,15 +54,22 @@ def kill_leftovers() -> list[int]:
 class ContainerProcess:
     """One container process: its pid, its status reports, and its exit."""
 
-    def __init__(self, config: dict[str, Any], on_status: StatusHandler) -> None:
+    def __init__(self, config: dict[str, Any], max_inputs: int, on_status: StatusHandler) -> None:
         from engine.container_main import forked_main
 
         status_reader, status_writer = _CONTEXT.Pipe(duplex=False)
         replies_reader, replies_writer = _CONTEXT.Pipe(duplex=False)
         lifeline_reader, lifeline_writer = _CONTEXT.Pipe(duplex=False)
+        self.holdings = HoldingTable(slots_for(max_inputs))
         self._process = _CONTEXT.Process(
             target=forked_main,
-            args=(encode(config), status_writer, replies_reader, lifeline_reader),
+            args=(
+                encode(config),
+                status_writer,
+                replies_reader,
+                lifeline_reader,
+                self.holdings.shared,
+            ),
             name=f"warren-container-{config['container_id']}",
             daemon=False,
         )
@@ -68,10 +77,11 @@ class ContainerProcess:
         status_writer.close()
         replies_reader.close()
         lifeline_reader.close()
-        self._status = status_reader
+        self._status = PipeReader(status_reader)
         self._replies = replies_writer
         self._lifeline = lifeline_writer
         self._on_status = on_status
+        self._status_closed = False
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._loop.add_reader(self._status.fileno(), self.read_status)
@@ -108,12 +118,13 @@ class ContainerProcess:
 
     def read_status(self) -> None:
         """Handle whatever the container has written and not been read yet."""
-        if self._status.closed:
+        if self._status_closed:
             return
-        try:
-            while self._status.poll():
-                self._on_status(decode(self._status.recv_bytes()))
-        except (EOFError, OSError):
+        messages, ended = self._status.read()
+        for message in messages:
+            self._on_status(decode(message))
+        if ended:
+            self._status_closed = True
             self._loop.remove_reader(self._status.fileno())
 
     def _reap(self) -> None:
@@ -123,8 +134,10 @@ class ContainerProcess:
             self._process.join(0)
             code = self._process.exitcode
             self.read_status()  # whatever it said last
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(self._status.fileno())
+            if not self._status_closed:
+                self._status_closed = True
+                with contextlib.suppress(ValueError, OSError):
+                    self._loop.remove_reader(self._status.fileno())
             self._status.close()
             self._replies.close()
             self._lifeline.close()

@@ -16,11 +16,16 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel
+from aio_pika.exceptions import AMQPError
 
 from sdk import naming, topology
 from sdk.protocol import KIND_CALLS
 
 log = structlog.get_logger(__name__)
+
+# What the engine's own (aio-pika) broker path may raise: what settling a message the
+# engine took may meet and shrug off (the broker redelivers what is not settled).
+BROKER_ERRORS = (AMQPError, RuntimeError, OSError)
 
 
 def call_message(body: bytes, correlation_id: str | None, reply_to: str | None) -> aio_pika.Message:

@@ -14,13 +14,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from engine.crashes import HEALTHY
+from engine.inbound import Inbound
 from engine.link import EngineLink
 from engine.outbox import Outbox
 from sdk import failure, naming
@@ -51,22 +48,20 @@ class Triage:
         self._outbox = outbox
         self._log = log
 
-    async def reject(self, message: AbstractIncomingMessage, reason: str) -> None:
+    async def reject(self, message: Inbound, reason: str) -> None:
         """Dead-letter a message that failed verification; never run, never answered."""
         self._log.error("input_rejected", reason=reason, message_id=message.message_id)
         try:
             await self._link.request(
-                "dead_letter", body=message.body, reason=reason, **self._outbox.properties(message)
+                "dead_letter", body=message.body, reason=reason, **message.properties()
             )
         except EngineError:
             # The queue's own dead-letter exchange still keeps it (without our reason).
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.reject(requeue=False)
+            message.reject(requeue=False)
             return
-        with contextlib.suppress(*BROKER_ERRORS):
-            await message.ack()
+        message.ack()
 
-    async def verdict(self, message: AbstractIncomingMessage) -> str:
+    async def verdict(self, message: Inbound) -> str:
         """Whether this redelivered message was running in a container that died
         (``CRASHED``), was replaced by copies already (``REPLACED``), or neither."""
         if not message.redelivered or not message.message_id:
@@ -78,7 +73,7 @@ class Triage:
             return HEALTHY
         return str(answer.get("verdict", HEALTHY))
 
-    async def expired(self, message: AbstractIncomingMessage, exc: MessageExpiredError) -> None:
+    async def expired(self, message: Inbound, exc: MessageExpiredError) -> None:
         """A genuine input that waited past its expiry: dead-lettered, and its caller told."""
         try:
             batch = CallBatch.from_body(exc.envelope.body)
@@ -100,14 +95,11 @@ class Triage:
                 await self._outbox.publish_results(message.reply_to, items)
         except BROKER_ERRORS as publish_error:
             self._log.warning("expired_input_not_answered", reason=str(publish_error))
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.nack(requeue=True)
+            message.nack(requeue=True)
             return
         await self.reject(message, str(exc))
 
-    async def after_crash(
-        self, message: AbstractIncomingMessage, batch: CallBatch, expires_at: int
-    ) -> None:
+    async def after_crash(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
         """Count the crash: requeue the inputs one by one, or dead-letter them at the limit."""
         crashes = batch.crashes + 1
         self._log.warning(
@@ -127,21 +119,19 @@ class Triage:
                 )
         except (EngineError, *BROKER_ERRORS) as exc:
             self._log.warning("crashed_input_not_requeued", reason=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.nack(requeue=True)
+            message.nack(requeue=True)
             return
-        with contextlib.suppress(*BROKER_ERRORS):
-            await message.ack()
+        message.ack()
 
     async def _dead_letter(
-        self, message: AbstractIncomingMessage, singles: list[CallBatch], expires_at: int
+        self, message: Inbound, singles: list[CallBatch], expires_at: int
     ) -> None:
         dead_letter_queue = naming.dead_letter_queue(self._environment)
         reason = (
             f"its container died each of the {singles[0].crashes} times it ran "
             f"(the crash limit, WARREN_CRASH_LIMIT, is {self._crash_limit})"
         )
-        properties: dict[str, Any] = self._outbox.properties(message)
+        properties = message.properties()
         results: list[ResultItem] = []
         for single in singles:
             index = single.inputs[0][0]

@@ -79,7 +79,7 @@ class App:
         /,
         *,
         name: str | None = None,
-        max_containers: int = 1,
+        max_containers: int | None = None,
         max_inputs: int = 1,
         timeout: float = 300.0,
         min_containers: int = 0,
@@ -102,7 +102,7 @@ class App:
         /,
         *,
         name: str | None = None,
-        max_containers: int = 1,
+        max_containers: int | None = None,
         max_inputs: int = 1,
         timeout: float = 300.0,
         min_containers: int = 0,
@@ -121,7 +121,9 @@ class App:
         """Register a function of this app: ``@app.function()`` or ``@app.function``.
 
         Containers scale with the load, from ``min_containers`` (kept warm, default 0)
-        up to ``max_containers``; ``buffer_containers`` extra idle ones are kept while
+        up to ``max_containers`` (default: as many as the engine node has cores, so that
+        a CPU-bound map uses the machine; set it to bound the function's
+        concurrency exactly); ``buffer_containers`` extra idle ones are kept while
         the function is busy, and an idle container above the minimum stops after
         ``scaledown_window`` seconds. ``max_inputs`` is how many inputs one container
         runs at once (its prefetch), so ``max_containers * max_inputs`` bounds the

@@ -1,23 +1,35 @@
 """Batches on the wire, and how many messages a container takes at once.
 
-Several inputs may share one message. RabbitMQ counts prefetch in *messages*, while a
-container's capacity (``max_inputs``) is in *inputs*, so the two are reconciled here:
+Several inputs may share one message, and a container may *hold* more inputs than
+it *runs*: it runs at most ``max_inputs`` at once and starts the others in turn as
+slots free up (see ``engine.execution``). RabbitMQ counts prefetch in *messages*,
+while a container's capacity is in *inputs*, so the two are reconciled here:
 
-* The client never puts more than ``max_batch(max_inputs)`` inputs in one message.
-* A container sets its prefetch from the sizes of the messages it has been receiving
-  (:class:`PrefetchTuner`): ``max_inputs`` messages while they carry one input each (so
-  concurrent ``remote`` calls all run at once), few while they carry many.
-* A container never runs more than ``max_inputs`` inputs: what arrives beyond its free
-  slots (while the prefetch is adjusting) is published back to the queue before the
-  message is acknowledged, so a batch never takes more than the container's free slots.
+* The client sizes messages by time (:mod:`sdk.sizing`): a few milliseconds of work
+  each, so a fast function sends hundreds of inputs per message whatever its
+  ``max_inputs``, and a slow one sends one per message. A message carries at most
+  :data:`MAX_BATCH_INPUTS` inputs and stays within the message size limit.
+* A container sets its prefetch from the sizes of the messages it receives
+  (:class:`PrefetchTuner`): ``max_inputs`` messages while they carry one input each,
+  so that concurrent ``remote`` calls all run at once and a slow input never waits in
+  one container while another is free; when they carry several, enough messages to
+  fill its slots, plus one when they run quickly, so that the next batch is there
+  when one ends.
+* A container that finds itself holding far more work than that (a map whose later
+  inputs are slower than its first) hands the inputs it has not started back to the
+  queue, for other containers.
 
 Pure; no I/O.
 """
 
 from __future__ import annotations
 
-BATCH_DIVISOR = 4
+import math
+
+MAX_BATCH_INPUTS = 1000
 SMOOTHING = 0.3
+# A message whose inputs take less than this to run gets the next one fetched ahead.
+FETCH_AHEAD_SECONDS = 0.05
 # msgpack framing of one input or result inside its batch, beyond its value's bytes.
 ITEM_OVERHEAD = 64
 
@@ -37,12 +49,23 @@ def slices_within(sizes: list[int], max_count: int, max_bytes: int) -> list[tupl
     return slices
 
 
-def max_batch(max_inputs: int) -> int:
-    """Largest number of inputs one message may carry to a container of ``max_inputs``.
+def prefetch_for(max_inputs: int, mean_size: float, per_input: float | None = None) -> int:
+    """Messages a container of ``max_inputs`` takes at once, for messages of ``mean_size``
+    inputs that run ``per_input`` seconds each (None: not known yet).
 
-    A quarter of the container, so that it can hold the next batches while it runs one.
+    Single inputs: one message per slot. Batches: enough to fill the slots, plus one
+    fetched ahead when a message's inputs run quickly (for slow ones the fetch costs
+    nothing next to their run time, and a batch held ahead would keep its inputs from
+    other containers).
     """
-    return max(1, max_inputs // BATCH_DIVISOR)
+    if mean_size < 1.5:
+        return max_inputs
+    size = round(mean_size)  # a running mean approaches a steady size from below
+    filling = min(max_inputs, math.ceil(max_inputs / size))
+    if per_input is None:
+        return filling
+    seconds_per_message = per_input * max(1.0, mean_size / max_inputs)
+    return filling + (1 if seconds_per_message < FETCH_AHEAD_SECONDS else 0)
 
 
 class PrefetchTuner:
@@ -58,12 +81,18 @@ class PrefetchTuner:
         """Running mean of the inputs per message received."""
         return self._mean_size
 
-    def observe(self, size: int) -> int | None:
-        """Record one message's input count; returns a new prefetch when it should change."""
+    def reset(self) -> None:
+        """Back to one message per slot (the container handed back what it held)."""
+        self._mean_size = 1.0
+        self.prefetch = self.max_inputs
+
+    def observe(self, size: int, per_input: float | None = None) -> int | None:
+        """Record one message's input count (and the container's run time per input, if
+        known); returns a new prefetch when it should change."""
         self._mean_size += SMOOTHING * (size - self._mean_size)
-        desired = max(1, min(self.max_inputs, int(self.max_inputs / max(1.0, self._mean_size))))
-        # Shrink at once (holding too much makes the container hand inputs back); grow
-        # only on a marked change, since each change is a round trip to the broker.
+        desired = prefetch_for(self.max_inputs, self._mean_size, per_input)
+        # Shrink at once (holding single inputs beyond the slots keeps them from other
+        # containers); grow only on a marked change, since each change is a round trip.
         if (
             desired < self.prefetch
             or desired > 2 * self.prefetch

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from sdk import naming
+from sdk.amqp import BrokerError, Channel, Delivery, NotFound
 from sdk.client import Client
 from sdk.config import settings
 from sdk.exceptions import (
@@ -37,6 +36,7 @@ from sdk.exceptions import (
 from sdk.facade import Method
 from sdk.invocation import Target, encode_input, not_running, outcome, publish_cancel
 from sdk.protocol import KIND_RESULTS, STATUS_CANCELLED, CallBatch, ResultBatch
+from sdk.publisher import Publisher
 from sdk.signing import CALL_RESULT_VALIDITY, signer
 
 R = TypeVar("R")
@@ -96,7 +96,7 @@ async def spawn_call(
             valid_for=retention,
             # Declared before each attempt: a publish re-sent after a lost connection must
             # not find the result queue missing (a nowait declare may have been lost too).
-            prepare=lambda: client.publisher.declare_call_queue(ref.queue, retention),
+            prepare=lambda channel: Publisher.declare_call_queue(channel, ref.queue, retention),
         )
     except NotFoundError:
         await client.publisher.delete_queue(ref.queue)
@@ -183,11 +183,11 @@ class FunctionCall(Generic[R]):
         async with client.channel() as channel:
             return await self._get_on(client, channel, timeout)
 
-    async def _get_on(self, client: Client, channel: AbstractChannel, timeout: float | None) -> R:
+    async def _get_on(self, client: Client, channel: Channel, timeout: float | None) -> R:
         if timeout is not None and timeout < 0:
             raise InvalidError(f"timeout must be None or >= 0, got {timeout!r}")
         if time.time() >= self._ref.expires_at:
-            with contextlib.suppress(AMQPError):
+            with contextlib.suppress(BrokerError):
                 await client.publisher.delete_queue(self._ref.queue)
             raise self._expired()
         status, fmt, data = await client.unless_broker_lost(self._fetch(channel, timeout))
@@ -196,20 +196,18 @@ class FunctionCall(Generic[R]):
         result: R = outcome(status, fmt, data, self._function_name)
         return result
 
-    async def _fetch(
-        self, channel: AbstractChannel, timeout: float | None
-    ) -> tuple[int, int, bytes]:
+    async def _fetch(self, channel: Channel, timeout: float | None) -> tuple[int, int, bytes]:
         # A plain basic.get first: most results fetched are already there, and it is one
         # round trip. A missing queue means the result is gone (this closes the channel).
-        queue = await channel.get_queue(self._ref.queue, ensure=False)
+        queue = self._ref.queue
         while True:
             try:
-                message = await queue.get(no_ack=False, fail=False)
-            except ChannelNotFoundEntity:
+                message = await channel.get(queue)
+            except NotFound:
                 raise self._expired() from None
             if message is None:
                 break
-            if (found := await _read_and_put_back(message)) is not None:
+            if (found := _read_and_put_back(message)) is not None:
                 return found
         if timeout == 0:
             raise TimeoutError(f"{self._function_name} has no result yet")
@@ -244,20 +242,24 @@ class FunctionCall(Generic[R]):
         return (FunctionCall.from_id, (self.object_id,))
 
 
-async def _first_message(channel: Any, queue: Any) -> tuple[int, int, bytes]:
+async def _first_message(channel: Channel, queue: str) -> tuple[int, int, bytes]:
     """Consume until the first valid result, stop consuming, put it back for other readers."""
-    await channel.set_qos(prefetch_count=1)
-    arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-    tag = await queue.consume(arrived.put)
+    await channel.qos(1)
+    arrived: asyncio.Queue[Delivery] = asyncio.Queue()
+    try:
+        tag = await channel.consume(queue, arrived.put_nowait)
+    except NotFound:
+        raise ResultExpiredError(f"the result queue {queue!r} is gone") from None
     try:
         while True:
-            if (found := await _read_and_put_back(await arrived.get())) is not None:
+            if (found := _read_and_put_back(await arrived.get())) is not None:
                 return found
     finally:
-        await queue.cancel(tag)
+        with contextlib.suppress(BrokerError):
+            await channel.cancel(tag)
 
 
-async def _read_and_put_back(message: AbstractIncomingMessage) -> tuple[int, int, bytes] | None:
+def _read_and_put_back(message: Delivery) -> tuple[int, int, bytes] | None:
     """The result a message holds, which stays in the queue; None for one that fails
     verification, which is taken off it so that it cannot hide the result behind it."""
     try:
@@ -266,7 +268,7 @@ async def _read_and_put_back(message: AbstractIncomingMessage) -> tuple[int, int
         _, _, status, fmt, data, _ = items[0]
     except (WarrenError, ValueError, IndexError) as exc:
         log.warning("result_rejected", reason=str(exc), queue=message.routing_key)
-        await message.ack()
+        message.channel.ack(message.delivery_tag)
         return None
-    await message.nack(requeue=True)
+    message.channel.nack(message.delivery_tag, requeue=True)
     return status, fmt, data

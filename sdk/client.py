@@ -3,16 +3,20 @@
 One :class:`Client` per event loop. It owns a robust aio-pika connection with two
 channels: one publishes (publisher confirms, ``mandatory=True``: a call to a queue
 that does not exist comes back as ``NotFoundError`` at once instead of vanishing),
-the other consumes the client's own result queue. Every message is signed on the way
-out and verified on the way in (:mod:`sdk.signing`).
+the other consumes the client's own result queue (:mod:`sdk.consumer`, results
+acknowledged in bulk). Every message is signed on the way out and verified on the
+way in (:mod:`sdk.signing`).
 
 When the broker goes away (a restart, a forced close) the connection comes back by
 itself and re-subscribes; a publish that fails meanwhile waits for it and is sent
-again (a call may then arrive twice; its second result is dropped). Calls still
+again (a call may then arrive twice; its second result is dropped). The calls a
+caller waits for are transient messages: if the broker restarted and lost them
+(:mod:`sdk.restarts` tells), every one still waiting is sent again. Calls still
 waiting when the broker has been gone for ``WARREN_RECONNECT_TIMEOUT`` seconds fail
 with ``ConnectionError`` rather than wait forever. Results are routed by invocation
-id to a *sink* (a single call's future, or a map's buffer), in the manner of
-aio-pika's ``patterns/rpc.py``; engine control requests use the same queue.
+id to a *sink* (a function's call stream, :mod:`sdk.streams`, or a map's buffer), in
+the manner of aio-pika's ``patterns/rpc.py``; engine control requests use the same
+queue.
 
 Blocking code and ``.aio`` code share nothing: :meth:`Client.current` returns the
 client bound to the running loop, creating it on first use. A client made for a
@@ -32,24 +36,19 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Generator
 from typing import Any, Protocol, TypeVar
 
-import aio_pika
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-)
-from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from sdk import exceptions, naming, topology
-from sdk.config import RECONNECT_INTERVAL, Settings, settings
+from sdk.acks import AckBatcher
+from sdk.amqp import Channel, Connection, Delivery, NotFound, Properties
+from sdk.config import Settings, settings
 from sdk.exceptions import (
     EngineError,
     EngineNotFoundError,
     NotFoundError,
 )
 from sdk.facade import in_loop_thread, loop_thread
+from sdk.invocation import Target
 from sdk.outage import Outage
 from sdk.protocol import (
     KIND_CANCEL,
@@ -60,13 +59,18 @@ from sdk.protocol import (
     ControlRequest,
     ResultBatch,
 )
-from sdk.publisher import BROKER_ERRORS, Publisher
+from sdk.publisher import BROKER_ERRORS, TRANSIENT, Publisher
+from sdk.restarts import RestartWatch
+from sdk.session import BrokerSession, temporary_channel
 from sdk.signing import CONTROL_MAX_SIZE, signer
+from sdk.sizing import BatchSizer
+from sdk.streams import CallStream
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-RESULT_PREFETCH = 64
+# Results are acknowledged in bulk (every 64, or 20 ms after the last): room for both.
+RESULT_PREFETCH = 256
 
 
 class ResultSink(Protocol):
@@ -75,6 +79,9 @@ class ResultSink(Protocol):
     def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None: ...
 
     def fail(self, exc: BaseException) -> None: ...
+
+    def resend(self) -> None:
+        """The broker restarted: publish again every input still waiting for its result."""
 
 
 _current: contextvars.ContextVar[Client | None] = contextvars.ContextVar(
@@ -96,10 +103,14 @@ class Client:
         self.signer = signer()
         self.duplicates_dropped = 0
         self.messages_rejected = 0
-        self._connection: AbstractRobustConnection | None = None
+        self._session: BrokerSession | None = None
         self._publisher: Publisher | None = None
-        self._consumer: AbstractRobustChannel | None = None
+        self._acks = AckBatcher()
+        self._restarts: RestartWatch | None = None
+        self._lease: str | None = None
         self._sinks: dict[str, ResultSink] = {}
+        self._streams: dict[tuple[str, bool], CallStream] = {}
+        self._sizers: dict[str, BatchSizer] = {}
         self._control: dict[str, asyncio.Future[ControlReply]] = {}
         self._closed = False
         self._lifetime: AsyncIterator[None] | None = None
@@ -122,35 +133,47 @@ class Client:
         return _Connecting(cls(config))
 
     async def open(self) -> Client:
+        self._session = BrokerSession(self.settings.broker_url, self.client_id, self._setup)
+        self._publisher = Publisher(
+            self._session, self.signer, self.settings.reconnect_timeout, self.result_queue
+        )
+        self._restarts = RestartWatch(
+            self._session,
+            naming.marker_queue(self.environment, self.client_id),
+            self.settings.result_queue_expiry,
+        )
         try:
-            self._connection = await aio_pika.connect_robust(
-                self.settings.broker_url,
-                reconnect_interval=RECONNECT_INTERVAL,
-                client_properties={"connection_name": self.client_id},
-            )
-        except (OSError, AMQPError) as exc:
+            await self._session.start()
+        except (*BROKER_ERRORS, TimeoutError) as exc:
             raise exceptions.ConnectionError(
                 f"cannot connect to RabbitMQ at {_redact(self.settings.broker_url)}: {exc}"
             ) from exc
-        self._publisher = Publisher(
-            await self._connection.channel(publisher_confirms=True, on_return_raises=True),
-            self.signer,
-            self.settings.reconnect_timeout,
-            lambda: self._closed,
-            self.result_queue,
-        )
-        self._consumer = await self._connection.channel()
-        assert self._consumer is not None
-        await self._consumer.set_qos(prefetch_count=RESULT_PREFETCH)
-        queue = await topology.declare_result_queue(
-            self._consumer, self.result_queue, self.settings.result_queue_expiry
-        )
-        await topology.bind_result_queue(self._consumer, queue)
-        await queue.consume(self._on_message)
-        self._connection.close_callbacks.add(self._outage.lost)
-        self._connection.reconnect_callbacks.add(self._outage.restored)
+        self._session.lost_callbacks.append(self._outage.lost)
+        self._session.restored_callbacks.append(self._outage.restored)
         log.debug("client_connected", client=self.client_id)
         return self
+
+    async def _setup(self, connection: Connection, first: bool) -> None:
+        """After each (re)connection: the result queue and its consumer, the publishing
+        channel, the lease if one is held; and whether the broker restarted meanwhile."""
+        assert self._publisher is not None and self._restarts is not None
+        self._publisher.attach(await connection.channel(confirm=True))
+        consumer = await connection.channel()
+        await consumer.declare_exchange(naming.replies_exchange(), "direct")
+        await consumer.declare_queue(
+            self.result_queue,
+            durable=True,
+            arguments=topology.result_queue_arguments(self.settings.result_queue_expiry),
+        )
+        await consumer.bind_queue(self.result_queue, naming.replies_exchange(), self.result_queue)
+        await consumer.qos(RESULT_PREFETCH)
+        await consumer.consume(self.result_queue, self._on_delivery)
+        if self._lease is not None:
+            await consumer.declare_queue(self._lease, exclusive=True)
+        if first:
+            await self._restarts.mark(connection)
+        elif await self._restarts.lost(connection):
+            self._broker_restarted()
 
     def _give_up(self) -> Exception:
         error = exceptions.ConnectionError(
@@ -164,6 +187,10 @@ class Client:
         """``await work``, unless the broker stays away past ``WARREN_RECONNECT_TIMEOUT``:
         then ``ConnectionError`` (for waits that are not a call's, like ``get``)."""
         return await self._outage.unless_lost(work)
+
+    def _broker_restarted(self) -> None:
+        for sink in list(self._sinks.values()):
+            sink.resend()
 
     def _fail_waiting(self, error: Exception) -> None:
         for sink in list(self._sinks.values()):
@@ -184,9 +211,15 @@ class Client:
         self._fail_waiting(
             exceptions.ConnectionError("the client was closed while the call was waiting")
         )
-        if self._connection is not None:
-            self._connection.close_callbacks.discard(self._outage.lost)  # not an outage
-            await self._connection.close()
+        if self._session is not None:
+            self._session.lost_callbacks.clear()  # closing is not an outage
+        for stream in list(self._streams.values()):
+            await stream.close()
+        if self._restarts is not None:
+            await self._restarts.close()
+        self._acks.flush()
+        if self._session is not None:
+            await self._session.close()
         log.debug("client_closed", client=self.client_id)
 
     @classmethod
@@ -225,16 +258,26 @@ class Client:
         return self._publisher
 
     async def hold_lease(self) -> str:
-        """Declare this client's lease queue: exclusive, so it exists while we are connected."""
-        assert self._consumer is not None, "client is not open"
+        """Declare this client's lease queue: exclusive, so it exists while we are connected
+        (declared again after each reconnection)."""
         name = naming.lease_queue(self.environment, self.client_id)
-        await self._consumer.declare_queue(name, exclusive=True)
+        connection = await self.session.ready()
+        async with temporary_channel(connection) as channel:
+            await channel.declare_queue(name, exclusive=True)
+        self._lease = name
         return name
 
-    def channel(self) -> AbstractChannel:
+    @property
+    def session(self) -> BrokerSession:
+        assert self._session is not None, "client is not open"
+        return self._session
+
+    @contextlib.asynccontextmanager
+    async def channel(self) -> AsyncIterator[Channel]:
         """A fresh channel for a short exchange (``async with client.channel() as ch:``)."""
-        assert self._connection is not None, "client is not open"
-        return self._connection.channel()
+        connection = await self.session.ready()
+        async with temporary_channel(connection) as channel:
+            yield channel
 
     async def broadcast(self, exchange: str, message: Cancel) -> None:
         """Publish to a fanout exchange the engine declared; nothing to do if it has not.
@@ -242,15 +285,15 @@ class Client:
         A channel of its own: a missing exchange closes the channel that named it, and a
         client has no right to declare the exchange (see ``broker_config``).
         """
-        assert self._connection is not None
         try:
-            async with self._connection.channel() as channel:
-                target = await channel.get_exchange(exchange, ensure=True)
-                await target.publish(
-                    aio_pika.Message(self.signer.seal(message.to_envelope()), type=KIND_CANCEL),
-                    routing_key="",
+            async with self.channel() as channel:
+                await channel.declare_exchange(exchange, "fanout", passive=True)
+                channel.publish(
+                    self.signer.seal(message.to_envelope()),
+                    exchange=exchange,
+                    properties=Properties(message_type=KIND_CANCEL, delivery_mode=TRANSIENT),
                 )
-        except ChannelNotFoundEntity:
+        except NotFound:
             pass  # no engine ever ran in this environment: no container holds these inputs
         except BROKER_ERRORS as exc:  # the broker is away: containers skip nothing, no harm
             log.warning("cancel_not_published", reason=f"{type(exc).__name__}: {exc}")
@@ -285,6 +328,24 @@ class Client:
             raise _control_error(reply)
         return reply.data
 
+    # -- calls ----------------------------------------------------------------------
+
+    def sizer(self, queue: str) -> BatchSizer:
+        """The batch sizer of one function (queue): what this client learned of its run time."""
+        sizer = self._sizers.get(queue)
+        if sizer is None:
+            sizer = self._sizers[queue] = BatchSizer()
+        return sizer
+
+    def stream(self, target: Target, json: bool = False) -> CallStream:
+        """This client's call stream to the target's queue (``json``: for web endpoints)."""
+        key = (target.queue, json)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = CallStream(self, target, json, self.sizer(target.queue))
+            self._streams[key] = stream
+        return stream
+
     # -- results ------------------------------------------------------------------
 
     def add_sink(self, invocation_id: str, sink: ResultSink) -> None:
@@ -293,13 +354,19 @@ class Client:
     def remove_sink(self, invocation_id: str) -> None:
         self._sinks.pop(invocation_id, None)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    def _on_delivery(self, delivery: Delivery) -> None:
+        properties = delivery.properties
         try:
-            envelope = self.signer.open_message(message, max_size=CONTROL_MAX_SIZE)
+            envelope = self.signer.open(
+                delivery.body,
+                max_size=CONTROL_MAX_SIZE,
+                reply_to=properties.reply_to,
+                correlation_id=properties.correlation_id,
+            )
             if envelope.kind == KIND_RESULTS:
                 self._route_results(ResultBatch.from_body(envelope.body))
             elif envelope.kind == KIND_CONTROL_REPLY:
-                waiter = self._control.get(message.correlation_id or "")
+                waiter = self._control.get(properties.correlation_id or "")
                 if waiter is not None and not waiter.done():
                     waiter.set_result(ControlReply.from_body(envelope.body))
             else:
@@ -309,8 +376,9 @@ class Client:
             self.messages_rejected += 1
             log.warning("message_rejected", reason=str(exc), queue=self.result_queue)
         finally:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.ack()  # lost with the connection: it comes again, and is dropped
+            # Lost with the connection before it is acknowledged: it comes again, and its
+            # results are dropped as duplicates.
+            self._acks.handled(delivery)
 
     def _route_results(self, batch: ResultBatch) -> None:
         sinks = self._sinks

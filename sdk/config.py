@@ -30,6 +30,8 @@ WARREN_RECONNECT_TIMEOUT    seconds a client waits for a lost        300
 WARREN_HTTP_HOST            where the engine serves web endpoints    127.0.0.1
 WARREN_HTTP_PORT            ... and on which port (0: any free one)  0
 WARREN_PUBLIC_URL           the endpoints' public base URL           http://<host>:<port>
+WARREN_EVENT_LOOP           ``uvloop`` (where installed) or          uvloop
+                            ``asyncio``: Warren's own event loops
 ==========================  ======================================  ==========================
 """
 
@@ -45,6 +47,7 @@ DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 # Seconds between a robust connection's attempts to come back (aio-pika's default is 5).
 RECONNECT_INTERVAL = 1.0
 QUEUE_TYPES = ("classic", "quorum")
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 def _float(name: str, default: float) -> float:
@@ -79,6 +82,13 @@ def _broker_url() -> str:
 
 def _environment() -> str:
     return naming.check_part("environment", os.environ.get("WARREN_ENVIRONMENT") or "main")
+
+
+def _event_loop() -> str:
+    value = os.environ.get("WARREN_EVENT_LOOP") or "uvloop"
+    if value not in EVENT_LOOPS:
+        raise InvalidError(f"WARREN_EVENT_LOOP must be one of {EVENT_LOOPS}, got {value!r}")
+    return value
 
 
 def _queue_type() -> str:
@@ -124,6 +134,7 @@ class Settings:
     public_url: str | None = field(
         default_factory=lambda: os.environ.get("WARREN_PUBLIC_URL") or None
     )
+    event_loop: str = field(default_factory=_event_loop)
 
 
 def settings() -> Settings:

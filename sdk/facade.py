@@ -9,9 +9,10 @@ Every I/O method of Warren is written once, as ``async def``. This module wraps 
   not once per item, and flattens; ``.aio`` flattens on the caller's loop.
 
 The loop thread is a daemon thread started on first use and replaced in a child
-after ``fork``. Ctrl-C during a blocking call cancels the task running it. A blocking
-call made from inside a running event loop raises
-:class:`~sdk.exceptions.BlockingCallInLoopError` naming the ``.aio`` form.
+after ``fork``; its loop is uvloop's where it is installed (:mod:`sdk.event_loop`).
+Ctrl-C during a blocking call cancels the task running it. A blocking call made from
+inside a running event loop raises :class:`~sdk.exceptions.BlockingCallInLoopError`
+naming the ``.aio`` form.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from sdk.event_loop import new_event_loop
 from sdk.exceptions import BlockingCallInLoopError
 
 P = ParamSpec("P")
@@ -39,7 +41,7 @@ class LoopThread:
     """An event loop running forever in a daemon thread."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._thread = threading.Thread(target=self._run, name="warren-loop", daemon=True)
         self._thread.start()
@@ -121,6 +123,57 @@ def check_not_in_running_loop(name: str) -> None:
     )
 
 
+class _BlockingCall(Generic[T]):
+    """One blocking call: its coroutine runs as a task on the loop thread, and the
+    calling thread sleeps on a lock that the task releases when it is done.
+
+    A plain lock is the cheapest way for one thread to wait for another
+    (``concurrent.futures`` and chained futures cost several times as much), and its
+    ``acquire`` is interruptible by Ctrl-C.
+    """
+
+    __slots__ = ("_done", "_error", "_make", "_result", "_started", "_task")
+
+    def __init__(self, make_coro: Callable[[], Coroutine[Any, Any, T]]) -> None:
+        self._make = make_coro
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._started = False
+        self._task: asyncio.Task[None] | None = None
+        self._result: T | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        """On the loop thread: create the task."""
+        self._started = True
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            self._result = await self._make()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._done.release()
+
+    def cancel(self) -> None:
+        """On the loop thread: cancel the task, or keep it from starting."""
+        if self._task is not None:
+            self._task.cancel()
+        elif not self._started:
+            self._started = True
+            self._error = asyncio.CancelledError()
+            self._done.release()
+
+    def wait(self, timeout: float = -1) -> bool:
+        return self._done.acquire(timeout=timeout)
+
+    def outcome(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]
+
+
 def run_blocking(make_coro: Callable[[], Coroutine[Any, Any, T]], name: str) -> T:
     """Run the coroutine made by ``make_coro`` on the loop thread and wait for its result.
 
@@ -128,30 +181,18 @@ def run_blocking(make_coro: Callable[[], Coroutine[Any, Any, T]], name: str) -> 
     clean-up (a cancelled call tells its container, a map cancels its inputs) before
     ``KeyboardInterrupt`` propagates.
     """
-    check_not_in_running_loop(name)
+    if asyncio._get_running_loop() is not None:
+        check_not_in_running_loop(name)
     thread = loop_thread()
-    finished = threading.Event()
-    holder: list[asyncio.Task[T]] = []
-
-    async def run() -> T:
-        task = asyncio.current_task()
-        assert task is not None
-        holder.append(task)
-        try:
-            return await make_coro()
-        finally:
-            finished.set()
-
-    future = thread.submit(run())
+    call = _BlockingCall(make_coro)
+    thread.loop.call_soon_threadsafe(call.start)
     try:
-        return future.result()
+        call.wait()
     except KeyboardInterrupt:
-        if holder:
-            thread.loop.call_soon_threadsafe(holder[0].cancel)
-        else:
-            future.cancel()
-        finished.wait(_CANCEL_GRACE)
+        thread.loop.call_soon_threadsafe(call.cancel)
+        call.wait(_CANCEL_GRACE)
         raise
+    return call.outcome()
 
 
 class Method(Generic[P, R]):

@@ -1,22 +1,23 @@
 """One call's journey: where it goes, publishing it, and turning its result into a value.
 
-``Target`` names a function's queue; :func:`call_one` publishes one input and waits for
-its outcome; :func:`publish_cancel` tells containers to drop an invocation's inputs.
+``Target`` names a function's queue; :func:`call_one` sends one input (through the
+client's call stream for that function, :mod:`sdk.streams`) and waits for its
+outcome; :func:`publish_cancel` tells containers to drop an invocation's inputs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdk import failure, naming
-from sdk.client import Client
 from sdk.codec import decode_value, encode_call_args
 from sdk.exceptions import MessageTooLargeError, NotFoundError
-from sdk.protocol import STATUS_OK, CallBatch, Cancel, FunctionSpec
+from sdk.protocol import STATUS_OK, Cancel, FunctionSpec
 from sdk.signing import ENVELOPE_OVERHEAD
+
+if TYPE_CHECKING:
+    from sdk.client import Client
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +70,9 @@ def outcome(status: int, fmt: int, data: bytes, function_name: str) -> Any:
     raise failure.rebuild(data, function_name)
 
 
-class _OneResult:
-    """Sink for a single call: resolves one future, counts duplicates."""
-
-    __slots__ = ("duplicates", "future")
-
-    def __init__(self, future: asyncio.Future[tuple[int, int, bytes]]) -> None:
-        self.future = future
-        self.duplicates = 0
-
-    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None:
-        if self.future.done():
-            self.duplicates += 1
-        else:
-            self.future.set_result((status, fmt, data))
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
 async def publish_cancel(client: Client, environment: str, invocation_ids: list[str]) -> None:
-    """Tell every container of the environment to drop these invocations' inputs."""
+    """Tell every container of the environment to drop these invocations' inputs (or
+    these single inputs, by :func:`~sdk.protocol.input_id`)."""
     await client.broadcast(naming.cancel_exchange(environment), Cancel(invocation_ids))
 
 
@@ -111,39 +93,12 @@ async def call_raw(
 ) -> tuple[int, int, bytes]:
     """Run one call; its outcome as ``(status, format, data)``, decoded by nobody yet.
 
-    With ``json_results`` the container sends the value as JSON, never a pickle.
+    The call goes through the client's call stream for the function (see
+    :mod:`sdk.streams`), with the calls made at the same time. With ``json_results``
+    the container sends the value as JSON, never a pickle.
     """
     fmt, data = encode_input(args, kwargs, target, client.signer.max_size)
-    invocation_id = uuid.uuid4().hex
-    future: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
-    client.add_sink(invocation_id, _OneResult(future))
-    # The broker hands a persistent message to a consumer before it has written it to
-    # disk and confirmed it: wait for the result and the confirm together, not in turn.
-    publishing = asyncio.ensure_future(
-        client.publisher.publish(
-            target.queue,
-            CallBatch(invocation_id, [(0, fmt, data)], json_results=json_results).to_envelope(),
-            correlation_id=invocation_id,
-        )
-    )
-    try:
-        await asyncio.wait((publishing, future), return_when=asyncio.FIRST_COMPLETED)
-        if publishing.done():
-            publishing.result()  # a refused publish raises here; no result will come
-        status, rfmt, rdata = await future
-        # With the result in hand the confirm no longer matters (a publish re-sent after a
-        # lost connection would only run the call again): the finally below cancels it.
-    except NotFoundError:
-        raise not_running(target) from None
-    except asyncio.CancelledError:
-        await asyncio.shield(publish_cancel(client, target.environment, [invocation_id]))
-        raise
-    finally:
-        if not publishing.done():
-            publishing.cancel()
-        await asyncio.gather(publishing, return_exceptions=True)
-        client.remove_sink(invocation_id)
-    return status, rfmt, rdata
+    return await client.stream(target, json_results).call(target, fmt, data)
 
 
 class NotRunningError(NotFoundError):

@@ -1,19 +1,21 @@
 """The engine of ``map``, ``starmap`` and ``for_each``: streaming, bounded, batched.
 
 One map is one *invocation*. A sender task takes items from the
-:class:`~sdk.inputs.InputSource`, numbers them, and publishes them in batches while the
-map holds fewer than ``window`` inputs; results come back to a sink keyed by the
-invocation id and wait in an :class:`~sdk.reorder.OutputBuffer`, which releases them in
-input order or as they arrive. Memory is bounded by the window, not by the number of
-inputs. However the map ends early (an error, ``break``, Ctrl-C, cancellation) its
-remaining inputs are cancelled: containers learn it from a broadcast and skip them.
+:class:`~sdk.inputs.InputSource`, numbers them, and publishes them in batches (sized
+by the function's run time, :mod:`sdk.sizing`) while the map holds fewer than
+``WINDOW`` inputs; results come back to a sink keyed by the invocation id and wait in
+an :class:`~sdk.reorder.OutputBuffer`, which releases them in input order or as they
+arrive. Memory is bounded by the window, not by the number of inputs. The inputs
+travel as transient messages: the sender keeps those whose results have not come
+back, and sends them again if the broker restarted. However the map ends early (an
+error, ``break``, Ctrl-C, cancellation) its remaining inputs are cancelled:
+containers learn it from a broadcast and skip them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Generic, TypeVar
@@ -30,19 +32,18 @@ from sdk.protocol import STATUS_OK, CallBatch
 from sdk.reorder import OutputBuffer
 from sdk.signing import ENVELOPE_OVERHEAD
 from sdk.sizing import BatchSizer
+from sdk.streams import containers_of
 
 R = TypeVar("R")
 
-MAX_WINDOW = 10_000
-MIN_WINDOW = 256
+# Inputs one map may hold (sent and not yet yielded): enough for several full batches
+# in flight to every container. And the bytes of encoded inputs it keeps to send again
+# after a broker restart: past that, it sends nothing more until results come back.
+WINDOW = 10_000
+MAX_UNANSWERED_BYTES = 64 * 1024 * 1024
 RELEASE_CHUNK = 2048
 
 Raw = tuple[int, int, bytes]
-
-
-def window_for(max_inputs: int, max_containers: int) -> int:
-    """Inputs one map may hold: enough to keep every container busy, and bounded."""
-    return max(MIN_WINDOW, min(MAX_WINDOW, 4 * max_inputs * max_containers))
 
 
 class _MapSink:
@@ -55,11 +56,14 @@ class _MapSink:
         self.error: BaseException | None = None
         self.first_failure: Raw | None = None
         self.changed = asyncio.Event()
+        self.sender: _Sender | None = None
 
     def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None:
         if not self.buffer.add(index, (status, fmt, data)):
             return
         self.sizer.observe(duration)
+        if self.sender is not None:
+            self.sender.answered(index)
         if status != STATUS_OK and self.fail_fast and self.first_failure is None:
             self.first_failure = (status, fmt, data)
         self.changed.set()
@@ -68,9 +72,18 @@ class _MapSink:
         self.error = exc
         self.changed.set()
 
+    def resend(self) -> None:
+        if self.sender is not None:
+            self.sender.resend()
+
 
 class _Sender:
-    """Publishes the map's inputs in batches, within the window."""
+    """Publishes the map's inputs in batches, within the window.
+
+    It keeps every input it sent until its result comes back: calls travel as
+    transient messages, and a broker restart (:mod:`sdk.restarts`) has them all sent
+    again.
+    """
 
     def __init__(
         self,
@@ -87,43 +100,74 @@ class _Sender:
         self.source = source
         self.kwargs = kwargs
         self.sink = sink
-        spec = target.spec
-        self.window = window_for(spec.max_inputs, spec.max_containers)
         self.room = asyncio.Event()
         self.done = False
+        self._unanswered: dict[int, tuple[int, bytes]] = {}
+        self._unanswered_bytes = 0
+        self._again: list[int] = []
 
     def message_size(self, ready: int) -> int:
-        sizer = self.sink.sizer
-        # Slow functions: spread what is ready over every container; fast ones: fill up.
-        spread = math.ceil(ready / self.target.spec.max_containers)
-        return max(1, min(sizer.cap, max(sizer.size(), spread)))
+        spec = self.target.spec
+        return self.sink.sizer.size(ready, spec.max_inputs, containers_of(self.target))
+
+    def answered(self, index: int) -> None:
+        encoded = self._unanswered.pop(index, None)
+        if encoded is not None:
+            self._unanswered_bytes -= len(encoded[1])
+
+    def resend(self) -> None:
+        self._again = sorted(self._unanswered)
+        self.room.set()
+
+    def _full(self) -> bool:
+        return self.sink.buffer.holding >= WINDOW or self._unanswered_bytes >= MAX_UNANSWERED_BYTES
 
     async def run(self) -> None:
+        """Send the inputs; then stay, to send again what a broker restart lost."""
         buffer = self.sink.buffer
         while True:
-            while buffer.holding >= self.window:
+            if self._again:
+                await self._send_again()
+                continue
+            if self.done or self._full():
                 self.room.clear()
                 await self.room.wait()
-            items = await self.source.take(min(self.window - buffer.holding, RELEASE_CHUNK))
+                continue
+            items = await self.source.take(min(WINDOW - buffer.holding, RELEASE_CHUNK))
             if not items:
                 self.done = True
                 self.sink.changed.set()
-                return
+                continue
             max_size = self.client.signer.max_size
-            encoded = [encode_input(args, self.kwargs, self.target, max_size) for args in items]
-            sizes = [len(data) + ITEM_OVERHEAD for _, data in encoded]
-            count = self.message_size(len(items))
-            for start, end in slices_within(sizes, count, max_size - ENVELOPE_OVERHEAD):
-                await self._publish(encoded[start:end])
+            encoded = [
+                (buffer.sent_index(), *encode_input(args, self.kwargs, self.target, max_size))
+                for args in items
+            ]
+            for index, fmt, data in encoded:
+                self._unanswered[index] = (fmt, data)
+                self._unanswered_bytes += len(data)
+            await self._publish_all(encoded)
 
-    async def _publish(self, encoded: list[tuple[int, bytes]]) -> None:
-        buffer = self.sink.buffer
-        batch = [(buffer.sent_index(), fmt, data) for fmt, data in encoded]
+    async def _send_again(self) -> None:
+        again, self._again = self._again, []
+        items = [(i, *self._unanswered[i]) for i in again if i in self._unanswered]
+        if items:
+            await self._publish_all(items)
+
+    async def _publish_all(self, items: list[tuple[int, int, bytes]]) -> None:
+        max_size = self.client.signer.max_size
+        sizes = [len(data) + ITEM_OVERHEAD for _, _, data in items]
+        count = self.message_size(len(items))
+        for start, end in slices_within(sizes, count, max_size - ENVELOPE_OVERHEAD):
+            await self._publish(items[start:end])
+
+    async def _publish(self, batch: list[tuple[int, int, bytes]]) -> None:
         try:
             await self.client.publisher.publish(
                 self.target.queue,
                 CallBatch(self.invocation_id, batch).to_envelope(),
                 correlation_id=self.invocation_id,
+                persistent=False,
             )
         except NotFoundError:
             raise not_running(self.target) from None
@@ -141,8 +185,8 @@ async def map_chunks(
     """Run a map; yield its results in chunks (lists), in order or as they complete."""
     invocation_id = uuid.uuid4().hex
     buffer: OutputBuffer[Raw] = OutputBuffer(ordered=order_outputs)
-    sink = _MapSink(buffer, BatchSizer(target.spec.max_inputs), fail_fast=not return_exceptions)
-    sender = _Sender(client, target, invocation_id, items, kwargs, sink)
+    sink = _MapSink(buffer, client.sizer(target.queue), fail_fast=not return_exceptions)
+    sender = sink.sender = _Sender(client, target, invocation_id, items, kwargs, sink)
     client.add_sink(invocation_id, sink)
     sending = asyncio.get_running_loop().create_task(sender.run())
     sending.add_done_callback(lambda _: sink.changed.set())
@@ -153,7 +197,7 @@ async def map_chunks(
                 raise failure.rebuild(sink.first_failure[2], target.display_name)
             if sink.error is not None:
                 raise sink.error
-            if sending.done() and not sender.done:
+            if sending.done():
                 sending.result()  # the sender failed: raise its error
             released = buffer.release(RELEASE_CHUNK)
             if released:

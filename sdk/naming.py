@@ -22,6 +22,7 @@ may not contain dots.
     warren.v1.<env>.fn.<app>.<function>       a function's input queue
     warren.v1.<env>.fn.<app>.<function>.<v>   ... of a variant made by with_options
     warren.v1.<env>.results.<client>          a client's result queue
+    warren.v1.<env>.results.<client>.marker   ... and its broker-restart marker
     warren.v1.<env>.lease.<client>            exists while the client is connected
     warren.v1.<env>.call.<call>               the stored result of one spawned call
     warren.v1.<env>.cancels.<listener>        a container's or engine's cancel subscription
@@ -124,6 +125,11 @@ def _scoped(environment: str, kind: str, label: str, value: str) -> str:
 
 def result_queue(environment: str, client_id: str) -> str:
     return _scoped(environment, "results", "client id", client_id)
+
+
+def marker_queue(environment: str, client_id: str) -> str:
+    """Where a client keeps the marker that tells it whether the broker restarted."""
+    return f"{result_queue(environment, client_id)}.marker"
 
 
 def lease_queue(environment: str, client_id: str) -> str:

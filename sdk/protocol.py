@@ -41,6 +41,19 @@ InputItem = tuple[int, int, bytes]
 ResultItem = tuple[str, int, int, int, bytes, float]
 
 
+def input_id(invocation_id: str, index: int) -> str:
+    """The id of one input of an invocation, as a cancel names it: ``<invocation>/<index>``."""
+    return f"{invocation_id}/{index}"
+
+
+def split_input_id(entry: str) -> tuple[str, int] | None:
+    """``(invocation, index)`` of an input id; None for the id of a whole invocation."""
+    invocation_id, slash, index = entry.rpartition("/")
+    if not slash or not index.isdigit():
+        return None
+    return invocation_id, int(index)
+
+
 def python_version() -> str:
     """``major.minor`` of this interpreter: pickled code only loads on the same one."""
     return f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -145,11 +158,15 @@ def check_autoscaling(
         "buffer_containers": buffer_containers,
     }
     for name, value in values.items():
+        if name == "max_containers" and value is None:
+            continue  # the default: as many as the engine node has cores
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise InvalidError(f"{name} must be a non-negative integer, got {value!r}")
-    if max_containers < 1:
+    if max_containers is None:
+        pass
+    elif max_containers < 1:
         raise InvalidError(f"max_containers must be at least 1, got {max_containers}")
-    if min_containers > max_containers:
+    elif min_containers > max_containers:
         raise InvalidError(
             f"min_containers ({min_containers}) cannot exceed max_containers ({max_containers})"
         )
@@ -164,7 +181,8 @@ class FunctionSpec:
 
     tag: str
     is_async: bool
-    max_containers: int = 1
+    # None: as many containers as the engine node has cores (see default_max_containers).
+    max_containers: int | None = None
     max_inputs: int = 1
     timeout: float = 300.0
     min_containers: int = 0
@@ -199,6 +217,8 @@ class FunctionSpec:
         _ = self.retries  # validates the retry policy
         for name in ("max_containers", "max_inputs"):
             value = getattr(self, name)
+            if name == "max_containers" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidError(f"{name} must be a positive integer, got {value!r}")
         check_autoscaling(
@@ -277,7 +297,10 @@ class ControlReply:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """Broadcast to containers: drop queued inputs of these invocations, stop running ones."""
+    """Broadcast to containers: drop queued inputs of these invocations, stop running ones.
+
+    An entry is an invocation id (all its inputs) or an input id (:func:`input_id`).
+    """
 
     invocation_ids: list[str]
     version: int = WIRE_VERSION

@@ -1,63 +1,82 @@
 """Publishing from a client: signed, confirmed, and sent again after a lost connection.
 
 Every message is sealed with the shared key (:mod:`sdk.signing`) and refused before
-it is sent if it is larger than a message may be. A publish cut off by a broker
-restart or a forced close waits for the robust channel to come back and is sent
-again (a call may then arrive twice; its second result is dropped by the client),
-until ``WARREN_RECONNECT_TIMEOUT`` has passed.
+it is sent if it is larger than a message may be. It goes out on the client's
+publishing channel (:mod:`sdk.amqp`) with ``mandatory`` set, so that a call to a
+queue that does not exist comes back at once. A publish cut off by a broker restart
+or a forced close waits for the session to come back (:mod:`sdk.session`) and is
+sent again (a call may then arrive twice; its second result is dropped by the
+client), until ``WARREN_RECONNECT_TIMEOUT`` has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
+import random
 from collections.abc import Awaitable, Callable
 
-import aio_pika
 import structlog
-from aio_pika.abc import AbstractRobustChannel
-from aio_pika.exceptions import (
-    AMQPConnectionError,
-    AMQPError,
-    ChannelInvalidStateError,
-    PublishError,
-)
 
 from sdk import exceptions, naming, topology
+from sdk.amqp import BrokerError, Channel, ChannelClosed, ConnectionLost, Properties, Returned
 from sdk.codec import Envelope
 from sdk.exceptions import MessageTooLargeError, NotFoundError
+from sdk.session import BrokerSession, temporary_channel
 from sdk.signing import Signer
 
 log = structlog.get_logger(__name__)
 
-# What a robust channel raises while its connection is down (or closes under it): worth
+# What a publish meets while the connection is down (or closes under it): worth
 # waiting for the connection to come back. A refusal by the broker is not.
-CONNECTION_LOST = (AMQPConnectionError, ChannelInvalidStateError, OSError)
+CONNECTION_LOST = (ConnectionLost, OSError)
 # Anything the broker path may raise: what settling a message (an ack that can no
 # longer reach the broker, say) is allowed to meet and shrug off.
-BROKER_ERRORS = (AMQPError, RuntimeError, OSError)
+BROKER_ERRORS = (BrokerError, RuntimeError, OSError)
+
+TRANSIENT = 1
+PERSISTENT = 2
 
 
 def mib(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
+def message_id() -> str:
+    """A random 128-bit id in hex, like a UUID's (what a container's holding table keys)."""
+    return f"{random.getrandbits(128):032x}"
+
+
 class Publisher:
-    """One robust channel with publisher confirms, ``mandatory`` publishes."""
+    """The client's publishing channel: publisher confirms, ``mandatory`` publishes."""
 
     def __init__(
         self,
-        channel: AbstractRobustChannel,
+        session: BrokerSession,
         signer: Signer,
         reconnect_timeout: float,
-        closed: Callable[[], bool],
         reply_to: str,
     ) -> None:
-        self._channel = channel
+        self._session = session
         self._reply_to = reply_to
         self._signer = signer
         self._reconnect_timeout = reconnect_timeout
-        self._closed = closed
+        self._channel: Channel | None = None
+        self._opening: asyncio.Lock = asyncio.Lock()
+
+    def attach(self, channel: Channel) -> None:
+        """Publish on this channel from now on (the session's setup made it)."""
+        self._channel = channel
+
+    async def channel(self) -> Channel:
+        """The publishing channel, opened anew if the broker closed the last one."""
+        channel = self._channel
+        if channel is not None and not channel.closed.done():
+            return channel
+        async with self._opening:
+            connection = await self._session.ready()
+            if self._channel is None or self._channel.closed.done():
+                self._channel = await connection.channel(confirm=True)
+            return self._channel
 
     async def publish(
         self,
@@ -69,14 +88,17 @@ class Publisher:
         persistent: bool = True,
         valid_for: float | None = None,
         max_size: int | None = None,
-        prepare: Callable[[], Awaitable[None]] | None = None,
+        prepare: Callable[[Channel], Awaitable[None]] | None = None,
     ) -> None:
         """Sign and publish to a queue through the default exchange; wait for the confirm.
 
         Replies come to the client's result queue unless ``reply_to`` names another.
-        Raises ``MessageTooLargeError`` before publishing a message above the size limit,
-        ``NotFoundError`` if the queue does not exist. A publish cut off by a lost
-        connection is sent again once the connection is back.
+        ``persistent`` messages are written to disk by the broker (spawned calls, which
+        nobody may be waiting for); the others are not (the calls a waiting caller owns
+        and sends again if a broker restart lost them). Raises ``MessageTooLargeError``
+        before publishing a message above the size limit, ``NotFoundError`` if the queue
+        does not exist. A publish cut off by a lost connection is sent again once the
+        connection is back. ``prepare`` runs on the channel before each attempt.
         """
         reply_to = reply_to or self._reply_to
         body = self._signer.seal(
@@ -88,64 +110,66 @@ class Publisher:
                 f"a {envelope.kind} message of {mib(len(body))} exceeds the limit of "
                 f"{mib(limit)} (WARREN_MAX_MESSAGE_SIZE)"
             )
-        message = aio_pika.Message(
-            body,
-            message_id=uuid.uuid4().hex,
+        properties = Properties(
+            message_id=message_id(),
             correlation_id=correlation_id,
             reply_to=reply_to,
-            type=envelope.kind,
-            delivery_mode=(
-                aio_pika.DeliveryMode.PERSISTENT
-                if persistent
-                else aio_pika.DeliveryMode.NOT_PERSISTENT
-            ),
+            message_type=envelope.kind,
+            delivery_mode=PERSISTENT if persistent else TRANSIENT,
         )
         deadline = asyncio.get_running_loop().time() + self._reconnect_timeout
         while True:
             try:
+                channel = await self.channel()
                 if prepare is not None:
-                    await prepare()
-                await self._channel.default_exchange.publish(
-                    message, routing_key=queue, mandatory=True
+                    await prepare(channel)
+                confirm = channel.publish(
+                    body, routing_key=queue, properties=properties, mandatory=True
                 )
+                await channel.connection.drain()
+                assert confirm is not None
+                await confirm
                 return
-            except PublishError as exc:
+            except Returned as exc:
                 raise NotFoundError(f"no queue named {queue!r}") from exc
             except CONNECTION_LOST as exc:
                 await self._await_reconnection(deadline, f"publishing to {queue!r}", exc)
+            except ChannelClosed as exc:
+                raise exceptions.ConnectionError(
+                    f"RabbitMQ refused the publish to {queue!r}: {exc}"
+                ) from exc
 
     async def _await_reconnection(self, deadline: float, doing: str, exc: BaseException) -> None:
-        """Wait for the publishing channel to be back, or raise ``ConnectionError``."""
+        """Wait for the session to be back, or raise ``ConnectionError``."""
         remaining = deadline - asyncio.get_running_loop().time()
-        if self._closed() or remaining <= 0:
+        if self._session.closed or remaining <= 0:
             raise exceptions.ConnectionError(f"{doing} failed: {exc}") from exc
         log.info("publish_waiting_for_broker", doing=doing, reason=str(exc))
-        await asyncio.sleep(0.05)  # let the robust connection notice the loss first
         try:
-            await asyncio.wait_for(self._channel.ready(), remaining)
+            await asyncio.wait_for(self._session.ready(), remaining)
         except TimeoutError:
             raise exceptions.ConnectionError(
                 f"{doing} failed: the broker was unreachable for "
                 f"{self._reconnect_timeout:g}s ({exc})"
             ) from None
+        except ConnectionLost as closed:  # the session was closed meanwhile
+            raise exceptions.ConnectionError(f"{doing} failed: {closed}") from exc
 
-    async def declare_call_queue(self, name: str, retention: float) -> None:
+    @staticmethod
+    async def declare_call_queue(channel: Channel, name: str, retention: float) -> None:
         """Declare a spawned call's result queue on the publishing channel, without waiting.
 
         The broker handles a channel's methods in order, so the call published next on
         this channel finds its result queue in place (and bound to the replies exchange,
         which the client declared when it connected); not waiting for ``declare-ok``
-        saves a round trip per spawn. Not re-declared on reconnect: it is durable.
+        saves a round trip per spawn.
         """
-        channel = await self._channel.get_underlay_channel()
-        await channel.queue_declare(
-            queue=name,
-            durable=True,
-            nowait=True,
-            arguments=topology.call_queue_arguments(retention),
+        await channel.declare_queue(
+            name, durable=True, arguments=topology.call_queue_arguments(retention), nowait=True
         )
-        await channel.queue_bind(name, naming.replies_exchange(), routing_key=name, nowait=True)
+        await channel.bind_queue(name, naming.replies_exchange(), name, nowait=True)
 
     async def delete_queue(self, name: str) -> None:
-        channel = await self._channel.get_underlay_channel()
-        await channel.queue_delete(queue=name)
+        connection = await self._session.ready()
+        async with temporary_channel(connection) as channel:
+            await channel.delete_queue(name)

@@ -9,7 +9,9 @@ function. The ``*_arguments`` functions are pure; ``declare_*`` do the I/O.
   fsync per confirm), quorum selectable for clusters; rejected and expired messages
   dead-letter to ``warren.v1.dlx`` with the environment's dead-letter queue as key.
 * Result queues: durable classic with ``x-expires``, so a client that disappears
-  leaves nothing behind, while one that reconnects finds its results waiting.
+  leaves nothing behind, while one that reconnects finds its results waiting. Each
+  client also has a marker queue beside it, which tells it whether the broker
+  restarted (:mod:`sdk.restarts`).
 * Spawned calls' result queues: durable classic, one per call, with ``x-expires`` and
   ``x-message-ttl`` both set to the result retention period.
 * Dead-letter queue per environment: durable, messages kept for a week. Messages are
@@ -53,6 +55,12 @@ def function_queue_arguments(environment: str, queue_type: str) -> dict[str, Any
 
 
 def result_queue_arguments(expiry_seconds: float) -> dict[str, Any]:
+    return {"x-queue-type": "classic", "x-expires": int(expiry_seconds * 1000)}
+
+
+def marker_queue_arguments(expiry_seconds: float) -> dict[str, Any]:
+    # Classic: a quorum queue keeps every message on disk, and the marker must be lost
+    # exactly when transient messages are.
     return {"x-queue-type": "classic", "x-expires": int(expiry_seconds * 1000)}
 
 
@@ -108,6 +116,15 @@ async def declare_result_queue(
 ) -> AbstractQueue:
     return await channel.declare_queue(
         name, durable=True, arguments=result_queue_arguments(expiry_seconds)
+    )
+
+
+async def declare_marker_queue(
+    channel: AbstractChannel, name: str, expiry_seconds: float
+) -> AbstractQueue:
+    """A client's restart marker queue (see :mod:`sdk.restarts`)."""
+    return await channel.declare_queue(
+        name, durable=True, arguments=marker_queue_arguments(expiry_seconds)
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdk import batching
+from sdk.batching import MAX_BATCH_INPUTS
 from sdk.codec import packb, unpack_envelope
 from sdk.exceptions import DeserializationError, InvalidError
 from sdk.protocol import (
@@ -15,6 +16,7 @@ from sdk.protocol import (
     FunctionSpec,
     ResultBatch,
 )
+from sdk.sizing import BatchSizer
 
 
 def test_wire_types_round_trip_through_their_envelopes() -> None:
@@ -60,29 +62,59 @@ def test_function_specs_refuse_invalid_limits(kwargs: dict[str, object]) -> None
 
 
 @pytest.mark.parametrize("max_inputs", [1, 2, 3, 4, 5, 7, 8, 100, 1000, 1001])
-@pytest.mark.parametrize("size", [1, 2, 10, 250])
-def test_a_tuned_prefetch_of_steady_batches_fits_the_containers_slots(
+@pytest.mark.parametrize("size", [2, 10, 250, 1000])
+def test_a_container_holds_enough_batches_to_fill_its_slots_and_one_more_only_when_fast(
     max_inputs: int, size: int
 ) -> None:
-    # Given messages of a steady size (never above the client's cap)
-    size = min(size, batching.max_batch(max_inputs))
-    tuner = batching.PrefetchTuner(max_inputs)
-    # When the container has seen enough of them
+    # Given messages of a steady size, of fast inputs for one container, slow for another
+    fast, slow = batching.PrefetchTuner(max_inputs), batching.PrefetchTuner(max_inputs)
     for _ in range(30):
-        tuner.observe(size)
-    # Then the messages it holds carry at most max_inputs inputs, and at least one message
-    assert tuner.prefetch >= 1
-    assert tuner.prefetch * size <= max_inputs
+        fast.observe(size, per_input=1e-6)
+        slow.observe(size, per_input=1.0)
+    # Then both hold enough messages to fill every slot, and no message more than that
+    filling = slow.prefetch
+    assert filling * size >= max_inputs
+    assert (filling - 1) * size < max_inputs
+    # And the fast one fetches one batch ahead, so that it never waits for the next
+    assert fast.prefetch == filling + 1
 
 
 def test_single_input_messages_let_a_container_fill_every_slot() -> None:
     tuner = batching.PrefetchTuner(100)
     assert tuner.prefetch == 100
-    assert all(tuner.observe(1) is None for _ in range(10))
+    assert all(tuner.observe(1, per_input=1e-6) is None for _ in range(10))
     assert tuner.prefetch == 100
 
 
-def test_the_client_caps_batches_at_a_quarter_of_a_container() -> None:
-    assert batching.max_batch(1) == 1
-    assert batching.max_batch(3) == 1
-    assert batching.max_batch(1000) == 250
+def test_a_reset_tuner_takes_one_message_per_slot_again() -> None:
+    tuner = batching.PrefetchTuner(10)
+    for _ in range(30):
+        tuner.observe(1000, per_input=1e-6)
+    assert tuner.prefetch == 2
+    tuner.reset()
+    assert (tuner.prefetch, tuner.mean_size) == (10, 1.0)
+
+
+@pytest.mark.parametrize("max_inputs", [1, 10, 1000])
+def test_fast_functions_get_large_batches_whatever_their_max_inputs(max_inputs: int) -> None:
+    sizer = BatchSizer()
+    sizer.observe(2e-6)
+    assert sizer.size(ready=5000, max_inputs=max_inputs, containers=2) == MAX_BATCH_INPUTS
+    sizer.observe(1e-3)  # slower now: the estimate moves towards 1 ms an input
+    assert 5 <= sizer.size(ready=5000, max_inputs=1, containers=2) < MAX_BATCH_INPUTS
+
+
+def test_slow_functions_go_one_input_per_message_unless_a_container_runs_several() -> None:
+    sizer = BatchSizer()
+    sizer.observe(0.5)
+    assert sizer.size(ready=200, max_inputs=1, containers=4) == 1
+    # a container that runs 10 at once takes what is ready, spread over the containers
+    assert sizer.size(ready=20, max_inputs=10, containers=4) == 5
+    assert sizer.size(ready=200, max_inputs=10, containers=4) == 10
+
+
+def test_before_any_run_time_is_known_a_message_carries_what_one_container_runs_at_once() -> None:
+    sizer = BatchSizer()
+    assert sizer.size(ready=2000, max_inputs=1, containers=2) == 1
+    assert sizer.size(ready=2000, max_inputs=100, containers=2) == 100
+    assert sizer.size(ready=3, max_inputs=100, containers=2) == 2
