@@ -14,6 +14,8 @@ Sync functions run on at most ``max_inputs`` threads that take jobs from the sha
 queue one after another: a thread that finishes an input starts the next one itself,
 so a batch of a thousand inputs costs no thread hand-off per input, and their outcomes
 come back to the loop in bulk (one wake-up for however many finished since the last).
+Async functions run the same way on at most ``max_inputs`` slot tasks: no task per
+input.
 A job's timeout counts from when it starts, not from when it was held.
 
 Inputs not started yet can be taken back (:meth:`Executor.take_back`): the container
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -102,9 +105,7 @@ class Executor:
         self._watchdog: asyncio.Task[None] | None = None
         self._runner: _Tasks | _Threads
         if spec.is_async:
-            self._runner = _Tasks(
-                self._loop, self._call_async, self.task_outcome, spec, self._finished, skip
-            )
+            self._runner = _Tasks(self._loop, self._call_async, spec, self._finished, skip)
         else:
             self._runner = _Threads(self._loop, self._call_sync, spec, self._finished, skip)
 
@@ -219,20 +220,6 @@ class Executor:
             f"{self._spec.tag} ran longer than its timeout of {self._spec.timeout:g}s"
         )
 
-    def task_outcome(self, task: asyncio.Task[Outcome], job: Job) -> Outcome:
-        """The outcome of an async job's finished task, whatever ended it."""
-        started = job.deadline - self._spec.timeout
-        if task.cancelled() and job.timed_out:
-            return _error(job, self._timeout_error(), started)
-        if task.cancelled() and job.abandoned:
-            return (job, STATUS_ABANDONED, FORMAT_MSGPACK, b"", 0.0)
-        if task.cancelled() and job.cancel_requested:
-            return _skipped(job)
-        if task.cancelled():  # the function's own code raised CancelledError
-            error = ExecutionError(f"{self._spec.tag} raised CancelledError without a cancel")
-            return _error(job, error, started)
-        return task.result()
-
     async def _call_async(self, job: Job) -> Outcome:
         started = time.perf_counter()
         try:
@@ -240,7 +227,11 @@ class Executor:
             value = await self._fn(*args, **kwargs)
             fmt, data = self._encode_result(value, job.json)
         except asyncio.CancelledError:
-            raise
+            if job.timed_out or job.cancel_requested or job.abandoned:
+                raise
+            # The function's own code raised CancelledError, with nobody cancelling it.
+            error = ExecutionError(f"{self._spec.tag} raised CancelledError without a cancel")
+            return self._failed(job, error, started)
         except BaseException as exc:
             return self._failed(job, exc, started)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
@@ -269,25 +260,30 @@ class Executor:
 
 
 class _Tasks:
-    """Async jobs: up to ``max_inputs`` tasks; each one that ends starts the next held job."""
+    """Async jobs: up to ``max_inputs`` slot tasks, each running held jobs one after another.
+
+    A slot awaits each job's coroutine in turn, so a batch of inputs that do not wait on
+    anything runs in one turn of the loop, with no task created per input. Cancelling a
+    job (its invocation cancelled, its timeout passed) cancels the slot while it runs
+    that job: the slot reports the job's outcome and goes on with the next.
+    """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         run: Callable[[Job], Coroutine[Any, Any, Outcome]],
-        outcome_of: Callable[[asyncio.Task[Outcome], Job], Outcome],
         spec: FunctionSpec,
         finished: Callable[[Outcome], None],
         skip: Skip,
     ) -> None:
         self._loop = loop
         self._run = run
-        self._outcome_of = outcome_of
         self._spec = spec
         self._finished = finished
         self._skip = skip
         self._queue: collections.deque[Job] = collections.deque()
-        self._tasks: dict[asyncio.Task[Outcome], Job] = {}
+        self._slots: dict[asyncio.Task[None], Job | None] = {}
+        self._closing = False
 
     @property
     def queued(self) -> int:
@@ -295,29 +291,49 @@ class _Tasks:
 
     @property
     def running(self) -> int:
-        return len(self._tasks)
+        return sum(1 for job in self._slots.values() if job is not None)
 
     def hold(self, jobs: list[Job]) -> None:
         self._queue.extend(jobs)
-        self._fill()
+        wanted = min(self._spec.max_inputs, len(self._slots) + len(self._queue))
+        for _ in range(wanted - len(self._slots)):
+            slot = self._loop.create_task(self._slot())
+            self._slots[slot] = None
+            slot.add_done_callback(self._slots.pop)
 
-    def _fill(self) -> None:
-        queue, tasks, limit = self._queue, self._tasks, self._spec.max_inputs
-        while queue and len(tasks) < limit:
+    async def _slot(self) -> None:
+        slot = asyncio.current_task()
+        assert slot is not None
+        queue = self._queue
+        while queue and not self._closing:
             job = queue.popleft()
             if self._skip(job):
                 self._finished(_skipped(job))
                 continue
             job.started = time.monotonic()
             job.deadline = self._loop.time() + self._spec.timeout
-            task = self._loop.create_task(self._run(job))
-            tasks[task] = job
-            task.add_done_callback(self._task_done)
+            self._slots[slot] = job
+            try:
+                outcome = await self._run(job)
+            except asyncio.CancelledError:
+                if not (job.timed_out or job.cancel_requested or job.abandoned):
+                    raise  # the slot itself is cancelled: not for one job
+                slot.uncancel()
+                outcome = self._outcome(job)
+            finally:
+                self._slots[slot] = None
+            self._finished(outcome)
 
-    def _task_done(self, task: asyncio.Task[Outcome]) -> None:
-        job = self._tasks.pop(task)
-        self._finished(self._outcome_of(task, job))
-        self._fill()
+    def _outcome(self, job: Job) -> Outcome:
+        started = job.deadline - self._spec.timeout
+        if job.timed_out:
+            error = FunctionTimeoutError(
+                f"{self._spec.tag} ran longer than its timeout of {self._spec.timeout:g}s"
+            )
+            return _error(job, error, started)
+        if job.abandoned:
+            return (job, STATUS_ABANDONED, FORMAT_MSGPACK, b"", 0.0)
+        return _skipped(job)
 
     def take_back(self, keep: int) -> list[Job]:
         taken: list[Job] = []
@@ -327,33 +343,35 @@ class _Tasks:
         return taken
 
     def longest_running(self, now: float) -> float:
-        return max((now - job.started for job in self._tasks.values()), default=0.0)
+        return max((now - job.started for job in self._slots.values() if job), default=0.0)
 
     def overdue(self, now: float) -> list[Job]:
         late = []
         loop_now = self._loop.time()
-        for task, job in list(self._tasks.items()):
-            if job.deadline <= loop_now and not job.timed_out:
+        for slot, job in list(self._slots.items()):
+            if job is not None and job.deadline <= loop_now and not job.timed_out:
                 job.timed_out = True
-                task.cancel()
+                slot.cancel()
                 late.append(job)
         return late
 
     def cancel(self, matches: Callable[[Job], bool]) -> int:
         cancelled = 0
-        for task, job in list(self._tasks.items()):
-            if matches(job):
+        for slot, job in list(self._slots.items()):
+            if job is not None and not (job.timed_out or job.cancel_requested) and matches(job):
                 job.cancel_requested = True
-                task.cancel()
+                slot.cancel()
                 cancelled += 1
         return cancelled
 
     async def close(self) -> None:
-        for task, job in list(self._tasks.items()):
-            job.abandoned = True  # not finished: its message goes back to the queue
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._closing = True
+        for slot, job in list(self._slots.items()):
+            if job is not None:
+                job.abandoned = True  # not finished: its message goes back to the queue
+                slot.cancel()
+        if self._slots:
+            await asyncio.gather(*self._slots, return_exceptions=True)
 
 
 class _Threads:
@@ -373,7 +391,10 @@ class _Threads:
         self._finished = finished
         self._skip = skip
         self._lock = threading.Lock()
-        self._wanted = threading.Condition(self._lock)
+        # An idle thread sleeps on this queue until given a token (a C-level wait: a
+        # condition variable's Python machinery would cost a fast function more than
+        # the function itself). Whoever hands out a token takes that thread off idle.
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._queue: collections.deque[Job] = collections.deque()
         self._running: set[Job] = set()
         self._threads: list[threading.Thread] = []
@@ -395,8 +416,10 @@ class _Threads:
             self._queue.extend(jobs)
             busy = len(self._running) + len(self._queue)
             new_threads = max(0, min(self._spec.max_inputs, busy) - len(self._threads))
-            if self._idle:
-                self._wanted.notify(min(self._idle, len(jobs)))
+            wakes = min(self._idle, len(jobs))
+            self._idle -= wakes
+        for _ in range(wakes):
+            self._wake.put(None)
         for _ in range(new_threads):
             thread = threading.Thread(target=self._work, name="warren-input", daemon=True)
             self._threads.append(thread)
@@ -432,21 +455,23 @@ class _Threads:
     async def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._wanted.notify_all()
+            wakes, self._idle = self._idle, 0
+        for _ in range(wakes):
+            self._wake.put(None)
 
     def _next(self) -> Job | None:
-        with self._lock:
-            while not self._queue:
+        while True:
+            with self._lock:
+                if self._queue:
+                    job = self._queue.popleft()
+                    job.started = time.monotonic()
+                    job.deadline = job.started + self._spec.timeout
+                    self._running.add(job)
+                    return job
                 if self._closed:
                     return None
                 self._idle += 1
-                self._wanted.wait()
-                self._idle -= 1
-            job = self._queue.popleft()
-            job.started = time.monotonic()
-            job.deadline = job.started + self._spec.timeout
-            self._running.add(job)
-            return job
+            self._wake.get()
 
     def _work(self) -> None:
         while (job := self._next()) is not None:

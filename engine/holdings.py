@@ -55,6 +55,7 @@ class HoldingTable:
         self.shared = (
             shared if shared is not None else _CONTEXT.RawArray(ctypes.c_char, slots * KEY_BYTES)
         )
+        self._view = memoryview(self.shared).cast("B")  # writes through it are plain copies
         self._free = list(range(slots - 1, -1, -1))
 
     # -- the container's side ------------------------------------------------------------
@@ -65,24 +66,24 @@ class HoldingTable:
             return None
         slot = self._free.pop()
         offset = slot * KEY_BYTES
-        self.shared[offset : offset + KEY_BYTES] = key(message_id)
+        self._view[offset : offset + KEY_BYTES] = key(message_id)
         return slot
 
     def release(self, slot: int) -> None:
         offset = slot * KEY_BYTES
-        self.shared[offset : offset + KEY_BYTES] = _EMPTY
+        self._view[offset : offset + KEY_BYTES] = _EMPTY
         self._free.append(slot)
 
     def clear(self) -> None:
         """Nothing is held any more (the connection that delivered it all is gone)."""
-        self.shared[:] = bytes(self.slots * KEY_BYTES)
+        self._view[:] = bytes(self.slots * KEY_BYTES)
         self._free = list(range(self.slots - 1, -1, -1))
 
     # -- the engine's side ---------------------------------------------------------------
 
     def holds(self, held: bytes) -> bool:
         """Whether the message with this key is held now."""
-        raw: bytes = self.shared.raw
+        raw = self._view.tobytes()
         start = 0
         while (found := raw.find(held, start)) >= 0:
             if found % KEY_BYTES == 0:
@@ -92,7 +93,7 @@ class HoldingTable:
 
     def held(self) -> set[bytes]:
         """Keys of the messages held now."""
-        raw: bytes = self.shared.raw
+        raw = self._view.tobytes()
         found = set()
         for offset in range(0, len(raw), KEY_BYTES):
             entry = raw[offset : offset + KEY_BYTES]

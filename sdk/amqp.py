@@ -533,6 +533,9 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._writable = asyncio.Event()
         self._writable.set()
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
+        self._reading = False
         self._sent_at = self._heard_at = self.loop.time()
         self._beat: asyncio.TimerHandle | None = None
         self._beat_every = 0.0
@@ -596,6 +599,11 @@ class Connection(asyncio.Protocol):
         if not self._writable.is_set():
             await self._writable.wait()
 
+    def flush(self) -> None:
+        """Write what is waiting now, rather than at the end of this turn of the loop."""
+        if self._flush_scheduled:
+            self._flush()
+
     async def close(self) -> None:
         if self.closed.done():
             return
@@ -615,9 +623,21 @@ class Connection(asyncio.Protocol):
     # -- sending ----------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        # Frames written while handling what was read leave together when it is handled;
+        # others (a burst of publishes from tasks) at the end of this turn of the loop.
         if self._transport is None or self.closed.done():
             raise ConnectionLost("the connection is closed")
-        self._transport.write(data)
+        self._outgoing.append(data)
+        if not self._flush_scheduled and not self._reading:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outgoing, self._outgoing = self._outgoing, []
+        if self._transport is None or self.closed.done() or not outgoing:
+            return
+        self._transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
         self._sent_at = self.loop.time()
 
     def send_method(self, channel: int, method: Frame) -> None:
@@ -652,6 +672,17 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._heard_at = self.loop.time()
+        self._reading = True
+        try:
+            self._read(data)
+        finally:
+            # What the frames just read made us write (a result, an acknowledgement)
+            # leaves now, in one system call.
+            self._reading = False
+            if self._outgoing:
+                self._flush()
+
+    def _read(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
         offset, size = 0, len(buffer)
@@ -759,4 +790,7 @@ class Connection(asyncio.Protocol):
         self.closed.set_result(None)
         self._writable.set()
         if self._transport is not None:
+            if self._outgoing:  # a close-ok, say: it goes before the transport closes
+                self._transport.write(b"".join(self._outgoing))
+                self._outgoing = []
             self._transport.close()

@@ -9,12 +9,12 @@ while a container's capacity is in *inputs*, so the two are reconciled here:
   each, so a fast function sends hundreds of inputs per message whatever its
   ``max_inputs``, and a slow one sends one per message. A message carries at most
   :data:`MAX_BATCH_INPUTS` inputs and stays within the message size limit.
-* A container sets its prefetch from the sizes of the messages it receives
-  (:class:`PrefetchTuner`): ``max_inputs`` messages while they carry one input each,
-  so that concurrent ``remote`` calls all run at once and a slow input never waits in
-  one container while another is free; when they carry several, enough messages to
-  fill its slots, plus one when they run quickly, so that the next batch is there
-  when one ends.
+* A container sets its prefetch from the sizes of the messages it receives and the
+  run times it sees (:class:`PrefetchTuner`): enough messages to fill its slots
+  (``max_inputs`` while they carry one input each, so that concurrent ``remote``
+  calls all run at once), plus one when they run quickly, so that the next is there
+  when one ends; never more for slow inputs, which must not wait in one container
+  while another is free.
 * A container that finds itself holding far more work than that (a map whose later
   inputs are slower than its first) hands the inputs it has not started back to the
   queue, for other containers.
@@ -53,18 +53,20 @@ def prefetch_for(max_inputs: int, mean_size: float, per_input: float | None = No
     """Messages a container of ``max_inputs`` takes at once, for messages of ``mean_size``
     inputs that run ``per_input`` seconds each (None: not known yet).
 
-    Single inputs: one message per slot. Batches: enough to fill the slots, plus one
-    fetched ahead when a message's inputs run quickly (for slow ones the fetch costs
-    nothing next to their run time, and a batch held ahead would keep its inputs from
-    other containers).
+    Enough messages to fill the slots (one per slot while they carry one input each),
+    plus one fetched ahead when a message's inputs run quickly: then the next is there
+    when one ends, instead of a round trip to the broker later. For slow ones that
+    round trip costs nothing next to their run time, and a message held ahead would
+    keep its inputs from other containers.
     """
     if mean_size < 1.5:
-        return max_inputs
-    size = round(mean_size)  # a running mean approaches a steady size from below
-    filling = min(max_inputs, math.ceil(max_inputs / size))
+        filling, size = max_inputs, 1.0
+    else:
+        size = round(mean_size)  # a running mean approaches a steady size from below
+        filling = min(max_inputs, math.ceil(max_inputs / size))
     if per_input is None:
         return filling
-    seconds_per_message = per_input * max(1.0, mean_size / max_inputs)
+    seconds_per_message = per_input * max(1.0, size / max_inputs)
     return filling + (1 if seconds_per_message < FETCH_AHEAD_SECONDS else 0)
 
 

@@ -79,6 +79,9 @@ _loop_thread: LoopThread | None = None
 def loop_thread() -> LoopThread:
     """The process's loop thread, started on first use."""
     global _loop_thread
+    thread = _loop_thread
+    if thread is not None:
+        return thread
     with _lock:
         if _loop_thread is None:
             _loop_thread = LoopThread()

@@ -31,7 +31,7 @@ from sdk.invocation import Target, encode_input, not_running, publish_cancel
 from sdk.protocol import STATUS_OK, CallBatch
 from sdk.reorder import OutputBuffer
 from sdk.signing import ENVELOPE_OVERHEAD
-from sdk.sizing import BatchSizer
+from sdk.sizing import PROBE_WAIT, BatchSizer
 from sdk.streams import containers_of
 
 R = TypeVar("R")
@@ -105,6 +105,8 @@ class _Sender:
         self._unanswered: dict[int, tuple[int, bytes]] = {}
         self._unanswered_bytes = 0
         self._again: list[int] = []
+        self._learned = False
+        self._probing_since: float | None = None
 
     def message_size(self, ready: int) -> int:
         spec = self.target.spec
@@ -114,6 +116,9 @@ class _Sender:
         encoded = self._unanswered.pop(index, None)
         if encoded is not None:
             self._unanswered_bytes -= len(encoded[1])
+        if not self._learned:
+            self._learned = True
+            self.room.set()  # the first result: the run time is known, send the rest
 
     def resend(self) -> None:
         self._again = sorted(self._unanswered)
@@ -133,7 +138,11 @@ class _Sender:
                 self.room.clear()
                 await self.room.wait()
                 continue
-            items = await self.source.take(min(WINDOW - buffer.holding, RELEASE_CHUNK))
+            limit = self._sendable(min(WINDOW - buffer.holding, RELEASE_CHUNK))
+            if not limit:
+                await self._await_first_result()
+                continue
+            items = await self.source.take(limit)
             if not items:
                 self.done = True
                 self.sink.changed.set()
@@ -147,6 +156,24 @@ class _Sender:
                 self._unanswered[index] = (fmt, data)
                 self._unanswered_bytes += len(data)
             await self._publish_all(encoded)
+
+    def _sendable(self, limit: int) -> int:
+        """All of ``limit`` once the run time is known; until then a probe (sdk.sizing)."""
+        spec, sizer = self.target.spec, self.sink.sizer
+        in_flight = self.sink.buffer.outstanding
+        return sizer.sendable(limit, spec.max_inputs, containers_of(self.target), in_flight)
+
+    async def _await_first_result(self) -> None:
+        """Wait for a result to tell the run time, or learn that it is long."""
+        if self.sink.sizer.known:
+            return
+        loop = asyncio.get_running_loop()
+        started = self._probing_since = self._probing_since or loop.time()
+        self.room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.room.wait(), max(0.0, started + PROBE_WAIT - loop.time()))
+        if not self.sink.sizer.known and loop.time() >= started + PROBE_WAIT:
+            self.sink.sizer.at_least(PROBE_WAIT)
 
     async def _send_again(self) -> None:
         again, self._again = self._again, []

@@ -30,6 +30,7 @@ may not contain dots.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from sdk.exceptions import InvalidError
@@ -96,6 +97,7 @@ def orphans(environment: str) -> str:
     return f"{PREFIX}.{check_part('environment', environment)}.orphans"
 
 
+@functools.lru_cache(maxsize=4096)
 def function_queue(environment: str, app: str, function: str, variant: str | None = None) -> str:
     name = (
         f"{PREFIX}.{check_part('environment', environment)}.fn."

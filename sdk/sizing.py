@@ -4,10 +4,15 @@ Fast functions get large batches, whatever their ``max_inputs``: a message's fix
 cost (a publish, a delivery, a signature, an acknowledgement) is then shared by
 hundreds of inputs, and the container runs them in turn. Slow functions get batches
 of one, so their inputs spread over every container instead of piling onto the
-first. Until a run time is known, a message carries at most what one container runs
-at once. The estimate is an exponentially weighted mean of the run times the
+first. The estimate is an exponentially weighted mean of the run times the
 containers report with each result, one per function and client, shared by its maps
-and its concurrent ``remote`` calls. Pure.
+and its concurrent ``remote`` calls.
+
+Until a run time is known, a client *probes*: it sends only as many inputs as the
+containers have slots, one per message, and holds the others back until the first
+result says how long an input takes (or ``PROBE_WAIT`` passes without one, which says
+it is slow). Then a burst of 2,000 concurrent calls to a fast function goes out in a
+few messages, and one to a slow function still spreads. Pure.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import math
 
 from sdk.batching import MAX_BATCH_INPUTS
 
-TARGET_BATCH_SECONDS = 0.005
+TARGET_BATCH_SECONDS = 0.02
 SMOOTHING = 0.2
+PROBE_WAIT = 0.5
 
 
 class BatchSizer:
@@ -28,6 +34,22 @@ class BatchSizer:
     def per_input(self) -> float | None:
         """Seconds one input is expected to run (None until a result said)."""
         return self._per_input
+
+    @property
+    def known(self) -> bool:
+        return self._per_input is not None
+
+    def at_least(self, seconds: float) -> None:
+        """No result came in ``seconds``: an input takes at least that long."""
+        if self._per_input is None or self._per_input < seconds:
+            self._per_input = seconds
+
+    def sendable(self, ready: int, max_inputs: int, containers: int, in_flight: int) -> int:
+        """How many of ``ready`` inputs to send now, with ``in_flight`` sent and unanswered:
+        all of them once the run time is known, else enough to fill every slot."""
+        if self._per_input is not None:
+            return ready
+        return max(0, min(ready, max_inputs * max(1, containers) - in_flight))
 
     def observe(self, seconds: float) -> None:
         """Learn from one input's reported run time."""

@@ -27,7 +27,7 @@ from sdk.exceptions import NotFoundError
 from sdk.invocation import Target, not_running, publish_cancel
 from sdk.protocol import CallBatch, input_id
 from sdk.signing import ENVELOPE_OVERHEAD
-from sdk.sizing import BatchSizer
+from sdk.sizing import PROBE_WAIT, BatchSizer
 
 if TYPE_CHECKING:
     from sdk.client import Client
@@ -35,9 +35,13 @@ if TYPE_CHECKING:
 Raw = tuple[int, int, bytes]
 
 
+CORES = os.cpu_count() or 1
+
+
 def containers_of(target: Target) -> int:
-    """How many containers may run the target's inputs, to spread them over."""
-    return target.spec.max_containers or os.cpu_count() or 1
+    """How many containers may run the target's inputs, to spread them over (by default
+    the engine makes one per core: this machine's count is the guess)."""
+    return target.spec.max_containers or CORES
 
 
 class _Call:
@@ -64,6 +68,7 @@ class CallStream:
         self._waiting: list[int] = []
         self._busy = False  # a publish is in flight: new calls wait for it
         self._sender: asyncio.Task[None] | None = None
+        self._learned = asyncio.Event()  # a result came: the sizer knows the run time
         client.add_sink(self.invocation_id, self)
 
     async def call(self, target: Target, fmt: int, data: bytes) -> Raw:
@@ -102,15 +107,35 @@ class CallStream:
             self._sender = asyncio.get_running_loop().create_task(self._send_waiting())
 
     async def _send_waiting(self) -> None:
-        """Publish what waits, round after round, until nothing does."""
+        """Publish what waits, round after round, until nothing does.
+
+        Until the function's run time is known, only as many calls go out as the
+        containers have slots; the others wait for the first result (sdk.sizing).
+        """
         try:
             while self._waiting:
-                indexes = [i for i in self._waiting if i in self._calls]
-                self._waiting = []
+                waiting = [i for i in self._waiting if i in self._calls]
+                in_flight = len(self._calls) - len(waiting)
+                target = self._target
+                count = self._sizer.sendable(
+                    len(waiting), target.spec.max_inputs, containers_of(target), in_flight
+                )
+                indexes, self._waiting = waiting[:count], waiting[count:]
                 if indexes:
                     await self._publish(indexes, fail_calls=True)
+                elif self._waiting:
+                    await self._await_first_result()
         finally:
             self._busy = False
+
+    async def _await_first_result(self) -> None:
+        if self._sizer.known:
+            return
+        self._learned.clear()
+        try:
+            await asyncio.wait_for(self._learned.wait(), PROBE_WAIT)
+        except TimeoutError:
+            self._sizer.at_least(PROBE_WAIT)
 
     async def _publish(self, indexes: list[int], *, fail_calls: bool = False) -> None:
         target = self._target
@@ -127,9 +152,16 @@ class CallStream:
             )
             for start, end in slices
         ]
-        outcomes = await asyncio.gather(
-            *(self._publish_one(target, batch) for batch in messages), return_exceptions=True
-        )
+        if len(messages) == 1:  # the common case: no task for one publish
+            try:
+                await self._publish_one(target, messages[0])
+                outcomes: list[BaseException | None] = [None]
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._publish_one(target, batch) for batch in messages), return_exceptions=True
+            )
         for batch, outcome in zip(messages, outcomes, strict=True):
             if not isinstance(outcome, BaseException):
                 continue
@@ -158,6 +190,7 @@ class CallStream:
             return
         call.future.set_result((status, fmt, data))
         self._sizer.observe(duration)
+        self._learned.set()
 
     def fail(self, exc: BaseException) -> None:
         for call in self._calls.values():
