@@ -67,7 +67,7 @@ REPLACEMENT_FLUSH_SECONDS = 5.0
 SUSPECT_RETRY_DELAY = 1.0
 # A container keeps at most this much expected work (in seconds of its slots' time)
 # waiting beyond what runs; what is beyond goes back to the queue for other containers.
-HOLD_SECONDS = 0.1
+HOLD_SECONDS = 0.25
 HOLD_CHECK_SECONDS = 0.05
 
 
@@ -424,7 +424,7 @@ class Container:
         )
         if self.executor.queued:
             self._holding.set()
-        new_prefetch = self._tuner.observe(len(batch.inputs), self.executor.per_input)
+        new_prefetch = self._tuner.observe(len(batch.inputs), self._per_input() or None)
         if new_prefetch is not None:
             self._own(self._resubscribe(new_prefetch))
 
@@ -450,14 +450,22 @@ class Container:
                 jobs = self.executor.take_back(self.executor.queued - excess)
                 await self._give_back(jobs)
 
+    def _per_input(self) -> float:
+        """Seconds an input takes here: the running mean, or more if one input has been
+        running longer than the whole hold budget (a fast input waiting for the GIL for a
+        few milliseconds says nothing; one running for a tenth of a second does)."""
+        executor = self.executor
+        per_input = executor.per_input or 0.0
+        running = executor.longest_running(time.monotonic())
+        return max(per_input, running) if running > HOLD_SECONDS else per_input
+
     def _excess(self) -> int:
         """How many of the inputs waiting for a slot this container should not keep."""
-        executor = self.executor
-        per_input = max(executor.per_input or 0.0, executor.longest_running(time.monotonic()))
+        per_input = self._per_input()
         if per_input <= 0:
             return 0
         keep = int(HOLD_SECONDS * self.config.spec.max_inputs / per_input)
-        return max(0, executor.queued - keep)
+        return max(0, self.executor.queued - keep)
 
     async def _give_back(self, jobs: list[Job]) -> None:
         """Send held inputs that have not started back to the queue, for any container.
@@ -472,7 +480,7 @@ class Container:
         by_delivery: dict[HeldMessage, list[Job]] = {}
         for job in jobs:
             by_delivery.setdefault(job.delivery, []).append(job)
-        per_input = self.executor.per_input
+        per_input = self._per_input()
         size = 1 if not per_input else max(1, int(TARGET_BATCH_SECONDS / per_input))
         for delivery, taken in by_delivery.items():
             if len(taken) == len(delivery.batch.inputs) == delivery.pending:

@@ -299,11 +299,18 @@ class _Tasks:
         for _ in range(wanted - len(self._slots)):
             slot = self._loop.create_task(self._slot())
             self._slots[slot] = None
-            slot.add_done_callback(self._slots.pop)
 
     async def _slot(self) -> None:
         slot = asyncio.current_task()
         assert slot is not None
+        try:
+            await self._run_held(slot)
+        finally:
+            # Gone from the table as it ends, not when its done-callbacks run: a batch
+            # held meanwhile must not count it as a slot that will take its jobs.
+            self._slots.pop(slot, None)
+
+    async def _run_held(self, slot: asyncio.Task[None]) -> None:
         queue = self._queue
         while queue and not self._closing:
             job = queue.popleft()

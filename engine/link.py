@@ -3,9 +3,9 @@
 Two one-way pipes carry msgpack maps:
 
 * **status** (container to engine): ``ready`` or ``failed`` once, then ``status``
-  reports (inputs held, idleness), ``took``/``released`` for every message the
-  container starts and settles (what the engine's crash ledger knows), and
-  ``request`` messages;
+  reports (inputs held, idleness, messages received), ``dropped`` when its broker
+  connection went, and ``request`` messages; nothing per message (what messages
+  a container holds is in its holding table, :mod:`engine.holdings`);
 * **replies** (engine to container): the answers to requests, by request id.
 
 A container asks its engine to publish what a container has no right to publish

@@ -111,23 +111,6 @@ async def declare_function_queue(
     return queue
 
 
-async def declare_result_queue(
-    channel: AbstractChannel, name: str, expiry_seconds: float
-) -> AbstractQueue:
-    return await channel.declare_queue(
-        name, durable=True, arguments=result_queue_arguments(expiry_seconds)
-    )
-
-
-async def declare_marker_queue(
-    channel: AbstractChannel, name: str, expiry_seconds: float
-) -> AbstractQueue:
-    """A client's restart marker queue (see :mod:`sdk.restarts`)."""
-    return await channel.declare_queue(
-        name, durable=True, arguments=marker_queue_arguments(expiry_seconds)
-    )
-
-
 async def declare_dead_letters(channel: AbstractChannel, environment: str) -> AbstractQueue:
     exchange = await channel.declare_exchange(
         naming.dead_letter_exchange(), aio_pika.ExchangeType.DIRECT, durable=True
@@ -168,12 +151,6 @@ async def declare_replies_exchange(channel: AbstractChannel) -> AbstractExchange
     return await channel.declare_exchange(
         naming.replies_exchange(), aio_pika.ExchangeType.DIRECT, durable=True
     )
-
-
-async def bind_result_queue(channel: AbstractChannel, queue: AbstractQueue) -> None:
-    """Let containers reach ``queue`` through the replies exchange (routing key: its name)."""
-    exchange = await declare_replies_exchange(channel)
-    await queue.bind(exchange, routing_key=queue.name)
 
 
 async def declare_delay_queue(

@@ -118,3 +118,23 @@ def test_before_any_run_time_is_known_a_message_carries_what_one_container_runs_
     assert sizer.size(ready=2000, max_inputs=1, containers=2) == 1
     assert sizer.size(ready=2000, max_inputs=100, containers=2) == 100
     assert sizer.size(ready=3, max_inputs=100, containers=2) == 2
+
+
+def test_until_a_run_time_is_known_a_client_sends_only_what_fills_the_slots() -> None:
+    sizer = BatchSizer()
+    # 2,000 ready, 2 containers of 1 slot, nothing in flight: a probe of 2
+    assert sizer.sendable(2000, max_inputs=1, containers=2, in_flight=0) == 2
+    assert sizer.sendable(2000, max_inputs=1, containers=2, in_flight=2) == 0
+    assert sizer.sendable(2000, max_inputs=10, containers=2, in_flight=5) == 15
+    # the first result says how long an input takes: everything may go
+    sizer.observe(1e-5)
+    assert sizer.sendable(2000, max_inputs=1, containers=2, in_flight=2) == 2000
+
+
+def test_no_result_within_the_probe_wait_means_slow() -> None:
+    sizer = BatchSizer()
+    sizer.at_least(0.5)
+    assert sizer.known
+    assert sizer.size(ready=100, max_inputs=1, containers=4) == 1
+    sizer.observe(1e-6)  # results tell otherwise later: the estimate follows them
+    assert sizer.per_input is not None and sizer.per_input < 0.5
