@@ -44,12 +44,12 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+from bare import PREFETCH, BareRequestReply, Call
 from harness import RESULTS, percentile, save
 from peers import work
 
@@ -58,7 +58,7 @@ from sdk.config import settings
 
 HERE = Path(__file__).resolve().parent
 CPU_TARGET_SECONDS = 0.005
-WINDOW = 100  # the bare request/reply's calls in flight during a map (its prefetch)
+WINDOW = PREFETCH  # the bare request/reply's calls in flight during a map
 
 app = sdk.App("bench-compare")
 
@@ -302,29 +302,6 @@ class WarrenTuned(Warren):
             assert sum(1 for _ in add_tuned.map(range(n), [1] * n)) == n
 
 
-def _responder(url: str, queue: str, ready: Any) -> None:
-    import aio_pika
-
-    async def serve() -> None:
-        connection = await aio_pika.connect(url)
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=WINDOW)
-        requests = await channel.declare_queue(queue, auto_delete=True)
-
-        async def reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            await channel.default_exchange.publish(
-                aio_pika.Message(message.body, correlation_id=message.correlation_id),
-                routing_key=message.reply_to or "",
-            )
-            await message.ack()
-
-        await requests.consume(reply)
-        ready.set()
-        await asyncio.Future()
-
-    asyncio.run(serve())
-
-
 class Bare(System):
     """aio-pika request/reply: one message per call each way, confirms, prefetch 100."""
 
@@ -332,54 +309,22 @@ class Bare(System):
     supports = ("map", "single", "concurrent")
 
     def start(self) -> None:
-        self._queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
-        context = multiprocessing.get_context("spawn")
-        ready = context.Event()
-        self._process = context.Process(
-            target=_responder, args=(settings().broker_url, self._queue, ready), daemon=True
-        )
-        self._process.start()
-        if not ready.wait(60):
-            raise RuntimeError("the bare responder did not start")
+        self._bare = BareRequestReply(settings().broker_url)
+        self._bare.start()
 
     def stop(self) -> None:
-        self._process.terminate()
-        self._process.join(10)
+        self._bare.stop()
 
     def workers(self) -> list[psutil.Process]:
         with contextlib.suppress(psutil.NoSuchProcess):
-            return [psutil.Process(self._process.pid)]
+            return [psutil.Process(self._bare.process.pid)]
         return []
 
-    async def _session(self, work: Callable[[Callable[[int], Any]], Any]) -> Any:
-        import aio_pika
-
-        connection = await aio_pika.connect(settings().broker_url)
-        try:
-            channel = await connection.channel(publisher_confirms=True)
-            replies = await channel.declare_queue(exclusive=True)
-            waiting: dict[str, asyncio.Future[bytes]] = {}
-
-            async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                waiting.pop(message.correlation_id or "").set_result(message.body)
-
-            await replies.consume(on_reply, no_ack=True)
-
-            async def call(i: int) -> bytes:
-                future = asyncio.get_running_loop().create_future()
-                waiting[str(i)] = future
-                await channel.default_exchange.publish(
-                    aio_pika.Message(str(i).encode(), correlation_id=str(i), reply_to=replies.name),
-                    routing_key=self._queue,
-                )
-                return await future
-
-            return await work(call)
-        finally:
-            await connection.close()
+    def _session(self, work: Callable[[Call], Any]) -> Any:
+        return self._bare.session(work)
 
     def map(self, n: int, meter: Meter) -> None:
-        async def run(call: Callable[[int], Any]) -> None:
+        async def run(call: Call) -> None:
             slots = asyncio.Semaphore(WINDOW)
 
             async def one(i: int) -> None:
@@ -393,14 +338,14 @@ class Bare(System):
         asyncio.run(self._session(run))
 
     def single(self, n: int, meter: Meter) -> list[float]:
-        async def run(call: Callable[[int], Any]) -> list[float]:
+        async def run(call: Call) -> list[float]:
             return await _timed_calls_aio(call, n, meter)
 
         result: list[float] = asyncio.run(self._session(run))
         return result
 
     def concurrent(self, n: int, meter: Meter) -> None:
-        async def run(call: Callable[[int], Any]) -> None:
+        async def run(call: Call) -> None:
             await _gathered(call, n, meter)
 
         asyncio.run(self._session(run))

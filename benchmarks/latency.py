@@ -1,9 +1,9 @@
 """Single-call latency: p50/p99 of sequential ``remote`` calls of a no-op function.
 
 For scale it also measures a bare aio-pika request/reply between two processes on the
-same broker (publisher confirms on, as Warren uses), the bar Warren is held to.
-Warren's call and result messages are persistent and signed (the broker writes them
-to disk before it confirms them); the bare request/reply's are neither.
+same broker (benchmarks/bare.py: publisher confirms on, as Warren uses), the bar
+Warren is held to. Both send transient messages; Warren's are signed.
+``benchmarks/compare.py`` measures the same with the CPU of every process involved.
 
     python benchmarks/latency.py [--calls 1000] [--rounds 3]
 """
@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import time
-import uuid
 
-import aio_pika
+from bare import BareRequestReply, Call
 from harness import percentile, save
 
 import sdk
@@ -56,60 +54,23 @@ def warren_latency(function: sdk.Function[[int], int], calls: int) -> list[float
     return samples
 
 
-def _responder(url: str, queue_name: str, ready: multiprocessing.synchronize.Event) -> None:
-    async def serve() -> None:
-        connection = await aio_pika.connect(url)
-        channel = await connection.channel(publisher_confirms=True)
-        queue = await channel.declare_queue(queue_name, auto_delete=True)
-
-        async def reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            await channel.default_exchange.publish(
-                aio_pika.Message(message.body, correlation_id=message.correlation_id),
-                routing_key=message.reply_to or "",
-            )
-            await message.ack()
-
-        await queue.consume(reply)
-        ready.set()
-        await asyncio.Future()
-
-    asyncio.run(serve())
-
-
 async def bare_latency(url: str, calls: int) -> list[float]:
-    queue_name = f"bench-bare-{uuid.uuid4().hex[:8]}"
-    ready = multiprocessing.get_context("spawn").Event()
-    responder = multiprocessing.get_context("spawn").Process(
-        target=_responder, args=(url, queue_name, ready), daemon=True
-    )
-    responder.start()
-    await asyncio.to_thread(ready.wait, 30)
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        replies = await channel.declare_queue(exclusive=True)
-        waiting: dict[str, asyncio.Future[bytes]] = {}
+    bare = BareRequestReply(url)
+    bare.start()
 
-        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            waiting.pop(message.correlation_id or "").set_result(message.body)
-
-        await replies.consume(on_reply, no_ack=True)
+    async def timed(call: Call) -> list[float]:
         samples = []
         for i in range(calls + 50):
             started = time.perf_counter()
-            future = asyncio.get_running_loop().create_future()
-            waiting[str(i)] = future
-            await channel.default_exchange.publish(
-                aio_pika.Message(b"x", correlation_id=str(i), reply_to=replies.name),
-                routing_key=queue_name,
-            )
-            await future
+            await call(i)
             if i >= 50:
                 samples.append(time.perf_counter() - started)
         return samples
+
+    try:
+        return await bare.session(timed)
     finally:
-        await connection.close()
-        responder.terminate()
+        bare.stop()
 
 
 def main() -> None:

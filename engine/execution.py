@@ -259,7 +259,35 @@ class Executor:
         return _error(job, exc, started)
 
 
-class _Tasks:
+class _Runner:
+    """What both runners share: the jobs held and not started, in their order."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        spec: FunctionSpec,
+        finished: Callable[[Outcome], None],
+        skip: Skip,
+    ) -> None:
+        self._loop = loop
+        self._spec = spec
+        self._finished = finished
+        self._skip = skip
+        self._queue: collections.deque[Job] = collections.deque()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _take_from_queue(self, keep: int) -> list[Job]:
+        taken: list[Job] = []
+        while len(self._queue) > keep:
+            taken.append(self._queue.pop())
+        taken.reverse()
+        return taken
+
+
+class _Tasks(_Runner):
     """Async jobs: up to ``max_inputs`` slot tasks, each running held jobs one after another.
 
     A slot awaits each job's coroutine in turn, so a batch of inputs that do not wait on
@@ -276,18 +304,10 @@ class _Tasks:
         finished: Callable[[Outcome], None],
         skip: Skip,
     ) -> None:
-        self._loop = loop
+        super().__init__(loop, spec, finished, skip)
         self._run = run
-        self._spec = spec
-        self._finished = finished
-        self._skip = skip
-        self._queue: collections.deque[Job] = collections.deque()
         self._slots: dict[asyncio.Task[None], Job | None] = {}
         self._closing = False
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
 
     @property
     def running(self) -> int:
@@ -343,11 +363,7 @@ class _Tasks:
         return _skipped(job)
 
     def take_back(self, keep: int) -> list[Job]:
-        taken: list[Job] = []
-        while len(self._queue) > keep:
-            taken.append(self._queue.pop())
-        taken.reverse()
-        return taken
+        return self._take_from_queue(keep)
 
     def longest_running(self, now: float) -> float:
         return max((now - job.started for job in self._slots.values() if job), default=0.0)
@@ -381,7 +397,7 @@ class _Tasks:
             await asyncio.gather(*self._slots, return_exceptions=True)
 
 
-class _Threads:
+class _Threads(_Runner):
     """Sync jobs: up to ``max_inputs`` threads, each taking held jobs one after another."""
 
     def __init__(
@@ -392,27 +408,19 @@ class _Threads:
         finished: Callable[[Outcome], None],
         skip: Skip,
     ) -> None:
-        self._loop = loop
+        super().__init__(loop, spec, finished, skip)
         self._run = run
-        self._spec = spec
-        self._finished = finished
-        self._skip = skip
         self._lock = threading.Lock()
         # An idle thread sleeps on this queue until given a token (a C-level wait: a
         # condition variable's Python machinery would cost a fast function more than
         # the function itself). Whoever hands out a token takes that thread off idle.
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self._queue: collections.deque[Job] = collections.deque()
         self._running: set[Job] = set()
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
         self._done: collections.deque[Outcome] = collections.deque()
         self._wake_scheduled = False
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
 
     @property
     def running(self) -> int:
@@ -433,12 +441,8 @@ class _Threads:
             thread.start()
 
     def take_back(self, keep: int) -> list[Job]:
-        taken: list[Job] = []
-        with self._lock:
-            while len(self._queue) > keep:
-                taken.append(self._queue.pop())
-        taken.reverse()
-        return taken
+        with self._lock:  # the threads take jobs from the queue too
+            return self._take_from_queue(keep)
 
     def longest_running(self, now: float) -> float:
         with self._lock:

@@ -15,7 +15,13 @@ app = Celery(
     broker=os.environ.get("WARREN_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
     backend="rpc://",
 )
-app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+# The benchmark's client sits idle between workloads, and py-amqp sends heartbeats only
+# when asked to: with heartbeats off the broker keeps the idle connection.
+app.conf.update(
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    broker_heartbeat=0,
+)
 
 
 @app.task

@@ -13,8 +13,10 @@ from dramatiq.results.backends import RedisBackend
 
 from peers import work
 
+# The benchmark's client sits idle between workloads (pika's blocking connection sends
+# heartbeats only when used): with heartbeats off the broker keeps it.
 broker = RabbitmqBroker(
-    url=os.environ.get("WARREN_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    url=os.environ.get("WARREN_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/") + "?heartbeat=0"
 )
 broker.add_middleware(
     Results(backend=RedisBackend(url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")))
