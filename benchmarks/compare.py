@@ -492,7 +492,9 @@ class Pool(System):
     supports = ("map", "single", "concurrent", "cpu")
 
     def start(self) -> None:
-        self._pool = multiprocessing.get_context("fork").Pool(os.cpu_count())
+        # Forked from a clean server, not from this process: a plain fork would give the
+        # workers the open sockets of the other systems' clients.
+        self._pool = multiprocessing.get_context("forkserver").Pool(os.cpu_count())
         self._pool.map(work.burn, [10] * 100)
 
     def stop(self) -> None:
