@@ -3,6 +3,7 @@
     python benchmarks/compare.py                  # 3 rounds, every system found
     python benchmarks/compare.py --quick          # 1 round, smaller maps
     python benchmarks/compare.py --systems warren,bare,pool --rounds 5
+    python benchmarks/compare.py --workloads single,concurrent --systems warren,bare
 
 Workloads (the same functions everywhere, benchmarks/peers/work.py):
 
@@ -583,6 +584,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round, no 100,000 map")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--peer-max", type=int, default=10_000)
+    parser.add_argument(
+        "--workloads", default="", help="only these (comma-separated: map-10k,single,...)"
+    )
     parser.add_argument("--single", type=int, default=500)
     parser.add_argument("--concurrent", type=int, default=2000)
     parser.add_argument("--cpu", type=int, default=2000)
@@ -602,6 +606,8 @@ def main() -> None:
     burn_rounds = calibrate_burn()
     print(f"burn({burn_rounds}) takes about {CPU_TARGET_SECONDS * 1000:g} ms here")
     plan = workloads(args)
+    if args.workloads:
+        plan = [step for step in plan if step[0] in args.workloads.split(",")]
     raw: dict[str, dict[str, list[dict[str, float]]]] = {}
     # Workload by workload, every system in turn, each started for its turn alone (an
     # idle system's polling would cost the others' broker CPU): figures compared with

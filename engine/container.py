@@ -84,6 +84,7 @@ class ContainerConfig:
     cancelled: tuple[str, ...] = ()
     environ: dict[str, str | None] = field(default_factory=dict, repr=False)
     volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    core: int | None = None  # the core its threads run on (see engine.cores)
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ContainerConfig:
@@ -99,6 +100,7 @@ class ContainerConfig:
             cancelled=tuple(data.get("cancelled", ())),
             environ=dict(data.get("environ", {})),
             volumes={path: (v[0], v[1]) for path, v in data.get("volumes", {}).items()},
+            core=data.get("core"),
         )
 
 
@@ -119,7 +121,7 @@ class Container:
         self._stop = asyncio.Event()
         self._signer = signer()
         self._log = log.bind(container=config.container_id, function=config.spec.tag)
-        self._outbox = Outbox(config.spec, self._signer, link, self._released)
+        self._outbox = Outbox(config.spec, self._signer, link, self._released, self._acks_may_wait)
         self._triage = Triage(
             environment=config.environment,
             function=config.spec.tag,
@@ -176,6 +178,7 @@ class Container:
             on_stuck=self._replace_soon,
             max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
             skip=self._cancels.skips,
+            after_outcomes=self._outbox.flush_now,
         )
         self._cancels.attach(self._executor, self._exit_for_replacement)
         session = self._session = BrokerSession(
@@ -427,6 +430,11 @@ class Container:
         new_prefetch = self._tuner.observe(len(batch.inputs), self._per_input() or None)
         if new_prefetch is not None:
             self._own(self._resubscribe(new_prefetch))
+
+    def _acks_may_wait(self) -> bool:
+        """Whether an acknowledgement may wait for the next write: only while the broker
+        has room to deliver the next message without it."""
+        return len(self._deliveries) + 1 < self._tuner.prefetch
 
     def _released(self, delivery: HeldMessage) -> None:
         if delivery.slot is not None:

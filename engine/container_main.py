@@ -72,6 +72,8 @@ def forked_main(
         else:
             os.environ[name] = value
     link = EngineLink(status, replies)
+    if config.core is not None:  # before any thread starts: they keep the affinity
+        os.sched_setaffinity(0, {config.core})
     try:
         mount_volumes(config.volumes)
         apply_limits(config.spec.cpu, config.spec.memory)

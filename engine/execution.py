@@ -93,6 +93,7 @@ class Executor:
         on_stuck: Callable[[], None] = lambda: None,
         max_result_size: int | None = None,
         skip: Skip = lambda job: False,
+        after_outcomes: Callable[[], None] = lambda: None,
     ) -> None:
         self._fn = fn
         self._max_result_size = max_result_size
@@ -107,7 +108,9 @@ class Executor:
         if spec.is_async:
             self._runner = _Tasks(self._loop, self._call_async, spec, self._finished, skip)
         else:
-            self._runner = _Threads(self._loop, self._call_sync, spec, self._finished, skip)
+            self._runner = _Threads(
+                self._loop, self._call_sync, spec, self._finished, skip, after_outcomes
+            )
 
     # -- what it holds -------------------------------------------------------------------
 
@@ -407,9 +410,11 @@ class _Threads(_Runner):
         spec: FunctionSpec,
         finished: Callable[[Outcome], None],
         skip: Skip,
+        after_outcomes: Callable[[], None],
     ) -> None:
         super().__init__(loop, spec, finished, skip)
         self._run = run
+        self._after_outcomes = after_outcomes
         self._lock = threading.Lock()
         # An idle thread sleeps on this queue until given a token (a C-level wait: a
         # condition variable's Python machinery would cost a fast function more than
@@ -506,3 +511,4 @@ class _Threads(_Runner):
         for outcome in outcomes:
             if not outcome[0].timed_out:  # a timed-out job's error was reported already
                 self._finished(outcome)
+        self._after_outcomes()  # this wake-up's outcomes are all in: send them now

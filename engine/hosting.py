@@ -25,6 +25,7 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from engine.cancels import CancelMemory
+from engine.cores import CorePlacement
 from engine.drain import answer_queued
 from engine.hosted import HostedApp, check_timeouts, pool_key, specs_by_key
 from engine.leases import watch_leases
@@ -62,6 +63,7 @@ class Host:
         self.registry = Registry(state_dir)
         self.secrets = SecretStore(state_dir)
         self.node = Node.from_environment()
+        self.cores = CorePlacement()
         self.provisions = Provisions(state_dir, self.secrets, self.node)
         self.environ = self.provisions.environ
         self.nodes = Nodes(self.node)
@@ -328,6 +330,7 @@ class Host:
             else lambda: self.environ(app.environment, app.specs[key]),
             self.provisions.volumes(app.environment, app.specs[key]),
             self.node,
+            self.cores if self.settings.pin_containers else None,
         )  # fmt: skip
         return pool
 

@@ -48,10 +48,11 @@ class Inbound:
     def routing_key(self) -> str:
         return self.delivery.routing_key
 
-    def ack(self) -> None:
+    def ack(self, *, lazy: bool = False) -> None:
+        """``lazy``: the acknowledgement may wait a few milliseconds for the next write."""
         if not self.processed:
             self.processed = True
-            self.delivery.channel.ack(self.delivery.delivery_tag)
+            self.delivery.channel.ack(self.delivery.delivery_tag, lazy=lazy)
 
     def nack(self, requeue: bool = True) -> None:
         if not self.processed:

@@ -69,11 +69,13 @@ class Outbox:
         signer: Signer,
         link: EngineLink,
         released: Callable[[HeldMessage], None],
+        acks_may_wait: Callable[[], bool] = lambda: False,
     ) -> None:
         self._spec = spec
         self._signer = signer
         self._link = link
         self._released = released
+        self._acks_may_wait = acks_may_wait
         self._channel: Channel | None = None
         self._exchange_name = ""
         self._pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]] = []
@@ -97,14 +99,39 @@ class Outbox:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush_soon)
 
+    def flush_now(self) -> None:
+        """Send what is pending now (the outcomes of a batch are all in)."""
+        if self._pending:
+            self.flush_soon()
+
     def flush_soon(self) -> None:
+        """Send what is pending: its results at once, in this turn of the loop; waiting
+        for their confirms, the retries and the settling in a task."""
         self._scheduled = False
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._flush(pending))
+        confirms: list[asyncio.Future[None]] | BaseException
+        try:
+            confirms = self._publish_now(pending)
+        except BROKER_ERRORS as exc:
+            confirms = exc  # the task below requeues what is unsettled
+        task = asyncio.get_running_loop().create_task(self._flush(pending, confirms))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
+
+    def _publish_now(
+        self, pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]]
+    ) -> list[asyncio.Future[None]]:
+        by_reply: dict[str | None, list[ResultItem]] = {}
+        for item, delivery, _ in pending:
+            if item is not None:
+                by_reply.setdefault(delivery.message.reply_to, []).append(item)
+        confirms: list[asyncio.Future[None]] = []
+        for reply_to, items in by_reply.items():
+            if reply_to is not None:
+                confirms += self._publish_results(reply_to, items)
+        return confirms
 
     async def drain(self, timeout: float | None = None) -> None:
         """Flush everything, and wait (at most ``timeout``) until it is out.
@@ -130,19 +157,20 @@ class Outbox:
             if delivery.abandoned:
                 delivery.message.nack(requeue=True)
             else:
-                delivery.message.ack()
+                delivery.message.ack(lazy=self._acks_may_wait())
 
     async def _flush(
-        self, pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]]
+        self,
+        pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]],
+        confirms: list[asyncio.Future[None]] | BaseException,
     ) -> None:
-        by_reply: dict[str | None, list[ResultItem]] = {}
-        for item, delivery, _ in pending:
-            if item is not None:
-                by_reply.setdefault(delivery.message.reply_to, []).append(item)
         try:
-            for reply_to, items in by_reply.items():
-                if reply_to is not None:
-                    await self.publish_results(reply_to, items)
+            if isinstance(confirms, BaseException):
+                raise confirms
+            if self._channel is not None:
+                await self._channel.connection.drain()  # the broker is slow: wait for it
+            for confirm in confirms:
+                await confirm
             for _, _, retry in pending:
                 if retry is not None:
                     await self._retry(*retry)
@@ -161,9 +189,16 @@ class Outbox:
                 delivery.message.nack(requeue=True)
 
     async def publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
-        """Signed, within the size limit, confirmed. A spawned call's result is persistent
-        (it must survive a broker restart); a waiting caller's is transient (the caller
-        sends its call again if a broker restart lost it)."""
+        """Publish results and wait for their confirms."""
+        for confirm in self._publish_results(reply_to, items):
+            await confirm
+
+    def _publish_results(
+        self, reply_to: str, items: list[ResultItem]
+    ) -> list[asyncio.Future[None]]:
+        """Signed, within the size limit; the confirms to wait for. A spawned call's result
+        is persistent (it must survive a broker restart); a waiting caller's is transient
+        (the caller sends its call again if a broker restart lost it)."""
         channel = self._channel
         assert channel is not None
         sizes = [len(item[4]) + ITEM_OVERHEAD for item in items]
@@ -187,9 +222,7 @@ class Outbox:
             )
             assert confirm is not None
             confirms.append(confirm)
-        await channel.connection.drain()
-        for confirm in confirms:
-            await confirm
+        return confirms
 
     async def _retry(self, delivery: HeldMessage, index: int, fmt: int, data: bytes) -> None:
         failures = delivery.batch.failures + 1

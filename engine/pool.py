@@ -28,6 +28,7 @@ import structlog
 
 from engine.cancels import CancelMemory
 from engine.container import EXIT_REPLACED
+from engine.cores import CorePlacement, pinnable
 from engine.crashes import CrashLedger
 from engine.limits import Node
 from engine.procs import ContainerProcess
@@ -60,6 +61,7 @@ class PoolConfig:
 @dataclass(slots=True, eq=False)
 class _Member:
     key: int
+    container_id: str
     process: ContainerProcess
     started_at: float
     ready: bool = False
@@ -94,8 +96,10 @@ class ContainerPool:
         environ: Callable[[], dict[str, str | None]] = dict,
         volumes: dict[str, tuple[str, str]] | None = None,
         node: Node | None = None,
+        cores: CorePlacement | None = None,
     ) -> None:
         self.config = config
+        self._cores = cores if cores is not None and pinnable(config.spec) else None
         self._republisher = republisher
         self._environ = environ
         self._volumes = volumes or {}
@@ -162,6 +166,7 @@ class ContainerPool:
         for member in members:  # their _watch tasks were cancelled above
             if self._members.pop(member.key, None) is not None:
                 self._node.release(self.config.spec)
+                self._give_core(member.container_id)
         if self._requests:
             await asyncio.wait(set(self._requests), timeout=KILL_WAIT)
 
@@ -248,7 +253,7 @@ class ContainerPool:
         if self._stopping:
             return
         container_id = uuid.uuid4().hex[:12]
-        config = {
+        config: dict[str, Any] = {
             "broker_url": self.config.broker_url,
             "environment": self.config.environment,
             "instance": self.config.instance,
@@ -260,6 +265,7 @@ class ContainerPool:
             "cancelled": self._cancels.recent(),
             "environ": self._environ(),  # may hold secrets: never logged
             "volumes": self._volumes,
+            "core": None,
         }
         if not self._node.reserve(self.config.spec):
             if not self._waiting_for_capacity:
@@ -269,15 +275,20 @@ class ContainerPool:
         self._waiting_for_capacity = False
         self._keys += 1
         key = self._keys
+        if self._cores is not None and self._cores.enabled:
+            config["core"] = self._cores.take(container_id)
         try:
             process = ContainerProcess(
                 config, self.config.spec.max_inputs, lambda message: self._on_status(key, message)
             )
         except BaseException:
             self._node.release(self.config.spec)
+            self._give_core(container_id)
             raise
+        if self._cores is not None:
+            self._cores.started(container_id, process.pid)
         self._ledger.joined(key, process.holdings)
-        member = _Member(key, process, started_at=time.monotonic())
+        member = _Member(key, container_id, process, started_at=time.monotonic())
         self._members[key] = member
         self._own(self._watch(member))
         self._log.info("container_spawned", pid=process.pid, container=container_id)
@@ -333,6 +344,7 @@ class ContainerPool:
         ready_by.cancel()
         if self._members.pop(member.key, None) is not None:
             self._node.release(self.config.spec)
+            self._give_core(member.container_id)
         self._retired_messages += member.messages
         self._retired_inputs += member.inputs
         deliberate = self._stopping or member.stopping or code == EXIT_REPLACED
@@ -398,6 +410,10 @@ class ContainerPool:
         if request.get("replaces"):  # now in the queue: the crashed original must not run
             self._ledger.replaced(request["replaces"])
         return {}
+
+    def _give_core(self, container_id: str) -> None:
+        if self._cores is not None:
+            self._cores.give(container_id)
 
     def _own(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

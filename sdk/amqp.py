@@ -35,22 +35,23 @@ from urllib.parse import unquote, urlsplit
 
 from pamqp import commands as spec
 from pamqp import frame as codec
-from pamqp import header as content
 from pamqp import heartbeat
 from pamqp.base import Frame
 from pamqp.exceptions import PAMQPException
+
+from sdk import frames
+from sdk.frames import Properties as Properties
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 FRAME_END = 0xCE
 FRAME_OVERHEAD = 8
 HEARTBEAT_SECONDS = 60
+LAZY_SECONDS = 0.005
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 _FRAME_HEAD = struct.Struct(">BHI")
-_END = bytes([FRAME_END])
 
-Properties = spec.Basic.Properties
 _CHANNEL_CLOSE = spec.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
 
 
@@ -355,11 +356,17 @@ class Channel:
         fails: :class:`Returned` for a ``mandatory`` message no queue took)."""
         self._check_open()
         properties = properties or Properties()
-        self.connection.send_content(
-            self.number,
-            spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
-            properties,
-            body,
+        connection = self.connection
+        connection.send(
+            frames.publish(
+                self.number,
+                exchange,
+                routing_key,
+                mandatory,
+                properties,
+                body,
+                connection.frame_max,
+            )
         )
         if not self.confirming:
             return None
@@ -371,11 +378,15 @@ class Channel:
             self._returned[properties.message_id] = tag
         return confirm
 
-    def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+    def ack(self, delivery_tag: int, *, multiple: bool = False, lazy: bool = False) -> None:
+        """Acknowledge; ``lazy`` lets it wait (a few milliseconds at most) for the next
+        frame written on the connection, to leave in the same system call."""
         if self.is_open and not self.closed.done():
-            self.connection.send_method(
-                self.number, spec.Basic.Ack(delivery_tag=delivery_tag, multiple=multiple)
-            )
+            encoded = frames.ack(self.number, delivery_tag, multiple)
+            if lazy:
+                self.connection.send_lazily(encoded)
+            else:
+                self.connection.send(encoded)
 
     def nack(self, delivery_tag: int, *, requeue: bool = True, multiple: bool = False) -> None:
         if self.is_open and not self.closed.done():
@@ -394,14 +405,24 @@ class Channel:
 
     def on_method(self, method: Frame) -> None:
         if isinstance(method, spec.Basic.Deliver):
-            self._expect("deliver", method.delivery_tag or 0, method.redelivered,
-                         method.exchange or "", method.routing_key or "",
-                         method.consumer_tag or "")  # fmt: skip
+            self._expect(
+                "deliver",
+                method.delivery_tag or 0,
+                method.redelivered,
+                method.exchange or "",
+                method.routing_key or "",
+                method.consumer_tag or "",
+            )
         elif isinstance(method, spec.Basic.Ack):
             self._confirmed(method.delivery_tag or 0, method.multiple, None)
         elif isinstance(method, spec.Basic.GetOk):
-            self._expect("get", method.delivery_tag or 0, method.redelivered,
-                         method.exchange or "", method.routing_key or "")  # fmt: skip
+            self._expect(
+                "get",
+                method.delivery_tag or 0,
+                method.redelivered,
+                method.exchange or "",
+                method.routing_key or "",
+            )
         elif isinstance(method, spec.Basic.Return):
             self._expect("return", 0, False, method.exchange or "", method.routing_key or "")
             self._return_reason = (method.reply_code or 0, method.reply_text or "")
@@ -433,20 +454,40 @@ class Channel:
             return
         waiter.set_result(None if isinstance(method, spec.Basic.GetEmpty) else method)
 
-    def _expect(self, kind: str, tag: int, redelivered: bool, exchange: str, key: str,
-                consumer_tag: str = "") -> None:  # fmt: skip
+    def _expect(
+        self,
+        kind: str,
+        tag: int,
+        redelivered: bool,
+        exchange: str,
+        key: str,
+        consumer_tag: str = "",
+    ) -> None:
         self._incoming_kind = kind
         self._incoming = Delivery(
             self, tag, bool(redelivered), exchange or "", key or "", Properties(), b"", consumer_tag
         )
 
-    def on_header(self, header: content.ContentHeader) -> None:
+    def on_deliver(self, method: frames.DeliverMethod) -> None:
+        self._expect(
+            "deliver",
+            method.delivery_tag,
+            method.redelivered,
+            method.exchange,
+            method.routing_key,
+            method.consumer_tag,
+        )
+
+    def on_confirm(self, delivery_tag: int, multiple: bool) -> None:
+        self._confirmed(delivery_tag, multiple, None)
+
+    def on_header(self, body_size: int, properties: Properties) -> None:
         if self._incoming is None:
             raise ConnectionLost(f"a content header without a method on channel {self.number}")
-        self._incoming.properties = header.properties
-        self._incoming_size = header.body_size
+        self._incoming.properties = properties
+        self._incoming_size = body_size
         self._incoming_parts = []
-        if not header.body_size:
+        if not body_size:
             self._arrived()
 
     def on_body(self, data: bytes) -> None:
@@ -534,7 +575,7 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._outgoing: list[bytes] = []
-        self._flush_scheduled = False
+        self._lazy: asyncio.TimerHandle | None = None
         self._reading = False
         self._sent_at = self._heard_at = self.loop.time()
         self._beat: asyncio.TimerHandle | None = None
@@ -543,9 +584,13 @@ class Connection(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, url: str, name: str, *, heartbeat: int = HEARTBEAT_SECONDS,
+        cls,
+        url: str,
+        name: str,
+        *,
+        heartbeat: int = HEARTBEAT_SECONDS,
         timeout: float = CONNECT_TIMEOUT,
-    ) -> Connection:  # fmt: skip
+    ) -> Connection:
         """Connect and shake hands; raises ``ConnectionLost`` (or ``OSError``) if it cannot."""
         address = Address.parse(url)
         loop = asyncio.get_running_loop()
@@ -600,8 +645,8 @@ class Connection(asyncio.Protocol):
             await self._writable.wait()
 
     def flush(self) -> None:
-        """Write what is waiting now, rather than at the end of this turn of the loop."""
-        if self._flush_scheduled:
+        """Write what is waiting now (lazy frames, or what handling a read wrote)."""
+        if self._outgoing:
             self._flush()
 
     async def close(self) -> None:
@@ -624,16 +669,17 @@ class Connection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         # Frames written while handling what was read leave together when it is handled;
-        # others (a burst of publishes from tasks) at the end of this turn of the loop.
+        # others at once (with any that were waiting).
         if self._transport is None or self.closed.done():
             raise ConnectionLost("the connection is closed")
         self._outgoing.append(data)
-        if not self._flush_scheduled and not self._reading:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        if not self._reading:
+            self._flush()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
         outgoing, self._outgoing = self._outgoing, []
         if self._transport is None or self.closed.done() or not outgoing:
             return
@@ -643,16 +689,17 @@ class Connection(asyncio.Protocol):
     def send_method(self, channel: int, method: Frame) -> None:
         self._write(codec.marshal(method, channel))
 
-    def send_content(
-        self, channel: int, method: Frame, properties: Properties, body: bytes
-    ) -> None:
-        head = content.ContentHeader(0, len(body), properties)
-        parts = [codec.marshal(method, channel), codec.marshal(head, channel)]
-        room = self.frame_max - FRAME_OVERHEAD
-        for start in range(0, len(body), room):
-            chunk = body[start : start + room]
-            parts += [_FRAME_HEAD.pack(FRAME_BODY, channel, len(chunk)), chunk, _END]
-        self._write(b"".join(parts))
+    def send(self, encoded: bytes) -> None:
+        """Frames already encoded (:mod:`sdk.frames`)."""
+        self._write(encoded)
+
+    def send_lazily(self, encoded: bytes) -> None:
+        """Frames that may wait for the next write, or ``LAZY_SECONDS`` at most."""
+        if self._transport is None or self.closed.done():
+            raise ConnectionLost("the connection is closed")
+        self._outgoing.append(encoded)
+        if self._lazy is None and not self._reading:
+            self._lazy = self.loop.call_later(LAZY_SECONDS, self._flush)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -696,8 +743,13 @@ class Connection(asyncio.Protocol):
                     raise ConnectionLost("a frame did not end where it should (corrupt stream)")
                 if kind == FRAME_BODY:
                     self._channel(channel).on_body(bytes(buffer[offset + 7 : end]))
+                elif kind == FRAME_METHOD:
+                    self._on_method(channel, bytes(buffer[offset + 7 : end]), buffer, offset, end)
+                elif kind == FRAME_HEADER:
+                    _, body_size, properties = frames.decode_header(bytes(buffer[offset + 7 : end]))
+                    self._channel(channel).on_header(body_size, properties)
                 elif kind != FRAME_HEARTBEAT:
-                    self._on_frame(channel, bytes(buffer[offset : end + 1]))
+                    raise ConnectionLost(f"a frame of unknown type {kind}")
                 offset = end + 1
         except (BrokerError, PAMQPException, ValueError, struct.error) as exc:
             self._lost(exc if isinstance(exc, BrokerError) else ConnectionLost(str(exc)))
@@ -705,14 +757,22 @@ class Connection(asyncio.Protocol):
         finally:
             del buffer[:offset]
 
-    def _on_frame(self, channel: int, raw: bytes) -> None:
-        _, _, value = codec.unmarshal(raw)
-        if isinstance(value, content.ContentHeader):
-            self._channel(channel).on_header(value)
-        elif channel == 0:
+    def _on_method(
+        self, channel: int, payload: bytes, buffer: bytearray, start: int, end: int
+    ) -> None:
+        class_id, method_id = frames.method_ids(payload)
+        if class_id == frames.BASIC and channel:
+            if method_id == frames.DELIVER:  # every result and every input: decoded here
+                self._channel(channel).on_deliver(frames.decode_deliver(payload))
+                return
+            if method_id == frames.ACK:  # every publisher confirm
+                self._channel(channel).on_confirm(*frames.decode_ack(payload))
+                return
+        _, _, value = codec.unmarshal(bytes(buffer[start : end + 1]))
+        assert isinstance(value, Frame)
+        if channel == 0:
             self._on_connection_method(value)
         else:
-            assert isinstance(value, Frame)
             self._channel(channel).on_method(value)
 
     def _channel(self, number: int) -> Channel:
@@ -723,21 +783,24 @@ class Connection(asyncio.Protocol):
 
     def _on_connection_method(self, method: Any) -> None:
         if isinstance(method, spec.Connection.Start):
-            self.send_method(0, spec.Connection.StartOk(
-                client_properties={
-                    "connection_name": self.name,
-                    "product": "warren",
-                    "capabilities": {
-                        "publisher_confirms": True,
-                        "consumer_cancel_notify": True,
-                        "basic.nack": True,
-                        "connection.blocked": True,
+            self.send_method(
+                0,
+                spec.Connection.StartOk(
+                    client_properties={
+                        "connection_name": self.name,
+                        "product": "warren",
+                        "capabilities": {
+                            "publisher_confirms": True,
+                            "consumer_cancel_notify": True,
+                            "basic.nack": True,
+                            "connection.blocked": True,
+                        },
                     },
-                },
-                mechanism="PLAIN",
-                response=f"\0{self.address.user}\0{self.address.password}",
-                locale="en_US",
-            ))  # fmt: skip
+                    mechanism="PLAIN",
+                    response=f"\0{self.address.user}\0{self.address.password}",
+                    locale="en_US",
+                ),
+            )
         elif isinstance(method, spec.Connection.Tune):
             self._tuned(method)
         elif isinstance(method, spec.Connection.OpenOk):
@@ -746,8 +809,11 @@ class Connection(asyncio.Protocol):
         elif isinstance(method, spec.Connection.Close):
             with contextlib.suppress(BrokerError):
                 self.send_method(0, spec.Connection.CloseOk())
-            self._lost(ConnectionLost(f"RabbitMQ closed the connection: {method.reply_code} "
-                                      f"{method.reply_text}"))  # fmt: skip
+            self._lost(
+                ConnectionLost(
+                    f"RabbitMQ closed the connection: {method.reply_code} {method.reply_text}"
+                )
+            )
         elif isinstance(method, spec.Connection.CloseOk):
             self._lost(ConnectionLost("the connection was closed"))
         elif isinstance(method, spec.Connection.Blocked):
@@ -759,9 +825,12 @@ class Connection(asyncio.Protocol):
         self.channel_max = min(tune.channel_max or 2047, 2047)
         self.frame_max = tune.frame_max or self.frame_max
         beat = min(tune.heartbeat, self._heartbeat) if tune.heartbeat else self._heartbeat
-        self.send_method(0, spec.Connection.TuneOk(
-            channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=beat
-        ))  # fmt: skip
+        self.send_method(
+            0,
+            spec.Connection.TuneOk(
+                channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=beat
+            ),
+        )
         self.send_method(0, spec.Connection.Open(virtual_host=self.address.vhost))
         if beat:
             self._beat_every = beat / 2
@@ -782,6 +851,8 @@ class Connection(asyncio.Protocol):
             return
         if self._beat is not None:
             self._beat.cancel()
+        if self._lazy is not None:
+            self._lazy.cancel()
         if not self.ready.done():
             self.ready.set_exception(error)
             self.ready.exception()

@@ -32,6 +32,8 @@ WARREN_HTTP_PORT            ... and on which port (0: any free one)  0
 WARREN_PUBLIC_URL           the endpoints' public base URL           http://<host>:<port>
 WARREN_EVENT_LOOP           ``uvloop`` (where installed) or          uvloop
                             ``asyncio``: Warren's own event loops
+WARREN_PIN_CONTAINERS       ``0``: no core of its own for each       1
+                            single-slot sync container
 ==========================  ======================================  ==========================
 """
 
@@ -135,6 +137,9 @@ class Settings:
         default_factory=lambda: os.environ.get("WARREN_PUBLIC_URL") or None
     )
     event_loop: str = field(default_factory=_event_loop)
+    pin_containers: bool = field(
+        default_factory=lambda: os.environ.get("WARREN_PIN_CONTAINERS", "1") != "0"
+    )
 
 
 def settings() -> Settings:

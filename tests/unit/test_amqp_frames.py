@@ -99,7 +99,9 @@ async def test_a_delivery_arriving_byte_by_byte_and_over_several_body_frames_is_
     stream += codec.marshal(
         spec.Basic.Deliver(consumer_tag=consume.consumer_tag, delivery_tag=7, routing_key="q"), 1
     )
-    stream += codec.marshal(content.ContentHeader(0, len(body), Properties(correlation_id="c")), 1)
+    stream += codec.marshal(
+        content.ContentHeader(0, len(body), spec.Basic.Properties(correlation_id="c")), 1
+    )
     for start in range(0, len(body), 56):
         stream += codec.marshal(ContentBody(body[start : start + 56]), 1)
     for i in range(len(stream)):  # the broker's bytes, one at a time
@@ -113,8 +115,9 @@ async def test_publishing_splits_a_large_body_and_confirms_match_their_publishes
     connection, wire = _open_connection(frame_max=64)
     channel = await _channel(connection, wire)
     first = channel.publish(b"x" * 200, routing_key="q")
-    second = channel.publish(b"y", routing_key="q", mandatory=True,
-                             properties=Properties(message_id="m2"))  # fmt: skip
+    second = channel.publish(
+        b"y", routing_key="q", mandatory=True, properties=Properties(message_id="m2")
+    )
     third = channel.publish(b"z", routing_key="q")
     connection.flush()
     frames = wire.frames()
@@ -124,7 +127,7 @@ async def test_publishing_splits_a_large_body_and_confirms_match_their_publishes
     # the second had no route: its return comes before its confirm
     connection.data_received(
         codec.marshal(spec.Basic.Return(reply_code=312, reply_text="NO_ROUTE", routing_key="q"), 1)
-        + codec.marshal(content.ContentHeader(0, 1, Properties(message_id="m2")), 1)
+        + codec.marshal(content.ContentHeader(0, 1, spec.Basic.Properties(message_id="m2")), 1)
         + codec.marshal(ContentBody(b"y"), 1)
         + codec.marshal(spec.Basic.Ack(delivery_tag=3, multiple=True), 1)
     )
@@ -161,3 +164,55 @@ async def test_a_corrupt_stream_closes_the_connection() -> None:
     connection, wire = _open_connection()
     connection.data_received(b"\x01\x00\x00\x00\x00\x00\x01\x00\x00")  # no frame end
     assert wire.closed and connection.closed.done()
+
+
+PROPERTY_SETS = [
+    {},
+    {"correlation_id": "c", "reply_to": "warren.v1.main.results.x", "delivery_mode": 1},
+    {"message_id": "a" * 32, "message_type": "calls", "delivery_mode": 2, "priority": 3},
+    {"headers": {"x-warren-reason": "forged", "n": 7, "nested": {"ok": True}}},
+    {
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "expiration": "60000",
+        "user_id": "guest",
+        "app_id": "warren",
+    },
+    {"correlation_id": "é" * 100, "message_id": ""},
+]
+
+
+@pytest.mark.parametrize("values", PROPERTY_SETS)
+def test_the_fast_codec_writes_what_pamqp_writes_and_reads_it_back(values: dict[str, Any]) -> None:
+    from pamqp.body import ContentBody
+
+    from sdk import frames
+
+    body = b"b" * 300
+    ours = frames.publish(7, "ex", "key", True, Properties(**values), body, frame_max=128)
+    theirs = b"".join(
+        [
+            codec.marshal(spec.Basic.Publish(exchange="ex", routing_key="key", mandatory=True), 7),
+            codec.marshal(content.ContentHeader(0, len(body), spec.Basic.Properties(**values)), 7),
+            *(codec.marshal(ContentBody(body[i : i + 120]), 7) for i in range(0, len(body), 120)),
+        ]
+    )
+    assert ours == theirs
+    header = codec.marshal(content.ContentHeader(0, 5, spec.Basic.Properties(**values)), 7)
+    class_id, size, decoded = frames.decode_header(header[7:-1])
+    set_values = {name: value for name, value in values.items() if value}
+    assert (class_id, size, decoded) == (60, 5, Properties(**set_values))
+
+
+def test_deliver_and_ack_frames_decode_as_pamqp_encodes_them() -> None:
+    from sdk import frames
+
+    deliver = spec.Basic.Deliver(
+        consumer_tag="ctag1.5", delivery_tag=2**40, redelivered=True, exchange="e", routing_key="q"
+    )
+    payload = codec.marshal(deliver, 3)[7:-1]
+    assert frames.method_ids(payload) == (60, 60)
+    assert frames.decode_deliver(payload) == frames.DeliverMethod("ctag1.5", 2**40, True, "e", "q")
+    ack = codec.marshal(spec.Basic.Ack(delivery_tag=9, multiple=True), 3)
+    assert frames.decode_ack(ack[7:-1]) == (9, True)
+    assert frames.ack(3, 9, True) == ack
