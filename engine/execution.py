@@ -45,6 +45,11 @@ from sdk.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, FunctionSpec
 
 # Weight of the newest run time in the executor's running mean.
 SMOOTHING = 0.2
+# While a sync function's inputs end faster than this and more of them wait to run, the
+# loop collects their outcomes this often instead of being woken for each one: their
+# results share a reply, and the threads run undisturbed. The last input held (a lone
+# call's, the end of a batch) and slower inputs still wake the loop as they end.
+COLLECT_SECONDS = 0.02
 
 
 @dataclass(slots=True, eq=False)
@@ -109,7 +114,13 @@ class Executor:
             self._runner = _Tasks(self._loop, self._call_async, spec, self._finished, skip)
         else:
             self._runner = _Threads(
-                self._loop, self._call_sync, spec, self._finished, skip, after_outcomes
+                self._loop,
+                self._call_sync,
+                spec,
+                self._finished,
+                skip,
+                after_outcomes,
+                lambda: self._per_input,
             )
 
     # -- what it holds -------------------------------------------------------------------
@@ -411,10 +422,12 @@ class _Threads(_Runner):
         finished: Callable[[Outcome], None],
         skip: Skip,
         after_outcomes: Callable[[], None],
+        per_input: Callable[[], float | None],
     ) -> None:
         super().__init__(loop, spec, finished, skip)
         self._run = run
         self._after_outcomes = after_outcomes
+        self._per_input = per_input
         self._lock = threading.Lock()
         # An idle thread sleeps on this queue until given a token (a C-level wait: a
         # condition variable's Python machinery would cost a fast function more than
@@ -426,6 +439,11 @@ class _Threads(_Runner):
         self._closed = False
         self._done: collections.deque[Outcome] = collections.deque()
         self._wake_scheduled = False
+        # Set (under the lock) while the loop collects outcomes every COLLECT_SECONDS, its
+        # timer armed whenever a job is held: a thread then wakes the loop only when no
+        # held job waits to run.
+        self._collecting = False
+        self._collector: asyncio.TimerHandle | None = None
 
     @property
     def running(self) -> int:
@@ -438,6 +456,7 @@ class _Threads(_Runner):
             new_threads = max(0, min(self._spec.max_inputs, busy) - len(self._threads))
             wakes = min(self._idle, len(jobs))
             self._idle -= wakes
+            self._arm_collector()
         for _ in range(wakes):
             self._wake.put(None)
         for _ in range(new_threads):
@@ -471,7 +490,11 @@ class _Threads(_Runner):
     async def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._collecting = False
             wakes, self._idle = self._idle, 0
+        if self._collector is not None:
+            self._collector.cancel()
+            self._collector = None
         for _ in range(wakes):
             self._wake.put(None)
 
@@ -495,8 +518,8 @@ class _Threads(_Runner):
             with self._lock:
                 self._running.discard(job)
                 self._done.append(outcome)
-                wake = not self._wake_scheduled
-                self._wake_scheduled = True
+                wake = not self._wake_scheduled and not (self._collecting and self._queue)
+                self._wake_scheduled = self._wake_scheduled or wake
             if wake:
                 try:
                     self._loop.call_soon_threadsafe(self._deliver)
@@ -504,11 +527,26 @@ class _Threads(_Runner):
                     return  # the loop is closed: the container is going away
 
     def _deliver(self) -> None:
+        per_input = self._per_input()
+        fast = per_input is not None and per_input < COLLECT_SECONDS
         with self._lock:
             outcomes = list(self._done)
             self._done.clear()
             self._wake_scheduled = False
+            # Decided with the outcomes taken, under the lock: an outcome added without a
+            # wake-up is always one a collection still armed will take.
+            self._collecting = fast and not self._closed
+            if self._running or self._queue:
+                self._arm_collector()
         for outcome in outcomes:
             if not outcome[0].timed_out:  # a timed-out job's error was reported already
                 self._finished(outcome)
         self._after_outcomes()  # this wake-up's outcomes are all in: send them now
+
+    def _arm_collector(self) -> None:
+        if self._collecting and self._collector is None:
+            self._collector = self._loop.call_later(COLLECT_SECONDS, self._collect)
+
+    def _collect(self) -> None:
+        self._collector = None
+        self._deliver()

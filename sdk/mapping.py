@@ -212,7 +212,9 @@ async def map_chunks(
     """Run a map; yield its results in chunks (lists), in order or as they complete."""
     invocation_id = uuid.uuid4().hex
     buffer: OutputBuffer[Raw] = OutputBuffer(ordered=order_outputs)
-    sink = _MapSink(buffer, client.sizer(target.queue), fail_fast=not return_exceptions)
+    sizer = client.sizer(target.queue)
+    sizer.relearn()  # this map's inputs may take longer, or shorter, than the last ones
+    sink = _MapSink(buffer, sizer, fail_fast=not return_exceptions)
     sender = sink.sender = _Sender(client, target, invocation_id, items, kwargs, sink)
     client.add_sink(invocation_id, sink)
     sending = asyncio.get_running_loop().create_task(sender.run())

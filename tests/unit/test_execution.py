@@ -196,3 +196,28 @@ async def test_a_batch_held_as_the_last_one_ends_is_run_all_the_same() -> None:
     await asyncio.wait_for(outcomes.all_in.wait(), 5)
     assert len(outcomes.items) == 2000
     await executor.close()
+
+
+async def test_outcomes_of_fast_sync_inputs_are_collected_in_groups() -> None:
+    # Given a sync function of about 2 ms (which lets the loop run meanwhile), 40 inputs
+    def work(x: int) -> int:
+        time.sleep(0.002)
+        return x
+
+    outcomes = Outcomes(41)
+    wakes: list[int] = []
+    executor = Executor(
+        work,
+        FunctionSpec("work", False, max_inputs=1),
+        outcomes,
+        after_outcomes=lambda: wakes.append(len(outcomes.items)),
+    )
+    executor.hold(_jobs([-1]))  # the first one teaches the executor how long an input takes
+    while not outcomes.items:
+        await asyncio.sleep(0.001)
+    executor.hold(_jobs(list(range(40))))
+    await asyncio.wait_for(outcomes.all_in.wait(), 10)
+    # Then every outcome came, in order, but the loop took them several at a time
+    assert [value for _, _, value in outcomes.items] == list(range(-1, 40))
+    assert len(wakes) < 20
+    await executor.close()

@@ -16,7 +16,7 @@ from sdk.protocol import (
     FunctionSpec,
     ResultBatch,
 )
-from sdk.sizing import BatchSizer
+from sdk.sizing import TARGET_BATCH_SECONDS, BatchSizer
 
 
 def test_wire_types_round_trip_through_their_envelopes() -> None:
@@ -138,3 +138,23 @@ def test_no_result_within_the_probe_wait_means_slow() -> None:
     assert sizer.size(ready=100, max_inputs=1, containers=4) == 1
     sizer.observe(1e-6)  # results tell otherwise later: the estimate follows them
     assert sizer.per_input is not None and sizer.per_input < 0.5
+
+
+def test_a_new_map_probes_again_and_its_first_result_replaces_what_earlier_work_taught() -> None:
+    # Given a sizer that learned 5 µs an input from an earlier map
+    sizer = BatchSizer()
+    sizer.observe(5e-6)
+    assert sizer.size(ready=2000, max_inputs=1, containers=2) == MAX_BATCH_INPUTS
+    # When a new map begins, it probes: one input a message, only what fills the slots
+    sizer.relearn()
+    assert not sizer.known
+    assert sizer.sendable(2000, max_inputs=1, containers=2, in_flight=0) == 2
+    assert sizer.size(ready=2, max_inputs=1, containers=2) == 1
+    # And its first result (5 ms) sets the estimate at once, not a fifth of the way
+    sizer.observe(5e-3)
+    assert sizer.known and sizer.per_input == 5e-3
+    assert sizer.size(ready=2000, max_inputs=1, containers=2) == round(TARGET_BATCH_SECONDS / 5e-3)
+    # A probe with no result in the probe wait says slow, whatever was known before
+    sizer.relearn()
+    sizer.at_least(0.5)
+    assert sizer.known and sizer.per_input == 0.5
