@@ -230,6 +230,10 @@ class Client:
             return explicit
         loop = asyncio.get_running_loop()
         task = _by_loop.get(loop)
+        if task is not None and task.done() and not task.exception():
+            client = task.result()
+            if not client.closed:
+                return client  # the common case: no future, no callback per call
         if task is None or (task.done() and (task.exception() or task.result().closed)):
             task = loop.create_task(cls._open_for_loop())
             _by_loop[loop] = task
