@@ -7,7 +7,8 @@ Every configuration runs in a fresh client process, so its peak RSS is its own.
   unordered; calls/s and the client's peak RSS. A PNG plots calls/s against N.
 * Memory: the same map over 2,000,000 inputs from a generator; the client's peak RSS
   against that of the 100,000-input run.
-* Reference: a sync no-op with the default ``max_inputs=1`` (one input per message).
+* Reference: the sync no-op a new user writes first (``@app.function() def noop``, no
+  options), over 10,000 inputs.
 
     python benchmarks/map_throughput.py              # everything (a few minutes)
     python benchmarks/map_throughput.py --quick      # N = 100,000 only, no 2M run

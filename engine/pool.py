@@ -276,7 +276,7 @@ class ContainerPool:
         self._keys += 1
         key = self._keys
         if self._cores is not None and self._cores.enabled:
-            config["core"] = self._cores.take(container_id)
+            config["core"] = self._cores.take(container_id, self.config.queue)
         try:
             process = ContainerProcess(
                 config, self.config.spec.max_inputs, lambda message: self._on_status(key, message)
