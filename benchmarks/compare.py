@@ -24,7 +24,8 @@ and ``pool`` (``multiprocessing.Pool(os.cpu_count())``, no broker at all).
 CPU per call is the CPU time (user + system) of the client, of the system's workers
 and their children, and of the broker (and Redis, for Dramatiq) during the workload,
 divided by its calls, read with psutil. Every figure is printed with its ratio to
-Warren's; JSON in ``results/compare.json``, a plot in ``results/compare.png``.
+Warren's (the medians, then round by round); JSON in ``results/compare.json``, a plot in
+``results/compare.png`` (``--name`` names them otherwise).
 
 Needs RabbitMQ on 127.0.0.1 (``WARREN_BROKER_URL``), the ``compare`` extra
 (``pip install -e '.[compare]'``) for Celery and Dramatiq, and Redis on 127.0.0.1:6379
@@ -602,6 +603,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=500)
     parser.add_argument("--concurrent", type=int, default=2000)
     parser.add_argument("--cpu", type=int, default=2000)
+    parser.add_argument("--name", default="compare", help="results/<name>.json and .png")
     args = parser.parse_args()
     if args.quick:
         args.rounds = 1
@@ -672,8 +674,15 @@ def report(
         print(f"{label} (median of {args.rounds}; ratio to Warren's defaults)")
         for name, figures in by_system.items():
             print(f"  {name:>13}: {_headline(label, figures, reference)}")
+        # The ratio to Warren's defaults round by round: figures taken seconds apart.
+        key = {"single": "p50_ms", "cpu": "seconds"}.get(label, "calls_per_s")
+        warren_rounds = raw[label].get("warren", [])
+        for name, rounds in raw[label].items():
+            if name != "warren" and len(rounds) == len(warren_rounds):
+                ratios = [r[key] / w[key] for r, w in zip(rounds, warren_rounds, strict=True)]
+                print(f"  {name:>13}: per round " + " ".join(f"{x:.2f}x" for x in ratios))
     save(
-        "compare",
+        args.name,
         {
             "rounds": args.rounds,
             "burn_rounds": burn_rounds,
@@ -682,10 +691,10 @@ def report(
             "raw": raw,
         },
     )
-    plot(medians)
+    plot(medians, args.name)
 
 
-def plot(medians: dict[str, dict[str, dict[str, float]]]) -> None:
+def plot(medians: dict[str, dict[str, dict[str, float]]], name: str) -> None:
     try:
         import matplotlib
 
@@ -694,8 +703,8 @@ def plot(medians: dict[str, dict[str, dict[str, float]]]) -> None:
     except ImportError:
         return
     panels = [(label, by) for label, by in medians.items()]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
-    for axis, (label, by_system) in zip(axes, panels, strict=True):
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for axis, (label, by_system) in zip(axes[0], panels, strict=True):
         names = list(by_system)
         if label == "single":
             values, unit = [by_system[n]["p50_ms"] for n in names], "p50 (ms), lower is better"
@@ -711,7 +720,7 @@ def plot(medians: dict[str, dict[str, dict[str, float]]]) -> None:
         axis.set_ylabel(unit)
         axis.tick_params(axis="x", rotation=60)
     figure.tight_layout()
-    path = RESULTS / "compare.png"
+    path = RESULTS / f"{name}.png"
     figure.savefig(path, dpi=100)
     print(f"saved {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
