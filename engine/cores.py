@@ -12,9 +12,9 @@ one function are the ones busy together (a CPU-bound map keeps them all busy, an
 of them on one core would run it at half speed while another core idles with some
 other function's idle containers). When containers exit and the loads drift apart, it
 moves one from the busiest core to the idlest, never onto a core that already runs a
-container of the same function while another core runs none. Containers of async functions (one
-thread), of several slots (threads that may run C code in parallel) and with a CPU
-limit (their own affinity) are left to the kernel's scheduler.
+container of the same function while another core runs none. Containers of async
+functions (one thread), of several slots (threads that may run C code in parallel) and
+with a CPU limit (their own affinity) are left to the kernel's scheduler.
 """
 
 from __future__ import annotations

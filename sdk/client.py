@@ -230,7 +230,7 @@ class Client:
             return explicit
         loop = asyncio.get_running_loop()
         task = _by_loop.get(loop)
-        if task is not None and task.done() and not task.exception():
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
             client = task.result()
             if not client.closed:
                 return client  # the common case: no future, no callback per call
