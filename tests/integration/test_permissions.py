@@ -7,6 +7,7 @@ caller cannot read a function queue, and a container cannot publish a call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from faults import rabbitmqctl
 from support import REPO, EngineProcess, engine_running
 
 import sdk
+from sdk import naming
+from sdk.config import settings
 
 ENVIRONMENT = f"test-perms-{uuid.uuid4().hex[:8]}"
 ROLES = ("engine", "container", "client")
@@ -74,8 +77,28 @@ def engine_with_its_own_users(
         "WARREN_BROKER_URL": broker_users["engine"],
         "WARREN_CONTAINER_BROKER_URL": broker_users["container"],
     }
-    with engine_running(tmp_path / "state", env) as daemon:
-        yield daemon
+    try:
+        with engine_running(tmp_path / "state", env) as daemon:
+            yield daemon
+    finally:
+        asyncio.run(delete_environment(ENVIRONMENT))
+
+
+async def delete_environment(environment: str) -> None:
+    """The environment is this run's alone: its durable queues and exchanges must not
+    pile up in the broker (deleting what does not exist is not an error)."""
+    connection = await aio_pika.connect(settings().broker_url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in (naming.dead_letter_queue(environment), naming.orphans(environment)):
+            await channel.queue_delete(queue)
+        for exchange in (
+            naming.cancel_exchange(environment),
+            naming.delay_exchange(environment),
+            naming.requeue_exchange(environment),
+            naming.orphans(environment),
+        ):
+            await channel.exchange_delete(exchange)
 
 
 async def refused(url: str, action: str, queue: str) -> bool:
