@@ -7,7 +7,6 @@ caller cannot read a function queue, and a container cannot publish a call.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -17,11 +16,9 @@ import aio_pika
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 from faults import rabbitmqctl
-from support import REPO, EngineProcess, engine_running
+from support import REPO, EngineProcess, engine_running, forget_environment
 
 import sdk
-from sdk import naming
-from sdk.config import settings
 
 ENVIRONMENT = f"test-perms-{uuid.uuid4().hex[:8]}"
 ROLES = ("engine", "container", "client")
@@ -81,24 +78,7 @@ def engine_with_its_own_users(
         with engine_running(tmp_path / "state", env) as daemon:
             yield daemon
     finally:
-        asyncio.run(delete_environment(ENVIRONMENT))
-
-
-async def delete_environment(environment: str) -> None:
-    """The environment is this run's alone: its durable queues and exchanges must not
-    pile up in the broker (deleting what does not exist is not an error)."""
-    connection = await aio_pika.connect(settings().broker_url)
-    async with connection:
-        channel = await connection.channel()
-        for queue in (naming.dead_letter_queue(environment), naming.orphans(environment)):
-            await channel.queue_delete(queue)
-        for exchange in (
-            naming.cancel_exchange(environment),
-            naming.delay_exchange(environment),
-            naming.requeue_exchange(environment),
-            naming.orphans(environment),
-        ):
-            await channel.exchange_delete(exchange)
+        forget_environment(ENVIRONMENT)
 
 
 async def refused(url: str, action: str, queue: str) -> bool:
