@@ -178,7 +178,7 @@ class Container:
             on_stuck=self._replace_soon,
             max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
             skip=self._cancels.skips,
-            after_outcomes=self._outbox.flush_now,
+            after_outcomes=self._outbox.flush_soon,  # a wake-up's outcomes are all in
         )
         self._cancels.attach(self._executor, self._exit_for_replacement)
         session = self._session = BrokerSession(

@@ -99,11 +99,6 @@ class Outbox:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush_soon)
 
-    def flush_now(self) -> None:
-        """Send what is pending now (the outcomes of a batch are all in)."""
-        if self._pending:
-            self.flush_soon()
-
     def flush_soon(self) -> None:
         """Send what is pending: its results at once, in this turn of the loop; waiting
         for their confirms, the retries and the settling in a task."""

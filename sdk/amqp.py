@@ -404,18 +404,9 @@ class Channel:
     # -- what the broker sends --------------------------------------------------------------
 
     def on_method(self, method: Frame) -> None:
-        if isinstance(method, spec.Basic.Deliver):
-            self._expect(
-                "deliver",
-                method.delivery_tag or 0,
-                method.redelivered,
-                method.exchange or "",
-                method.routing_key or "",
-                method.consumer_tag or "",
-            )
-        elif isinstance(method, spec.Basic.Ack):
-            self._confirmed(method.delivery_tag or 0, method.multiple, None)
-        elif isinstance(method, spec.Basic.GetOk):
+        # basic.deliver and basic.ack never come here: the connection decodes them itself
+        # (on_deliver, on_confirm).
+        if isinstance(method, spec.Basic.GetOk):
             self._expect(
                 "get",
                 method.delivery_tag or 0,

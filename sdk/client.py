@@ -234,7 +234,7 @@ class Client:
             client = task.result()
             if not client.closed:
                 return client  # the common case: no future, no callback per call
-        if task is None or (task.done() and (task.exception() or task.result().closed)):
+        if task is None or task.done():  # never opened, or failed, or closed since
             task = loop.create_task(cls._open_for_loop())
             _by_loop[loop] = task
         try:

@@ -76,7 +76,7 @@ class BatchSizer:
         no waiting). The larger of the two, within ``MAX_BATCH_INPUTS``.
         """
         by_time = 1
-        if self._per_input is not None and not self._stale:
-            by_time = int(TARGET_BATCH_SECONDS / max(self._per_input, 1e-7))
+        if self.known:
+            by_time = int(TARGET_BATCH_SECONDS / max(self._per_input or 0.0, 1e-7))
         spread = min(max_inputs, math.ceil(ready / max(1, containers)))
         return max(1, min(MAX_BATCH_INPUTS, max(by_time, spread)))
