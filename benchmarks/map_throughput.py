@@ -71,9 +71,17 @@ def worker(n: int, containers: int, ordered: bool, kind: str) -> dict[str, Any]:
 
 def run(n: int, containers: int, ordered: bool, kind: str = "async") -> dict[str, Any]:
     command = [
-        sys.executable, __file__, "--worker", "--n", str(n), "--containers", str(containers),
-        "--kind", kind, *(["--ordered"] if ordered else []),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--worker",
+        "--n",
+        str(n),
+        "--containers",
+        str(containers),
+        "--kind",
+        kind,
+        *(["--ordered"] if ordered else []),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"worker failed:\n{done.stderr}")

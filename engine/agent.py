@@ -63,10 +63,16 @@ class AgentPools:
             code_path.parent.mkdir(parents=True, exist_ok=True)
             code_path.write_bytes(args["code"])
             app = HostedApp(
-                environment, args["app"], args["instance"], {}, code_path, ephemeral=True,
-                sys_path=tuple(args.get("sys_path", ())), owned=False,
+                environment,
+                args["app"],
+                args["instance"],
+                {},
+                code_path,
+                ephemeral=True,
+                sys_path=tuple(args.get("sys_path", ())),
+                owned=False,
                 deployed_at=float(args["generation"]),
-            )  # fmt: skip
+            )
             self.host.apps[slot] = app
         if key in app.specs:
             return {}  # placed here already (a heartbeat raced the original request)

@@ -232,29 +232,55 @@ def run(script: Path, entrypoint: str | None) -> None:
 
 
 _engine_options = [
-    click.option("--state-dir", type=click.Path(path_type=Path), default=None,
-                 help="Where deployed apps are recorded (default: WARREN_STATE_DIR, "
-                      "else ~/.local/state/warren)."),
-    click.option("--run-id", default=None, hidden=True,
-                 help="Serve one app run on a private control queue."),
-    click.option("--parent-pid", type=int, default=None, hidden=True,
-                 help="Stop when this process exits."),
+    click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Where deployed apps are recorded (default: WARREN_STATE_DIR, "
+        "else ~/.local/state/warren).",
+    ),
+    click.option(
+        "--run-id", default=None, hidden=True, help="Serve one app run on a private control queue."
+    ),
+    click.option(
+        "--parent-pid", type=int, default=None, hidden=True, help="Stop when this process exits."
+    ),
     click.option("--log-level", default=None, help="debug, info, warning or error."),
-    click.option("--join", is_flag=True, default=False,
-                 help="Join the engine daemon as an agent node: run the pools it places here."),
-    click.option("--node-name", default=None,
-                 help="This agent node's name (WARREN_NODE_NAME, default: the host name)."),
+    click.option(
+        "--join",
+        is_flag=True,
+        default=False,
+        help="Join the engine daemon as an agent node: run the pools it places here.",
+    ),
+    click.option(
+        "--node-name",
+        default=None,
+        help="This agent node's name (WARREN_NODE_NAME, default: the host name).",
+    ),
     click.option("--region", default=None, help="This node's region label (WARREN_REGION)."),
     click.option("--cloud", default=None, help="This node's cloud label (WARREN_CLOUD)."),
-    click.option("--gpus", default=None,
-                 help="GPUs this node offers, e.g. 'H100:2' or 'A100,T4' (WARREN_GPUS)."),
-    click.option("--http-host", default=None,
-                 help="Where web endpoints are served (WARREN_HTTP_HOST, default 127.0.0.1)."),
-    click.option("--http-port", type=int, default=None,
-                 help="Their port (WARREN_HTTP_PORT; default 0: any free port)."),
-    click.option("--public-url", default=None,
-                 help="Their public base URL, if a proxy serves them (WARREN_PUBLIC_URL)."),
-]  # fmt: skip
+    click.option(
+        "--gpus",
+        default=None,
+        help="GPUs this node offers, e.g. 'H100:2' or 'A100,T4' (WARREN_GPUS).",
+    ),
+    click.option(
+        "--http-host",
+        default=None,
+        help="Where web endpoints are served (WARREN_HTTP_HOST, default 127.0.0.1).",
+    ),
+    click.option(
+        "--http-port",
+        type=int,
+        default=None,
+        help="Their port (WARREN_HTTP_PORT; default 0: any free port).",
+    ),
+    click.option(
+        "--public-url",
+        default=None,
+        help="Their public base URL, if a proxy serves them (WARREN_PUBLIC_URL).",
+    ),
+]
 
 # Engine options that are settings of their own, read from the environment.
 _ENVIRONMENT_OPTIONS = {

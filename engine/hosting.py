@@ -89,9 +89,15 @@ class Host:
         else:
             code_path = self.registry.save_code(environment, app_name, args["code"])
         app = HostedApp(
-            environment, app_name, instance, specs, code_path, ephemeral,
-            tuple(args.get("sys_path", ())), lease=args.get("lease") if ephemeral else None,
-        )  # fmt: skip
+            environment,
+            app_name,
+            instance,
+            specs,
+            code_path,
+            ephemeral,
+            tuple(args.get("sys_path", ())),
+            lease=args.get("lease") if ephemeral else None,
+        )
         async with self._lock:
             previous = self.apps.get((environment, instance))
             try:
@@ -117,11 +123,16 @@ class Host:
             environment, name = record["environment"], record["app"]
             specs = specs_by_key(record["functions"])
             app = HostedApp(
-                environment, name, name, specs,
-                self.registry.directory(environment, name) / record["code"], False,
-                tuple(record.get("sys_path", ())), dict(record.get("overrides", {})),
+                environment,
+                name,
+                name,
+                specs,
+                self.registry.directory(environment, name) / record["code"],
+                False,
+                tuple(record.get("sys_path", ())),
+                dict(record.get("overrides", {})),
                 deployed_at=float(record.get("deployed_at", time.time())),
-            )  # fmt: skip
+            )
             try:
                 self._check(environment, specs, placing=False)  # agents may not have joined
                 await self._start(
@@ -318,20 +329,26 @@ class Host:
         )
         app.pools[key] = pool = ContainerPool(
             PoolConfig(
-                self.settings.container_broker_url, app.environment, app.instance, queue,
-                app.specs[key], str(app.code_path), app.sys_path,
+                self.settings.container_broker_url,
+                app.environment,
+                app.instance,
+                queue,
+                app.specs[key],
+                str(app.code_path),
+                app.sys_path,
             ),
             app.autoscaling(key, self.node.cpus),
             self.cancels,
             self.queue_depth,
             self._answer_queued,
             republisher,
-            (lambda: environ) if environ is not None
+            (lambda: environ)
+            if environ is not None
             else lambda: self.environ(app.environment, app.specs[key]),
             self.provisions.volumes(app.environment, app.specs[key]),
             self.node,
             self.cores if self.settings.pin_containers else None,
-        )  # fmt: skip
+        )
         return pool
 
     async def ensure_variant(
