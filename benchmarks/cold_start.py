@@ -21,11 +21,10 @@ import sys
 import threading
 import time
 
+import warren
 from harness import save
 
-import sdk
-
-app = sdk.App("bench-cold")
+app = warren.App("bench-cold")
 
 
 @app.function(min_containers=0, scaledown_window=0.3)
@@ -39,7 +38,9 @@ def one_second(x: int) -> int:
     return x
 
 
-def wait_for_containers(function: sdk.Function[..., object], count: int, timeout: float) -> float:
+def wait_for_containers(
+    function: warren.Function[..., object], count: int, timeout: float
+) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         if function.get_current_stats()["containers"] == count:
@@ -69,7 +70,7 @@ def warm_calls(repeats: int) -> list[float]:
 
 def fresh_interpreter_import() -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import engine.container_main"], check=True)
+    subprocess.run([sys.executable, "-c", "import warren_engine.container.main"], check=True)
     return time.perf_counter() - started
 
 

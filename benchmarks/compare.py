@@ -52,19 +52,18 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import warren
 from bare import PREFETCH, BareRequestReply, Call
 from harness import RESULTS, percentile, save
 from peers import work
-
-import sdk
-from sdk.config import settings
+from warren.config import settings
 
 HERE = Path(__file__).resolve().parent
 CPU_TARGET_SECONDS = 0.005
 WINDOW = PREFETCH  # the bare request/reply's calls in flight during a map
 BURSTS = 5  # the concurrent workload's bursts, one after another
 
-app = sdk.App("bench-compare")
+app = warren.App("bench-compare")
 
 
 @app.function()

@@ -15,13 +15,12 @@ import asyncio
 import statistics
 import time
 
+import warren
 from bare import BareRequestReply, Call
 from harness import percentile, save
+from warren.config import settings
 
-import sdk
-from sdk.config import settings
-
-app = sdk.App("bench-latency")
+app = warren.App("bench-latency")
 
 
 @app.function()
@@ -43,7 +42,7 @@ def summarise(samples: list[float]) -> dict[str, float]:
     }
 
 
-def warren_latency(function: sdk.Function[[int], int], calls: int) -> list[float]:
+def warren_latency(function: warren.Function[[int], int], calls: int) -> list[float]:
     for i in range(50):
         function.remote(i)
     samples = []

@@ -31,9 +31,9 @@ BIG = 2_000_000
 
 
 def worker(n: int, containers: int, ordered: bool, kind: str) -> dict[str, Any]:
-    import sdk
+    import warren
 
-    app = sdk.App("bench-map")
+    app = warren.App("bench-map")
     if kind == "async":
 
         @app.function(max_containers=containers, max_inputs=1000)

@@ -14,15 +14,14 @@ import asyncio
 import os
 import time
 
+import warren
 from harness import save
-
-import sdk
 
 # Results expire from the broker on their own even if the clean-up below never runs (a
 # broker restarting with tens of thousands of durable queues takes a long time to boot).
 os.environ.setdefault("WARREN_RESULT_RETENTION", "900")
 
-app = sdk.App("bench-spawn")
+app = warren.App("bench-spawn")
 
 
 @app.function(max_inputs=100)
@@ -30,24 +29,24 @@ async def noop(x: int) -> int:
     return x
 
 
-async def spawn_concurrently(n: int, in_flight: int) -> list[sdk.FunctionCall[int]]:
+async def spawn_concurrently(n: int, in_flight: int) -> list[warren.FunctionCall[int]]:
     slots = asyncio.Semaphore(in_flight)
 
-    async def one(i: int) -> sdk.FunctionCall[int]:
+    async def one(i: int) -> warren.FunctionCall[int]:
         async with slots:
             return await noop.spawn.aio(i)
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def gather_all(calls: list[sdk.FunctionCall[int]]) -> list[int]:
-    return await sdk.FunctionCall.gather.aio(*calls)
+async def gather_all(calls: list[warren.FunctionCall[int]]) -> list[int]:
+    return await warren.FunctionCall.gather.aio(*calls)
 
 
 async def delete_results(object_ids: list[str]) -> None:
     """Leave nothing behind: each spawn's result queue would otherwise live for a day."""
-    from sdk import naming
-    from sdk.client import Client
+    from warren.client.connection import Client
+    from warren.wire import naming
 
     async with Client.connect() as client:
         for start in range(0, len(object_ids), 200):
@@ -87,7 +86,7 @@ def main() -> None:
         more = [noop.spawn(i) for i in range(sequential)]
         figures["spawns_per_s_sequential"] = round(sequential / (time.perf_counter() - started))
         figures["sequential_spawns"] = sequential
-        sdk.FunctionCall.gather(*more)
+        warren.FunctionCall.gather(*more)
     asyncio.run(delete_results([call.object_id for call in calls + more]))
     for key, value in figures.items():
         print(f"{key:>24}: {value}")

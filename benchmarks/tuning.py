@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import warren
 from compare import calibrate_burn
 from harness import percentile, save
 
-import sdk
-
-app = sdk.App("bench-tuning")
+app = warren.App("bench-tuning")
 
 
 @app.function()
@@ -87,7 +86,7 @@ async def sleeps_async_sixteen(seconds: float) -> float:
     return seconds
 
 
-def noop_map(function: sdk.Function[[int], int]) -> dict[str, float]:
+def noop_map(function: warren.Function[[int], int]) -> dict[str, float]:
     before = function.get_current_stats()
     started = time.perf_counter()
     assert sum(1 for _ in function.map(range(100_000))) == 100_000
@@ -102,7 +101,7 @@ def noop_map(function: sdk.Function[[int], int]) -> dict[str, float]:
     }
 
 
-def single(function: sdk.Function[[int], int]) -> dict[str, float]:
+def single(function: warren.Function[[int], int]) -> dict[str, float]:
     samples = []
     for i in range(300):
         started = time.perf_counter()
@@ -111,7 +110,7 @@ def single(function: sdk.Function[[int], int]) -> dict[str, float]:
     return {"p50_ms": round(percentile(sorted(samples), 0.5) * 1000, 3)}
 
 
-def mapped(function: sdk.Function[..., Any], inputs: list[Any]) -> dict[str, float]:
+def mapped(function: warren.Function[..., Any], inputs: list[Any]) -> dict[str, float]:
     started = time.perf_counter()
     assert len(list(function.map(inputs))) == len(inputs)
     return {"seconds": round(time.perf_counter() - started, 3)}

@@ -6,9 +6,9 @@ needs to be running: ``app.run()`` starts one for the duration of the script.
 
 import asyncio
 
-import sdk
+import warren
 
-app = sdk.App("hello")
+app = warren.App("hello")
 
 
 @app.function()

@@ -7,8 +7,7 @@ import socket
 from urllib.parse import urlparse
 
 import pytest
-
-from sdk.config import settings
+from warren.config import settings
 
 # Queues that outlive their test (spawned calls' results, the result queue of every
 # client process) must not pile up on the broker: RabbitMQ 3.10 restarting with

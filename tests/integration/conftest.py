@@ -30,7 +30,7 @@ def engine(tmp_path: Path) -> Iterator[EngineProcess]:
 def engine_daemon(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real engine daemon on the shared control queue, stopped after the test."""
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "engine", "--state-dir", str(tmp_path / "state")],
+        [sys.executable, "-P", "-m", "warren_engine", "--state-dir", str(tmp_path / "state")],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )

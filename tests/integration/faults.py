@@ -169,9 +169,8 @@ def dead_letters(environment: str) -> list[dict[str, Any]]:
 
     import aio_pika
     from aio_pika.exceptions import ChannelNotFoundEntity
-
-    from sdk import naming
-    from sdk.config import settings
+    from warren.config import settings
+    from warren.wire import naming
 
     async def take() -> list[dict[str, Any]]:
         connection = await aio_pika.connect(settings().broker_url)

@@ -16,8 +16,7 @@ from typing import Any
 import aio_pika
 import psutil
 from aio_pika.exceptions import ChannelNotFoundEntity
-
-from sdk.config import settings
+from warren.config import settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,7 +104,7 @@ def run_python(
 
 def stop_all_apps() -> None:
     """Stop every app the daemon hosts, in every environment (their queues go)."""
-    from sdk.client import Client
+    from warren.client.connection import Client
 
     async def stop() -> None:
         async with Client.connect() as client:
@@ -120,7 +119,7 @@ def stop_all_apps() -> None:
 
 def hosted_apps() -> list[dict[str, object]]:
     """What the engine daemon hosts now, every environment."""
-    from sdk.client import Client
+    from warren.client.connection import Client
 
     async def listing() -> list[dict[str, object]]:
         async with Client.connect() as client:
@@ -161,7 +160,15 @@ class EngineProcess:
     def start(self) -> None:
         stderr = open(self.log, "ab") if self.log is not None else None  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--state-dir", str(self.state_dir), *self.args],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "warren_engine",
+                "--state-dir",
+                str(self.state_dir),
+                *self.args,
+            ],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             stderr=stderr,
@@ -214,7 +221,7 @@ def engine_running(
 def forget_environment(environment: str) -> None:
     """Remove what a test's own environment leaves on the broker for good: its dead-letter
     and orphans queues and its exchanges (result and call queues expire by themselves)."""
-    from sdk import naming
+    from warren.wire import naming
 
     async def remove() -> None:
         connection = await aio_pika.connect(settings().broker_url)

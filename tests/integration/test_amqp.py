@@ -8,12 +8,11 @@ import uuid
 
 import pytest
 from faults import rabbitmqctl
-
-from sdk import naming
-from sdk.amqp import Connection, ConnectionLost, Delivery, NotFound, Properties, Returned
-from sdk.config import settings
-from sdk.restarts import RestartWatch
-from sdk.session import BrokerSession, temporary_channel
+from warren.client.restart_watch import RestartWatch
+from warren.config import settings
+from warren.wire import naming
+from warren.wire.amqp import Connection, ConnectionLost, Delivery, NotFound, Properties, Returned
+from warren.wire.session import BrokerSession, temporary_channel
 
 
 def _name(kind: str) -> str:

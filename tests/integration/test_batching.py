@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import warren
 from support import EngineProcess, engine_running, lines, max_overlap, wait_until
 
-import sdk
-
-app = sdk.App("test-batching")
+app = warren.App("test-batching")
 
 
 def record(path: str, line: str) -> None:
@@ -53,12 +52,12 @@ async def many_at_once(x: int) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with app.run():
         yield app
 
 
-def _received(function: sdk.Function[..., object], inputs: int) -> dict[str, int]:
+def _received(function: warren.Function[..., object], inputs: int) -> dict[str, int]:
     """The pool's counts once its containers have reported ``inputs`` inputs."""
     stats: dict[str, int] = {}
 
@@ -134,7 +133,7 @@ def test_a_lone_call_is_sent_at_once_and_answered() -> None:
     assert time.monotonic() - started < 2
 
 
-default_app = sdk.App("test-default-containers")
+default_app = warren.App("test-default-containers")
 
 
 @default_app.function()
@@ -150,7 +149,7 @@ def test_with_no_options_a_function_gets_a_container_per_core_of_the_engine_node
     with engine_running(tmp_path / "state", env={"WARREN_NODE_CPUS": "3"}) as engine:
         assert isinstance(engine, EngineProcess)
         default_app.deploy()
-        handle = sdk.Function.from_name("test-default-containers", "sleeps")
+        handle = warren.Function.from_name("test-default-containers", "sleeps")
         # When a map keeps it busy
         pids = list(handle.map([0.5] * 9))
         # Then it ran on three containers, and the autoscaler's bound says why

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import warren
 from faults import (
     Checker,
     close_all_connections,
@@ -24,11 +25,9 @@ from faults import (
 )
 from support import lines, running_in_own_environment, wait_until
 
-import sdk
-
 ENVIRONMENT = f"test-faults-{uuid.uuid4().hex[:8]}"
 INPUTS = 20_000
-app = sdk.App("test-broker-faults", environment=ENVIRONMENT)
+app = warren.App("test-broker-faults", environment=ENVIRONMENT)
 
 
 @app.function(max_containers=2, max_inputs=10)
@@ -53,7 +52,7 @@ def echo_slowly(log: str, x: int) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with running_in_own_environment(app, ENVIRONMENT):
         yield app
 
@@ -130,8 +129,8 @@ def test_spawned_calls_made_before_a_broker_restart_are_fetched_after_it(tmp_pat
     before = connection_starts()
     restart_broker()
     assert wait_until(lambda: bool(reconnected_since(before)), 30)
-    assert sdk.FunctionCall.from_id(done.object_id).get(timeout=60) == 2
-    assert sdk.FunctionCall.from_id(running.object_id).get(timeout=60) == 4
+    assert warren.FunctionCall.from_id(done.object_id).get(timeout=60) == 2
+    assert warren.FunctionCall.from_id(running.object_id).get(timeout=60) == 4
 
 
 @pytest.mark.timeout(300)

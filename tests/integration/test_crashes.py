@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import warren
 from faults import Checker, dead_letters, record_execution
 from support import lines, running_in_own_environment, wait_until
-
-import sdk
-from sdk import topology
+from warren.wire import topology
 
 ENVIRONMENT = f"test-crash-{uuid.uuid4().hex[:8]}"
-app = sdk.App("test-crashes", environment=ENVIRONMENT)
+app = warren.App("test-crashes", environment=ENVIRONMENT)
 
 
 @app.function()
@@ -39,7 +38,7 @@ def kills_itself_on_poison(log: str, x: int) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with running_in_own_environment(app, ENVIRONMENT):
         yield app
 
@@ -72,7 +71,7 @@ def test_an_input_that_kills_its_container_every_time_is_dead_lettered_and_the_r
     results = list(kills_itself_on_poison.map([str(log)] * 4, range(4), return_exceptions=True))
     # Then the three unrelated inputs succeed, and the poison one fails with a clear error
     assert results[:3] == [0, 10, 20]
-    assert isinstance(results[3], sdk.DeadLetteredError)
+    assert isinstance(results[3], warren.DeadLetteredError)
     assert f"crash limit, WARREN_CRASH_LIMIT, is {limit}" in str(results[3])
     executions = Checker(log).executions()
     assert executions["3"] == limit  # it ran, and killed a container, exactly limit times

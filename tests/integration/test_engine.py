@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+import warren
 from support import EngineProcess, hosted_apps, lines, max_overlap, wait_until
 
-import sdk
-
-app = sdk.App("test-engine")
+app = warren.App("test-engine")
 
 
 def record(path: str, line: str) -> None:
@@ -46,7 +45,7 @@ async def cold(x: int) -> int:
     return x + 1
 
 
-bounded = sdk.App("test-engine-bounded")
+bounded = warren.App("test-engine-bounded")
 
 
 @bounded.function(max_containers=2, max_inputs=1)
@@ -64,8 +63,8 @@ async def long_call(log: str, seconds: float) -> str:
     return "done"
 
 
-env_a = sdk.App("demo", environment="test-env-a")
-env_b = sdk.App("demo", environment="test-env-b")
+env_a = warren.App("demo", environment="test-env-a")
+env_b = warren.App("demo", environment="test-env-b")
 
 
 @env_a.function(name="which")
@@ -88,7 +87,7 @@ def test_a_deployed_function_is_called_by_name_from_another_process_across_engin
     engine: EngineProcess,
 ) -> None:
     app.deploy()
-    call = "import sdk; print(sdk.Function.from_name('test-engine', 'triple').remote(14))"
+    call = "import warren; print(warren.Function.from_name('test-engine', 'triple').remote(14))"
     assert _in_another_process(call) == "42"
     engine.restart()
     assert _in_another_process(call) == "42"
@@ -97,8 +96,8 @@ def test_a_deployed_function_is_called_by_name_from_another_process_across_engin
 def test_from_name_of_an_app_not_deployed_raises_not_found_on_first_use(
     engine: EngineProcess,
 ) -> None:
-    handle = sdk.Function.from_name("never-deployed", "nothing")  # no error yet: lazy
-    with pytest.raises(sdk.NotFoundError) as caught:
+    handle = warren.Function.from_name("never-deployed", "nothing")  # no error yet: lazy
+    with pytest.raises(warren.NotFoundError) as caught:
         handle.remote(1)
     message = str(caught.value)
     assert "never-deployed" in message and "nothing" in message and "'main'" in message
@@ -107,8 +106,8 @@ def test_from_name_of_an_app_not_deployed_raises_not_found_on_first_use(
 def test_two_environments_keep_apps_of_the_same_name_apart(engine: EngineProcess) -> None:
     env_a.deploy()
     env_b.deploy()
-    assert sdk.Function.from_name("demo", "which", environment_name="test-env-a").remote() == "a"
-    assert sdk.Function.from_name("demo", "which", environment_name="test-env-b").remote() == "b"
+    assert warren.Function.from_name("demo", "which", environment_name="test-env-a").remote() == "a"
+    assert warren.Function.from_name("demo", "which", environment_name="test-env-b").remote() == "b"
 
 
 def test_max_containers_and_max_inputs_bound_concurrency_and_processes(
@@ -161,7 +160,7 @@ def test_update_autoscaler_lowers_concurrency_during_a_map_and_persists_until_re
     engine: EngineProcess, tmp_path: Path
 ) -> None:
     app.deploy()
-    handle = sdk.Function.from_name("test-engine", "timed")
+    handle = warren.Function.from_name("test-engine", "timed")
     log = tmp_path / "intervals"
     results = iter(handle.map(range(30), kwargs={"log": str(log), "seconds": 0.2}))
     assert next(results) == 0
@@ -185,10 +184,10 @@ def test_update_autoscaler_lowers_concurrency_during_a_map_and_persists_until_re
 
 def test_update_autoscaler_refuses_invalid_values(engine: EngineProcess) -> None:
     app.deploy()
-    handle = sdk.Function.from_name("test-engine", "timed")
-    with pytest.raises(sdk.InvalidError, match="min_containers"):
+    handle = warren.Function.from_name("test-engine", "timed")
+    with pytest.raises(warren.InvalidError, match="min_containers"):
         handle.update_autoscaler(min_containers=-1)
-    with pytest.raises(sdk.InvalidError, match="cannot exceed"):
+    with pytest.raises(warren.InvalidError, match="cannot exceed"):
         handle.update_autoscaler(min_containers=5)
 
 
@@ -196,7 +195,7 @@ def test_sigterm_to_the_engine_during_a_map_loses_no_input(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
     app.deploy()
-    handle = sdk.Function.from_name("test-engine", "timed")
+    handle = warren.Function.from_name("test-engine", "timed")
     log = tmp_path / "intervals"
     results: list[int] = []
 
@@ -216,8 +215,8 @@ def test_sigterm_to_the_engine_during_a_map_loses_no_input(
 
 async def test_from_name_works_in_async_code_with_an_explicit_client(engine: EngineProcess) -> None:
     await app.deploy.aio()
-    async with sdk.Client.connect() as client:
-        handle = sdk.Function.from_name("test-engine", "triple", client=client)
+    async with warren.Client.connect() as client:
+        handle = warren.Function.from_name("test-engine", "triple", client=client)
         assert await handle.remote.aio(5) == 15
         assert [x async for x in handle.map.aio(range(3))] == [0, 3, 6]
 
@@ -236,8 +235,8 @@ def test_the_app_command_line_lists_shows_and_stops_deployed_apps(engine: Engine
     assert '"triple"' in status.stdout and '"queued_inputs"' in status.stdout, status.stderr
     stopped = subprocess.run([warren, "app", "stop", "test-engine"], capture_output=True, text=True)
     assert stopped.returncode == 0, stopped.stderr
-    with pytest.raises(sdk.NotFoundError):
-        sdk.Function.from_name("test-engine", "triple").remote(1)
+    with pytest.raises(warren.NotFoundError):
+        warren.Function.from_name("test-engine", "triple").remote(1)
 
 
 def test_an_input_cut_short_by_an_engine_stop_runs_again_after_the_restart(
@@ -265,8 +264,8 @@ def test_the_daemon_stops_an_ephemeral_app_whose_client_was_killed(
     # Given a script running an app on the daemon, killed with SIGKILL
     script = tmp_path / "abandoned.py"
     script.write_text(
-        "import time, sdk\n"
-        "app = sdk.App('abandoned')\n"
+        "import time, warren\n"
+        "app = warren.App('abandoned')\n"
         "@app.function()\n"
         "def f(x):\n"
         "    return x\n"

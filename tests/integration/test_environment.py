@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import warren
 from support import EngineProcess, engine_running
 
-import sdk
-
-app = sdk.App("test-environment")
+app = warren.App("test-environment")
 
 
 @app.function()
@@ -46,9 +45,9 @@ def test_env_and_secrets_reach_the_function_and_never_the_logs_or_status(
 ) -> None:
     secret_value = f"s3cr3t-{uuid.uuid4().hex}"
     app.deploy()
-    handle = sdk.Function.from_name("test-environment", "read_env")
+    handle = warren.Function.from_name("test-environment", "read_env")
     variant = handle.with_options(
-        env={"A": "1", "HOME": None}, secrets=[sdk.Secret.from_dict({"B": secret_value})]
+        env={"A": "1", "HOME": None}, secrets=[warren.Secret.from_dict({"B": secret_value})]
     )
     # Then the function sees both, and a None value unsets a variable
     assert variant.remote("A", "B", "HOME") == ["1", secret_value, None]
@@ -71,14 +70,14 @@ def test_a_named_secret_is_kept_by_the_engine_and_listed_without_its_value(
     listed = warren("secret", "list")
     assert name in listed and "TOKEN" in listed and value not in listed
     app.deploy()
-    named = sdk.Function.from_name("test-environment", "read_env").with_options(
-        secrets=[sdk.Secret.from_name(name)]
+    named = warren.Function.from_name("test-environment", "read_env").with_options(
+        secrets=[warren.Secret.from_name(name)]
     )
     assert named.remote("TOKEN") == [value]
-    missing = sdk.Function.from_name("test-environment", "read_env").with_options(
-        secrets=[sdk.Secret.from_name("no-such-secret")]
+    missing = warren.Function.from_name("test-environment", "read_env").with_options(
+        secrets=[warren.Secret.from_name("no-such-secret")]
     )
-    with pytest.raises(sdk.NotFoundError, match="warren secret create no-such-secret"):
+    with pytest.raises(warren.NotFoundError, match="warren secret create no-such-secret"):
         missing.remote("TOKEN")
     warren("secret", "delete", name)
     assert name not in warren("secret", "list")
@@ -88,6 +87,6 @@ def test_a_named_secret_is_kept_by_the_engine_and_listed_without_its_value(
 def test_a_dotenv_file_becomes_a_secret(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text('# settings\nexport API_KEY="abc def"\nREGION=eu\n')
-    secret = sdk.Secret.from_dotenv(dotenv)
+    secret = warren.Secret.from_dotenv(dotenv)
     assert secret.values == {"API_KEY": "abc def", "REGION": "eu"}
     assert "abc def" not in repr(secret)

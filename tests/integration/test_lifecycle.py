@@ -10,13 +10,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import warren
 from support import queue_exists, queue_names
+from warren.wire import naming
 
-import sdk
-from sdk import naming
-
-app = sdk.App("test-lifecycle")
-never = sdk.App("test-never-started")
+app = warren.App("test-lifecycle")
+never = warren.App("test-never-started")
 
 
 @app.function()
@@ -37,7 +36,7 @@ def orphan(x: int) -> int:
 
 def test_calling_a_function_of_an_app_never_started_raises_not_found_promptly() -> None:
     started = time.monotonic()
-    with pytest.raises(sdk.NotFoundError, match=r"test-never-started\.orphan"):
+    with pytest.raises(warren.NotFoundError, match=r"test-never-started\.orphan"):
         orphan.remote(1)
     assert time.monotonic() - started < 5
 
@@ -49,7 +48,7 @@ def test_stopping_an_app_removes_its_queues_and_later_calls_raise_not_found() ->
         assert queue_exists(queue)
     assert not queue_exists(queue)
     started = time.monotonic()
-    with pytest.raises(sdk.NotFoundError):
+    with pytest.raises(warren.NotFoundError):
         double.remote(1)
     assert time.monotonic() - started < 5
 
@@ -62,7 +61,7 @@ async def test_inputs_still_queued_when_the_app_stops_are_answered_with_an_error
     # When the app stops, Then no caller is left waiting: queued inputs fail promptly
     outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
     assert outcomes[0] == 0
-    errors = [o for o in outcomes if isinstance(o, sdk.ExecutionError)]
+    errors = [o for o in outcomes if isinstance(o, warren.ExecutionError)]
     assert errors, outcomes
     assert all("app 'test-lifecycle' stopped" in str(e) for e in errors)
 
@@ -81,8 +80,8 @@ def test_an_app_registers_with_a_listening_engine_daemon(
 
 
 def test_code_pickled_by_another_python_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sdk.shipping.python_version", lambda: "3.99")
-    with pytest.raises(sdk.VersionMismatchError, match=r"3\.99"), app.run():
+    monkeypatch.setattr("warren.wire.code_bundle.python_version", lambda: "3.99")
+    with pytest.raises(warren.VersionMismatchError, match=r"3\.99"), app.run():
         pass
 
 
@@ -93,7 +92,7 @@ def test_an_app_whose_code_cannot_load_in_a_container_fails_to_start_with_the_re
     (tmp_path / "only_here_helpers.py").write_text("def triple(x):\n    return 3 * x\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     helpers = importlib.import_module("only_here_helpers")
-    broken = sdk.App("test-cannot-load")
+    broken = warren.App("test-cannot-load")
 
     @broken.function()
     def uses_helper(x: int) -> int:
@@ -101,7 +100,10 @@ def test_an_app_whose_code_cannot_load_in_a_container_fails_to_start_with_the_re
 
     # When the app starts, Then it fails at once, naming the container's import error
     started = time.monotonic()
-    with pytest.raises(sdk.EngineError, match="No module named 'only_here_helpers'"), broken.run():
+    with (
+        pytest.raises(warren.EngineError, match="No module named 'only_here_helpers'"),
+        broken.run(),
+    ):
         pass
     assert time.monotonic() - started < 60
     # And it leaves no queue behind

@@ -14,16 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import warren
 from faults import Checker, broker_consumer_timeout, record_execution
 from support import lines, wait_until
-
-import sdk
 
 BROKER_TIMEOUT_MS = 3000
 
 
-def make_app(timeout: float) -> tuple[sdk.App, sdk.Function[[str, float], float]]:
-    app = sdk.App("test-long-calls")
+def make_app(timeout: float) -> tuple[warren.App, warren.Function[[str, float], float]]:
+    app = warren.App("test-long-calls")
 
     @app.function(timeout=timeout)
     def sleeper(log: str, seconds: float) -> float:
@@ -44,7 +43,7 @@ def low_broker_timeout(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.mark.usefixtures("low_broker_timeout")
 def test_a_function_timeout_the_broker_would_cut_off_is_refused_with_a_clear_error() -> None:
     app, _ = make_app(timeout=10)
-    with pytest.raises(sdk.InvalidError) as caught, app.run():
+    with pytest.raises(warren.InvalidError) as caught, app.run():
         pass
     message = str(caught.value)
     assert "sleeper (timeout=10s)" in message

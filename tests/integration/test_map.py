@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import warren
 from support import lines, max_overlap, queue_depth, wait_until
+from warren.wire import naming
 
-import sdk
-from sdk import naming
-
-app = sdk.App("test-map")
+app = warren.App("test-map")
 
 
 def record(path: str, line: str) -> None:
@@ -71,7 +70,7 @@ def timed(x: int, log: str) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with app.run():
         yield app
 
@@ -186,13 +185,13 @@ def test_a_blocking_generator_does_not_stall_result_handling() -> None:
 
 
 def test_a_map_of_a_function_whose_app_is_not_running_raises_not_found() -> None:
-    other = sdk.App("test-map-not-running")
+    other = warren.App("test-map-not-running")
 
     @other.function()
     def nothing(x: int) -> int:
         return x
 
-    with pytest.raises(sdk.NotFoundError):
+    with pytest.raises(warren.NotFoundError):
         list(nothing.map(range(3)))
 
 

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import warren
 from support import EngineProcess, engine_running, stop_all_apps, wait_until
+from warren.client.connection import Client
 
-import sdk
-from sdk.client import Client
-
-app = sdk.App("test-nodes")
+app = warren.App("test-nodes")
 
 
 @app.function()
@@ -47,7 +46,7 @@ def test_a_variant_runs_on_the_node_of_its_region_and_a_region_no_node_has_fails
 ) -> None:
     primary, agent = two_nodes
     app.deploy()
-    handle = sdk.Function.from_name("test-nodes", "where")
+    handle = warren.Function.from_name("test-nodes", "where")
     # A variant for region eu runs on the first engine...
     in_eu = handle.with_options(region="eu").remote()
     assert in_eu["region"] == "eu"
@@ -57,7 +56,7 @@ def test_a_variant_runs_on_the_node_of_its_region_and_a_region_no_node_has_fails
     assert in_us["region"] == "us"
     assert in_us["pid"] in {p.pid for p in agent.containers()}
     # ...and one for a region no node is in fails, naming the request and the nodes
-    with pytest.raises(sdk.InvalidError, match=r"region ap.*us-1 \(region us\)"):
+    with pytest.raises(warren.InvalidError, match=r"region ap.*us-1 \(region us\)"):
         handle.with_options(region="ap").remote()
     # Stopping the app drops the agent's pool too
     stop_all_apps()

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+import warren
 from aiormq.exceptions import ChannelAccessRefused
 from faults import rabbitmqctl
 from support import REPO, EngineProcess, engine_running, forget_environment
 
-import sdk
-
 ENVIRONMENT = f"test-perms-{uuid.uuid4().hex[:8]}"
 ROLES = ("engine", "container", "client")
-app = sdk.App("test-permissions", environment=ENVIRONMENT)
+app = warren.App("test-permissions", environment=ENVIRONMENT)
 
 
 @app.function()
@@ -30,7 +29,7 @@ def double(x: int) -> int:
     return 2 * x
 
 
-@app.function(retries=sdk.Retries(1, initial_delay=0.1))
+@app.function(retries=warren.Retries(1, initial_delay=0.1))
 def fails_once(marker: str) -> str:
     if not Path(marker).exists():
         Path(marker).touch()
@@ -104,7 +103,7 @@ async def refused(url: str, action: str, queue: str) -> bool:
 async def test_engine_containers_and_callers_work_with_least_privilege(
     broker_users: dict[str, str], engine_with_its_own_users: EngineProcess, tmp_path: Path
 ) -> None:
-    async with sdk.Client.connect(broker_users["client"], environment=ENVIRONMENT), app.run():
+    async with warren.Client.connect(broker_users["client"], environment=ENVIRONMENT), app.run():
         # Calls, results, retries (the engine requeues for its containers) all work
         assert await double.remote.aio(21) == 42
         assert await fails_once.remote.aio(str(tmp_path / "marker")) == "second attempt"

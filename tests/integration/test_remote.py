@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import warren
 
-import sdk
-
-app = sdk.App("test-remote")
+app = warren.App("test-remote")
 local_calls: list[int] = []
 
 
@@ -75,7 +74,7 @@ def record_locally(x: int) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with app.run():
         yield app
 
@@ -140,14 +139,14 @@ async def test_remote_aio_inside_an_asyncio_test() -> None:
 
 
 async def test_a_blocking_call_inside_a_running_loop_names_the_aio_form() -> None:
-    with pytest.raises(sdk.BlockingCallInLoopError, match=r"await echo\.remote\.aio\(\.\.\.\)"):
+    with pytest.raises(warren.BlockingCallInLoopError, match=r"await echo\.remote\.aio\(\.\.\.\)"):
         echo.remote(1)
 
 
 def test_an_unserialisable_argument_raises_a_clear_error_before_publishing() -> None:
     import threading
 
-    with pytest.raises(sdk.SerializationError, match="lock"):
+    with pytest.raises(warren.SerializationError, match="lock"):
         echo.remote(threading.Lock())
 
 
@@ -155,7 +154,7 @@ def test_an_async_function_past_its_timeout_raises_function_timeout_error_prompt
     import time
 
     started = time.monotonic()
-    with pytest.raises(sdk.FunctionTimeoutError, match="timeout of 1s"):
+    with pytest.raises(warren.FunctionTimeoutError, match="timeout of 1s"):
         sleeps_past_its_timeout.remote(30)
     assert time.monotonic() - started < 10
     assert sleeps_past_its_timeout.remote(0.01) == 0.01  # the slot is free again
@@ -165,7 +164,7 @@ def test_a_sync_function_past_its_timeout_raises_and_its_container_is_replaced()
     import time
 
     started = time.monotonic()
-    with pytest.raises(sdk.FunctionTimeoutError, match="timeout of 1s"):
+    with pytest.raises(warren.FunctionTimeoutError, match="timeout of 1s"):
         sync_sleeps_past_its_timeout.remote(30)
     assert time.monotonic() - started < 10
     started = time.monotonic()

@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import warren
 from faults import record_execution
 from support import EngineProcess, lines, stop_all_apps, wait_until
 
-import sdk
-
-app = sdk.App("test-retries")
+app = warren.App("test-retries")
 
 
 def _attempt(log: str) -> int:
@@ -23,7 +22,7 @@ def _attempt(log: str) -> int:
     return before
 
 
-@app.function(retries=sdk.Retries(max_retries=2, initial_delay=0.5, backoff_coefficient=2.0))
+@app.function(retries=warren.Retries(max_retries=2, initial_delay=0.5, backoff_coefficient=2.0))
 def fails_twice(log: str) -> str:
     if _attempt(log) < 2:
         raise ConnectionResetError("flaky")
@@ -35,13 +34,13 @@ def always_fails(log: str) -> str:
     raise KeyError(f"attempt {_attempt(log) + 1}")
 
 
-@app.function(timeout=1, retries=sdk.Retries(1, initial_delay=0.1))
+@app.function(timeout=1, retries=warren.Retries(1, initial_delay=0.1))
 def always_too_slow(log: str) -> None:
     record_execution(log, "slow")
     time.sleep(30)
 
 
-@app.function(max_inputs=4, retries=sdk.Retries(1, initial_delay=0.1))
+@app.function(max_inputs=4, retries=warren.Retries(1, initial_delay=0.1))
 def fails_once_each(log: str, x: int) -> int:
     if str(x) not in (Path(log).read_text().split() if Path(log).exists() else []):
         with open(log, "a") as handle:
@@ -51,7 +50,7 @@ def fails_once_each(log: str, x: int) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with app.run():
         yield app
 
@@ -82,7 +81,7 @@ def test_a_timeout_is_retried_and_the_caller_gets_function_timeout_error_at_the_
 ) -> None:
     log = tmp_path / "executions"
     started = time.monotonic()
-    with pytest.raises(sdk.FunctionTimeoutError, match="timeout of 1s"):
+    with pytest.raises(warren.FunctionTimeoutError, match="timeout of 1s"):
         always_too_slow.remote(str(log))
     assert time.monotonic() - started < 25  # two attempts of 1 s, and a new container each
     assert len(lines(log)) == 2
@@ -103,10 +102,10 @@ def test_map_retries_each_failed_input_and_keeps_the_order(tmp_path: Path) -> No
     assert sorted(int(x) for x in lines(log)) == list(range(20))
 
 
-orphan_app = sdk.App("test-retries-orphaned")
+orphan_app = warren.App("test-retries-orphaned")
 
 
-@orphan_app.function(retries=sdk.Retries(1, initial_delay=2.0))
+@orphan_app.function(retries=warren.Retries(1, initial_delay=2.0))
 def fails_then_waits(log: str) -> None:
     _attempt(log)
     raise RuntimeError("always")
@@ -123,6 +122,6 @@ def test_a_retry_whose_app_stopped_meanwhile_is_answered_not_lost(
     # When the app is stopped before the retry comes back
     stop_all_apps()
     # Then the caller gets an answer saying so, instead of waiting forever
-    with pytest.raises(sdk.ExecutionError, match="was removed before the retry ran"):
+    with pytest.raises(warren.ExecutionError, match="was removed before the retry ran"):
         call.get(timeout=30)
     assert len(lines(log)) == 1

@@ -16,9 +16,9 @@ from support import REPO, run_python, wait_until
 SCRIPT = textwrap.dedent(
     """
     import os
-    import sdk
+    import warren
 
-    app = sdk.App("script-app")
+    app = warren.App("script-app")
 
     @app.function()
     def square(x):
@@ -80,9 +80,9 @@ def test_remote_aio_under_two_asyncio_runs_prints_no_warning(tmp_path: Path) -> 
         textwrap.dedent(
             """
             import asyncio
-            import sdk
+            import warren
 
-            app = sdk.App("aio-twice")
+            app = warren.App("aio-twice")
 
             @app.function()
             async def double(x):
@@ -110,9 +110,9 @@ def test_ctrl_c_cancels_the_running_remote_call(tmp_path: Path) -> None:
             """
             import asyncio, sys
             from pathlib import Path
-            import sdk
+            import warren
 
-            app = sdk.App("ctrl-c")
+            app = warren.App("ctrl-c")
 
             @app.function()
             async def slow(path):

@@ -17,19 +17,18 @@ from typing import Any
 
 import aio_pika
 import pytest
+import warren
 from faults import dead_letters
 from support import lines, queue_depth, running_in_own_environment, wait_until
-
-import sdk
-from sdk import naming, topology
-from sdk.codec import FORMAT_PICKLE, Envelope
-from sdk.config import settings
-from sdk.protocol import CallBatch
-from sdk.signing import Signer, load_key, signer
+from warren.config import settings
+from warren.wire import naming, topology
+from warren.wire.codec import FORMAT_PICKLE, Envelope
+from warren.wire.protocol import CallBatch
+from warren.wire.signing import Signer, load_key, signer
 
 ENVIRONMENT = f"test-security-{uuid.uuid4().hex[:8]}"
 REPLY_TO = "nobody"
-app = sdk.App("test-security", environment=ENVIRONMENT)
+app = warren.App("test-security", environment=ENVIRONMENT)
 
 
 @app.function()
@@ -55,7 +54,7 @@ class OpensTheSentinel:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with running_in_own_environment(app, ENVIRONMENT):
         yield app
 
@@ -129,11 +128,11 @@ def test_an_argument_too_large_for_a_message_raises_before_anything_is_published
     log = tmp_path / "executions"
     big = b"x" * (20 * 1024 * 1024)
     started = time.monotonic()
-    with pytest.raises(sdk.MessageTooLargeError, match=r"20\.0 MiB.*WARREN_MAX_MESSAGE_SIZE"):
+    with pytest.raises(warren.MessageTooLargeError, match=r"20\.0 MiB.*WARREN_MAX_MESSAGE_SIZE"):
         echo.remote(str(log), big)
-    with pytest.raises(sdk.MessageTooLargeError):
+    with pytest.raises(warren.MessageTooLargeError):
         echo.spawn(str(log), big)
-    with pytest.raises(sdk.MessageTooLargeError):
+    with pytest.raises(warren.MessageTooLargeError):
         list(echo.map([str(log)] * 2, [big, "small"]))
     assert time.monotonic() - started < 10
     assert queue_depth(function_queue()) == 0
@@ -142,7 +141,7 @@ def test_an_argument_too_large_for_a_message_raises_before_anything_is_published
 
 
 def test_a_result_too_large_for_a_message_is_a_clear_error() -> None:
-    with pytest.raises(sdk.MessageTooLargeError, match="result of returns_a_lot"):
+    with pytest.raises(warren.MessageTooLargeError, match="result of returns_a_lot"):
         returns_a_lot.remote(3)
     assert len(returns_a_lot.remote(1)) == 1024 * 1024
 
@@ -154,7 +153,7 @@ def test_many_values_near_the_limit_travel_in_messages_within_it(tmp_path: Path)
 
 
 async def test_a_forged_result_is_dropped_by_the_client() -> None:
-    async with sdk.Client.connect(environment=ENVIRONMENT) as client:
+    async with warren.Client.connect(environment=ENVIRONMENT) as client:
         connection = await aio_pika.connect(settings().broker_url)
         try:
             channel = await connection.channel()

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+import warren
 from support import queue_exists, wait_until
+from warren.wire import naming
 
-import sdk
-from sdk import naming
-
-app = sdk.App("test-spawn")
+app = warren.App("test-spawn")
 
 
 @app.function()
@@ -58,7 +57,7 @@ async def async_sleeper(marker: str, seconds: float) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with app.run():
         yield app
 
@@ -99,7 +98,7 @@ def test_a_call_is_fetched_in_another_process_after_its_spawner_was_killed(tmp_p
     assert spawner.wait(10) == -signal.SIGKILL
     spawner.stdout.close()
     # When another process fetches it by id, Then it gets the result
-    fetch = "import sys, sdk; print(sdk.FunctionCall.from_id(sys.argv[1]).get())"
+    fetch = "import sys, warren; print(warren.FunctionCall.from_id(sys.argv[1]).get())"
     fetcher = subprocess.run(
         [sys.executable, "-c", fetch, object_id], capture_output=True, text=True, timeout=60
     )
@@ -118,19 +117,19 @@ def test_cancelling_a_queued_call_means_it_never_runs(tmp_path: Path) -> None:
     assert blocker.get(timeout=30) == 2.0
     assert guarded.remote(0.0, None) == 0.0  # the queue has moved past it
     assert not marker.exists()
-    with pytest.raises(sdk.CallCancelledError):
+    with pytest.raises(warren.CallCancelledError):
         queued.get(timeout=10)
 
 
 @pytest.mark.parametrize("function", [sleeper, async_sleeper], ids=["sync", "async"])
-def test_cancelling_a_running_call_stops_it(tmp_path: Path, function: sdk.Function) -> None:  # type: ignore[type-arg]
+def test_cancelling_a_running_call_stops_it(tmp_path: Path, function: warren.Function) -> None:  # type: ignore[type-arg]
     marker = str(tmp_path / "call")
     call = function.spawn(marker, 30.0)
     assert wait_until(lambda: Path(marker + ".started").exists(), 30)
     pids_before = set(function.get_current_stats()["pids"])
     started = time.monotonic()
     call.cancel()
-    with pytest.raises(sdk.CallCancelledError):
+    with pytest.raises(warren.CallCancelledError):
         call.get(timeout=30)
     assert time.monotonic() - started < 10
     # The function is free again: a new call runs and returns promptly.
@@ -143,15 +142,15 @@ def test_cancelling_a_running_call_stops_it(tmp_path: Path, function: sdk.Functi
 
 def test_gather_returns_results_in_argument_order() -> None:
     calls = [times_ten.spawn(i / 1000) for i in range(100)]
-    assert sdk.FunctionCall.gather(*calls) == [(i / 1000) * 10 for i in range(100)]
+    assert warren.FunctionCall.gather(*calls) == [(i / 1000) * 10 for i in range(100)]
 
 
 async def test_spawn_get_and_gather_have_aio_twins() -> None:
     calls = [await times_ten.spawn.aio(0.01 * i) for i in range(5)]
     assert await calls[2].get.aio() == pytest.approx(0.2)
-    assert await sdk.FunctionCall.gather.aio(*calls) == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert await warren.FunctionCall.gather.aio(*calls) == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
     with pytest.raises(ValueError):
-        await sdk.FunctionCall.gather.aio(calls[0], await fails.spawn.aio(1))
+        await warren.FunctionCall.gather.aio(calls[0], await fails.spawn.aio(1))
 
 
 def test_after_the_retention_period_get_raises_expired_and_nothing_is_left(
@@ -165,15 +164,15 @@ def test_after_the_retention_period_get_raises_expired_and_nothing_is_left(
     assert queue_exists(queue)
     # When the retention has passed, Then get raises the expired error
     time.sleep(2.5)
-    with pytest.raises(sdk.ResultExpiredError, match="kept for 2s"):
+    with pytest.raises(warren.ResultExpiredError, match="kept for 2s"):
         call.get()
     # And the broker holds no queue (nor message) for that call any more
     assert not queue_exists(queue)
 
 
 def test_an_unknown_or_malformed_id_is_refused_clearly() -> None:
-    with pytest.raises(sdk.InvalidError):
-        sdk.FunctionCall.from_id("not-an-id")
-    ghost = sdk.FunctionCall.from_id(f"fc.main.{'0' * 32}.{int(time.time())}.3600")
-    with pytest.raises(sdk.ResultExpiredError):
+    with pytest.raises(warren.InvalidError):
+        warren.FunctionCall.from_id("not-an-id")
+    ghost = warren.FunctionCall.from_id(f"fc.main.{'0' * 32}.{int(time.time())}.3600")
+    with pytest.raises(warren.ResultExpiredError):
         ghost.get(timeout=1)

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import warren
 from support import EngineProcess, lines, max_overlap, wait_until
 
-import sdk
-
-app = sdk.App("test-variants")
+app = warren.App("test-variants")
 
 
 @app.function(max_containers=3, scaledown_window=60)
@@ -34,7 +33,7 @@ def fails_once(marker: str) -> str:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with app.run():
         yield app
 
@@ -79,13 +78,13 @@ def test_options_stack_and_identical_option_sets_share_one_variant() -> None:
 def test_retries_set_through_with_options_take_effect(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="first attempt"):
         fails_once.remote(str(tmp_path / "base"))
-    retried = fails_once.with_options(retries=sdk.Retries(1, initial_delay=0.1))
+    retried = fails_once.with_options(retries=warren.Retries(1, initial_delay=0.1))
     assert retried.remote(str(tmp_path / "variant")) == "second attempt"
 
 
 def test_a_timeout_set_through_with_options_takes_effect(tmp_path: Path) -> None:
     assert timed.remote(str(tmp_path / "log"), 2.0) > 0
-    with pytest.raises(sdk.FunctionTimeoutError, match="timeout of 1s"):
+    with pytest.raises(warren.FunctionTimeoutError, match="timeout of 1s"):
         timed.with_options(timeout=1).remote(str(tmp_path / "log"), 2.0)
 
 
@@ -104,7 +103,7 @@ def test_buffer_containers_set_through_with_options_take_effect(tmp_path: Path) 
     call.get(timeout=30)
 
 
-variants_app = sdk.App("test-variants-deployed")
+variants_app = warren.App("test-variants-deployed")
 
 
 @variants_app.function()
@@ -116,7 +115,7 @@ def test_a_from_name_handle_makes_variants_and_a_redeploy_resets_them(
     engine: EngineProcess,
 ) -> None:
     variants_app.deploy()
-    handle = sdk.Function.from_name("test-variants-deployed", "pid").with_options(timeout=7)
+    handle = warren.Function.from_name("test-variants-deployed", "pid").with_options(timeout=7)
     assert handle.remote(1) > 0
     assert handle.spec.timeout == 7
     variant_key = f"pid.{handle.spec.variant}"
@@ -132,7 +131,7 @@ def test_a_from_name_handle_makes_variants_and_a_redeploy_resets_them(
 def engine_functions() -> list[str]:
     import asyncio
 
-    from sdk.client import Client
+    from warren.client.connection import Client
 
     async def status() -> list[str]:
         async with Client.connect() as client:

@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-import sdk
+import warren
 
 NAME = f"test-{uuid.uuid4().hex[:8]}"
 MOUNT = f"/mnt/warren-test-{uuid.uuid4().hex[:8]}"
-app = sdk.App("test-volumes")
-volume = sdk.Volume.from_name(NAME, create_if_missing=True)
+app = warren.App("test-volumes")
+volume = warren.Volume.from_name(NAME, create_if_missing=True)
 
 
 @app.function(volumes={MOUNT: volume})
@@ -35,7 +34,7 @@ def listing() -> list[str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     try:
         with app.run():
             yield app
@@ -46,7 +45,7 @@ def running(broker_url: str) -> Iterator[sdk.App]:
 
 def test_a_volume_written_by_one_call_is_read_by_the_next_call_of_another_function() -> None:
     directory = write.remote("note.txt", "hello from write")
-    reader = read.with_options(volumes={MOUNT: sdk.Volume.from_name(NAME)})
+    reader = read.with_options(volumes={MOUNT: warren.Volume.from_name(NAME)})
     assert reader.remote("note.txt") == "hello from write"
     assert (Path(directory) / "note.txt").read_text() == "hello from write"  # on the engine
     # A function without the volume does not see it at that path
@@ -54,10 +53,10 @@ def test_a_volume_written_by_one_call_is_read_by_the_next_call_of_another_functi
 
 
 def test_a_missing_volume_is_a_clear_error_and_buckets_are_not_supported() -> None:
-    absent = read.with_options(volumes={"/mnt/nothing": sdk.Volume.from_name("no-such-volume")})
-    with pytest.raises(sdk.NotFoundError, match="volume 'no-such-volume' does not exist"):
+    absent = read.with_options(volumes={"/mnt/nothing": warren.Volume.from_name("no-such-volume")})
+    with pytest.raises(warren.NotFoundError, match="volume 'no-such-volume' does not exist"):
         absent.remote("x")
-    with pytest.raises(sdk.InvalidError, match=r"CloudBucketMount.*not supported"):
-        read.with_options(volumes={"/mnt/bucket": sdk.CloudBucketMount("my-bucket")})
-    with pytest.raises(sdk.InvalidError, match="absolute"):
+    with pytest.raises(warren.InvalidError, match=r"CloudBucketMount.*not supported"):
+        read.with_options(volumes={"/mnt/bucket": warren.CloudBucketMount("my-bucket")})
+    with pytest.raises(warren.InvalidError, match="absolute"):
         read.with_options(volumes={"relative": volume})

@@ -10,11 +10,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+import warren
 from support import EngineProcess
 
-import sdk
-
-app = sdk.App("test-web")
+app = warren.App("test-web")
 
 
 @dataclass
@@ -25,19 +24,19 @@ class Sum:
 
 
 @app.function()
-@sdk.web_endpoint(method="GET")
+@warren.web_endpoint(method="GET")
 def add(a: int, b: int = 1, verbose: bool = False) -> dict[str, Any]:
     return {"sum": a + b, "verbose": verbose}
 
 
 @app.function()
-@sdk.web_endpoint(method="POST")
+@warren.web_endpoint(method="POST")
 async def summarise(a: int, b: int) -> Sum:
     return Sum(a, b, a + b)
 
 
 @app.function()
-@sdk.web_endpoint(method="POST")
+@warren.web_endpoint(method="POST")
 def explode(message: str) -> None:
     raise RuntimeError(message)
 
@@ -48,7 +47,7 @@ def plain(x: int) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running(broker_url: str) -> Iterator[sdk.App]:
+def running(broker_url: str) -> Iterator[warren.App]:
     with app.run():
         yield app
 
@@ -110,11 +109,11 @@ def test_web_url_is_none_for_other_functions_and_the_web_url_is_what_answers() -
     assert add.web_url is not None and add.web_url.startswith("http://127.0.0.1:")
 
 
-web_app = sdk.App("test-web-deployed")
+web_app = warren.App("test-web-deployed")
 
 
 @web_app.function()
-@sdk.web_endpoint(method="GET")
+@warren.web_endpoint(method="GET")
 def hello(name: str) -> str:
     return f"hello {name}"
 
@@ -123,14 +122,14 @@ def test_a_from_name_handle_hydrates_for_web_url_and_async_code_is_told_to_hydra
     engine: EngineProcess,
 ) -> None:
     web_app.deploy()
-    handle = sdk.Function.from_name("test-web-deployed", "hello")
+    handle = warren.Function.from_name("test-web-deployed", "hello")
     url = handle.web_url  # blocking code: looked up here
     assert url is not None
     assert http("GET", url, params={"name": "ada"}) == (200, "hello ada")
 
     async def in_a_service() -> str | None:
-        fresh = sdk.Function.from_name("test-web-deployed", "hello")
-        with pytest.raises(sdk.BlockingCallInLoopError, match=r"hydrate\.aio"):
+        fresh = warren.Function.from_name("test-web-deployed", "hello")
+        with pytest.raises(warren.BlockingCallInLoopError, match=r"hydrate\.aio"):
             fresh.web_url  # noqa: B018
         await fresh.hydrate.aio()
         return fresh.web_url

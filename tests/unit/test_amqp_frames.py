@@ -11,8 +11,7 @@ from pamqp import commands as spec
 from pamqp import frame as codec
 from pamqp import header as content
 from pamqp.body import ContentBody
-
-from sdk.amqp import (
+from warren.wire.amqp import (
     Address,
     Channel,
     Connection,
@@ -185,8 +184,7 @@ PROPERTY_SETS = [
 @pytest.mark.parametrize("values", PROPERTY_SETS)
 def test_the_fast_codec_writes_what_pamqp_writes_and_reads_it_back(values: dict[str, Any]) -> None:
     from pamqp.body import ContentBody
-
-    from sdk import frames
+    from warren.wire import frames
 
     body = b"b" * 300
     ours = frames.publish(7, "ex", "key", True, Properties(**values), body, frame_max=128)
@@ -205,7 +203,7 @@ def test_the_fast_codec_writes_what_pamqp_writes_and_reads_it_back(values: dict[
 
 
 def test_deliver_and_ack_frames_decode_as_pamqp_encodes_them() -> None:
-    from sdk import frames
+    from warren.wire import frames
 
     deliver = spec.Basic.Deliver(
         consumer_tag="ctag1.5", delivery_tag=2**40, redelivered=True, exchange="e", routing_key="q"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-from sdk.codec import (
+from warren.exceptions import DeserializationError, SerializationError, VersionMismatchError
+from warren.wire.codec import (
     FORMAT_MSGPACK,
     FORMAT_PICKLE,
     Envelope,
@@ -19,7 +19,6 @@ from sdk.codec import (
     packb,
     unpack_envelope,
 )
-from sdk.exceptions import DeserializationError, SerializationError, VersionMismatchError
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.cores import CorePlacement, pinnable
-from sdk.protocol import FunctionSpec
+from warren.wire.spec import FunctionSpec
+from warren_engine.pool.cores import CorePlacement, pinnable
 
 
 def test_containers_go_to_the_least_loaded_core_and_spread_again_when_some_exit() -> None:

@@ -6,12 +6,11 @@ import asyncio
 import uuid
 
 import pytest
-
-from engine.crashes import CRASHED, HEALTHY, REPLACED, CrashLedger
-from engine.holdings import HoldingTable, key
-from engine.hosted import check_timeouts, longest_timeout
-from sdk.exceptions import InvalidError
-from sdk.protocol import FunctionSpec
+from warren.exceptions import InvalidError
+from warren.wire.spec import FunctionSpec
+from warren_engine.daemon.hosted_app import check_timeouts, longest_timeout
+from warren_engine.pipe.holdings import HoldingTable, key
+from warren_engine.pool.crash_ledger import CRASHED, HEALTHY, REPLACED, CrashLedger
 
 M1 = uuid.uuid4().hex
 

@@ -7,9 +7,10 @@ import threading
 import time
 from typing import Any
 
-from engine.execution import Executor, Job
-from sdk.codec import decode_value, encode_call_args
-from sdk.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, FunctionSpec
+from warren.wire.codec import decode_value, encode_call_args
+from warren.wire.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
+from warren.wire.spec import FunctionSpec
+from warren_engine.container.executor import Executor, Job
 
 
 def _jobs(values: list[Any], invocation: str = "inv") -> list[Job]:
@@ -160,7 +161,7 @@ async def test_inputs_not_started_can_be_taken_back_and_held_ones_are_skipped_if
 def test_a_pipe_reader_keeps_a_message_that_arrives_in_pieces_until_it_is_whole() -> None:
     import multiprocessing
 
-    from engine.link import PipeReader
+    from warren_engine.pipe.pipes import PipeReader
 
     reader_end, writer_end = multiprocessing.Pipe(duplex=False)
     reader = PipeReader(reader_end)

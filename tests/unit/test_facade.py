@@ -9,9 +9,8 @@ import threading
 from collections.abc import AsyncIterator
 
 import pytest
-
-from sdk.exceptions import BlockingCallInLoopError
-from sdk.facade import IteratorMethod, Method, loop_thread
+from warren.client.facade import IteratorMethod, Method, loop_thread
+from warren.exceptions import BlockingCallInLoopError
 
 
 async def add(a: int, b: int) -> int:

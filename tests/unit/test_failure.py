@@ -5,10 +5,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
-from sdk import failure
-from sdk.codec import packb
-from sdk.exceptions import RemoteError
+from warren.exceptions import RemoteError
+from warren.wire import failure
+from warren.wire.codec import packb
 
 
 def _raise_and_capture(exc: BaseException) -> bytes:

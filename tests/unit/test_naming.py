@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from sdk import naming
-from sdk.exceptions import InvalidError
+from warren.exceptions import InvalidError
+from warren.wire import naming
 
 
 def test_every_name_carries_the_protocol_version() -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-import sdk
-from engine.limits import Node
-from engine.nodes import Nodes
-from sdk.exceptions import InvalidError
-from sdk.options import check_options, parse_gpu, variant_name
-from sdk.protocol import FunctionSpec
+import warren
+from warren.exceptions import InvalidError
+from warren.options import check_options, parse_gpu
+from warren.wire.spec import FunctionSpec, variant_name
+from warren_engine.nodes.primary import Nodes
+from warren_engine.pool.node_capacity import Node
 
 
 def test_options_become_spec_fields() -> None:
@@ -18,8 +17,8 @@ def test_options_become_spec_fields() -> None:
         memory=512,
         gpu="a100:2",
         env={"A": "1", "B": None},
-        secrets=[sdk.Secret.from_dict({"K": "v"}), sdk.Secret.from_name("db")],
-        volumes={"/data/": sdk.Volume.from_name("cache")},
+        secrets=[warren.Secret.from_dict({"K": "v"}), warren.Secret.from_name("db")],
+        volumes={"/data/": warren.Volume.from_name("cache")},
         retries=2,
         region="eu",
         timeout=None,
@@ -45,7 +44,7 @@ def test_identical_options_name_the_same_variant_and_others_another() -> None:
     "options",
     [{"cpu": 0}, {"cpu": (2, 1)}, {"memory": (1, 2, 3)}, {"gpu": ""}, {"gpu": "H100:x"},
      {"env": {"1A": "x"}}, {"env": {"A": 1}}, {"secrets": ["not a secret"]},
-     {"volumes": {"/": sdk.Volume.from_name("v")}}, {"region": [""]}, {"nope": 1}],
+     {"volumes": {"/": warren.Volume.from_name("v")}}, {"region": [""]}, {"nope": 1}],
 )  # fmt: skip
 def test_bad_options_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(InvalidError):

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from sdk import batching
-from sdk.batching import MAX_BATCH_INPUTS
-from sdk.codec import packb, unpack_envelope
-from sdk.exceptions import DeserializationError, InvalidError
-from sdk.protocol import (
-    CallBatch,
-    Cancel,
-    ControlReply,
-    ControlRequest,
-    FunctionSpec,
-    ResultBatch,
-)
-from sdk.sizing import TARGET_BATCH_SECONDS, BatchSizer
+from warren.client.batch_sizer import TARGET_BATCH_SECONDS, BatchSizer
+from warren.exceptions import DeserializationError, InvalidError
+from warren.wire import batching
+from warren.wire.batching import MAX_BATCH_INPUTS
+from warren.wire.codec import packb, unpack_envelope
+from warren.wire.protocol import CallBatch, Cancel, ControlReply, ControlRequest, ResultBatch
+from warren.wire.spec import FunctionSpec
 
 
 def test_wire_types_round_trip_through_their_envelopes() -> None:

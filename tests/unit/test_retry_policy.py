@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from sdk.batching import slices_within
-from sdk.exceptions import InvalidError
-from sdk.protocol import FunctionSpec
-from sdk.retries import Retries
+from warren.exceptions import InvalidError
+from warren.wire.batching import slices_within
+from warren.wire.retries import Retries
+from warren.wire.spec import FunctionSpec
 
 
 def test_delays_grow_by_the_coefficient_up_to_the_maximum() -> None:

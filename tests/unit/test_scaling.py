@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from engine.scaling import Autoscaling, ContainerView, decide, desired_containers
-from sdk.exceptions import InvalidError
+from warren.exceptions import InvalidError
+from warren_engine.pool.autoscaler import Autoscaling, ContainerView, decide, desired_containers
 
 
 def idle(key: int, seconds: float) -> ContainerView:

@@ -6,13 +6,12 @@ import traceback
 
 import cloudpickle
 import pytest
+import warren
+from warren.exceptions import VersionMismatchError
+from warren.wire.code_bundle import check_python, load_app_code, pack_app_code
+from warren.wire.codec import packb
 
-import sdk
-from sdk.codec import packb
-from sdk.exceptions import VersionMismatchError
-from sdk.shipping import check_python, load_app_code, pack_app_code
-
-app = sdk.App("test-shipping")
+app = warren.App("test-shipping")
 
 
 def helper(x: int) -> int:
@@ -55,5 +54,5 @@ def test_a_function_referenced_from_globals_pickles_as_a_reference() -> None:
     clone = cloudpickle.loads(payload)
     assert clone.tag == "uses_helper"
     assert clone.target().app == "test-shipping"
-    with pytest.raises(sdk.InvalidError):
+    with pytest.raises(warren.InvalidError):
         clone.local(1)  # a reference carries no code, let alone a copy of the app

@@ -7,10 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from sdk.codec import Envelope, packb, unpack_envelope
-from sdk.exceptions import InvalidError, MessageRejectedError
-from sdk.signing import Signer, load_key
+from warren.exceptions import InvalidError, MessageRejectedError
+from warren.wire.codec import Envelope, packb, unpack_envelope
+from warren.wire.signing import Signer, load_key
 
 KEY = b"k" * 32
 

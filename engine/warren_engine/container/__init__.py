@@ -1,0 +1,1 @@
+"""Everything that runs in a container: the forked process that runs a function's inputs."""

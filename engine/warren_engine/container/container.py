@@ -1,0 +1,532 @@
+"""A container: one OS process that holds and runs one function's inputs from its queue.
+
+:mod:`warren_engine.container.main` runs it in a process of its own. It consumes the
+function queue through Warren's own AMQP driver (:mod:`warren.wire.amqp`, kept connected by
+:mod:`warren.wire.session`), with a prefetch tuned to the batch sizes it receives
+(:class:`~warren.wire.batching.PrefetchTuner`), and verifies each message's signature
+before anything else (:mod:`warren_engine.container.rejections` dead-letters what fails, and counts
+crashes of redelivered messages). It *holds*
+every input of a message it takes and *runs* at most ``max_inputs`` at once
+(:mod:`warren_engine.container.executor`); held inputs start in turn as slots free up. A container
+that holds much more work than it can start soon (a map whose later inputs turned
+out slower than its first) hands the inputs it has not started back to the queue,
+through its engine, so that other containers run them.
+
+Results leave through :mod:`warren_engine.container.replies`; a message is acknowledged
+only after the
+results of all its inputs are confirmed by the broker, so a container that dies
+mid-call gets its inputs redelivered to another. Before running a message it records
+it in its holding table (:mod:`warren_engine.pipe.holdings`), which the engine reads if the
+process dies.
+
+SIGTERM stops taking inputs, hands back the held inputs that have not started, lets
+running ones finish (bounded by a grace period), publishes their results, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from warren.client.batch_sizer import TARGET_BATCH_SECONDS
+from warren.client.publisher import BROKER_ERRORS
+from warren.config import settings
+from warren.exceptions import EngineError, WarrenError
+from warren.wire import naming
+from warren.wire.amqp import Channel, Connection, Delivery
+from warren.wire.batching import PrefetchTuner
+from warren.wire.protocol import KIND_CALLS, STATUS_CANCELLED, STATUS_ERROR, CallBatch
+from warren.wire.session import BrokerSession
+from warren.wire.signing import ENVELOPE_OVERHEAD, MessageExpiredError, signer
+from warren.wire.spec import FunctionSpec
+
+from warren_engine.container.cancels import Cancels
+from warren_engine.container.delivery import Inbound
+from warren_engine.container.executor import STATUS_ABANDONED, Executor, Job
+from warren_engine.container.rejections import Triage
+from warren_engine.container.replies import HeldMessage, Outbox
+from warren_engine.pipe.holdings import HoldingTable
+from warren_engine.pipe.pipes import EngineLink
+from warren_engine.pool.crash_ledger import CRASHED, REPLACED
+
+log = structlog.get_logger(__name__)
+
+EXIT_BAD_CODE = 3
+EXIT_REPLACED = 4
+REPLACEMENT_FLUSH_SECONDS = 5.0
+SUSPECT_RETRY_DELAY = 1.0
+# A container keeps at most this much expected work (in seconds of its slots' time)
+# waiting beyond what runs; what is beyond goes back to the queue for other containers.
+HOLD_SECONDS = 0.25
+HOLD_CHECK_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerConfig:
+    broker_url: str
+    environment: str
+    instance: str
+    queue: str
+    spec: FunctionSpec
+    code_path: str
+    container_id: str
+    sys_path: tuple[str, ...] = ()
+    cancelled: tuple[str, ...] = ()
+    environ: dict[str, str | None] = field(default_factory=dict, repr=False)
+    volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    core: int | None = None  # the core its threads run on (see warren_engine.pool.cores)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ContainerConfig:
+        return cls(
+            broker_url=data["broker_url"],
+            environment=data["environment"],
+            instance=data["instance"],
+            queue=data["queue"],
+            spec=FunctionSpec.from_wire(data["spec"]),
+            code_path=data["code_path"],
+            container_id=data["container_id"],
+            sys_path=tuple(data.get("sys_path", ())),
+            cancelled=tuple(data.get("cancelled", ())),
+            environ=dict(data.get("environ", {})),
+            volumes={path: (v[0], v[1]) for path, v in data.get("volumes", {}).items()},
+            core=data.get("core"),
+        )
+
+
+class Container:
+    def __init__(
+        self,
+        config: ContainerConfig,
+        fn: Callable[..., Any],
+        link: EngineLink,
+        holdings: HoldingTable,
+        on_ready: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self._fn = fn
+        self._link = link
+        self._holdings = holdings
+        self._on_ready = on_ready
+        self._stop = asyncio.Event()
+        self._signer = signer()
+        self._log = log.bind(container=config.container_id, function=config.spec.tag)
+        self._outbox = Outbox(config.spec, self._signer, link, self._released, self._acks_may_wait)
+        self._triage = Triage(
+            environment=config.environment,
+            function=config.spec.tag,
+            crash_limit=settings().crash_limit,
+            signer=self._signer,
+            link=link,
+            outbox=self._outbox,
+            log=self._log,
+        )
+        self._executor: Executor | None = None
+        self._cancels = Cancels(config.cancelled, self._signer, self._log)
+        self._exiting: asyncio.Task[None] | None = None
+        self._session: BrokerSession | None = None
+        self._inputs: Channel | None = None
+        self._consumer_tag: str | None = None
+        self._paused = False
+        self._resubscribing = asyncio.Lock()
+        self._deliveries: set[HeldMessage] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._holding = asyncio.Event()  # set while inputs wait for a slot
+        self._gate = asyncio.Event()  # cleared while a suspect input runs alone
+        self._gate.set()
+        self._isolation = asyncio.Lock()
+        self.last_active = time.monotonic()
+        self.messages_received = 0
+        self.inputs_received = 0
+        self._tuner = PrefetchTuner(config.spec.max_inputs)
+
+    @property
+    def held(self) -> int:
+        """Inputs held: running, or waiting for a slot."""
+        return self._executor.held if self._executor is not None else 0
+
+    @property
+    def mean_batch(self) -> float:
+        """Mean inputs per message received: how the engine turns queue depth into inputs."""
+        return self._tuner.mean_size
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def executor(self) -> Executor:
+        assert self._executor is not None, "the container is not running"
+        return self._executor
+
+    async def run(self) -> None:
+        self._executor = Executor(
+            self._fn,
+            self.config.spec,
+            self._on_done,
+            on_stuck=self._replace_soon,
+            max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
+            skip=self._cancels.skips,
+            after_outcomes=self._outbox.flush_soon,  # a wake-up's outcomes are all in
+        )
+        self._cancels.attach(self._executor, self._exit_for_replacement)
+        session = self._session = BrokerSession(
+            self.config.broker_url, f"container-{self.config.container_id}", self._setup
+        )
+        await session.start()
+        # Deliveries die with their connection (the broker requeues them): the engine's
+        # crash ledger must not wait for this container to exit when they are redelivered.
+        session.lost_callbacks.append(self._on_connection_lost)
+        self._own(self._watch_holdings())
+        self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
+        self._on_ready()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._stop_consuming()  # no new delivery may come after this
+            await self._finish()
+
+    async def _setup(self, connection: Connection, first: bool) -> None:
+        """After each (re)connection: the result channel, the cancel subscription (its
+        own channel: the input channel's prefetch must never hold back a cancel), and
+        the consumer of the function queue."""
+        self._outbox.open(await connection.channel(confirm=True), naming.replies_exchange())
+        cancels = await connection.channel()
+        listener = naming.cancel_listener_queue(self.config.environment, self.config.container_id)
+        await cancels.declare_queue(listener, exclusive=True, auto_delete=True)
+        await cancels.bind_queue(listener, naming.cancel_exchange(self.config.environment))
+        await cancels.consume(listener, self._cancels.on_cancel, no_ack=True)
+        inputs = await connection.channel()
+        await inputs.declare_queue(self.config.queue, passive=True)
+        inputs.closed.add_done_callback(self._on_inputs_closed)
+        self._inputs, self._consumer_tag = inputs, None
+        if not first:
+            self._forget_deliveries()
+        if not self._paused:
+            await self._consume()
+
+    async def _finish(self) -> None:
+        executor = self.executor
+        await self._give_back(executor.take_back(0))
+        if not await executor.wait_idle(settings().stop_grace):
+            self._log.warning("container_stop_grace_exceeded", running=executor.running)
+        await executor.close()
+        await self._outbox.drain()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        self._log.info("container_stopped")
+
+    def _own(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._log.error(
+                "container_task_failed",
+                reason=f"{type(error).__name__}: {error}",
+                exc_info=error,
+            )
+
+    # -- the consumer --------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        """Consume the function queue on the input channel, with the tuned prefetch."""
+        async with self._resubscribing:
+            inputs = self._inputs
+            if inputs is None or self._consumer_tag is not None or self._stop.is_set():
+                return
+            await inputs.qos(self._tuner.prefetch)
+            self._consumer_tag = await inputs.consume(self.config.queue, self._on_delivery)
+
+    async def _stop_consuming(self) -> None:
+        async with self._resubscribing:
+            tag, self._consumer_tag = self._consumer_tag, None
+            if tag is not None and self._inputs is not None:
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await self._inputs.cancel(tag)
+
+    async def _pause_intake(self) -> None:
+        self._paused = True
+        await self._stop_consuming()
+
+    async def _resume_intake(self) -> None:
+        self._paused = False
+        await self._consume()
+
+    async def _resubscribe(self, prefetch: int) -> None:
+        # Per-consumer prefetch (a channel-wide one costs RabbitMQ a third of a
+        # millisecond per message) applies to consumers made after it is set: so a new
+        # consumer takes over, then the old one is cancelled. Its unacknowledged
+        # messages stay with the channel and are settled as usual.
+        async with self._resubscribing:
+            inputs, previous = self._inputs, self._consumer_tag
+            if inputs is None or previous is None or self._stop.is_set():
+                return
+            with contextlib.suppress(*BROKER_ERRORS):
+                await inputs.qos(prefetch)
+                self._consumer_tag = await inputs.consume(self.config.queue, self._on_delivery)
+                await inputs.cancel(previous)
+
+    def _forget_deliveries(self) -> None:
+        """The channel that delivered what we hold is gone: nothing is held in the broker's
+        eyes (its messages were requeued), so the holding table says so too, and held
+        inputs that have not started are dropped (they run again from the queue)."""
+        if self._executor is not None:
+            self._executor.take_back(0)
+        for delivery in list(self._deliveries):
+            delivery.message.processed = True  # an ack on the dead channel means nothing
+            self._released(delivery)
+        if not self.held:
+            self._idle.set()
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        if not self._stop.is_set():
+            self._log.warning("broker_connection_lost")
+            self._forget_deliveries()
+            with contextlib.suppress(OSError):
+                self._link.send({"event": "dropped"})
+
+    def _on_inputs_closed(self, closed: asyncio.Future[None]) -> None:
+        exc = closed.exception()
+        if exc is not None and "acknowledgement" in str(exc):
+            self._log.error(
+                "broker_consumer_timeout_exceeded",
+                reason=str(exc),
+                hint="an input ran longer than the broker's consumer_timeout: raise it "
+                "(broker_config/rabbitmq.conf) and set WARREN_BROKER_CONSUMER_TIMEOUT to match",
+            )
+
+    def _replace_soon(self) -> None:
+        """A sync input ran past its timeout: publish what is done, then exit for a new one."""
+        if self._exiting is None:
+            self._log.warning("container_replaced_after_timeout")
+            self._exiting = asyncio.get_running_loop().create_task(self._exit_for_replacement())
+
+    async def _exit_for_replacement(self) -> None:
+        # Results already computed (the timeout errors among them) and retries are
+        # published and their messages acknowledged first; other unfinished inputs are
+        # redelivered. The engine knows this exit code: not a crash.
+        await asyncio.sleep(0)
+        await self._outbox.drain(REPLACEMENT_FLUSH_SECONDS)
+        os._exit(EXIT_REPLACED)
+
+    # -- intake --------------------------------------------------------------------------
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        """A message from the function queue: held at once, unless it needs a second look
+        (a redelivery the crash ledger must judge, a suspect of a crash, a container
+        running a suspect alone), which is taken in a task of its own."""
+        message = Inbound(delivery)
+        if self._stop.is_set():
+            message.nack(requeue=True)
+            return
+        try:
+            envelope = self._signer.open_message(message, kind=KIND_CALLS)
+            batch = CallBatch.from_body(envelope.body)
+        except MessageExpiredError as exc:
+            self._own(self._triage.expired(message, exc))
+            return
+        except WarrenError as exc:
+            self._own(self._triage.reject(message, str(exc)))
+            return
+        if batch.invocation_id in self._cancels or not batch.inputs:
+            message.ack()
+            return
+        if message.redelivered or batch.crashes or not self._gate.is_set():
+            self._own(self._take_carefully(message, batch, envelope.expires_at))
+            return
+        self._take(message, batch, envelope.expires_at)
+
+    async def _take_carefully(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
+        if message.redelivered:
+            verdict = await self._triage.verdict(message)
+            if verdict == REPLACED:
+                message.ack()
+                return
+            if verdict == CRASHED:
+                await self._triage.after_crash(message, batch, expires_at)
+                return
+        if batch.crashes:
+            await self._take_alone(message, batch, expires_at)
+            return
+        if not self._gate.is_set():
+            # A suspect runs alone here for now: this one goes to another container.
+            message.nack(requeue=True)
+            return
+        self._take(message, batch, expires_at)
+
+    async def _take_alone(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
+        """Run an input that was running when a container died with nothing beside it.
+
+        Then if it kills this container too, no other input is charged with the crash.
+        A container that is busy does not hold it (its delivery would wait unacknowledged
+        for the running inputs): it goes back to the queue after a second.
+        """
+        if self._isolation.locked() or self.held or self._outbox.busy:
+            try:
+                await self._outbox.requeue(
+                    message, [batch], SUSPECT_RETRY_DELAY, expires_at=expires_at
+                )
+            except (EngineError, *BROKER_ERRORS):
+                message.nack(requeue=True)
+                return
+            message.ack()
+            return
+        async with self._isolation:
+            self._gate.clear()
+            await self._pause_intake()
+            try:
+                self._take(message, batch, expires_at)
+                await self._quiet()
+            finally:
+                self._gate.set()
+                await self._resume_intake()
+
+    async def _quiet(self) -> None:
+        """Until nothing runs and every message taken is settled (the table holds none)."""
+        await self._idle.wait()
+        await self._outbox.drain()
+
+    def _take(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
+        """Hold every input of the message; each runs when a slot is free."""
+        slot = None
+        if message.message_id:
+            slot = self._holdings.hold(message.message_id)
+            if slot is None:  # never in practice: the table has room for several prefetches
+                self._log.warning("holding_table_full", slots=self._holdings.slots)
+                message.nack(requeue=True)
+                return
+        delivery = HeldMessage(message, batch, len(batch.inputs), expires_at, slot)
+        self._deliveries.add(delivery)
+        self._idle.clear()
+        self.messages_received += 1
+        self.inputs_received += len(batch.inputs)
+        invocation_id, json = batch.invocation_id, batch.json_results
+        self.executor.hold(
+            [
+                Job(invocation_id, index, fmt, data, delivery, json=json)
+                for index, fmt, data in batch.inputs
+            ]
+        )
+        if self.executor.queued:
+            self._holding.set()
+        new_prefetch = self._tuner.observe(len(batch.inputs), self._per_input() or None)
+        if new_prefetch is not None:
+            self._own(self._resubscribe(new_prefetch))
+
+    def _acks_may_wait(self) -> bool:
+        """Whether an acknowledgement may wait for the next write: only while the broker
+        has room to deliver the next message without it."""
+        return len(self._deliveries) + 1 < self._tuner.prefetch
+
+    def _released(self, delivery: HeldMessage) -> None:
+        if delivery.slot is not None:
+            self._holdings.release(delivery.slot)
+            delivery.slot = None
+        self._deliveries.discard(delivery)
+
+    # -- holding no more than it should --------------------------------------------------
+
+    async def _watch_holdings(self) -> None:
+        """While inputs wait for a slot, check every few hundredths of a second that the
+        container is not holding more work than it will start soon."""
+        while True:
+            await self._holding.wait()
+            await asyncio.sleep(HOLD_CHECK_SECONDS)
+            if not self.executor.queued:
+                self._holding.clear()
+                continue
+            excess = self._excess()
+            if excess:
+                jobs = self.executor.take_back(self.executor.queued - excess)
+                await self._give_back(jobs)
+
+    def _per_input(self) -> float:
+        """Seconds an input takes here: the running mean, or more if one input has been
+        running longer than the whole hold budget (a fast input waiting for the GIL for a
+        few milliseconds says nothing; one running for a tenth of a second does)."""
+        executor = self.executor
+        per_input = executor.per_input or 0.0
+        running = executor.longest_running(time.monotonic())
+        return max(per_input, running) if running > HOLD_SECONDS else per_input
+
+    def _excess(self) -> int:
+        """How many of the inputs waiting for a slot this container should not keep."""
+        per_input = self._per_input()
+        if per_input <= 0:
+            return 0
+        keep = int(HOLD_SECONDS * self.config.spec.max_inputs / per_input)
+        return max(0, self.executor.queued - keep)
+
+    async def _give_back(self, jobs: list[Job]) -> None:
+        """Send held inputs that have not started back to the queue, for any container.
+
+        A message none of whose inputs started goes back whole; the rest of one that
+        started is published anew, through the engine, in messages sized by the run
+        time seen here, before the original is acknowledged (a crash in between runs
+        them twice, never zero times).
+        """
+        if not jobs:
+            return
+        by_delivery: dict[HeldMessage, list[Job]] = {}
+        for job in jobs:
+            by_delivery.setdefault(job.delivery, []).append(job)
+        per_input = self._per_input()
+        size = 1 if not per_input else max(1, int(TARGET_BATCH_SECONDS / per_input))
+        for delivery, taken in by_delivery.items():
+            if len(taken) == len(delivery.batch.inputs) == delivery.pending:
+                self._released(delivery)
+                delivery.message.nack(requeue=True)
+                continue
+            items = [(job.index, job.fmt, job.data) for job in taken]
+            batches = [
+                delivery.batch.with_inputs(items[start : start + size])
+                for start in range(0, len(items), size)
+            ]
+            try:
+                await self._outbox.requeue(
+                    delivery.message, batches, expires_at=delivery.expires_at
+                )
+            except (EngineError, *BROKER_ERRORS) as exc:
+                self._log.warning("inputs_not_handed_back", reason=str(exc), inputs=len(items))
+                delivery.abandoned = True  # the whole message runs again elsewhere
+            await self._outbox.settle(delivery, len(taken))
+        self._log.info("inputs_handed_back", inputs=len(jobs), messages=len(by_delivery))
+        self._tuner.reset()
+        await self._resubscribe(self._tuner.prefetch)
+        if not self.held:
+            self._idle.set()
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
+        if not self.held:
+            self._idle.set()
+        self.last_active = time.monotonic()
+        delivery: HeldMessage = job.delivery
+        if status == STATUS_ABANDONED:
+            delivery.abandoned = True
+            self._outbox.add(None, delivery)
+        elif status == STATUS_CANCELLED or self._cancels.skips(job):
+            self._outbox.add(None, delivery)
+        elif (
+            status == STATUS_ERROR
+            and not job.no_retry
+            and delivery.batch.failures < self.config.spec.max_retries
+        ):
+            self._outbox.add(None, delivery, (delivery, job.index, job.fmt, job.data))
+        else:
+            self._outbox.add((job.invocation_id, job.index, status, fmt, data, seconds), delivery)

@@ -1,0 +1,138 @@
+"""Entry point of a container process, forked by :mod:`warren_engine.pool.processes`.
+
+The container loads the app's code, connects, and reports on its status pipe (see
+:mod:`warren_engine.pipe.pipes`): first ``ready`` (or ``failed`` with the reason, which the pool
+turns into the error ``app.run()`` or the waiting callers get), then every few tenths
+of a second how many inputs it holds and since when it has been idle. It stops when
+its lifeline pipe closes, that is when the engine is gone, however it went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import structlog
+from warren.client import event_loop
+from warren.wire.code_bundle import load_app_code
+
+from warren_engine.container.container import Container, ContainerConfig
+from warren_engine.container.limits import apply_limits
+from warren_engine.container.mounts import mount_volumes
+from warren_engine.pipe.holdings import HoldingTable, slots_for
+from warren_engine.pipe.pipes import EngineLink, decode
+
+log = structlog.get_logger(__name__)
+
+EXIT_BAD_CODE = 3
+STATUS_PERIOD = 0.25
+
+
+def load_function(config: ContainerConfig) -> Callable[..., Any]:
+    """Load the function from the app's stored code, refusing another Python's pickles."""
+    for entry in reversed(config.sys_path):
+        if entry not in sys.path and os.path.isdir(entry):
+            sys.path.insert(0, entry)
+    with open(config.code_path, "rb") as handle:
+        return load_app_code(handle.read())[config.spec.tag]
+
+
+def _failure(exc: BaseException) -> dict[str, str]:
+    return {
+        "event": "failed",
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def forked_main(
+    config_data: bytes,
+    status: Connection,
+    replies: Connection,
+    lifeline: Connection,
+    holdings: Any,
+) -> None:
+    """Run one container (the target of the forked process)."""
+    os.dup2(2, 1)  # the user's prints go where the engine's logs go, never into a pipe
+    from warren_engine import logs
+
+    logs.configure()
+    config = ContainerConfig.from_wire(decode(config_data))
+    for name, value in config.environ.items():  # env= and secrets=, before the code loads
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    link = EngineLink(status, replies)
+    if config.core is not None:  # before any thread starts: they keep the affinity
+        os.sched_setaffinity(0, {config.core})
+    try:
+        mount_volumes(config.volumes)
+        apply_limits(config.spec.cpu, config.spec.memory)
+        fn = load_function(config)
+    except BaseException as exc:
+        log.error("container_refused_code", reason=str(exc), container=config.container_id)
+        link.send(_failure(exc))
+        sys.exit(EXIT_BAD_CODE)
+    table = HoldingTable(slots_for(config.spec.max_inputs), holdings)
+    with event_loop.runner() as runner:
+        runner.run(_serve(config, fn, link, lifeline, table))
+
+
+async def _serve(
+    config: ContainerConfig,
+    fn: Callable[..., Any],
+    link: EngineLink,
+    lifeline: Connection,
+    holdings: HoldingTable,
+) -> None:
+    loop = asyncio.get_running_loop()
+    link.attach(loop)
+
+    def send(message: dict[str, Any]) -> None:
+        try:
+            link.send(message)
+        except OSError:
+            container.request_stop()  # the engine is gone
+
+    container = Container(config, fn, link, holdings, on_ready=lambda: send({"event": "ready"}))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, container.request_stop)
+    loop.add_reader(lifeline.fileno(), container.request_stop)  # readable only at EOF
+    reporter = loop.create_task(_report(container, send))
+    try:
+        await container.run()
+    except Exception as exc:
+        send(_failure(exc))
+        raise
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
+
+
+async def _report(container: Container, send: Callable[[dict[str, Any]], None]) -> None:
+    last: tuple[int, float, int] | None = None
+    while True:
+        await asyncio.sleep(STATUS_PERIOD)
+        now = (container.held, container.last_active, container.messages_received)
+        if now != last:
+            idle_for = 0.0 if container.held else time.monotonic() - container.last_active
+            send(
+                {
+                    "event": "status",
+                    "running": container.held,
+                    "idle_for": idle_for,
+                    "batch": container.mean_batch,
+                    "messages": container.messages_received,
+                    "inputs": container.inputs_received,
+                }
+            )
+            last = now

@@ -1,0 +1,265 @@
+"""A container's outgoing side: results, retries, and settling the messages they came in.
+
+Outcomes pile up in the outbox while the loop is busy and go out together: results
+signed and batched per caller through the replies exchange (transient for the calls
+a waiting caller owns, persistent for a spawned call's stored result), with publisher
+confirms; failed inputs with attempts left to the engine, which puts them in a delay
+queue. A message is acknowledged only once everything its inputs produced is
+confirmed, so a container that dies before that has the message redelivered; if any
+of its inputs was abandoned (the container is stopping), it goes back to the queue
+whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+from warren.client.publisher import BROKER_ERRORS
+from warren.exceptions import EngineError
+from warren.wire import naming
+from warren.wire.amqp import Channel, Properties
+from warren.wire.batching import ITEM_OVERHEAD, slices_within
+from warren.wire.protocol import KIND_RESULTS, CallBatch, ResultBatch, ResultItem
+from warren.wire.signing import CALL_RESULT_VALIDITY, ENVELOPE_OVERHEAD, Signer
+from warren.wire.spec import FunctionSpec
+
+from warren_engine.container.delivery import Inbound
+from warren_engine.pipe.pipes import EngineLink
+
+log = structlog.get_logger(__name__)
+
+MAX_RESULTS_PER_MESSAGE = 1000
+TRANSIENT = 1
+PERSISTENT = 2
+
+
+class HeldMessage:
+    """A message whose inputs are held; settled when the last of them is accounted for.
+
+    ``slot`` is where the container's holding table records it (None if it does not).
+    """
+
+    __slots__ = ("abandoned", "batch", "expires_at", "message", "pending", "slot")
+
+    def __init__(
+        self,
+        message: Inbound,
+        batch: CallBatch,
+        pending: int,
+        expires_at: int,
+        slot: int | None = None,
+    ) -> None:
+        self.message = message
+        self.batch = batch
+        self.pending = pending
+        self.expires_at = expires_at  # what it is put back with keeps it
+        self.slot = slot
+        self.abandoned = False
+
+
+# A retry: the delivery it came in, and the input to run again.
+Retry = tuple[HeldMessage, int, int, bytes]
+
+
+class Outbox:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        signer: Signer,
+        link: EngineLink,
+        released: Callable[[HeldMessage], None],
+        acks_may_wait: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._spec = spec
+        self._signer = signer
+        self._link = link
+        self._released = released
+        self._acks_may_wait = acks_may_wait
+        self._channel: Channel | None = None
+        self._exchange_name = ""
+        self._pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]] = []
+        self._scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def open(self, channel: Channel, replies_exchange: str) -> None:
+        """Publish on this channel (in confirm mode) from now on."""
+        self._channel = channel
+        self._exchange_name = replies_exchange
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending or self._flushes)
+
+    def add(
+        self, item: ResultItem | None, delivery: HeldMessage, retry: Retry | None = None
+    ) -> None:
+        self._pending.append((item, delivery, retry))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_soon)
+
+    def flush_soon(self) -> None:
+        """Send what is pending: its results at once, in this turn of the loop; waiting
+        for their confirms, the retries and the settling in a task."""
+        self._scheduled = False
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        confirms: list[asyncio.Future[None]] | BaseException
+        try:
+            confirms = self._publish_now(pending)
+        except BROKER_ERRORS as exc:
+            confirms = exc  # the task below requeues what is unsettled
+        task = asyncio.get_running_loop().create_task(self._flush(pending, confirms))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    def _publish_now(
+        self, pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]]
+    ) -> list[asyncio.Future[None]]:
+        by_reply: dict[str | None, list[ResultItem]] = {}
+        for item, delivery, _ in pending:
+            if item is not None:
+                by_reply.setdefault(delivery.message.reply_to, []).append(item)
+        confirms: list[asyncio.Future[None]] = []
+        for reply_to, items in by_reply.items():
+            if reply_to is not None:
+                confirms += self._publish_results(reply_to, items)
+        return confirms
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Flush everything, and wait (at most ``timeout``) until it is out.
+
+        Flushes are never cancelled from here (a flush cut between a retry's publish and
+        its ack would run the input twice): a timeout only stops the waiting.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self.busy:
+            self.flush_soon()
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            await asyncio.wait(set(self._flushes), timeout=remaining)
+
+    async def settle(self, delivery: HeldMessage, count: int = 1) -> None:
+        """``count`` more of the delivery's inputs are accounted for; ack (or requeue) at the
+        last."""
+        delivery.pending -= count
+        if delivery.pending <= 0 and not delivery.message.processed:
+            self._released(delivery)
+            if delivery.abandoned:
+                delivery.message.nack(requeue=True)
+            else:
+                delivery.message.ack(lazy=self._acks_may_wait())
+
+    async def _flush(
+        self,
+        pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]],
+        confirms: list[asyncio.Future[None]] | BaseException,
+    ) -> None:
+        try:
+            if isinstance(confirms, BaseException):
+                raise confirms
+            if self._channel is not None:
+                await self._channel.connection.drain()  # the broker is slow: wait for it
+            for confirm in confirms:
+                await confirm
+            for _, _, retry in pending:
+                if retry is not None:
+                    await self._retry(*retry)
+            for _, delivery, _ in pending:
+                await self.settle(delivery)
+        except (*BROKER_ERRORS, EngineError) as exc:
+            # The inputs run again (here or elsewhere) and the client drops duplicates.
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("results_not_published", reason=reason, results=len(pending))
+            await self._requeue_unsettled([delivery for _, delivery, _ in pending])
+
+    async def _requeue_unsettled(self, deliveries: list[HeldMessage]) -> None:
+        for delivery in deliveries:
+            if not delivery.message.processed:
+                self._released(delivery)
+                delivery.message.nack(requeue=True)
+
+    async def publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
+        """Publish results and wait for their confirms."""
+        for confirm in self._publish_results(reply_to, items):
+            await confirm
+
+    def _publish_results(
+        self, reply_to: str, items: list[ResultItem]
+    ) -> list[asyncio.Future[None]]:
+        """Signed, within the size limit; the confirms to wait for. A spawned call's result
+        is persistent (it must survive a broker restart); a waiting caller's is transient
+        (the caller sends its call again if a broker restart lost it)."""
+        channel = self._channel
+        assert channel is not None
+        sizes = [len(item[4]) + ITEM_OVERHEAD for item in items]
+        room = self._signer.max_size - ENVELOPE_OVERHEAD
+        stored = naming.is_call_queue(reply_to)
+        valid_for = CALL_RESULT_VALIDITY if stored else None
+        confirms = []
+        for start, end in slices_within(sizes, MAX_RESULTS_PER_MESSAGE, room):
+            chunk = items[start:end]
+            correlation_id = chunk[0][0]
+            body = self._signer.seal(
+                ResultBatch(chunk).to_envelope(), valid_for=valid_for, correlation_id=correlation_id
+            )
+            properties = Properties(
+                correlation_id=correlation_id,
+                message_type=KIND_RESULTS,
+                delivery_mode=PERSISTENT if stored else TRANSIENT,
+            )
+            confirm = channel.publish(
+                body, exchange=self._exchange_name, routing_key=reply_to, properties=properties
+            )
+            assert confirm is not None
+            confirms.append(confirm)
+        return confirms
+
+    async def _retry(self, delivery: HeldMessage, index: int, fmt: int, data: bytes) -> None:
+        failures = delivery.batch.failures + 1
+        delay = self._spec.retries.delay(failures)
+        again = delivery.batch.single((index, fmt, data), failures=failures)
+        await self.requeue(delivery.message, [again], delay, expires_at=delivery.expires_at)
+        log.info(
+            "input_retried",
+            invocation=delivery.batch.invocation_id,
+            index=index,
+            attempt=failures + 1,
+            delay=delay,
+        )
+
+    async def requeue(
+        self,
+        message: Inbound,
+        batches: list[CallBatch],
+        delay: float = 0.0,
+        *,
+        expires_at: int,
+        replaces: str | None = None,
+    ) -> None:
+        """Have the engine put these batches in the function queue (after ``delay`` s).
+
+        ``replaces`` names a crashed message these batches stand for: the engine then
+        never lets it run again, even if its acknowledgement is lost.
+        """
+        await self._link.request(
+            "requeue",
+            replaces=replaces,
+            bodies=[
+                self._signer.seal(
+                    batch.to_envelope(),
+                    reply_to=message.reply_to,
+                    correlation_id=message.correlation_id,
+                    expires_at=expires_at,
+                )
+                for batch in batches
+            ],
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            delay_ms=round(delay * 1000),
+        )

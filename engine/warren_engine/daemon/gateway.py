@@ -1,0 +1,149 @@
+"""The HTTP gateway: web endpoints served by the engine, JSON in and JSON out.
+
+``GET|POST {public url}/{environment}/{app instance}/{function}``: the request becomes
+the function's keyword arguments (query string or JSON object), the call goes through
+the broker like any other, and the container answers with JSON (never a pickle: the
+gateway does not unpickle anything). Bad input is a 4xx with a JSON error; an
+exception in the function is a 500 whose body carries the exception's type, message
+and traceback only when the engine runs with ``WARREN_HTTP_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from warren.client.connection import Client
+from warren.client.invocation import Target, call_raw
+from warren.exceptions import MessageTooLargeError, NotFoundError, SerializationError, WarrenError
+from warren.wire import failure
+from warren.wire.codec import FORMAT_JSON
+from warren.wire.protocol import STATUS_ERROR, STATUS_OK
+from warren.wire.spec import FunctionSpec
+
+from warren_engine.daemon.apps import Host
+
+log = structlog.get_logger(__name__)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _convert(name: str, kind: str, raw: str) -> Any:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise BadRequest(422, f"parameter {name!r} must be {kind}, got {raw!r}") from None
+    if kind == "bool":
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise BadRequest(422, f"parameter {name!r} must be true or false, got {raw!r}")
+    return raw
+
+
+async def arguments(request: web.Request, spec: FunctionSpec) -> dict[str, Any]:
+    """The call's keyword arguments from the query string (GET) or JSON body (POST)."""
+    assert spec.web is not None
+    params: dict[str, str] = spec.web["params"]
+    if request.method == "GET":
+        kwargs = {
+            name: _convert(name, params.get(name, ""), value)
+            for name, value in request.query.items()
+        }
+    else:
+        try:
+            kwargs = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(400, f"the body is not valid JSON: {exc}") from None
+        if not isinstance(kwargs, dict):
+            raise BadRequest(422, "the body must be a JSON object of the function's arguments")
+    unknown = set(kwargs) - set(params)
+    if unknown and not spec.web["var_keyword"]:
+        raise BadRequest(422, f"unexpected parameters: {', '.join(sorted(unknown))}")
+    missing = [name for name in spec.web["required"] if name not in kwargs]
+    if missing:
+        raise BadRequest(422, f"missing parameters: {', '.join(missing)}")
+    return kwargs
+
+
+class Gateway:
+    def __init__(self, host: Host, client: Client, bind: str, port: int, public_url: str | None):
+        self._host = host
+        self._client = client
+        self._bind = bind
+        self._port = port
+        self._public_url = public_url
+        self._debug = os.environ.get("WARREN_HTTP_DEBUG", "") in _TRUE
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def start(self) -> str:
+        """Listen; the public base URL of the endpoints."""
+        application = web.Application(client_max_size=self._client.signer.max_size)
+        application.router.add_route("*", "/{environment}/{instance}/{tag}", self._handle)
+        self._runner = web.AppRunner(application, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._bind, self._port)
+        try:
+            await site.start()
+        except OSError as exc:
+            # Another engine on this host has the port: this one runs without web endpoints.
+            log.error("http_gateway_not_started", port=self._port, reason=str(exc))
+            return ""
+        port = self._runner.addresses[0][1]
+        self.base_url = (self._public_url or f"http://{self._bind}:{port}").rstrip("/")
+        log.info("http_gateway_started", url=self.base_url)
+        return self.base_url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        app = self._host.apps.get((info["environment"], info["instance"]))
+        spec = app.specs.get(info["tag"]) if app is not None else None
+        if app is None or spec is None or spec.web is None:
+            return _json(404, {"error": f"no web endpoint at {request.path}"})
+        if request.method != spec.web["method"]:
+            return _json(
+                405, {"error": f"{request.method} is not allowed: use {spec.web['method']}"}
+            )
+        try:
+            kwargs = await arguments(request, spec)
+        except BadRequest as exc:
+            return _json(exc.status, {"error": str(exc)})
+        target = Target(app.environment, app.app, app.instance, spec)
+        try:
+            status, fmt, data = await call_raw(self._client, target, (), kwargs, json_results=True)
+        except MessageTooLargeError as exc:
+            return _json(413, {"error": str(exc)})
+        except (SerializationError, RecursionError, ValueError) as exc:
+            return _json(422, {"error": f"the arguments cannot be sent: {exc}"})
+        except NotFoundError as exc:
+            return _json(404, {"error": str(exc)})
+        except WarrenError as exc:
+            log.warning("web_call_failed", function=info["tag"], reason=str(exc))
+            return _json(503, {"error": "the function could not be called"})
+        if status == STATUS_OK and fmt == FORMAT_JSON:
+            return web.Response(body=data, content_type="application/json")
+        body: dict[str, Any] = {"error": "the function raised an exception"}
+        if self._debug and status == STATUS_ERROR:
+            body.update(failure.describe(data))
+        return _json(500, body)

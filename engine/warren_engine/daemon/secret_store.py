@@ -1,0 +1,81 @@
+"""Named secrets an engine keeps for its containers (``Secret.from_name``).
+
+``warren secret create NAME KEY=VALUE ...`` stores a secret, per environment, in
+``<state dir>/secrets/<environment>/<name>.json``, readable by the engine's user only.
+Containers get the values as environment variables when they start, so updating a
+secret reaches the containers started afterwards. Values are never logged and never
+in a status or list reply: listing shows names and keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from warren.exceptions import NotFoundError
+from warren.secrets import check_env_values
+from warren.wire import naming
+from warren.wire.spec import FunctionSpec
+
+from warren_engine.daemon.records import write_atomically
+
+
+class SecretStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "secrets"
+
+    def _path(self, environment: str, name: str) -> Path:
+        return (
+            self.root
+            / naming.check_part("environment", environment)
+            / f"{naming.check_part('secret name', name)}.json"
+        )
+
+    def put(self, environment: str, name: str, values: dict[str, Any]) -> None:
+        checked = check_env_values(values, f"secret {name!r}")
+        write_atomically(self._path(environment, name), orjson.dumps(checked))  # mode 0600
+
+    def get(self, environment: str, name: str) -> dict[str, str]:
+        try:
+            values: dict[str, str] = orjson.loads(self._path(environment, name).read_bytes())
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"secret {name!r} does not exist in environment {environment!r}: create it "
+                f"with `warren secret create {name} KEY=VALUE ...`"
+            ) from None
+        return values
+
+    def delete(self, environment: str, name: str) -> None:
+        try:
+            self._path(environment, name).unlink()
+        except FileNotFoundError:
+            raise NotFoundError(f"secret {name!r} does not exist in {environment!r}") from None
+
+    def listing(self, environment: str) -> list[dict[str, Any]]:
+        """Names and keys (never values) of the environment's secrets."""
+        folder = self.root / naming.check_part("environment", environment)
+        return [
+            {"name": path.stem, "keys": sorted(orjson.loads(path.read_bytes()))}
+            for path in sorted(folder.glob("*.json"))
+        ]
+
+    def environ(self, environment: str, spec: FunctionSpec) -> dict[str, str | None]:
+        """What a container of ``spec`` finds in its environment: ``env``, then secrets."""
+        environ: dict[str, str | None] = dict(spec.env)
+        for secret in spec.secrets:
+            if secret.get("name") is not None:
+                environ.update(self.get(environment, secret["name"]))
+            else:
+                environ.update(secret.get("values", {}))
+        return environ
+
+
+def redacted(spec: FunctionSpec) -> dict[str, Any]:
+    """A spec for a reply to a client: secrets by name or by keys, never their values."""
+    wire = spec.to_wire()
+    wire["secrets"] = [
+        secret if secret.get("name") is not None else {"keys": sorted(secret.get("values", {}))}
+        for secret in spec.secrets
+    ]
+    return wire

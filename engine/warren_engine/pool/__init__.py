@@ -1,0 +1,1 @@
+"""Container pools, in the engine's process: autoscaler, processes, crash ledger, placement."""

@@ -1,0 +1,421 @@
+"""An autoscaled pool of container processes for one function.
+
+Every tick the pool reads its queue's depth and its containers' reports, asks
+:func:`warren_engine.pool.autoscaler.decide` what to do, and does it: forks new containers (see
+:mod:`warren_engine.pool.processes`), or sends SIGTERM to those to stop, which finish their current
+inputs first. Containers that die young are restarted with a growing back-off, so a
+crash loop does not spin. If containers cannot even load the app's code, the inputs
+queued meanwhile are answered with that error rather than left waiting.
+
+The pool also serves its containers' requests (:mod:`warren_engine.pipe.pipes`): it publishes
+what they hand back or retry (:mod:`warren_engine.publisher`), and keeps the crash ledger
+(:mod:`warren_engine.pool.crash_ledger`) that tells a container whether a redelivered message was
+running in a container that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from warren import exceptions
+from warren.config import settings
+from warren.wire.spec import FunctionSpec
+
+from warren_engine.container.container import EXIT_REPLACED
+from warren_engine.daemon.cancel_memory import CancelMemory
+from warren_engine.pool.autoscaler import Autoscaling, ContainerView, decide
+from warren_engine.pool.cores import CorePlacement, pinnable
+from warren_engine.pool.crash_ledger import CrashLedger
+from warren_engine.pool.node_capacity import Node
+from warren_engine.pool.processes import ContainerProcess
+from warren_engine.publisher import BROKER_ERRORS, Republisher
+
+log = structlog.get_logger(__name__)
+
+TICK = 0.1
+START_TIMEOUT = 120.0
+KILL_WAIT = 5.0
+MIN_HEALTHY_SECONDS = 5.0
+MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    broker_url: str
+    environment: str
+    instance: str
+    queue: str
+    spec: FunctionSpec
+    code_path: str
+    sys_path: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, eq=False)
+class _Member:
+    key: int
+    container_id: str
+    process: ContainerProcess
+    started_at: float
+    ready: bool = False
+    stopping: bool = False
+    running: int = 0
+    idle_for: float = 0.0
+    reported_at: float = field(default_factory=time.monotonic)
+    batch: float = 1.0
+    messages: int = 0
+    inputs: int = 0
+
+    def view(self, now: float) -> ContainerView:
+        idle = 0.0 if self.running else self.idle_for + (now - self.reported_at)
+        return ContainerView(self.key, self.running, idle, self.stopping)
+
+
+QueueDepth = Callable[[str], Awaitable[int]]
+AnswerQueued = Callable[[str, str], Awaitable[int]]
+
+
+class ContainerPool:
+    """Sizes one function's containers to its load, within its autoscaler settings."""
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        autoscaling: Autoscaling,
+        cancels: CancelMemory,
+        queue_depth: QueueDepth,
+        answer_queued: AnswerQueued,
+        republisher: Republisher,
+        environ: Callable[[], dict[str, str | None]] = dict,
+        volumes: dict[str, tuple[str, str]] | None = None,
+        node: Node | None = None,
+        cores: CorePlacement | None = None,
+    ) -> None:
+        self.config = config
+        self._cores = cores if cores is not None and pinnable(config.spec) else None
+        self._republisher = republisher
+        self._environ = environ
+        self._volumes = volumes or {}
+        self._node = node or Node()
+        self._waiting_for_capacity = False
+        self._ledger = CrashLedger()
+        self.autoscaling = autoscaling
+        self._cancels = cancels
+        self._queue_depth = queue_depth
+        self._answer_queued = answer_queued
+        self._members: dict[int, _Member] = {}
+        self._retired_messages = 0  # received by containers that have exited
+        self._retired_inputs = 0
+        self._keys = 0
+        self._queued = 0
+        self._stopping = False
+        self._poke = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._requests: set[asyncio.Task[None]] = set()  # containers' requests in progress
+        self._ready: asyncio.Future[None] | None = None
+        self._load_error: exceptions.WarrenError | None = None
+        self._backoff = 0.0
+        self._next_launch = 0.0
+        self._log = log.bind(function=config.spec.tag, app=config.instance)
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self, warm: int) -> None:
+        """Start ``warm`` containers (waiting until one is ready, if any), then autoscale."""
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        for _ in range(warm):
+            self._launch()
+        if warm:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
+            except TimeoutError:
+                await self.stop(grace=1.0)
+                raise exceptions.EngineError(
+                    f"no container of {self.config.spec.tag!r} was ready within "
+                    f"{START_TIMEOUT:g}s (is the node out of capacity? see the engine's log)"
+                ) from None
+            except BaseException:
+                await self.stop(grace=1.0)
+                raise
+        self._own(self._scale_forever())
+
+    def update(self, autoscaling: Autoscaling) -> None:
+        """Apply new autoscaler settings at once."""
+        self.autoscaling = autoscaling
+        self._poke.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop every container: each finishes (or requeues) its inputs within the grace."""
+        grace = settings().stop_grace + KILL_WAIT if grace is None else grace
+        self._stopping = True
+        # The autoscaler first: a tick still running would start containers to replace
+        # the ones being stopped, and nobody would stop those.
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        members = list(self._members.values())
+        await self._terminate(members, grace)
+        for member in members:  # their _watch tasks were cancelled above
+            if self._members.pop(member.key, None) is not None:
+                self._node.release(self.config.spec)
+                self._give_core(member.container_id)
+        if self._requests:
+            await asyncio.wait(set(self._requests), timeout=KILL_WAIT)
+
+    async def _terminate(self, members: list[_Member], grace: float) -> None:
+        """SIGTERM, then SIGKILL what is still running after ``grace`` seconds."""
+        for member in members:
+            member.stopping = True
+            member.process.terminate()
+        if not members:
+            return
+        waits = [asyncio.ensure_future(m.process.wait()) for m in members]
+        _, late = await asyncio.wait(waits, timeout=grace)
+        for member in members:
+            if member.process.alive:
+                self._log.warning("container_killed", pid=member.process.pid)
+                member.process.kill()
+        if late:
+            _, lost = await asyncio.wait(late, timeout=KILL_WAIT)
+            for waiting in lost:
+                waiting.cancel()
+            if lost:
+                self._log.error("containers_not_reaped", count=len(lost))
+
+    def stats(self) -> dict[str, Any]:
+        members = [m for m in self._members.values() if m.process.alive]
+        return {
+            "queued_inputs": self._queued,
+            "running_inputs": sum(m.running for m in members),
+            "containers": len(members),
+            "pids": sorted(m.process.pid for m in members),
+            "autoscaler": self.autoscaling.to_wire(),
+            # Messages and inputs the pool's containers received: their ratio is the
+            # batching on the wire.
+            "messages_received": self._retired_messages + sum(m.messages for m in members),
+            "inputs_received": self._retired_inputs + sum(m.inputs for m in members),
+        }
+
+    # -- scaling -----------------------------------------------------------------------
+
+    async def _scale_forever(self) -> None:
+        broker_away = False
+        while not self._stopping:
+            try:
+                await self._tick()
+                broker_away = False
+            except BROKER_ERRORS as exc:  # the engine's connection is coming back
+                if not broker_away:
+                    self._log.warning("autoscaler_waiting_for_broker", reason=str(exc))
+                broker_away = True
+            except Exception:
+                self._log.exception("autoscaler_tick_failed")
+            self._poke.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), TICK)
+
+    async def _tick(self) -> None:
+        messages = await self._queue_depth(self.config.queue)
+        live = [m for m in self._members.values() if m.process.alive]
+        batch = max((m.batch for m in live), default=1.0)
+        self._queued = math.ceil(messages * batch)
+        if self._load_error is not None and messages:
+            answered = await self._answer_queued(self.config.queue, str(self._load_error))
+            self._log.error("inputs_failed_fast", inputs=answered, reason=str(self._load_error))
+        now = time.monotonic()
+        decision = decide(
+            self.autoscaling,
+            self.config.spec.max_inputs,
+            self._queued,
+            [m.view(now) for m in live if m.ready],
+            starting=sum(1 for m in live if not m.ready and not m.stopping),
+        )
+        for key in decision.stop:
+            member = self._members[key]
+            member.stopping = True
+            member.process.terminate()
+            self._log.info("container_scaled_down", pid=member.process.pid)
+        if decision.start and now >= self._next_launch:
+            for _ in range(decision.start):
+                self._launch()
+
+    # -- members -----------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        if self._stopping:
+            return
+        container_id = uuid.uuid4().hex[:12]
+        config: dict[str, Any] = {
+            "broker_url": self.config.broker_url,
+            "environment": self.config.environment,
+            "instance": self.config.instance,
+            "queue": self.config.queue,
+            "spec": self.config.spec.to_wire(),
+            "code_path": self.config.code_path,
+            "container_id": container_id,
+            "sys_path": list(self.config.sys_path),
+            "cancelled": self._cancels.recent(),
+            "environ": self._environ(),  # may hold secrets: never logged
+            "volumes": self._volumes,
+            "core": None,
+        }
+        if not self._node.reserve(self.config.spec):
+            if not self._waiting_for_capacity:
+                self._log.warning("container_waiting_for_capacity", node=self._node.labels())
+            self._waiting_for_capacity = True
+            return  # the next tick tries again
+        self._waiting_for_capacity = False
+        self._keys += 1
+        key = self._keys
+        if self._cores is not None and self._cores.enabled:
+            config["core"] = self._cores.take(container_id, self.config.queue)
+        try:
+            process = ContainerProcess(
+                config, self.config.spec.max_inputs, lambda message: self._on_status(key, message)
+            )
+        except BaseException:
+            self._node.release(self.config.spec)
+            self._give_core(container_id)
+            raise
+        if self._cores is not None:
+            self._cores.started(container_id, process.pid)
+        self._ledger.joined(key, process.holdings)
+        member = _Member(key, container_id, process, started_at=time.monotonic())
+        self._members[key] = member
+        self._own(self._watch(member))
+        self._log.info("container_spawned", pid=process.pid, container=container_id)
+
+    def _on_status(self, key: int, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "dropped":  # its connection was lost: what it held is redelivered
+            self._ledger.dropped(key)
+            return
+        member = self._members.get(key)
+        if member is None:
+            return
+        if event == "request":
+            # Owned apart from the autoscaler's tasks: stopping the pool lets them finish,
+            # so a container is always answered (and a republish is never half done).
+            task = asyncio.get_running_loop().create_task(self._answer(member, message))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+        elif event == "ready":
+            member.ready = True
+            self._load_error = None
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+        elif event == "status":
+            member.running = int(message.get("running", 0))
+            member.idle_for = float(message.get("idle_for", 0.0))
+            member.batch = float(message.get("batch", 1.0))
+            member.messages = int(message.get("messages", 0))
+            member.inputs = int(message.get("inputs", 0))
+            member.reported_at = time.monotonic()
+        elif event == "failed":
+            self._failed(message)
+
+    def _failed(self, message: dict[str, Any]) -> None:
+        kind = (
+            exceptions.VersionMismatchError
+            if message.get("type") == "VersionMismatchError"
+            else exceptions.EngineError
+        )
+        error = kind(
+            f"containers of {self.config.spec.tag!r} cannot start: "
+            f"{message.get('type', 'error')}: {message.get('message', '')}"
+        )
+        self._load_error = error
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+
+    async def _watch(self, member: _Member) -> None:
+        ready_by = asyncio.get_running_loop().call_later(
+            START_TIMEOUT, lambda: None if member.ready else member.process.kill()
+        )
+        code = await member.process.wait()
+        ready_by.cancel()
+        if self._members.pop(member.key, None) is not None:
+            self._node.release(self.config.spec)
+            self._give_core(member.container_id)
+        self._retired_messages += member.messages
+        self._retired_inputs += member.inputs
+        deliberate = self._stopping or member.stopping or code == EXIT_REPLACED
+        if not deliberate and self._ledger.holding(member.key):
+            self._log.error(
+                "container_crashed",
+                pid=member.process.pid,
+                code=code,
+                messages=self._ledger.holding(member.key),
+            )
+        self._ledger.exited(member.key, crashed=not deliberate)
+        if deliberate:
+            return
+        lived = time.monotonic() - member.started_at
+        self._log.warning(
+            "container_exited", pid=member.process.pid, code=code, seconds=round(lived, 2)
+        )
+        self._backoff = (
+            0.0 if lived >= MIN_HEALTHY_SECONDS else min(max(0.5, self._backoff * 2), MAX_BACKOFF)
+        )
+        self._next_launch = time.monotonic() + self._backoff
+        if self._ready is not None and not self._ready.done() and not member.ready:
+            self._failed(
+                {"type": "exit", "message": f"it exited with code {code} before it was ready"}
+            )
+        self._poke.set()
+
+    # -- requests from containers ------------------------------------------------------
+
+    async def _answer(self, member: _Member, request: dict[str, Any]) -> None:
+        answer: dict[str, Any] = {"id": request.get("id"), "ok": True}
+        try:
+            answer.update(await self._serve(member, request))
+        except Exception as exc:
+            self._log.warning("container_request_failed", op=request.get("op"), reason=str(exc))
+            answer = {"id": request.get("id"), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        member.process.answer(answer)
+
+    async def _serve(self, member: _Member, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "verdict":
+            # Whatever the other containers reported is in the ledger before it answers.
+            for other in list(self._members.values()):
+                other.process.read_status()
+            return {"verdict": await self._ledger.verdict(request["message"], member.key)}
+        if op == "requeue":
+            await self._republisher.requeue(
+                self.config.queue,
+                list(request["bodies"]),
+                correlation_id=request.get("correlation_id"),
+                reply_to=request.get("reply_to"),
+                delay_ms=int(request.get("delay_ms", 0)),
+            )
+        elif op == "dead_letter":
+            await self._republisher.dead_letter(
+                request["body"],
+                reason=str(request["reason"]),
+                source_queue=self.config.queue,
+                properties=request,
+            )
+        else:
+            raise exceptions.InvalidError(f"unknown container request {op!r}")
+        if request.get("replaces"):  # now in the queue: the crashed original must not run
+            self._ledger.replaced(request["replaces"])
+        return {}
+
+    def _give_core(self, container_id: str) -> None:
+        if self._cores is not None:
+            self._cores.give(container_id)
+
+    def _own(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

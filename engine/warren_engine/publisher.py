@@ -1,0 +1,109 @@
+"""What the engine publishes on behalf of its containers and itself.
+
+A container may only consume its function queue and publish results; putting inputs
+back into a function queue (handed back, retried after a backoff, split after a
+crash) and dead-lettering are done here, on the engine's channel with publisher
+confirms, when a container asks (see :mod:`warren_engine.pipe.pipes`). Retries wait in a delay
+queue, so no container holds an input during its backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel
+from aio_pika.exceptions import AMQPError
+from warren.wire import naming, topology
+from warren.wire.protocol import KIND_CALLS
+
+log = structlog.get_logger(__name__)
+
+# What the engine's own (aio-pika) broker path may raise: what settling a message the
+# engine took may meet and shrug off (the broker redelivers what is not settled).
+BROKER_ERRORS = (AMQPError, RuntimeError, OSError)
+
+
+def call_message(body: bytes, correlation_id: str | None, reply_to: str | None) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        message_id=uuid.uuid4().hex,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        type=KIND_CALLS,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+async def dead_letter(
+    channel: AbstractChannel,
+    environment: str,
+    body: bytes,
+    *,
+    reason: str,
+    source_queue: str,
+    properties: dict[str, Any] | None = None,
+) -> None:
+    """Put a message in the environment's dead-letter queue with the reason it is there."""
+    props = properties or {}
+    exchange = await channel.get_exchange(naming.dead_letter_exchange(), ensure=False)
+    await exchange.publish(
+        aio_pika.Message(
+            body,
+            message_id=props.get("message_id"),
+            correlation_id=props.get("correlation_id"),
+            reply_to=props.get("reply_to"),
+            type=props.get("type"),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={topology.REASON_HEADER: reason, "x-warren-queue": source_queue},
+        ),
+        routing_key=naming.dead_letter_queue(environment),
+    )
+    log.warning("message_dead_lettered", queue=source_queue, reason=reason)
+
+
+class Republisher:
+    """Publishes into one environment's function queues, delay queues and dead letters."""
+
+    def __init__(self, channel: AbstractChannel, environment: str) -> None:
+        self._channel = channel
+        self._environment = environment
+
+    async def requeue(
+        self,
+        queue: str,
+        bodies: list[bytes],
+        *,
+        correlation_id: str | None,
+        reply_to: str | None,
+        delay_ms: int = 0,
+    ) -> None:
+        """Publish sealed call batches to ``queue``, now or after ``delay_ms``; confirmed."""
+        if delay_ms <= 0:
+            exchange = self._channel.default_exchange
+            headers: dict[str, Any] = {}
+        else:
+            # Declared at every use: a delay queue expires a minute after it was last used.
+            exchange = await topology.declare_delay_queue(
+                self._channel, self._environment, delay_ms
+            )
+            headers = {topology.DELAY_HEADER: str(delay_ms)}
+        messages = [call_message(body, correlation_id, reply_to) for body in bodies]
+        for message in messages:
+            message.headers = headers
+        await asyncio.gather(*(exchange.publish(m, routing_key=queue) for m in messages))
+
+    async def dead_letter(
+        self, body: bytes, *, reason: str, source_queue: str, properties: dict[str, Any]
+    ) -> None:
+        await dead_letter(
+            self._channel,
+            self._environment,
+            body,
+            reason=reason,
+            source_queue=source_queue,
+            properties=properties,
+        )

@@ -1,0 +1,90 @@
+"""Warren's SDK: everything an application imports.
+
+Example::
+
+    import warren
+
+    app = warren.App("hello")
+
+    @app.function()
+    def square(x: int) -> int:
+        return x * x
+
+    with app.run():
+        print(square.remote(7))          # 49, computed in a container
+"""
+
+import logging as _logging
+import sys as _sys
+
+import structlog as _structlog
+
+from warren.app import App, AppRun
+from warren.client.connection import Client
+from warren.exceptions import (
+    BlockingCallInLoopError,
+    CallCancelledError,
+    ConnectionError,
+    DeadLetteredError,
+    DeserializationError,
+    EngineError,
+    EngineNotFoundError,
+    ExecutionError,
+    FunctionTimeoutError,
+    InvalidError,
+    MessageRejectedError,
+    MessageTooLargeError,
+    NotFoundError,
+    OutOfMemoryError,
+    RemoteError,
+    ResultExpiredError,
+    SerializationError,
+    VersionMismatchError,
+    WarrenError,
+)
+from warren.function import Function
+from warren.function_call import FunctionCall
+from warren.secrets import Secret
+from warren.volumes import CloudBucketMount, Volume
+from warren.web import web_endpoint
+from warren.wire.retries import Retries
+
+if not _structlog.is_configured():
+    # A library must not print to stdout: until an entry point (or the application)
+    # configures structlog, Warren's own events go to stderr, warnings and above only.
+    _structlog.configure(
+        wrapper_class=_structlog.make_filtering_bound_logger(_logging.WARNING),
+        logger_factory=_structlog.PrintLoggerFactory(file=_sys.stderr),
+    )
+
+__all__ = [
+    "App",
+    "AppRun",
+    "BlockingCallInLoopError",
+    "CallCancelledError",
+    "Client",
+    "CloudBucketMount",
+    "ConnectionError",
+    "DeadLetteredError",
+    "DeserializationError",
+    "EngineError",
+    "EngineNotFoundError",
+    "ExecutionError",
+    "Function",
+    "FunctionCall",
+    "FunctionTimeoutError",
+    "InvalidError",
+    "MessageRejectedError",
+    "MessageTooLargeError",
+    "NotFoundError",
+    "OutOfMemoryError",
+    "RemoteError",
+    "ResultExpiredError",
+    "Retries",
+    "Secret",
+    "SerializationError",
+    "VersionMismatchError",
+    "Volume",
+    "WarrenError",
+    "web_endpoint",
+]

@@ -1,0 +1,170 @@
+"""Ephemeral app runs: registering an app with an engine, and the child engine.
+
+``app.run()`` ships the app's functions to an engine once (pickled by value: functions
+from ``__main__`` or the app's own module, so a container needs no copy of the file),
+and the engine declares the queues and starts the containers. When an engine daemon
+is listening on the control queue it takes the app; otherwise one is started as a
+child process (``python -m warren_engine serve``) with a private control queue, and stopped
+when the app stops. The SDK never runs an engine in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from warren.client.connection import Client
+from warren.exceptions import EngineError, EngineNotFoundError
+from warren.wire import naming
+from warren.wire.code_bundle import pack_app_code
+
+if TYPE_CHECKING:
+    from warren.app import App
+
+log = structlog.get_logger(__name__)
+
+ENGINE_STOP_TIMEOUT = 30.0
+# Longer than an engine waits for a new app's first container (its code may import a lot).
+REGISTER_TIMEOUT = 180.0
+ENGINE_BACK_SECONDS = 15.0
+
+
+@dataclass(slots=True)
+class RunHandle:
+    """A running ephemeral app: where it runs, and the child engine if we started one."""
+
+    client: Client
+    environment: str
+    instance: str
+    control_queue: str
+    engine: subprocess.Popen[bytes] | None
+    web_base: str = ""  # where the engine serves the app's web endpoints
+
+
+def registration(app: App, instance: str, code: bytes, *, ephemeral: bool) -> dict[str, Any]:
+    return {
+        "environment": app.environment,
+        "app": app.name,
+        "instance": instance,
+        "functions": [f.spec.to_wire() for f in app.functions.values()],
+        "code": code,
+        "ephemeral": ephemeral,
+        "sys_path": _client_paths(),
+    }
+
+
+def _client_paths() -> list[str]:
+    # On one machine, containers can then import the user's other modules by reference.
+    paths = [os.getcwd()]
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file:
+        paths.append(os.path.dirname(os.path.abspath(main_file)))
+    return paths
+
+
+async def start_run(client: Client, app: App) -> RunHandle:
+    run_id = uuid.uuid4().hex[:10]
+    instance = naming.check_part("app instance", f"{app.name}-run-{run_id}")
+    request = registration(app, instance, pack_app_code(app), ephemeral=True)
+    # Held while this client is connected: a daemon stops the app if the client is gone.
+    request["lease"] = await client.hold_lease()
+    try:
+        reply = await client.control("register_app", request, timeout=REGISTER_TIMEOUT)
+        log.debug("app_registered", app=app.name, instance=instance, engine="daemon")
+        return RunHandle(
+            client, app.environment, instance, naming.control_queue(), None, reply["web_base"]
+        )
+    except EngineNotFoundError:
+        pass  # no daemon listening: start our own engine
+    control_queue = naming.control_queue(run_id)
+    engine = await _start_engine(client, run_id)
+    try:
+        reply = await client.control(
+            "register_app", request, queue=control_queue, timeout=REGISTER_TIMEOUT
+        )
+    except BaseException:
+        await _stop_engine(engine)
+        raise
+    log.debug("app_registered", app=app.name, instance=instance, engine="child")
+    return RunHandle(client, app.environment, instance, control_queue, engine, reply["web_base"])
+
+
+async def deploy_app(client: Client, app: App, name: str | None = None) -> dict[str, Any]:
+    """Register (or replace) the app with the engine daemon, under ``name`` if given."""
+    app_name = naming.check_part("app name", name or app.name)
+    request = registration(app, app_name, pack_app_code(app), ephemeral=False)
+    request["app"] = app_name
+    return await client.control("deploy_app", request, timeout=REGISTER_TIMEOUT)
+
+
+async def stop_run(client: Client, handle: RunHandle) -> None:
+    request = {"environment": handle.environment, "instance": handle.instance}
+    deadline = asyncio.get_running_loop().time() + ENGINE_BACK_SECONDS
+    try:
+        while True:
+            try:
+                await client.control("stop_app", request, queue=handle.control_queue)
+                break
+            except EngineNotFoundError:
+                # Our own engine is alive but not listening: it is re-declaring its control
+                # queue after a broker restart. Give it a few seconds.
+                alive = handle.engine is not None and handle.engine.poll() is None
+                if not alive or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        if handle.engine is not None:
+            await _stop_engine(handle.engine)
+
+
+async def _start_engine(client: Client, run_id: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["WARREN_BROKER_URL"] = client.settings.broker_url
+    env.setdefault("WARREN_LOG_LEVEL", "warning")
+    command = [
+        sys.executable, "-P", "-m", "warren_engine",
+        "--run-id", run_id,
+        "--parent-pid", str(os.getpid()),
+    ]  # fmt: skip
+    # A session of its own: Ctrl-C in the user's terminal reaches the client, which then
+    # stops the app and this engine in order, instead of killing the engine mid-call.
+    engine = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, start_new_session=True
+    )
+    assert engine.stdout is not None
+    try:
+        line = await asyncio.wait_for(
+            asyncio.to_thread(engine.stdout.readline), client.settings.engine_start_timeout
+        )
+    except BaseException:
+        await _stop_engine(engine)
+        raise
+    if not line.startswith(b"READY"):
+        code = engine.poll()
+        await _stop_engine(engine)
+        raise EngineError(
+            f"the engine started for this app did not come up (exit code {code}); "
+            "its log is on stderr above"
+        )
+    return engine
+
+
+async def _stop_engine(engine: subprocess.Popen[bytes]) -> None:
+    if engine.poll() is None:
+        engine.terminate()
+        try:
+            await asyncio.to_thread(engine.wait, ENGINE_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+            await asyncio.to_thread(engine.wait)
+    if engine.stdout is not None:
+        with contextlib.suppress(OSError):
+            engine.stdout.close()

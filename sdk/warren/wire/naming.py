@@ -1,0 +1,153 @@
+"""Names of every queue and exchange Warren uses, built in one place.
+
+Every name starts with ``warren.<protocol>.`` so that a future wire change gets fresh
+queues instead of colliding with old ones, and the environment comes next so an
+environment is a name prefix (AMQP cannot create vhosts; a vhost per environment is
+an operator's option on top of this). Dots separate the parts, so the parts themselves
+may not contain dots.
+
+::
+
+    warren.v1.control                         engine daemon control queue
+    warren.v1.control.<run>                   a private engine started for one app run
+    warren.v1.node.<name>                     an agent engine node (warren engine --join)
+    warren.v1.dlx                             dead-letter exchange (direct)
+    warren.v1.replies                         direct exchange: results, to result queues
+    warren.v1.<env>.dead                      dead-letter queue of an environment
+    warren.v1.<env>.cancel                    fanout exchange: cancelled invocations
+    warren.v1.<env>.delay                     headers exchange: retries waiting their backoff
+    warren.v1.<env>.delay.<ms>                holds retries for <ms>, then back to their queue
+    warren.v1.<env>.requeue                   direct exchange: retries back to function queues
+    warren.v1.<env>.orphans                   retries whose function queue is gone (answered)
+    warren.v1.<env>.fn.<app>.<function>       a function's input queue
+    warren.v1.<env>.fn.<app>.<function>.<v>   ... of a variant made by with_options
+    warren.v1.<env>.results.<client>          a client's result queue
+    warren.v1.<env>.results.<client>.marker   ... and its broker-restart marker
+    warren.v1.<env>.lease.<client>            exists while the client is connected
+    warren.v1.<env>.call.<call>               the stored result of one spawned call
+    warren.v1.<env>.cancels.<listener>        a container's or engine's cancel subscription
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from warren.exceptions import InvalidError
+
+PROTOCOL_VERSION = 1
+PREFIX = f"warren.v{PROTOCOL_VERSION}"
+
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
+def check_part(kind: str, value: str) -> str:
+    """Return ``value`` if it is usable as one part of a name, else raise ``InvalidError``."""
+    if not isinstance(value, str) or not _PART.fullmatch(value):
+        raise InvalidError(
+            f"invalid {kind} {value!r}: use 1-100 letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def control_queue(run_id: str | None = None) -> str:
+    """The engine daemon's control queue, or the private one of an engine started for a run."""
+    if run_id is None:
+        return f"{PREFIX}.control"
+    return f"{PREFIX}.control.{check_part('run id', run_id)}"
+
+
+def node_queue(name: str) -> str:
+    """The control queue of an agent engine node."""
+    return f"{PREFIX}.node.{check_part('node name', name)}"
+
+
+def dead_letter_exchange() -> str:
+    return f"{PREFIX}.dlx"
+
+
+def dead_letter_queue(environment: str) -> str:
+    return f"{PREFIX}.{check_part('environment', environment)}.dead"
+
+
+def cancel_exchange(environment: str) -> str:
+    return f"{PREFIX}.{check_part('environment', environment)}.cancel"
+
+
+def replies_exchange() -> str:
+    """One for every environment: a client may call functions of several."""
+    return f"{PREFIX}.replies"
+
+
+def delay_exchange(environment: str) -> str:
+    return f"{PREFIX}.{check_part('environment', environment)}.delay"
+
+
+def delay_queue(environment: str, milliseconds: int) -> str:
+    return f"{delay_exchange(environment)}.{int(milliseconds)}"
+
+
+def requeue_exchange(environment: str) -> str:
+    return f"{PREFIX}.{check_part('environment', environment)}.requeue"
+
+
+def orphans(environment: str) -> str:
+    """The fanout exchange, and its queue, for retries that found no function queue."""
+    return f"{PREFIX}.{check_part('environment', environment)}.orphans"
+
+
+@functools.lru_cache(maxsize=4096)
+def function_queue(environment: str, app: str, function: str, variant: str | None = None) -> str:
+    name = (
+        f"{PREFIX}.{check_part('environment', environment)}.fn."
+        f"{check_part('app name', app)}.{check_part('function name', function)}"
+    )
+    if variant is not None:
+        name += f".{check_part('variant', variant)}"
+    return name
+
+
+def function_queue_prefix(environment: str, app: str) -> str:
+    """Prefix shared by every function queue of one app (used to clean up after a stop)."""
+    return f"{PREFIX}.{check_part('environment', environment)}.fn.{check_part('app name', app)}."
+
+
+def environment_of(name: str) -> str:
+    """The environment a ``warren.v1.<env>.…`` queue or exchange belongs to."""
+    parts = name.split(".")
+    if len(parts) < 3 or not name.startswith(f"{PREFIX}."):
+        raise InvalidError(f"{name!r} is not a Warren name")
+    return check_part("environment", parts[2])
+
+
+def _scoped(environment: str, kind: str, label: str, value: str) -> str:
+    return f"{PREFIX}.{check_part('environment', environment)}.{kind}.{check_part(label, value)}"
+
+
+def result_queue(environment: str, client_id: str) -> str:
+    return _scoped(environment, "results", "client id", client_id)
+
+
+def marker_queue(environment: str, client_id: str) -> str:
+    """Where a client keeps the marker that tells it whether the broker restarted."""
+    return f"{result_queue(environment, client_id)}.marker"
+
+
+def lease_queue(environment: str, client_id: str) -> str:
+    return _scoped(environment, "lease", "client id", client_id)
+
+
+def call_queue(environment: str, call_id: str) -> str:
+    return _scoped(environment, "call", "call id", call_id)
+
+
+def is_call_queue(name: str) -> bool:
+    """Whether ``name`` is a spawned call's result queue (its results must be durable)."""
+    parts = name.split(".")
+    return len(parts) == 5 and name.startswith(f"{PREFIX}.") and parts[3] == "call"
+
+
+def cancel_listener_queue(environment: str, listener_id: str) -> str:
+    """A container's (or the engine's) own queue on the cancel exchange."""
+    return _scoped(environment, "cancels", "listener id", listener_id)
