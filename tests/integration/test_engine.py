@@ -233,7 +233,9 @@ def test_the_app_command_line_lists_shows_and_stops_deployed_apps(engine: Engine
         timeout=60,
     )
     assert '"triple"' in status.stdout and '"queued_inputs"' in status.stdout, status.stderr
-    stopped = subprocess.run([command, "app", "stop", "test-engine"], capture_output=True, text=True)
+    stopped = subprocess.run(
+        [command, "app", "stop", "test-engine"], capture_output=True, text=True
+    )
     assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(warren.NotFoundError):
         warren.Function.from_name("test-engine", "triple").remote(1)

@@ -58,7 +58,6 @@ class CallStream:
 
     def __init__(self, client: Client, target: Target, json: bool, sizer: BatchSizer) -> None:
         self.invocation_id = uuid.uuid4().hex
-        self.duplicates = 0
         self._client = client
         self._target = target
         self._json = json
@@ -183,14 +182,14 @@ class CallStream:
 
     # -- the client's side (a result sink) ------------------------------------------------
 
-    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None:
+    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> bool:
         call = self._calls.get(index)
         if call is None or call.future.done():
-            self.duplicates += 1  # a redelivered input ran twice: its caller has its result
-            return
+            return False
         call.future.set_result((status, fmt, data))
         self._sizer.observe(duration)
         self._learned.set()
+        return True
 
     def fail(self, exc: BaseException) -> None:
         for call in self._calls.values():

@@ -73,7 +73,9 @@ RESULT_PREFETCH = 256
 class ResultSink(Protocol):
     """Where the results of one invocation go."""
 
-    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None: ...
+    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> bool:
+        """Take one result; False if it is a duplicate (its caller has its result)."""
+        ...
 
     def fail(self, exc: BaseException) -> None: ...
 
@@ -217,7 +219,12 @@ class Client:
         self._acks.flush()
         if self._session is not None:
             await self._session.close()
-        log.debug("client_closed", client=self.client_id)
+        log.debug(
+            "client_closed",
+            client=self.client_id,
+            duplicates_dropped=self.duplicates_dropped,
+            messages_rejected=self.messages_rejected,
+        )
 
     @classmethod
     async def current(cls) -> Client:
@@ -385,10 +392,9 @@ class Client:
         sinks = self._sinks
         for invocation_id, index, status, fmt, data, duration in batch.items:
             sink = sinks.get(invocation_id)
-            if sink is None:
-                self.duplicates_dropped += 1  # late or duplicate: its caller is gone or served
-                continue
-            sink.deliver(index, status, fmt, data, duration)
+            # Late or duplicate (a redelivered input ran twice): its caller is gone or served.
+            if sink is None or not sink.deliver(index, status, fmt, data, duration):
+                self.duplicates_dropped += 1
 
 
 class _Connecting:

@@ -38,7 +38,6 @@ class InputSource:
         self._error: BaseException | None = None
         self._closed = False
         self._task: asyncio.Task[None] | None = None
-        self.taken = 0
 
     @classmethod
     def from_iterable(cls, items: Iterable[Any] | AsyncIterable[Any]) -> InputSource:
@@ -51,11 +50,6 @@ class InputSource:
                 target=source._pump_sync, args=(iterator,), name="warren-map-inputs", daemon=True
             ).start()
         return source
-
-    @property
-    def exhausted(self) -> bool:
-        """True once every item was read and handed out."""
-        return self._finished and not self._items
 
     async def take(self, limit: int) -> list[Any]:
         """Between 1 and ``limit`` items; ``[]`` once the iterables are exhausted."""
@@ -71,7 +65,6 @@ class InputSource:
             taken = [self._items.popleft() for _ in range(count)]
         self._room.release(count)
         self._room_freed.set()
-        self.taken += count
         return taken
 
     async def close(self) -> None:

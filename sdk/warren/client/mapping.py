@@ -59,15 +59,16 @@ class _MapSink:
         self.changed = asyncio.Event()
         self.sender: _Sender | None = None
 
-    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> None:
+    def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> bool:
         if not self.buffer.add(index, (status, fmt, data)):
-            return
+            return False
         self.sizer.observe(duration)
         if self.sender is not None:
             self.sender.answered(index)
         if status != STATUS_OK and self.fail_fast and self.first_failure is None:
             self.first_failure = (status, fmt, data)
         self.changed.set()
+        return True
 
     def fail(self, exc: BaseException) -> None:
         self.error = exc

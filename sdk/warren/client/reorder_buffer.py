@@ -24,7 +24,6 @@ class OutputBuffer(Generic[T]):
         self.ordered = ordered
         self.sent = 0
         self.yielded = 0
-        self.duplicates = 0
         self._out: set[int] = set()
         self._held: dict[int, T] = {}
         self._arrived: collections.deque[tuple[int, T]] = collections.deque()
@@ -48,9 +47,8 @@ class OutputBuffer(Generic[T]):
         return index
 
     def add(self, index: int, result: T) -> bool:
-        """Accept a result; False (and counted) if it is a duplicate or unknown."""
+        """Accept a result; False if it is a duplicate or unknown (the client counts it)."""
         if index not in self._out:
-            self.duplicates += 1
             return False
         self._out.discard(index)
         if self.ordered:

@@ -108,11 +108,6 @@ def function_queue(environment: str, app: str, function: str, variant: str | Non
     return name
 
 
-def function_queue_prefix(environment: str, app: str) -> str:
-    """Prefix shared by every function queue of one app (used to clean up after a stop)."""
-    return f"{PREFIX}.{check_part('environment', environment)}.fn.{check_part('app name', app)}."
-
-
 def environment_of(name: str) -> str:
     """The environment a ``warren.v1.<env>.…`` queue or exchange belongs to."""
     parts = name.split(".")
