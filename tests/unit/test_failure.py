@@ -8,6 +8,7 @@ import pytest
 from warren.exceptions import RemoteError
 from warren.wire import failure
 from warren.wire.codec import packb
+from warren.wire.protocol import STATUS_ERROR, CallBatch
 
 
 def _raise_and_capture(exc: BaseException) -> bytes:
@@ -47,3 +48,19 @@ def test_a_record_without_a_pickle_becomes_remote_error() -> None:
     rebuilt = failure.rebuild(record, "app.f")
     assert isinstance(rebuilt, RemoteError)
     assert str(rebuilt).startswith("lib.Custom: m")
+
+
+def test_error_results_answer_every_input_of_a_batch_with_the_same_failure() -> None:
+    # Given a batch of three inputs that will not run
+    batch = CallBatch("inv1", [(0, 0, b""), (4, 0, b""), (9, 0, b"")])
+    # When they are answered with one error
+    items = failure.error_results(batch, ValueError("not run"))
+    # Then each input gets an error result that rebuilds as that error
+    assert [(item[0], item[1], item[2]) for item in items] == [
+        ("inv1", index, STATUS_ERROR) for index in (0, 4, 9)
+    ]
+    for item in items:
+        rebuilt = failure.rebuild(item[4], "f")
+        assert isinstance(rebuilt, ValueError) and str(rebuilt) == "not run"
+    single = failure.error_result("inv2", 3, KeyError("k"))
+    assert single[:4] == ("inv2", 3, STATUS_ERROR, items[0][3]) and single[5] == 0.0

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from warren.exceptions import InvalidError, MessageRejectedError
+from warren.wire import naming
 from warren.wire.codec import Envelope, packb, unpack_envelope
-from warren.wire.signing import Signer, load_key
+from warren.wire.signing import CALL_RESULT_VALIDITY, Signer, load_key, result_validity
 
 KEY = b"k" * 32
 
@@ -114,3 +115,8 @@ def test_a_message_of_another_kind_is_rejected() -> None:
     signer = Signer(KEY, max_size=1024, expiry=60)
     with pytest.raises(MessageRejectedError, match="'results' message where 'cancel' belongs"):
         signer.open(sealed(signer, kind="results"), kind="cancel")
+
+
+def test_results_for_a_spawned_call_stay_valid_as_long_as_its_queue_keeps_them() -> None:
+    assert result_validity(naming.call_queue("main", "c1")) == CALL_RESULT_VALIDITY
+    assert result_validity(naming.result_queue("main", "client1")) is None

@@ -18,8 +18,7 @@ import structlog
 from warren.client.publisher import BROKER_ERRORS
 from warren.exceptions import DeadLetteredError, EngineError, ExecutionError, WarrenError
 from warren.wire import failure, naming
-from warren.wire.codec import FORMAT_MSGPACK
-from warren.wire.protocol import STATUS_ERROR, CallBatch, ResultItem
+from warren.wire.protocol import CallBatch, ResultItem
 from warren.wire.signing import MessageExpiredError, Signer
 
 from warren_engine.container.delivery import Inbound
@@ -80,16 +79,13 @@ class Triage:
         except WarrenError:
             await self.reject(message, str(exc))
             return
-        error = failure.capture(
+        items = failure.error_results(
+            batch,
             ExecutionError(
                 f"the input of {self._function} was not run: it waited in its queue past its "
                 "expiry (WARREN_MESSAGE_EXPIRY, or the result retention of a spawned call)"
-            )
+            ),
         )
-        items: list[ResultItem] = [
-            (batch.invocation_id, index, STATUS_ERROR, FORMAT_MSGPACK, error, 0.0)
-            for index, _, _ in batch.inputs
-        ]
         try:
             if message.reply_to:
                 await self._outbox.publish_results(message.reply_to, items)
@@ -139,16 +135,7 @@ class Triage:
                 f"input {index} of {self._function} was moved to the dead-letter queue "
                 f"{dead_letter_queue!r}: {reason}"
             )
-            results.append(
-                (
-                    single.invocation_id,
-                    index,
-                    STATUS_ERROR,
-                    FORMAT_MSGPACK,
-                    failure.capture(error),
-                    0.0,
-                )
-            )
+            results.append(failure.error_result(single.invocation_id, index, error))
         # The callers' answers first: once the engine has the dead letters, the message is
         # marked replaced and will never run (or be answered) again.
         if message.reply_to:

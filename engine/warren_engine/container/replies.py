@@ -18,11 +18,10 @@ from collections.abc import Callable
 import structlog
 from warren.client.publisher import BROKER_ERRORS
 from warren.exceptions import EngineError
-from warren.wire import naming
 from warren.wire.amqp import Channel, Properties
 from warren.wire.batching import ITEM_OVERHEAD, slices_within
 from warren.wire.protocol import KIND_RESULTS, CallBatch, ResultBatch, ResultItem
-from warren.wire.signing import CALL_RESULT_VALIDITY, ENVELOPE_OVERHEAD, Signer
+from warren.wire.signing import ENVELOPE_OVERHEAD, Signer, result_validity
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.delivery import Inbound
@@ -199,8 +198,8 @@ class Outbox:
         assert channel is not None
         sizes = [len(item[4]) + ITEM_OVERHEAD for item in items]
         room = self._signer.max_size - ENVELOPE_OVERHEAD
-        stored = naming.is_call_queue(reply_to)
-        valid_for = CALL_RESULT_VALIDITY if stored else None
+        valid_for = result_validity(reply_to)
+        stored = valid_for is not None
         confirms = []
         for start, end in slices_within(sizes, MAX_RESULTS_PER_MESSAGE, room):
             chunk = items[start:end]

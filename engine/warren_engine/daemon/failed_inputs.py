@@ -16,9 +16,8 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from aio_pika.exceptions import ChannelNotFoundEntity
 from warren.exceptions import ExecutionError, WarrenError
 from warren.wire import failure, naming
-from warren.wire.codec import FORMAT_MSGPACK
-from warren.wire.protocol import KIND_CALLS, STATUS_ERROR, CallBatch, ResultBatch
-from warren.wire.signing import CALL_RESULT_VALIDITY, signer
+from warren.wire.protocol import KIND_CALLS, CallBatch, ResultBatch
+from warren.wire.signing import result_validity, signer
 
 from warren_engine.publisher import BROKER_ERRORS, dead_letter
 
@@ -74,16 +73,12 @@ async def _answer(
     reply_to = message.reply_to
     if reply_to is None:
         return 0
-    error = failure.capture(ExecutionError(f"the input was not run: {reason}"))
-    items = [
-        (batch.invocation_id, index, STATUS_ERROR, FORMAT_MSGPACK, error, 0.0)
-        for index, _, _ in batch.inputs
-    ]
+    items = failure.error_results(batch, ExecutionError(f"the input was not run: {reason}"))
     await channel.default_exchange.publish(
         aio_pika.Message(
             sealer.seal(
                 ResultBatch(items).to_envelope(),
-                valid_for=CALL_RESULT_VALIDITY if naming.is_call_queue(reply_to) else None,
+                valid_for=result_validity(reply_to),
             ),
             type="results",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

@@ -17,7 +17,8 @@ from typing import Any
 import cloudpickle
 
 from warren.exceptions import RemoteError
-from warren.wire.codec import PICKLE_PROTOCOL, packb, unpackb
+from warren.wire.codec import FORMAT_MSGPACK, PICKLE_PROTOCOL, packb, unpackb
+from warren.wire.protocol import STATUS_ERROR, CallBatch, ResultItem
 
 
 def _type_name(exc: BaseException) -> str:
@@ -55,6 +56,20 @@ def capture(exc: BaseException) -> bytes:
         "pickle": pickled,
     }
     return packb(record)
+
+
+def error_result(invocation_id: str, index: int, exc: BaseException) -> ResultItem:
+    """The result of an input that failed with ``exc`` before (or instead of) running."""
+    return (invocation_id, index, STATUS_ERROR, FORMAT_MSGPACK, capture(exc), 0.0)
+
+
+def error_results(batch: CallBatch, exc: BaseException) -> list[ResultItem]:
+    """The same failure as the result of every input of ``batch`` (captured once)."""
+    error = capture(exc)
+    return [
+        (batch.invocation_id, index, STATUS_ERROR, FORMAT_MSGPACK, error, 0.0)
+        for index, _, _ in batch.inputs
+    ]
 
 
 def rebuild(data: bytes, function_name: str) -> BaseException:

@@ -28,6 +28,7 @@ from typing import Any
 
 from warren.config import settings
 from warren.exceptions import DeserializationError, InvalidError, MessageRejectedError
+from warren.wire import naming
 from warren.wire.codec import Envelope, packb, unpack_envelope
 
 MIN_KEY_BYTES = 16
@@ -205,3 +206,9 @@ def signer() -> Signer:
     """The signer for this process's current settings (cheap: cached by key and limits)."""
     config = settings()
     return _signer(load_key(), config.max_message_size, config.message_expiry)
+
+
+def result_validity(reply_to: str) -> float | None:
+    """How long results sent to ``reply_to`` stay valid: a stored (spawned) call's for as
+    long as its queue may keep them, a waiting caller's for the default expiry (None)."""
+    return CALL_RESULT_VALIDITY if naming.is_call_queue(reply_to) else None
