@@ -52,6 +52,7 @@ from warren_engine.container.executor import STATUS_ABANDONED, Executor, Job
 from warren_engine.container.rejections import Triage
 from warren_engine.container.replies import HeldMessage, Outbox
 from warren_engine.pipe.holdings import HoldingTable
+from warren_engine.pipe.messages import Dropped
 from warren_engine.pipe.pipes import EngineLink
 from warren_engine.pool.crash_ledger import CRASHED, REPLACED
 
@@ -81,6 +82,23 @@ class ContainerConfig:
     environ: dict[str, str | None] = field(default_factory=dict, repr=False)
     volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
     core: int | None = None  # the core its threads run on (see warren_engine.pool.cores)
+
+    def to_wire(self) -> dict[str, Any]:
+        """What the engine hands a container process it forks (msgpack)."""
+        return {
+            "broker_url": self.broker_url,
+            "environment": self.environment,
+            "instance": self.instance,
+            "queue": self.queue,
+            "spec": self.spec.to_wire(),
+            "code_path": self.code_path,
+            "container_id": self.container_id,
+            "sys_path": list(self.sys_path),
+            "cancelled": list(self.cancelled),
+            "environ": self.environ,
+            "volumes": self.volumes,
+            "core": self.core,
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ContainerConfig:
@@ -297,7 +315,7 @@ class Container:
             self._log.warning("broker_connection_lost")
             self._forget_deliveries()
             with contextlib.suppress(OSError):
-                self._link.send({"event": "dropped"})
+                self._link.send(Dropped())
 
     def _on_inputs_closed(self, closed: asyncio.Future[None]) -> None:
         exc = closed.exception()

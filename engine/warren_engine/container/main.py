@@ -1,7 +1,7 @@
 """Entry point of a container process, forked by :mod:`warren_engine.pool.processes`.
 
 The container loads the app's code, connects, and reports on its status pipe (see
-:mod:`warren_engine.pipe.pipes`): first ``ready`` (or ``failed`` with the reason, which the pool
+:mod:`warren_engine.pipe.pipes`): first ``Ready`` (or ``Failed`` with the reason, which the pool
 turns into the error ``app.run()`` or the waiting callers get), then every few tenths
 of a second how many inputs it holds and since when it has been idle. It stops when
 its lifeline pipe closes, that is when the engine is gone, however it went.
@@ -22,12 +22,14 @@ from typing import Any
 import structlog
 from warren.client import event_loop
 from warren.wire.code_bundle import load_app_code
+from warren.wire.codec import unpackb
 
 from warren_engine.container.container import Container, ContainerConfig
 from warren_engine.container.limits import apply_limits
 from warren_engine.container.mounts import mount_volumes
 from warren_engine.pipe.holdings import HoldingTable, slots_for
-from warren_engine.pipe.pipes import EngineLink, decode
+from warren_engine.pipe.messages import Event, Failed, Ready, Status
+from warren_engine.pipe.pipes import EngineLink
 
 log = structlog.get_logger(__name__)
 
@@ -44,13 +46,8 @@ def load_function(config: ContainerConfig) -> Callable[..., Any]:
         return load_app_code(handle.read())[config.spec.tag]
 
 
-def _failure(exc: BaseException) -> dict[str, str]:
-    return {
-        "event": "failed",
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
+def _failure(exc: BaseException) -> Failed:
+    return Failed(type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)))
 
 
 def forked_main(
@@ -65,7 +62,7 @@ def forked_main(
     from warren_engine import logs
 
     logs.configure()
-    config = ContainerConfig.from_wire(decode(config_data))
+    config = ContainerConfig.from_wire(unpackb(config_data))
     for name, value in config.environ.items():  # env= and secrets=, before the code loads
         if value is None:
             os.environ.pop(name, None)
@@ -97,13 +94,13 @@ async def _serve(
     loop = asyncio.get_running_loop()
     link.attach(loop)
 
-    def send(message: dict[str, Any]) -> None:
+    def send(event: Event) -> None:
         try:
-            link.send(message)
+            link.send(event)
         except OSError:
             container.request_stop()  # the engine is gone
 
-    container = Container(config, fn, link, holdings, on_ready=lambda: send({"event": "ready"}))
+    container = Container(config, fn, link, holdings, on_ready=lambda: send(Ready()))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, container.request_stop)
     loop.add_reader(lifeline.fileno(), container.request_stop)  # readable only at EOF
@@ -118,7 +115,7 @@ async def _serve(
         await asyncio.gather(reporter, return_exceptions=True)
 
 
-async def _report(container: Container, send: Callable[[dict[str, Any]], None]) -> None:
+async def _report(container: Container, send: Callable[[Event], None]) -> None:
     last: tuple[int, float, int] | None = None
     while True:
         await asyncio.sleep(STATUS_PERIOD)
@@ -126,13 +123,12 @@ async def _report(container: Container, send: Callable[[dict[str, Any]], None]) 
         if now != last:
             idle_for = 0.0 if container.held else time.monotonic() - container.last_active
             send(
-                {
-                    "event": "status",
-                    "running": container.held,
-                    "idle_for": idle_for,
-                    "batch": container.mean_batch,
-                    "messages": container.messages_received,
-                    "inputs": container.inputs_received,
-                }
+                Status(
+                    running=container.held,
+                    idle_for=idle_for,
+                    batch=container.mean_batch,
+                    messages=container.messages_received,
+                    inputs=container.inputs_received,
+                )
             )
             last = now

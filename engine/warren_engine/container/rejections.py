@@ -23,6 +23,7 @@ from warren.wire.signing import MessageExpiredError, Signer
 
 from warren_engine.container.delivery import Inbound
 from warren_engine.container.replies import Outbox
+from warren_engine.pipe.messages import AskVerdict, DeadLetter
 from warren_engine.pipe.pipes import EngineLink
 from warren_engine.pool.crash_ledger import HEALTHY
 
@@ -51,9 +52,7 @@ class Triage:
         """Dead-letter a message that failed verification; never run, never answered."""
         self._log.error("input_rejected", reason=reason, message_id=message.message_id)
         try:
-            await self._link.request(
-                "dead_letter", body=message.body, reason=reason, **message.properties()
-            )
+            await self._link.request(_dead_letter(message, message.body, reason))
         except EngineError:
             # The queue's own dead-letter exchange still keeps it (without our reason).
             message.reject(requeue=False)
@@ -66,11 +65,11 @@ class Triage:
         if not message.redelivered or not message.message_id:
             return HEALTHY
         try:
-            answer = await self._link.request("verdict", message=message.message_id)
+            answer = await self._link.request(AskVerdict(message.message_id))
         except EngineError as exc:
             self._log.warning("crash_verdict_unavailable", reason=str(exc))
             return HEALTHY
-        return str(answer.get("verdict", HEALTHY))
+        return answer.verdict
 
     async def expired(self, message: Inbound, exc: MessageExpiredError) -> None:
         """A genuine input that waited past its expiry: dead-lettered, and its caller told."""
@@ -127,7 +126,6 @@ class Triage:
             f"its container died each of the {singles[0].crashes} times it ran "
             f"(the crash limit, WARREN_CRASH_LIMIT, is {self._crash_limit})"
         )
-        properties = message.properties()
         results: list[ResultItem] = []
         for single in singles:
             index = single.inputs[0][0]
@@ -141,15 +139,27 @@ class Triage:
         if message.reply_to:
             await self._outbox.publish_results(message.reply_to, results)
         for single in singles:
-            await self._link.request(
-                "dead_letter",
-                body=self._signer.seal(
-                    single.to_envelope(),
-                    reply_to=message.reply_to,
-                    correlation_id=message.correlation_id,
-                    expires_at=expires_at,
-                ),
-                reason=reason,
-                replaces=message.message_id,
-                **properties,
+            body = self._signer.seal(
+                single.to_envelope(),
+                reply_to=message.reply_to,
+                correlation_id=message.correlation_id,
+                expires_at=expires_at,
             )
+            await self._link.request(
+                _dead_letter(message, body, reason, replaces=message.message_id)
+            )
+
+
+def _dead_letter(
+    message: Inbound, body: bytes, reason: str, replaces: str | None = None
+) -> DeadLetter:
+    """A dead letter of ``body`` with the properties a copy of ``message`` carries over."""
+    return DeadLetter(
+        body,
+        reason,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        type=message.type,
+        replaces=replaces,
+    )

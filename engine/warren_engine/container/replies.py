@@ -25,6 +25,7 @@ from warren.wire.signing import ENVELOPE_OVERHEAD, Signer, result_validity
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.delivery import Inbound
+from warren_engine.pipe.messages import Requeue
 from warren_engine.pipe.pipes import EngineLink
 
 log = structlog.get_logger(__name__)
@@ -246,19 +247,21 @@ class Outbox:
         ``replaces`` names a crashed message these batches stand for: the engine then
         never lets it run again, even if its acknowledgement is lost.
         """
+        bodies = tuple(
+            self._signer.seal(
+                batch.to_envelope(),
+                reply_to=message.reply_to,
+                correlation_id=message.correlation_id,
+                expires_at=expires_at,
+            )
+            for batch in batches
+        )
         await self._link.request(
-            "requeue",
-            replaces=replaces,
-            bodies=[
-                self._signer.seal(
-                    batch.to_envelope(),
-                    reply_to=message.reply_to,
-                    correlation_id=message.correlation_id,
-                    expires_at=expires_at,
-                )
-                for batch in batches
-            ],
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            delay_ms=round(delay * 1000),
+            Requeue(
+                bodies,
+                correlation_id=message.correlation_id,
+                reply_to=message.reply_to,
+                delay_ms=round(delay * 1000),
+                replaces=replaces,
+            )
         )

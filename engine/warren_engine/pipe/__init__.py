@@ -1,1 +1,1 @@
-"""What a container and its engine share: the pipes between them and the holdings table."""
+"""What a container and its engine share: the pipes, their messages, the holdings table."""

@@ -1,12 +1,12 @@
 """The pipes between a container process and its engine.
 
-Two one-way pipes carry msgpack maps:
+Two one-way pipes carry the messages of :mod:`warren_engine.pipe.messages`:
 
-* **status** (container to engine): ``ready`` or ``failed`` once, then ``status``
-  reports (inputs held, idleness, messages received), ``dropped`` when its broker
-  connection went, and ``request`` messages; nothing per message (what messages
+* **status** (container to engine): ``Ready`` or ``Failed`` once, then ``Status``
+  reports (inputs held, idleness, messages received), ``Dropped`` when its broker
+  connection went, and ``Request`` messages; nothing per message (what messages
   a container holds is in its holding table, :mod:`warren_engine.pipe.holdings`);
-* **replies** (engine to container): the answers to requests, by request id.
+* **replies** (engine to container): ``Answered`` or ``Refused``, by request id.
 
 A container asks its engine to publish what a container has no right to publish
 itself: inputs handed back or retried into its function queue, and dead letters
@@ -21,23 +21,28 @@ import itertools
 import os
 import struct
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import overload
 
 from warren.exceptions import EngineError
-from warren.wire.codec import packb, unpackb
+
+from warren_engine.pipe.messages import (
+    ANSWERS,
+    Answered,
+    AskVerdict,
+    DeadLetter,
+    Done,
+    Event,
+    Query,
+    Reply,
+    Request,
+    Requeue,
+    Response,
+    Verdict,
+    decode_reply,
+    encode,
+)
 
 REQUEST_TIMEOUT = 30.0
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    return packb(message)
-
-
-def decode(data: bytes) -> dict[str, Any]:
-    message = unpackb(data)
-    if not isinstance(message, dict):
-        raise EngineError(f"malformed message on a container pipe: {message!r}")
-    return message
 
 
 _SHORT = struct.Struct("!i")
@@ -109,7 +114,7 @@ class EngineLink:
         self._status = status
         self._replies = PipeReader(replies)
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[Response]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -117,30 +122,45 @@ class EngineLink:
         self._loop = loop
         loop.add_reader(self._replies.fileno(), self._on_replies)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, event: Event) -> None:
         """Send an event; raises ``OSError`` when the engine is gone."""
-        self._status.send_bytes(encode(message))
+        self._status.send_bytes(encode(event))
 
-    async def request(self, op: str, **args: Any) -> dict[str, Any]:
-        """Ask the engine to do ``op``; its answer, or ``EngineError`` saying why not."""
+    @overload
+    async def request(self, query: AskVerdict) -> Verdict: ...
+
+    @overload
+    async def request(self, query: Requeue | DeadLetter) -> Done: ...
+
+    async def request(self, query: Query) -> Response:
+        """Ask the engine to do ``query``; its answer, or ``EngineError`` saying why not."""
         assert self._loop is not None, "the link is not attached to a loop"
         request_id = next(self._ids)
-        answer: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        answer: asyncio.Future[Response] = self._loop.create_future()
         self._pending[request_id] = answer
         try:
-            self.send({"event": "request", "id": request_id, "op": op, **args})
-            return await asyncio.wait_for(answer, REQUEST_TIMEOUT)
+            self.send(Request(request_id, query))
+            response = await asyncio.wait_for(answer, REQUEST_TIMEOUT)
         except OSError as exc:
             raise EngineError(f"the engine is gone: {exc}") from exc
         except TimeoutError:
-            raise EngineError(f"the engine did not answer {op!r} in {REQUEST_TIMEOUT:g}s") from None
+            raise EngineError(
+                f"the engine did not answer {type(query).__name__} in {REQUEST_TIMEOUT:g}s"
+            ) from None
         finally:
             self._pending.pop(request_id, None)
+        expected = ANSWERS[type(query)]
+        if type(response) is not expected:
+            raise EngineError(
+                f"the engine answered {type(query).__name__} with {type(response).__name__}, "
+                f"not {expected.__name__}"
+            )
+        return response
 
     def _on_replies(self) -> None:
         messages, ended = self._replies.read()
         for message in messages:
-            self._resolve(decode(message))
+            self._resolve(decode_reply(message))
         if ended:
             assert self._loop is not None
             self._loop.remove_reader(self._replies.fileno())
@@ -148,11 +168,11 @@ class EngineLink:
                 if not answer.done():
                     answer.set_exception(EngineError("the engine is gone"))
 
-    def _resolve(self, message: dict[str, Any]) -> None:
-        answer = self._pending.get(message.get("id", 0))
+    def _resolve(self, reply: Reply) -> None:
+        answer = self._pending.get(reply.id)
         if answer is None or answer.done():
             return
-        if message.get("ok"):
-            answer.set_result(message)
+        if isinstance(reply, Answered):
+            answer.set_result(reply.response)
         else:
-            answer.set_exception(EngineError(str(message.get("error", "request refused"))))
+            answer.set_exception(EngineError(reply.error))

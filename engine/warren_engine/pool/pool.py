@@ -29,8 +29,26 @@ from warren import exceptions
 from warren.config import settings
 from warren.wire.spec import FunctionSpec
 
-from warren_engine.container.container import EXIT_REPLACED
+from warren_engine.container.container import EXIT_REPLACED, ContainerConfig
 from warren_engine.daemon.cancel_memory import CancelMemory
+from warren_engine.pipe.messages import (
+    Answered,
+    AskVerdict,
+    DeadLetter,
+    Done,
+    Dropped,
+    Event,
+    Failed,
+    Query,
+    Ready,
+    Refused,
+    Reply,
+    Request,
+    Requeue,
+    Response,
+    Status,
+    Verdict,
+)
 from warren_engine.pool.autoscaler import Autoscaling, ContainerView, decide
 from warren_engine.pool.cores import CorePlacement, pinnable
 from warren_engine.pool.crash_ledger import CrashLedger
@@ -80,6 +98,9 @@ class _Member:
 
 QueueDepth = Callable[[str], Awaitable[int]]
 AnswerQueued = Callable[[str, str], Awaitable[int]]
+# Keyed by the message's class, so each handler gets the kind it is written for.
+EventHandler = Callable[[int, Any], None]
+QueryHandler = Callable[[_Member, Any], Awaitable[Response]]
 
 
 class ContainerPool:
@@ -124,6 +145,18 @@ class ContainerPool:
         self._backoff = 0.0
         self._next_launch = 0.0
         self._log = log.bind(function=config.spec.tag, app=config.instance)
+        self._on_event: dict[type[Event], EventHandler] = {
+            Dropped: self._on_dropped,
+            Request: self._on_request,
+            Ready: self._on_ready,
+            Status: self._on_report,
+            Failed: self._on_failed,
+        }
+        self._serve: dict[type[Query], QueryHandler] = {
+            AskVerdict: self._verdict,
+            Requeue: self._requeue,
+            DeadLetter: self._dead_letter,
+        }
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -253,20 +286,8 @@ class ContainerPool:
         if self._stopping:
             return
         container_id = uuid.uuid4().hex[:12]
-        config: dict[str, Any] = {
-            "broker_url": self.config.broker_url,
-            "environment": self.config.environment,
-            "instance": self.config.instance,
-            "queue": self.config.queue,
-            "spec": self.config.spec.to_wire(),
-            "code_path": self.config.code_path,
-            "container_id": container_id,
-            "sys_path": list(self.config.sys_path),
-            "cancelled": self._cancels.recent(),
-            "environ": self._environ(),  # may hold secrets: never logged
-            "volumes": self._volumes,
-            "core": None,
-        }
+        cancelled = tuple(self._cancels.recent())
+        environ = self._environ()  # may hold secrets: never logged
         if not self._node.reserve(self.config.spec):
             if not self._waiting_for_capacity:
                 self._log.warning("container_waiting_for_capacity", node=self._node.labels())
@@ -275,12 +296,25 @@ class ContainerPool:
         self._waiting_for_capacity = False
         self._keys += 1
         key = self._keys
+        core = None
         if self._cores is not None and self._cores.enabled:
-            config["core"] = self._cores.take(container_id, self.config.queue)
+            core = self._cores.take(container_id, self.config.queue)
+        config = ContainerConfig(
+            broker_url=self.config.broker_url,
+            environment=self.config.environment,
+            instance=self.config.instance,
+            queue=self.config.queue,
+            spec=self.config.spec,
+            code_path=self.config.code_path,
+            container_id=container_id,
+            sys_path=self.config.sys_path,
+            cancelled=cancelled,
+            environ=environ,
+            volumes=self._volumes,
+            core=core,
+        )
         try:
-            process = ContainerProcess(
-                config, self.config.spec.max_inputs, lambda message: self._on_status(key, message)
-            )
+            process = ContainerProcess(config, lambda event: self._on_status(key, event))
         except BaseException:
             self._node.release(self.config.spec)
             self._give_core(container_id)
@@ -293,44 +327,55 @@ class ContainerPool:
         self._own(self._watch(member))
         self._log.info("container_spawned", pid=process.pid, container=container_id)
 
-    def _on_status(self, key: int, message: dict[str, Any]) -> None:
-        event = message.get("event")
-        if event == "dropped":  # its connection was lost: what it held is redelivered
-            self._ledger.dropped(key)
-            return
+    def _on_status(self, key: int, event: Event) -> None:
+        self._on_event[type(event)](key, event)
+
+    def _on_dropped(self, key: int, _: Dropped) -> None:
+        self._ledger.dropped(key)  # its connection was lost: what it held is redelivered
+
+    def _on_request(self, key: int, request: Request) -> None:
         member = self._members.get(key)
         if member is None:
             return
-        if event == "request":
-            # Owned apart from the autoscaler's tasks: stopping the pool lets them finish,
-            # so a container is always answered (and a republish is never half done).
-            task = asyncio.get_running_loop().create_task(self._answer(member, message))
-            self._requests.add(task)
-            task.add_done_callback(self._requests.discard)
-        elif event == "ready":
-            member.ready = True
-            self._load_error = None
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(None)
-        elif event == "status":
-            member.running = int(message.get("running", 0))
-            member.idle_for = float(message.get("idle_for", 0.0))
-            member.batch = float(message.get("batch", 1.0))
-            member.messages = int(message.get("messages", 0))
-            member.inputs = int(message.get("inputs", 0))
-            member.reported_at = time.monotonic()
-        elif event == "failed":
-            self._failed(message)
+        # Owned apart from the autoscaler's tasks: stopping the pool lets them finish,
+        # so a container is always answered (and a republish is never half done).
+        task = asyncio.get_running_loop().create_task(self._answer(member, request))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
-    def _failed(self, message: dict[str, Any]) -> None:
+    def _on_ready(self, key: int, _: Ready) -> None:
+        member = self._members.get(key)
+        if member is None:
+            return
+        member.ready = True
+        self._load_error = None
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+
+    def _on_report(self, key: int, status: Status) -> None:
+        member = self._members.get(key)
+        if member is None:
+            return
+        member.running = status.running
+        member.idle_for = status.idle_for
+        member.batch = status.batch
+        member.messages = status.messages
+        member.inputs = status.inputs
+        member.reported_at = time.monotonic()
+
+    def _on_failed(self, key: int, failed: Failed) -> None:
+        if key in self._members:
+            self._failed(failed)
+
+    def _failed(self, failed: Failed) -> None:
         kind = (
             exceptions.VersionMismatchError
-            if message.get("type") == "VersionMismatchError"
+            if failed.error_type == "VersionMismatchError"
             else exceptions.EngineError
         )
         error = kind(
             f"containers of {self.config.spec.tag!r} cannot start: "
-            f"{message.get('type', 'error')}: {message.get('message', '')}"
+            f"{failed.error_type}: {failed.message}"
         )
         self._load_error = error
         if self._ready is not None and not self._ready.done():
@@ -367,49 +412,52 @@ class ContainerPool:
         )
         self._next_launch = time.monotonic() + self._backoff
         if self._ready is not None and not self._ready.done() and not member.ready:
-            self._failed(
-                {"type": "exit", "message": f"it exited with code {code} before it was ready"}
-            )
+            self._failed(Failed("exit", f"it exited with code {code} before it was ready"))
         self._poke.set()
 
     # -- requests from containers ------------------------------------------------------
 
-    async def _answer(self, member: _Member, request: dict[str, Any]) -> None:
-        answer: dict[str, Any] = {"id": request.get("id"), "ok": True}
+    async def _answer(self, member: _Member, request: Request) -> None:
+        reply: Reply
         try:
-            answer.update(await self._serve(member, request))
+            response = await self._serve[type(request.query)](member, request.query)
         except Exception as exc:
-            self._log.warning("container_request_failed", op=request.get("op"), reason=str(exc))
-            answer = {"id": request.get("id"), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        member.process.answer(answer)
-
-    async def _serve(self, member: _Member, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        if op == "verdict":
-            # Whatever the other containers reported is in the ledger before it answers.
-            for other in list(self._members.values()):
-                other.process.read_status()
-            return {"verdict": await self._ledger.verdict(request["message"], member.key)}
-        if op == "requeue":
-            await self._republisher.requeue(
-                self.config.queue,
-                list(request["bodies"]),
-                correlation_id=request.get("correlation_id"),
-                reply_to=request.get("reply_to"),
-                delay_ms=int(request.get("delay_ms", 0)),
+            self._log.warning(
+                "container_request_failed", op=type(request.query).__name__, reason=str(exc)
             )
-        elif op == "dead_letter":
-            await self._republisher.dead_letter(
-                request["body"],
-                reason=str(request["reason"]),
-                source_queue=self.config.queue,
-                properties=request,
-            )
+            reply = Refused(request.id, f"{type(exc).__name__}: {exc}")
         else:
-            raise exceptions.InvalidError(f"unknown container request {op!r}")
-        if request.get("replaces"):  # now in the queue: the crashed original must not run
-            self._ledger.replaced(request["replaces"])
-        return {}
+            reply = Answered(request.id, response)
+        member.process.answer(reply)
+
+    async def _verdict(self, member: _Member, query: AskVerdict) -> Verdict:
+        # Whatever the other containers reported is in the ledger before it answers.
+        for other in list(self._members.values()):
+            other.process.read_status()
+        return Verdict(await self._ledger.verdict(query.message_id, member.key))
+
+    async def _requeue(self, member: _Member, query: Requeue) -> Done:
+        await self._republisher.requeue(
+            self.config.queue,
+            list(query.bodies),
+            correlation_id=query.correlation_id,
+            reply_to=query.reply_to,
+            delay_ms=query.delay_ms,
+        )
+        if query.replaces:  # now in the queue: the crashed original must not run
+            self._ledger.replaced(query.replaces)
+        return Done()
+
+    async def _dead_letter(self, member: _Member, query: DeadLetter) -> Done:
+        await self._republisher.dead_letter(
+            query.body,
+            reason=query.reason,
+            source_queue=self.config.queue,
+            properties=query.properties(),
+        )
+        if query.replaces:  # now in the queue: the crashed original must not run
+            self._ledger.replaced(query.replaces)
+        return Done()
 
     def _give_core(self, container_id: str) -> None:
         if self._cores is not None:

@@ -6,7 +6,7 @@ Warren before a container can take its first input. Instead the engine keeps a
 (:func:`warm_up`), and every container is a fork of it: a cold start costs the fork,
 the unpickling of the app's code and a broker connection.
 
-Each container gets three pipes: a *status* pipe on which it reports ``READY`` (or why
+Each container gets three pipes: a *status* pipe on which it reports ``Ready`` (or why
 it failed), then how busy it is, and sends requests; a *replies* pipe for the engine's
 answers (both described in :mod:`warren_engine.pipe.pipes`); a *lifeline* whose other end only
 the engine holds, so a container notices at once when its engine dies and stops,
@@ -23,15 +23,18 @@ import multiprocessing.connection
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
 
+from warren.wire.codec import packb
+
+from warren_engine.container.container import ContainerConfig
 from warren_engine.pipe.holdings import HoldingTable, slots_for
-from warren_engine.pipe.pipes import PipeReader, decode, encode
+from warren_engine.pipe.messages import Event, Reply, decode_event, encode
+from warren_engine.pipe.pipes import PipeReader
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["warren_engine.container.main"])
 
-StatusHandler = Callable[[dict[str, Any]], None]
+StatusHandler = Callable[[Event], None]
 
 
 def warm_up() -> None:
@@ -54,23 +57,23 @@ def kill_leftovers() -> list[int]:
 class ContainerProcess:
     """One container process: its pid, its status reports, and its exit."""
 
-    def __init__(self, config: dict[str, Any], max_inputs: int, on_status: StatusHandler) -> None:
+    def __init__(self, config: ContainerConfig, on_status: StatusHandler) -> None:
         from warren_engine.container.main import forked_main
 
         status_reader, status_writer = _CONTEXT.Pipe(duplex=False)
         replies_reader, replies_writer = _CONTEXT.Pipe(duplex=False)
         lifeline_reader, lifeline_writer = _CONTEXT.Pipe(duplex=False)
-        self.holdings = HoldingTable(slots_for(max_inputs))
+        self.holdings = HoldingTable(slots_for(config.spec.max_inputs))
         self._process = _CONTEXT.Process(
             target=forked_main,
             args=(
-                encode(config),
+                packb(config.to_wire()),
                 status_writer,
                 replies_reader,
                 lifeline_reader,
                 self.holdings.shared,
             ),
-            name=f"warren-container-{config['container_id']}",
+            name=f"warren-container-{config.container_id}",
             daemon=False,
         )
         self._process.start()
@@ -107,10 +110,10 @@ class ContainerProcess:
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
 
-    def answer(self, message: dict[str, Any]) -> None:
+    def answer(self, reply: Reply) -> None:
         """Send an answer to one of the container's requests (nothing if it is gone)."""
         with contextlib.suppress(OSError):
-            self._replies.send_bytes(encode(message))
+            self._replies.send_bytes(encode(reply))
 
     async def wait(self) -> int:
         """The exit code (negative: killed by that signal)."""
@@ -122,7 +125,7 @@ class ContainerProcess:
             return
         messages, ended = self._status.read()
         for message in messages:
-            self._on_status(decode(message))
+            self._on_status(decode_event(message))
         if ended:
             self._status_closed = True
             self._loop.remove_reader(self._status.fileno())
