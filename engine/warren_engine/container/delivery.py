@@ -63,12 +63,3 @@ class Inbound:
         if not self.processed:
             self.processed = True
             self.delivery.channel.reject(self.delivery.delivery_tag, requeue=requeue)
-
-    def properties(self) -> dict[str, str | None]:
-        """What a copy of this message (a dead letter, say) carries over."""
-        return {
-            "message_id": self.message_id,
-            "correlation_id": self.correlation_id,
-            "reply_to": self.reply_to,
-            "type": self.type,
-        }
