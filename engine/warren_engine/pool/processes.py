@@ -24,12 +24,16 @@ import os
 import signal
 from collections.abc import Callable
 
+import structlog
+from warren.exceptions import EngineError
 from warren.wire.codec import packb
 
 from warren_engine.container.container import ContainerConfig
 from warren_engine.pipe.holdings import HoldingTable, slots_for
 from warren_engine.pipe.messages import Event, Reply, decode_event, encode
 from warren_engine.pipe.pipes import PipeReader
+
+log = structlog.get_logger(__name__)
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["warren_engine.container.main"])
@@ -125,7 +129,14 @@ class ContainerProcess:
             return
         messages, ended = self._status.read()
         for message in messages:
-            self._on_status(decode_event(message))
+            try:
+                event = decode_event(message)
+            except EngineError as exc:
+                # Container and engine run the same code, so this is a bug: say so, and keep
+                # reading (the container's next message is framed on its own).
+                log.error("pipe_message_refused", pid=self._process.pid, reason=str(exc))
+                continue
+            self._on_status(event)
         if ended:
             self._status_closed = True
             self._loop.remove_reader(self._status.fileno())
