@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from warren.exceptions import EngineError
@@ -27,6 +27,7 @@ from warren_engine.container.replies import (
     HeldMessage,
     Outbox,
 )
+from warren_engine.pipe.messages import Done, Query, Requeue
 from warren_engine.pipe.pipes import EngineLink
 
 EXCHANGE = "warren.v1.replies"
@@ -84,14 +85,14 @@ class RecordingLink:
     """The container's end of its pipe to the engine: records requests."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[Query] = []
         self.error: BaseException | None = None
 
-    async def request(self, op: str, **args: Any) -> dict[str, Any]:
+    async def request(self, query: Query) -> Done:
         if self.error is not None:
             raise self.error
-        self.requests.append((op, args))
-        return {}
+        self.requests.append(query)
+        return Done()
 
 
 class Container:
@@ -264,11 +265,11 @@ async def test_a_failed_input_with_attempts_left_is_requeued_by_the_engine_after
     await container.outbox.settle(message)  # the other input was accounted for
     await container.outbox.drain()
     # Then the engine is asked to requeue that input alone, its failure counted
-    [(op, args)] = container.link.requests
-    assert op == "requeue"
-    assert args["delay_ms"] == 1500 and args["replaces"] is None
-    assert (args["correlation_id"], args["reply_to"]) == (INVOCATION, CALLER)
-    [body] = args["bodies"]
+    [requeue] = container.link.requests
+    assert isinstance(requeue, Requeue)
+    assert requeue.delay_ms == 1500 and requeue.replaces is None
+    assert (requeue.correlation_id, requeue.reply_to) == (INVOCATION, CALLER)
+    [body] = requeue.bodies
     envelope = container.signer.open(body, reply_to=CALLER, correlation_id=INVOCATION)
     assert CallBatch.from_body(envelope.body) == CallBatch(INVOCATION, [(1, 0, b"in")], failures=1)
     # And it keeps the expiry its message came with

@@ -37,9 +37,6 @@ class CancelMemory:
         ids = list(self._ids)
         return ids[-limit:]
 
-    def __contains__(self, invocation_id: object) -> bool:
-        return invocation_id in self._ids
-
     def _forget(self, now: float) -> None:
         while self._ids and (
             len(self._ids) > self._keep_at_most
