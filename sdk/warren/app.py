@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 from warren import web
 from warren.client.app_run import RunHandle, deploy_app, start_run, stop_run
@@ -13,18 +13,23 @@ from warren.client.connection import Client
 from warren.client.facade import Method, run_blocking
 from warren.config import settings
 from warren.exceptions import InvalidError
-from warren.function import Function
-from warren.options import check_options
-from warren.secrets import Secret
-from warren.volumes import Volume
+from warren.function import Definition, Function
+from warren.options import FunctionOptions, check_options
 from warren.wire import naming
 from warren.wire.code_bundle import ship_by_value
-from warren.wire.retries import Retries
 from warren.wire.spec import FunctionSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Deploy(Protocol):
+    """The type of ``app.deploy``: blocking, with an ``.aio`` twin."""
+
+    def __call__(self, name: str | None = None) -> App: ...
+
+    def aio(self, name: str | None = None) -> Coroutine[Any, Any, App]: ...
 
 
 class App:
@@ -68,33 +73,16 @@ class App:
         return self._run is not None
 
     @overload
-    def function(self, raw: Callable[P, Coroutine[Any, Any, R]], /) -> Function[P, R]: ...
+    def function(
+        self, raw: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Function[P, R, Coroutine[Any, Any, R]]: ...
 
     @overload
-    def function(self, raw: Callable[P, R], /) -> Function[P, R]: ...
+    def function(self, raw: Callable[P, R], /) -> Function[P, R, R]: ...
 
     @overload
     def function(
-        self,
-        raw: None = None,
-        /,
-        *,
-        name: str | None = None,
-        max_containers: int | None = None,
-        max_inputs: int = 1,
-        timeout: float = 300.0,
-        min_containers: int = 0,
-        buffer_containers: int = 0,
-        scaledown_window: float = 60.0,
-        retries: int | Retries | None = None,
-        cpu: float | tuple[float, float] | None = None,
-        memory: int | tuple[int, int] | None = None,
-        gpu: str | None = None,
-        env: dict[str, str | None] | None = None,
-        secrets: Sequence[Secret] | None = None,
-        volumes: dict[str, Volume] | None = None,
-        region: str | Sequence[str] | None = None,
-        cloud: str | Sequence[str] | None = None,
+        self, raw: None = None, /, *, name: str | None = None, **options: Unpack[FunctionOptions]
     ) -> _Decorator: ...
 
     def function(
@@ -103,52 +91,26 @@ class App:
         /,
         *,
         name: str | None = None,
-        max_containers: int | None = None,
-        max_inputs: int = 1,
-        timeout: float = 300.0,
-        min_containers: int = 0,
-        buffer_containers: int = 0,
-        scaledown_window: float = 60.0,
-        retries: int | Retries | None = None,
-        cpu: float | tuple[float, float] | None = None,
-        memory: int | tuple[int, int] | None = None,
-        gpu: str | None = None,
-        env: dict[str, str | None] | None = None,
-        secrets: Sequence[Secret] | None = None,
-        volumes: dict[str, Volume] | None = None,
-        region: str | Sequence[str] | None = None,
-        cloud: str | Sequence[str] | None = None,
+        **options: Unpack[FunctionOptions],
     ) -> Any:
         """Register a function of this app: ``@app.function()`` or ``@app.function``.
 
-        Containers scale with the load, from ``min_containers`` (kept warm, default 0)
-        up to ``max_containers`` (default: as many as the engine node has cores, so that
-        a CPU-bound map uses the machine; set it to bound the function's
-        concurrency exactly); ``buffer_containers`` extra idle ones are kept while
-        the function is busy, and an idle container above the minimum stops after
-        ``scaledown_window`` seconds. ``max_inputs`` is how many inputs one container
-        runs at once (its prefetch), so ``max_containers * max_inputs`` bounds the
-        function's concurrency. ``timeout`` is in seconds per attempt (default 300).
-        ``retries`` (an ``int`` or :class:`~warren.Retries`) runs a failed or timed-out
-        input again after a backoff, on the engine side. The resource and placement
-        options of :meth:`Function.with_options` (``cpu``, ``memory``, ``gpu``, ``env``,
-        ``secrets``, ``volumes``, ``region``, ``cloud``) are accepted here too.
+        ``name`` is the function's name in the app (default: its own). Containers scale
+        with the load, from ``min_containers`` (kept warm, default 0) up to
+        ``max_containers`` (default: as many as the engine node has cores, so that a
+        CPU-bound map uses the machine; set it to bound the function's concurrency
+        exactly); ``buffer_containers`` (default 0) extra idle ones are kept while the
+        function is busy, and an idle container above the minimum stops after
+        ``scaledown_window`` seconds (default 60). ``max_inputs`` is how many inputs one
+        container runs at once (its prefetch, default 1), so ``max_containers *
+        max_inputs`` bounds the function's concurrency. ``timeout`` is in seconds per
+        attempt (default 300). ``retries`` (an ``int`` or :class:`~warren.Retries`)
+        runs a failed or timed-out input again after a backoff, on the engine side. The
+        resource and placement options of :meth:`Function.with_options` (``cpu``,
+        ``memory``, ``gpu``, ``env``, ``secrets``, ``volumes``, ``region``, ``cloud``)
+        are accepted here too; :class:`~warren.options.FunctionOptions` lists them all.
         """
-        fields = check_options(
-            max_containers=max_containers,
-            timeout=timeout,
-            buffer_containers=buffer_containers,
-            scaledown_window=scaledown_window,
-            retries=retries,
-            cpu=cpu,
-            memory=memory,
-            gpu=gpu,
-            env=env,
-            secrets=secrets,
-            volumes=volumes,
-            region=region,
-            cloud=cloud,
-        )
+        fields = check_options(**options)
 
         def decorate(fn: Callable[..., Any]) -> Function[Any, Any]:
             if isinstance(fn, Function):
@@ -161,12 +123,10 @@ class App:
             spec = FunctionSpec(
                 tag=tag,
                 is_async=inspect.iscoroutinefunction(fn),
-                max_inputs=max_inputs,
-                min_containers=min_containers,
                 web=getattr(fn, web.ATTRIBUTE, None),
                 **fields,
             )
-            function: Function[Any, Any] = Function(fn, spec, app=self)
+            function: Function[Any, Any] = Function(Definition(self, fn, spec))
             self.functions[tag] = function
             self.module_name = self.module_name or fn.__module__
             ship_by_value(fn.__module__)
@@ -196,7 +156,7 @@ class App:
         return AppRun(self)
 
     @property
-    def deploy(self) -> Method[..., App]:
+    def deploy(self) -> Deploy:
         """Deploy the app to the engine daemon: ``app.deploy()`` (``await app.deploy.aio()``).
 
         Registers the app, or replaces its code for new inputs if it is deployed
@@ -224,10 +184,12 @@ class _Decorator:
     """Typing aid: what ``@app.function(...)`` returns."""
 
     @overload
-    def __call__(self, raw: Callable[P, Coroutine[Any, Any, R]], /) -> Function[P, R]: ...
+    def __call__(
+        self, raw: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Function[P, R, Coroutine[Any, Any, R]]: ...
 
     @overload
-    def __call__(self, raw: Callable[P, R], /) -> Function[P, R]: ...
+    def __call__(self, raw: Callable[P, R], /) -> Function[P, R, R]: ...
 
     def __call__(self, raw: Callable[..., Any], /) -> Any: ...
 

@@ -1,9 +1,25 @@
-"""``Function``: a handle on a function that runs in containers behind the broker."""
+"""``Function``: a handle on a function that runs in containers behind the broker.
+
+A handle finds where its calls go through a small *locator*:
+
+* :class:`Definition`: decorated in this process (``@app.function()``); it has the
+  code, and its calls go to the app's running instance, else to the deployed app;
+* :class:`Reference`: a known place and no code, what a ``Function`` referenced from
+  another function's globals becomes in a container;
+* :class:`ByName`: a deployed function named by environment, app and tag
+  (``Function.from_name``), asked of the engine on first use.
+
+``with_options`` adds overrides to a handle: its calls go to the variant the engine
+makes of them, asked for on first use and asked again if a redeploy removed it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
+
+import typing_extensions
 
 from warren.client.connection import Client
 from warren.client.facade import Method, in_running_loop
@@ -12,24 +28,128 @@ from warren.client.mapping import MapMethods
 from warren.config import settings
 from warren.exceptions import BlockingCallInLoopError, ExecutionError, InvalidError
 from warren.function_call import FunctionCall, spawn_call
-from warren.options import check_options
-from warren.secrets import Secret
-from warren.volumes import Volume
+from warren.options import VariantOptions, check_variant_options
 from warren.wire import naming
-from warren.wire.retries import Retries
 from warren.wire.spec import FunctionSpec
 
 if TYPE_CHECKING:
     from warren.app import App
 
 P = ParamSpec("P")
-R = TypeVar("R")
+# Covariant, so that a `Function[[int], int]` is a `Function[..., object]`.
+R = TypeVar("R", covariant=True)
+# What `local` returns: the function's own return type, a coroutine of R for `async def`.
+# Any when not given, so that `Function[[int], int]` names sync and async functions alike.
+# (A default needs typing_extensions before Python 3.13; aiohttp depends on it there.)
+L = typing_extensions.TypeVar("L", covariant=True, default=Any)
+V = TypeVar("V")
+T = TypeVar("T")
 
 
-class Function(MapMethods[R], Generic[P, R]):
+@dataclass(frozen=True, slots=True)
+class Definition(Generic[P, V]):
+    """A function decorated in this process: its code, its spec and its app."""
+
+    app: App
+    raw: Callable[P, V]
+    spec: FunctionSpec
+
+    @property
+    def tag(self) -> str:
+        return self.spec.tag
+
+    def current(self) -> Target:
+        run = self.app._run
+        web_base = run.web_base if run is not None else ""
+        return Target(
+            self.app.environment, self.app.name, self.app.instance_name, self.spec, web_base
+        )
+
+    async def find(self, client: Client) -> Target:
+        return self.current()
+
+    def control_queue(self) -> str:
+        run = self.app._run
+        return run.control_queue if run is not None else naming.control_queue()
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A function at a known place, without its code."""
+
+    target: Target
+
+    @property
+    def tag(self) -> str:
+        return self.target.spec.tag
+
+    def current(self) -> Target:
+        return self.target
+
+    async def find(self, client: Client) -> Target:
+        return self.target
+
+    def control_queue(self) -> str:
+        return naming.control_queue()
+
+
+@dataclass(slots=True)
+class ByName:
+    """A deployed function, by name; where it runs is asked of the engine once."""
+
+    environment: str
+    app: str
+    tag: str
+    found: Target | None = None
+
+    def current(self) -> Target | None:
+        return self.found
+
+    async def find(self, client: Client) -> Target:
+        if self.found is None:
+            found = await client.control("describe_function", self._described())
+            spec = FunctionSpec.from_wire(found["spec"])
+            self.found = Target(
+                self.environment, self.app, found["instance"], spec, found["web_base"]
+            )
+        return self.found
+
+    def _described(self) -> dict[str, Any]:
+        return {"environment": self.environment, "app": self.app, "tag": self.tag}
+
+    def control_queue(self) -> str:
+        return naming.control_queue()
+
+
+class AutoscalerUpdate(Protocol):
+    """The type of ``f.update_autoscaler``: blocking, with an ``.aio`` twin."""
+
+    def __call__(
+        self,
+        *,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        scaledown_window: float | None = None,
+        buffer_containers: int | None = None,
+    ) -> None: ...
+
+    def aio(
+        self,
+        *,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        scaledown_window: float | None = None,
+        buffer_containers: int | None = None,
+    ) -> Coroutine[Any, Any, None]: ...
+
+
+class Function(MapMethods[P, R], Generic[P, R, L]):
     """A function that runs remotely. Made by ``@app.function()``.
 
-    Example::
+    ``Function[P, R]`` takes the parameters ``P`` and returns ``R`` remotely (an
+    ``async def`` function's ``R`` is what its coroutine returns); the third parameter
+    is what :meth:`local` returns: ``R``, or a coroutine of ``R`` for ``async def``
+    (``Any`` if not given). Example::
 
         app = warren.App("demo")
 
@@ -44,24 +164,17 @@ class Function(MapMethods[R], Generic[P, R]):
 
     def __init__(
         self,
-        raw: Callable[..., Any] | None,
-        spec: FunctionSpec | None,
+        where: Definition[P, L] | Reference | ByName,
         *,
-        app: App | None = None,
-        target: Target | None = None,
-        lookup: tuple[str, str, str] | None = None,
         client: Client | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> None:
-        self._raw = raw
-        self._spec = spec
-        self._app = app
-        self._target = target
-        self._lookup = lookup
+        self._where = where
         self._explicit_client = client
         self._overrides = overrides or {}
         self._variant: Target | None = None
-        if raw is not None:
+        if isinstance(where, Definition):
+            raw = where.raw
             self.__doc__ = raw.__doc__
             self.__name__ = getattr(raw, "__name__", self.tag)
             self.__qualname__ = getattr(raw, "__qualname__", self.tag)
@@ -89,19 +202,16 @@ class Function(MapMethods[R], Generic[P, R]):
             "environment",
             environment_name or (client.environment if client else None) or settings().environment,
         )
-        lookup = (
+        where = ByName(
             environment,
             naming.check_part("app name", app_name),
             naming.check_part("function name", tag),
         )
-        return cls(None, None, lookup=lookup, client=client)
+        return Function(where, client=client)
 
     @property
     def tag(self) -> str:
-        if self._spec is not None:
-            return self._spec.tag
-        assert self._lookup is not None
-        return self._lookup[2]
+        return self._where.tag
 
     @property
     def spec(self) -> FunctionSpec:
@@ -109,8 +219,8 @@ class Function(MapMethods[R], Generic[P, R]):
 
     @property
     def is_hydrated(self) -> bool:
-        base = self._lookup is None or self._target is not None
-        return base and (not self._overrides or self._variant is not None)
+        found = self._where.current() is not None
+        return found and (not self._overrides or self._variant is not None)
 
     def target(self) -> Target:
         """Where calls go now: the app's running instance, else the deployed app."""
@@ -124,19 +234,13 @@ class Function(MapMethods[R], Generic[P, R]):
         return self._base_target()
 
     def _base_target(self) -> Target:
-        if self._target is not None:
-            return self._target
-        if self._app is None:
+        target = self._where.current()
+        if target is None:
             raise ExecutionError(
                 f"{self.tag} is not hydrated yet: call it, or `f.hydrate()` "
                 "(`await f.hydrate.aio()` in async code) first"
             )
-        assert self._spec is not None
-        run = self._app._run
-        web_base = run.web_base if run is not None else ""
-        return Target(
-            self._app.environment, self._app.name, self._app.instance_name, self._spec, web_base
-        )
+        return target
 
     @property
     def web_url(self) -> str | None:
@@ -155,11 +259,11 @@ class Function(MapMethods[R], Generic[P, R]):
         return self.target().web_url
 
     @property
-    def hydrate(self) -> Method[[], Function[P, R]]:
+    def hydrate(self) -> Method[[], Function[P, R, L]]:
         """Look the function up now (a ``from_name`` handle does it on first use anyway)."""
         return Method(self._hydrate, f"{self.tag}.hydrate")
 
-    async def _hydrate(self) -> Function[P, R]:
+    async def _hydrate(self) -> Function[P, R, L]:
         await self._resolve(await self._client())
         return self
 
@@ -169,56 +273,39 @@ class Function(MapMethods[R], Generic[P, R]):
         return await Client.current()
 
     async def _resolve(self, client: Client) -> Target:
-        base = await self._resolve_base(client)
+        base = await self._where.find(client)
         if not self._overrides:
             return base
         if self._variant is not None and self._variant.instance == base.instance:
             return self._variant
-        found = await client.control(
-            "ensure_variant",
-            {
-                "environment": base.environment,
-                "instance": base.instance,
-                "tag": self.tag,
-                "options": self._overrides,
-            },
-            queue=self._control_queue(),
-        )
+        asked = {
+            "environment": base.environment,
+            "instance": base.instance,
+            "tag": self.tag,
+            "options": self._overrides,
+        }
+        found = await client.control("ensure_variant", asked, queue=self._where.control_queue())
         spec = FunctionSpec.from_wire(found["spec"])
         self._variant = Target(base.environment, base.app, base.instance, spec, base.web_base)
         return self._variant
 
-    async def _resolve_base(self, client: Client) -> Target:
-        if self._target is not None or self._lookup is None:
-            return self._base_target()
-        environment, app_name, tag = self._lookup
-        found = await client.control(
-            "describe_function", {"environment": environment, "app": app_name, "tag": tag}
-        )
-        spec = FunctionSpec.from_wire(found["spec"])
-        self._target = Target(environment, app_name, found["instance"], spec, found["web_base"])
-        return self._target
+    async def _send(self, send: Callable[[Client, Target], Awaitable[T]]) -> T:
+        """``send`` to where calls go; once more if the variant's queue went (a redeploy
+        resets variants), to the variant made again."""
+        client = await self._client()
+        try:
+            return await send(client, await self._resolve(client))
+        except NotRunningError:
+            if self._variant is None:
+                raise
+            self._variant = None
+            return await send(client, await self._resolve(client))
 
-    def with_options(
-        self,
-        *,
-        cpu: float | tuple[float, float] | None = None,
-        memory: int | tuple[int, int] | None = None,
-        gpu: str | None = None,
-        env: dict[str, str | None] | None = None,
-        secrets: Sequence[Secret] | None = None,
-        volumes: dict[str, Volume] | None = None,
-        retries: int | Retries | None = None,
-        max_containers: int | None = None,
-        buffer_containers: int | None = None,
-        scaledown_window: float | None = None,
-        timeout: float | None = None,
-        region: str | Sequence[str] | None = None,
-        cloud: str | Sequence[str] | None = None,
-    ) -> Function[P, R]:
+    def with_options(self, **options: Unpack[VariantOptions]) -> Function[P, R, L]:
         """A variant of this function with its own queue and its own autoscaled pool.
 
-        Options not given keep this function's values; calls stack
+        Takes the options of ``@app.function()`` but ``max_inputs`` and
+        ``min_containers``. Options not given keep this function's values; calls stack
         (``f.with_options(timeout=5).with_options(max_containers=1)`` has both). Two
         identical option sets share one variant, made by the engine on first use.
         ``env`` values of ``None`` unset a variable. Works on a ``from_name`` handle::
@@ -226,52 +313,26 @@ class Function(MapMethods[R], Generic[P, R]):
             big = process.with_options(memory=(2048, 4096), max_containers=2)
             big.remote(batch)
         """
-        fields = check_options(
-            cpu=cpu,
-            memory=memory,
-            gpu=gpu,
-            env=env,
-            secrets=secrets,
-            volumes=volumes or None,
-            retries=retries,
-            max_containers=max_containers,
-            buffer_containers=buffer_containers,
-            scaledown_window=scaledown_window,
-            timeout=timeout,
-            region=region,
-            cloud=cloud,
-        )
-        return Function(
-            self._raw,
-            self._spec,
-            app=self._app,
-            target=self._target,
-            lookup=self._lookup,
-            client=self._explicit_client,
-            overrides={**self._overrides, **fields},
-        )
-
-    def _control_queue(self) -> str:
-        run = self._app._run if self._app is not None else None
-        return run.control_queue if run is not None else naming.control_queue()
+        if not options.get("volumes", True):
+            del options["volumes"]  # no mounts given: the original's stay
+        fields = check_variant_options(**options)
+        overrides = {**self._overrides, **fields}
+        return Function(self._where, client=self._explicit_client, overrides=overrides)
 
     async def _control(self, op: str, **args: Any) -> dict[str, Any]:
         client = await self._client()
         target = await self._resolve(client)
-        return await client.control(
-            op,
-            {
-                "environment": target.environment,
-                "instance": target.instance,
-                "tag": self.tag,
-                "variant": target.spec.variant,
-                **args,
-            },
-            queue=self._control_queue(),
-        )
+        asked = {
+            "environment": target.environment,
+            "instance": target.instance,
+            "tag": self.tag,
+            "variant": target.spec.variant,
+            **args,
+        }
+        return await client.control(op, asked, queue=self._where.control_queue())
 
     @property
-    def update_autoscaler(self) -> Method[..., None]:
+    def update_autoscaler(self) -> AutoscalerUpdate:
         """Change the live pool at once: ``f.update_autoscaler(max_containers=1)``.
 
         Takes ``min_containers``, ``max_containers``, ``scaledown_window`` and
@@ -311,21 +372,8 @@ class Function(MapMethods[R], Generic[P, R]):
         return Method(self._remote, f"{self.tag}.remote")
 
     async def _remote(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        client = await self._client()
-        try:
-            result: R = await call_one(client, await self._resolve(client), args, kwargs)
-        except NotRunningError:
-            if not self._forget_variant():
-                raise
-            result = await call_one(client, await self._resolve(client), args, kwargs)
+        result: R = await self._send(lambda client, target: call_one(client, target, args, kwargs))
         return result
-
-    def _forget_variant(self) -> bool:
-        """A variant's queue went (a redeploy resets variants): make it again on next use."""
-        if self._variant is None:
-            return False
-        self._variant = None
-        return True
 
     @property
     def spawn(self) -> Method[P, FunctionCall[R]]:
@@ -337,35 +385,29 @@ class Function(MapMethods[R], Generic[P, R]):
         return Method(self._spawn, f"{self.tag}.spawn")
 
     async def _spawn(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
-        client = await self._client()
-        try:
-            return await spawn_call(client, await self._resolve(client), args, kwargs)
-        except NotRunningError:
-            if not self._forget_variant():
-                raise
-            return await spawn_call(client, await self._resolve(client), args, kwargs)
+        return await self._send(lambda client, target: spawn_call(client, target, args, kwargs))
 
-    def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> L:
         """Run in this process, as a plain call (an async function returns its coroutine)."""
-        if self._raw is None:
+        if not isinstance(self._where, Definition):
             raise InvalidError(
                 f"{self.tag}.local() needs the function's code; a handle by name has none"
             )
-        return self._raw(*args, **kwargs)
+        return self._where.raw(*args, **kwargs)
 
-    def get_raw_f(self) -> Callable[..., Any]:
-        if self._raw is None:
+    def get_raw_f(self) -> Callable[P, L]:
+        if not isinstance(self._where, Definition):
             raise ExecutionError(f"{self.tag} is a reference and has no local code")
-        return self._raw
+        return self._where.raw
 
     def __reduce__(self) -> tuple[Callable[..., Function[Any, Any]], tuple[Any, ...]]:
         # Referenced from another function's globals, a Function travels as a reference to
         # where it runs, never as a copy of its app and code.
         if self._variant is not None:
             target, overrides = self._variant, {}  # the variant made: its own queue
-        elif self._lookup is not None and self._target is None:
-            environment, app_name, tag = self._lookup
-            return (_function_by_name, (app_name, tag, environment, self._overrides))
+        elif isinstance(self._where, ByName) and self._where.found is None:
+            where = self._where
+            return (_function_by_name, (where.app, where.tag, where.environment, self._overrides))
         else:
             target, overrides = self._base_target(), self._overrides
         return (
@@ -384,14 +426,11 @@ def _function_reference(
     spec: dict[str, Any],
     overrides: dict[str, Any] | None = None,
 ) -> Function[Any, Any]:
-    parsed = FunctionSpec.from_wire(spec)
-    target = Target(environment, app, instance, parsed)
-    return Function(None, parsed, target=target, overrides=overrides)
+    target = Target(environment, app, instance, FunctionSpec.from_wire(spec))
+    return Function(Reference(target), overrides=overrides)
 
 
 def _function_by_name(
     app_name: str, tag: str, environment: str, overrides: dict[str, Any] | None = None
 ) -> Function[Any, Any]:
-    handle = Function.from_name(app_name, tag, environment_name=environment)
-    handle._overrides = overrides or {}
-    return handle
+    return Function(ByName(environment, app_name, tag), overrides=overrides)

@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import structlog
 
@@ -39,7 +40,7 @@ from warren.wire.amqp import BrokerError, Channel, Delivery, NotFound
 from warren.wire.protocol import KIND_RESULTS, STATUS_CANCELLED, CallBatch, ResultBatch
 from warren.wire.signing import CALL_RESULT_VALIDITY, signer
 
-R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 log = structlog.get_logger(__name__)
 
 _ID_PREFIX = "fc"
@@ -132,7 +133,15 @@ async def _gather(*calls: FunctionCall[Any]) -> list[Any]:
         await asyncio.gather(*workers, return_exceptions=True)
 
 
-class FunctionCall(Generic[R]):
+class ResultGet(Protocol[R_co]):
+    """The type of ``call.get``: blocking, with an ``.aio`` twin."""
+
+    def __call__(self, timeout: float | None = None) -> R_co: ...
+
+    def aio(self, timeout: float | None = None) -> Coroutine[Any, Any, R_co]: ...
+
+
+class FunctionCall(Generic[R_co]):
     """A handle on a spawned call. Its ``object_id`` can be stored and used elsewhere.
 
     Example::
@@ -143,7 +152,7 @@ class FunctionCall(Generic[R]):
         result = warren.FunctionCall.from_id(call.object_id).get()
     """
 
-    gather: ClassVar[Method[..., list[Any]]] = Method(_gather, "FunctionCall.gather")
+    gather = Method(_gather, "FunctionCall.gather")
     """Results of several calls in argument order; the first failure raises.
 
     ``warren.FunctionCall.gather(*calls)`` or ``await warren.FunctionCall.gather.aio(*calls)``.
@@ -163,7 +172,7 @@ class FunctionCall(Generic[R]):
         return cls(CallRef.parse(object_id))
 
     @property
-    def get(self) -> Method[..., R]:
+    def get(self) -> ResultGet[R_co]:
         """The call's value (or its exception), waiting for it.
 
         ``get(timeout=None)`` waits as long as it takes; with a timeout it raises
@@ -178,12 +187,12 @@ class FunctionCall(Generic[R]):
         """Cancel the call: not run if still queued, stopped if running."""
         return Method(self._cancel, "FunctionCall.cancel")
 
-    async def _get(self, timeout: float | None = None) -> R:
+    async def _get(self, timeout: float | None = None) -> R_co:
         client = await Client.current()
         async with client.channel() as channel:
             return await self._get_on(client, channel, timeout)
 
-    async def _get_on(self, client: Client, channel: Channel, timeout: float | None) -> R:
+    async def _get_on(self, client: Client, channel: Channel, timeout: float | None) -> R_co:
         if timeout is not None and timeout < 0:
             raise InvalidError(f"timeout must be None or >= 0, got {timeout!r}")
         if time.time() >= self._ref.expires_at:
@@ -193,7 +202,7 @@ class FunctionCall(Generic[R]):
         status, fmt, data = await client.unless_broker_lost(self._fetch(channel, timeout))
         if status == STATUS_CANCELLED:
             raise CallCancelledError(f"{self._function_name} was cancelled")
-        result: R = outcome(status, fmt, data, self._function_name)
+        result: R_co = outcome(status, fmt, data, self._function_name)
         return result
 
     async def _fetch(self, channel: Channel, timeout: float | None) -> tuple[int, int, bytes]:

@@ -1,31 +1,45 @@
 """Function options: what ``@app.function(...)`` and ``f.with_options(...)`` accept.
 
-Each option is checked and turned into the plain fields of a
-:class:`~warren.wire.protocol.FunctionSpec` here, on the caller's side, so that a bad value
-raises ``InvalidError`` before anything is sent. ``with_options`` produces a set of
-*overrides* (only what was given); :func:`variant_name` names the variant that set
-of overrides makes, the same on every machine, so two identical option sets share
-one variant. Pure; no I/O.
+The options are declared once, in :class:`FunctionOptions`: each key's name and type is
+what both signatures accept (``**options: Unpack[...]``), and its ``Annotated`` metadata
+is the :class:`Option` that checks a value and turns it into the plain fields of a
+:class:`~warren.wire.spec.FunctionSpec`, on the caller's side, so that a bad value raises
+``InvalidError`` before anything is sent. An option not given (or given as ``None``)
+leaves the spec's default, or, in ``with_options``, the original's value. The options
+of the base class :class:`VariantOptions` are those a variant may change; the spec
+checks the fields they become against its own list (``OVERRIDABLE``) when the engine
+makes the variant. Pure; no I/O.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the option table is read from the evaluated
+# annotations of the TypedDicts below.
 
-import functools
+import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
 
 from warren.exceptions import InvalidError
 from warren.secrets import Secret, check_env_name
 from warren.volumes import CloudBucketMount, Volume
 from warren.wire import naming
 from warren.wire.retries import Retries
-from warren.wire.spec import PLAIN_OPTIONS
 
 
-def _pair(name: str, value: Any, cast: type) -> list[Any] | None:
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How one option's value is checked and becomes spec fields."""
+
+    to_fields: Callable[[Any], dict[str, Any]]
+
+
+def _spec_field(name: str) -> Option:
+    """An option that is a spec field of the same name, checked by ``FunctionSpec``."""
+    return Option(lambda value: {name: value})
+
+
+def _pair(name: str, value: Any, cast: type) -> list[Any]:
     """``x`` or ``(request, limit)``: as ``[request, limit]`` (limit None: no limit)."""
-    if value is None:
-        return None
     if isinstance(value, tuple | list):
         if len(value) != 2:
             raise InvalidError(f"{name} must be a number or a (request, limit) pair")
@@ -54,26 +68,39 @@ def parse_gpu(value: Any) -> tuple[str, int] | None:
     return kind.upper() if kind.lower() != "any" else "any", int(count or 1)
 
 
-def _env(value: Any) -> dict[str, str | None]:
+def _cpu(value: Any) -> dict[str, Any]:
+    return {"cpu": _pair("cpu", value, float)}
+
+
+def _memory(value: Any) -> dict[str, Any]:
+    return {"memory": _pair("memory", value, int)}
+
+
+def _gpu(value: Any) -> dict[str, Any]:
+    parse_gpu(value)
+    return {"gpu": str(value)}
+
+
+def _env(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidError(f"env must be a dict of names to strings (or None), got {value!r}")
     for key, item in value.items():
         check_env_name(key)
         if item is not None and not isinstance(item, str):
             raise InvalidError(f"env[{key!r}] must be a string or None, got {item!r}")
-    return dict(value)
+    return {"env": dict(value)}
 
 
-def _secrets(value: Any) -> list[dict[str, Any]]:
+def _secrets(value: Any) -> dict[str, Any]:
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise InvalidError("secrets must be a list of warren.Secret")
     for secret in value:
         if not isinstance(secret, Secret):
             raise InvalidError(f"secrets must be a list of warren.Secret, got {secret!r}")
-    return [secret.to_wire() for secret in value]
+    return {"secrets": [secret.to_wire() for secret in value]}
 
 
-def _volumes(value: Any) -> dict[str, dict[str, Any]]:
+def _volumes(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidError("volumes must be a dict of absolute paths to warren.Volume")
     checked = {}
@@ -85,18 +112,17 @@ def _volumes(value: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(path, str) or not path.startswith("/") or path.rstrip("/") == "":
             raise InvalidError(f"a volume's mount path must be absolute (not '/'), got {path!r}")
         checked[path.rstrip("/")] = volume.to_wire()
-    return checked
+    return {"volumes": checked}
 
 
-def _labels(name: str, value: Any) -> list[str]:
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, Sequence) or not values:
-        raise InvalidError(f"{name} must be a string or a non-empty list of strings")
-    return [naming.check_part(name, v) for v in values]
+def _labels(name: str) -> Option:
+    def to_fields(value: Any) -> dict[str, Any]:
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, Sequence) or not values:
+            raise InvalidError(f"{name} must be a string or a non-empty list of strings")
+        return {name: [naming.check_part(name, v) for v in values]}
 
-
-def _as_field(name: str, value: Any) -> dict[str, Any]:
-    return {name: value}
+    return Option(to_fields)
 
 
 def _retries(value: Any) -> dict[str, Any]:
@@ -109,33 +135,57 @@ def _retries(value: Any) -> dict[str, Any]:
     }
 
 
-def _gpu(value: Any) -> str:
-    parse_gpu(value)
-    return str(value)
+class VariantOptions(TypedDict, total=False):
+    """The options ``f.with_options(...)`` may change (``@app.function`` takes them too)."""
+
+    max_containers: Annotated[int | None, _spec_field("max_containers")]
+    buffer_containers: Annotated[int | None, _spec_field("buffer_containers")]
+    scaledown_window: Annotated[float | None, _spec_field("scaledown_window")]
+    timeout: Annotated[float | None, _spec_field("timeout")]
+    retries: Annotated[int | Retries | None, Option(_retries)]
+    cpu: Annotated[float | tuple[float, float] | None, Option(_cpu)]
+    memory: Annotated[int | tuple[int, int] | None, Option(_memory)]
+    gpu: Annotated[str | None, Option(_gpu)]
+    env: Annotated[dict[str, str | None] | None, Option(_env)]
+    secrets: Annotated[Sequence[Secret] | None, Option(_secrets)]
+    volumes: Annotated[dict[str, Volume] | None, Option(_volumes)]
+    region: Annotated[str | Sequence[str] | None, _labels("region")]
+    cloud: Annotated[str | Sequence[str] | None, _labels("cloud")]
 
 
-# Each option, and the spec fields it becomes.
-_OPTIONS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    **{name: functools.partial(_as_field, name) for name in PLAIN_OPTIONS},
-    "retries": _retries,
-    "cpu": lambda value: {"cpu": _pair("cpu", value, float)},
-    "memory": lambda value: {"memory": _pair("memory", value, int)},
-    "gpu": lambda value: {"gpu": _gpu(value)},
-    "env": lambda value: {"env": _env(value)},
-    "secrets": lambda value: {"secrets": _secrets(value)},
-    "volumes": lambda value: {"volumes": _volumes(value)},
-    "region": lambda value: {"region": _labels("region", value)},
-    "cloud": lambda value: {"cloud": _labels("cloud", value)},
-}
+class FunctionOptions(VariantOptions, total=False):
+    """Every option of ``@app.function(...)``: the variant ones and these, fixed per deploy."""
+
+    max_inputs: Annotated[int, _spec_field("max_inputs")]
+    min_containers: Annotated[int, _spec_field("min_containers")]
+
+
+def _table(options: type) -> dict[str, Option]:
+    hints = typing.get_type_hints(options, include_extras=True)
+    return {name: hint.__metadata__[0] for name, hint in hints.items()}
+
+
+OPTIONS = _table(FunctionOptions)
+VARIANT_OPTIONS = frozenset(_table(VariantOptions))
 
 
 def check_options(**options: Any) -> dict[str, Any]:
     """The given (non-None) options as spec fields; raises ``InvalidError`` on bad ones."""
-    unknown = set(options) - set(_OPTIONS)
+    unknown = set(options) - set(OPTIONS)
     if unknown:
         raise InvalidError(f"unknown options: {', '.join(sorted(unknown))}")
     fields: dict[str, Any] = {}
     for name, value in options.items():
         if value is not None:
-            fields.update(_OPTIONS[name](value))
+            fields.update(OPTIONS[name].to_fields(value))
     return fields
+
+
+def check_variant_options(**options: Any) -> dict[str, Any]:
+    """Like :func:`check_options`, refusing the options a variant cannot change."""
+    fixed = (set(options) & set(OPTIONS)) - VARIANT_OPTIONS
+    if fixed:
+        raise InvalidError(
+            f"with_options cannot change {', '.join(sorted(fixed))}: set it in @app.function()"
+        )
+    return check_options(**options)

@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator
 
 import pytest
-from warren.client.facade import IteratorMethod, Method, loop_thread
+from warren.client.facade import ForEachMethod, IteratorMethod, MapMethod, Method, loop_thread
 from warren.exceptions import BlockingCallInLoopError
 
 
@@ -68,6 +68,26 @@ def test_an_iterator_method_flattens_chunks_in_both_forms() -> None:
 
     assert asyncio.run(collect()) == list(range(7))
     assert closed == [True, True]
+
+
+async def squares(
+    *iterables: list[int], order_outputs: bool = True, return_exceptions: bool = False
+) -> AsyncIterator[list[int]]:
+    assert not order_outputs and return_exceptions
+    yield [x * x for x in iterables[0]]
+
+
+def test_the_typed_map_methods_pass_their_arguments_and_options_through() -> None:
+    method = IteratorMethod(squares, "squares")
+    typed = MapMethod(method)
+    assert list(typed([1, 2], order_outputs=False, return_exceptions=True)) == [1, 4]
+
+    async def collect() -> list[int]:
+        each = ForEachMethod(method).aio([3], order_outputs=False, return_exceptions=True)
+        return [x async for x in each]
+
+    assert asyncio.run(collect()) == [9]
+    assert repr(typed) == "<warren iterator method squares>"
 
 
 def test_breaking_out_of_a_blocking_iterator_closes_the_async_side() -> None:

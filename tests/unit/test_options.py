@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import warren
 from warren.exceptions import InvalidError
-from warren.options import check_options, parse_gpu
-from warren.wire.spec import FunctionSpec, variant_name
+from warren.options import (
+    OPTIONS,
+    VARIANT_OPTIONS,
+    check_options,
+    check_variant_options,
+    parse_gpu,
+)
+from warren.wire.spec import OVERRIDABLE, FunctionSpec, variant_name
 from warren_engine.nodes.primary import Nodes
 from warren_engine.pool.node_capacity import Node
 
@@ -49,6 +55,42 @@ def test_identical_options_name_the_same_variant_and_others_another() -> None:
 def test_bad_options_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(InvalidError):
         check_options(**options)
+
+
+# A valid value of every option.
+SAMPLES: dict[str, object] = {
+    "max_containers": 2,
+    "buffer_containers": 1,
+    "scaledown_window": 5.0,
+    "timeout": 10.0,
+    "retries": 3,
+    "cpu": 1.0,
+    "memory": 256,
+    "gpu": "any",
+    "env": {"A": "1"},
+    "secrets": [warren.Secret.from_name("db")],
+    "volumes": {"/data": warren.Volume.from_name("cache")},
+    "region": "eu",
+    "cloud": ["aws"],
+    "max_inputs": 4,
+    "min_containers": 1,
+}
+
+
+def test_the_options_a_variant_may_change_are_those_the_spec_lets_it_override() -> None:
+    assert set(SAMPLES) == set(OPTIONS)
+    for name, value in SAMPLES.items():
+        fields = set(check_options(**{name: value}))
+        assert fields <= OVERRIDABLE if name in VARIANT_OPTIONS else not fields & OVERRIDABLE
+    spec = FunctionSpec("f", False, **check_options(**SAMPLES))  # every option: one spec
+    assert spec.with_overrides(check_variant_options(timeout=1)).timeout == 1
+
+
+def test_a_variant_cannot_change_the_options_fixed_per_deploy() -> None:
+    with pytest.raises(InvalidError, match="with_options cannot change max_inputs"):
+        check_variant_options(max_inputs=2, timeout=1)
+    with pytest.raises(InvalidError, match="unknown options: nope"):
+        check_variant_options(nope=1)
 
 
 def test_a_pool_goes_to_the_first_node_that_offers_what_it_asks() -> None:

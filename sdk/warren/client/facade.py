@@ -7,6 +7,9 @@ Every I/O method of Warren is written once, as ``async def``. This module wraps 
 * :class:`IteratorMethod` does the same for async generators that yield *chunks*
   (lists) of items: the blocking form crosses the thread boundary once per chunk,
   not once per item, and flattens; ``.aio`` flattens on the caller's loop.
+* :class:`MapMethod`, :class:`StarmapMethod` and :class:`ForEachMethod` are iterator
+  methods typed against the function they map: a ``ParamSpec`` cannot say "one
+  iterable per positional parameter", so their overloads do, for up to four.
 
 The loop thread is a daemon thread started on first use and replaced in a child
 after ``fork``; its loop is uvloop's where it is installed (:mod:`warren.client.event_loop`).
@@ -24,15 +27,32 @@ import contextlib
 import os
 import threading
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, Generic, ParamSpec, TypeVar
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
+from typing import Any, Concatenate, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from warren.client.event_loop import new_event_loop
 from warren.exceptions import BlockingCallInLoopError
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
+# The mapped function's type; covariant, so that `def f(x: int) -> int` is a
+# `Callable[Concatenate[A, Q], R]` with A = int, R = int.
+F = TypeVar("F", bound=Callable[..., Any], covariant=True)
+Q = ParamSpec("Q")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+D = TypeVar("D")
 
 _CANCEL_GRACE = 10.0
 
@@ -198,19 +218,19 @@ def run_blocking(make_coro: Callable[[], Coroutine[Any, Any, T]], name: str) -> 
     return call.outcome()
 
 
-class Method(Generic[P, R]):
+class Method(Generic[P, R_co]):
     """A blocking callable with an ``.aio`` twin, made from one coroutine function."""
 
     __slots__ = ("_fn", "_name")
 
-    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]], name: str) -> None:
+    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R_co]], name: str) -> None:
         self._fn = fn
         self._name = name
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         return run_blocking(lambda: self._fn(*args, **kwargs), self._name)
 
-    def aio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]:
         return self._fn(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -320,3 +340,222 @@ class _AsyncWatched(AsyncIterator[T]):
     def __del__(self) -> None:
         if not self._started:
             _warn_never_iterated(self._name)
+
+
+class MapOptions(TypedDict, total=False):
+    """The keyword options of ``map``, ``starmap`` and ``for_each``."""
+
+    kwargs: dict[str, Any] | None
+    order_outputs: bool
+    return_exceptions: bool
+
+
+# The overloads below take the mapped function as `Concatenate[A, ..., Q]`, not `[A, ...]`:
+# the parameters past the iterables may be given by `kwargs=` or have defaults, so only
+# the iterables' element types and their count (not more than the function takes) are
+# checked.
+
+
+class _TypedIteratorMethod(Generic[F]):
+    """An :class:`IteratorMethod` seen through signatures derived from the function ``F``."""
+
+    __slots__ = ("_method",)
+
+    def __init__(self, method: IteratorMethod[..., Any]) -> None:
+        self._method = method
+
+    def __repr__(self) -> str:
+        return repr(self._method)
+
+
+class MapMethod(_TypedIteratorMethod[F]):
+    """``f.map``: one iterable per positional parameter of ``f``; yields its results."""
+
+    __slots__ = ()
+
+    @overload
+    def __call__(
+        self: MapMethod[Callable[Concatenate[A, Q], R]],
+        a: Iterable[A],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def __call__(
+        self: MapMethod[Callable[Concatenate[A, B, Q], R]],
+        a: Iterable[A],
+        b: Iterable[B],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def __call__(
+        self: MapMethod[Callable[Concatenate[A, B, C, Q], R]],
+        a: Iterable[A],
+        b: Iterable[B],
+        c: Iterable[C],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def __call__(
+        self: MapMethod[Callable[Concatenate[A, B, C, D, Q], R]],
+        a: Iterable[A],
+        b: Iterable[B],
+        c: Iterable[C],
+        d: Iterable[D],
+        /,
+        *more: Iterable[Any],
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]: ...
+
+    def __call__(self, *iterables: Iterable[Any], **options: Unpack[MapOptions]) -> Iterator[Any]:
+        return self._method(*iterables, **options)
+
+    @overload
+    def aio(
+        self: MapMethod[Callable[Concatenate[A, Q], R]],
+        a: Iterable[A] | AsyncIterable[A],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def aio(
+        self: MapMethod[Callable[Concatenate[A, B, Q], R]],
+        a: Iterable[A] | AsyncIterable[A],
+        b: Iterable[B] | AsyncIterable[B],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def aio(
+        self: MapMethod[Callable[Concatenate[A, B, C, Q], R]],
+        a: Iterable[A] | AsyncIterable[A],
+        b: Iterable[B] | AsyncIterable[B],
+        c: Iterable[C] | AsyncIterable[C],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def aio(
+        self: MapMethod[Callable[Concatenate[A, B, C, D, Q], R]],
+        a: Iterable[A] | AsyncIterable[A],
+        b: Iterable[B] | AsyncIterable[B],
+        c: Iterable[C] | AsyncIterable[C],
+        d: Iterable[D] | AsyncIterable[D],
+        /,
+        *more: Iterable[Any] | AsyncIterable[Any],
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]: ...
+
+    def aio(
+        self, *iterables: Iterable[Any] | AsyncIterable[Any], **options: Unpack[MapOptions]
+    ) -> AsyncIterator[Any]:
+        return self._method.aio(*iterables, **options)
+
+
+class StarmapMethod(_TypedIteratorMethod[F]):
+    """``f.starmap``: an iterable of argument tuples for ``f``; yields its results."""
+
+    __slots__ = ()
+
+    @overload
+    def __call__(
+        self: StarmapMethod[Callable[Concatenate[A, Q], R]],
+        rows: Iterable[tuple[A]],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def __call__(
+        self: StarmapMethod[Callable[Concatenate[A, B, Q], R]],
+        rows: Iterable[tuple[A, B]],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def __call__(
+        self: StarmapMethod[Callable[Concatenate[A, B, C, Q], R]],
+        rows: Iterable[tuple[A, B, C]],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def __call__(
+        self: StarmapMethod[Callable[Concatenate[A, B, C, D, Q], R]],
+        rows: Iterable[tuple[A, B, C, D, *tuple[Any, ...]]],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]: ...
+
+    def __call__(self, rows: Iterable[Any], /, **options: Unpack[MapOptions]) -> Iterator[Any]:
+        return self._method(rows, **options)
+
+    @overload
+    def aio(
+        self: StarmapMethod[Callable[Concatenate[A, Q], R]],
+        rows: Iterable[tuple[A]] | AsyncIterable[tuple[A]],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def aio(
+        self: StarmapMethod[Callable[Concatenate[A, B, Q], R]],
+        rows: Iterable[tuple[A, B]] | AsyncIterable[tuple[A, B]],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def aio(
+        self: StarmapMethod[Callable[Concatenate[A, B, C, Q], R]],
+        rows: Iterable[tuple[A, B, C]] | AsyncIterable[tuple[A, B, C]],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def aio(
+        self: StarmapMethod[Callable[Concatenate[A, B, C, D, Q], R]],
+        rows: Iterable[tuple[A, B, C, D, *tuple[Any, ...]]]
+        | AsyncIterable[tuple[A, B, C, D, *tuple[Any, ...]]],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]: ...
+
+    def aio(
+        self, rows: Iterable[Any] | AsyncIterable[Any], /, **options: Unpack[MapOptions]
+    ) -> AsyncIterator[Any]:
+        return self._method.aio(rows, **options)
+
+
+class ForEachMethod(_TypedIteratorMethod[F]):
+    """``f.for_each``: each item is ``f``'s single argument; yields its results."""
+
+    __slots__ = ()
+
+    def __call__(
+        self: ForEachMethod[Callable[Concatenate[A, Q], R]],
+        items: Iterable[A],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> Iterator[R]:
+        return self._method(items, **options)
+
+    def aio(
+        self: ForEachMethod[Callable[Concatenate[A, Q], R]],
+        items: Iterable[A] | AsyncIterable[A],
+        /,
+        **options: Unpack[MapOptions],
+    ) -> AsyncIterator[R]:
+        return self._method.aio(items, **options)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from warren.client.batch_sizer import PROBE_WAIT, BatchSizer
 from warren.client.call_stream import containers_of
 from warren.client.connection import Client
-from warren.client.facade import IteratorMethod
+from warren.client.facade import ForEachMethod, IteratorMethod, MapMethod, StarmapMethod
 from warren.client.input_reader import AnyIterable, InputSource, zip_inputs
 from warren.client.invocation import Target, encode_input, not_running, publish_cancel
 from warren.client.reorder_buffer import OutputBuffer
@@ -35,7 +35,8 @@ from warren.wire.codec import decode_value
 from warren.wire.protocol import STATUS_OK, CallBatch
 from warren.wire.signing import ENVELOPE_OVERHEAD
 
-R = TypeVar("R")
+P = ParamSpec("P")
+R_co = TypeVar("R_co", covariant=True)
 
 # Inputs one map may hold (sent and not yet yielded): enough for several full batches
 # in flight to every container. And the bytes of encoded inputs it keeps to send again
@@ -249,7 +250,7 @@ async def map_chunks(
             await asyncio.shield(publish_cancel(client, target.environment, [invocation_id]))
 
 
-class MapMethods(Generic[R]):
+class MapMethods(Generic[P, R_co]):
     """``map``, ``starmap`` and ``for_each`` of :class:`~warren.function.Function`."""
 
     @property
@@ -263,7 +264,7 @@ class MapMethods(Generic[R]):
         raise NotImplementedError
 
     @property
-    def map(self) -> IteratorMethod[..., R]:
+    def map(self) -> MapMethod[Callable[P, R_co]]:
         """Run once per item of the zipped iterables; iterate the results.
 
         ``f.map(xs, ys, kwargs={"k": 1})`` calls ``f(x, y, k=1)`` for each pair (the
@@ -281,18 +282,18 @@ class MapMethods(Generic[R]):
             async for square in f.map.aio(numbers()):
                 ...
         """
-        return IteratorMethod(self._map, f"{self.tag}.map")
+        return MapMethod(IteratorMethod(self._map, f"{self.tag}.map"))
 
     @property
-    def starmap(self) -> IteratorMethod[..., R]:
+    def starmap(self) -> StarmapMethod[Callable[P, R_co]]:
         """Like :attr:`map`, but each item is a tuple of positional arguments.
 
         ``list(f.starmap([(1, 2), (3, 4)]))`` is ``[f(1, 2), f(3, 4)]``.
         """
-        return IteratorMethod(self._starmap, f"{self.tag}.starmap")
+        return StarmapMethod(IteratorMethod(self._starmap, f"{self.tag}.starmap"))
 
     @property
-    def for_each(self) -> IteratorMethod[..., R]:
+    def for_each(self) -> ForEachMethod[Callable[P, R_co]]:
         """Call the function once per item (the item is its single argument).
 
         Returns an iterator of results as they complete (``order_outputs=True`` for
@@ -301,7 +302,8 @@ class MapMethods(Generic[R]):
         it, and an iterator dropped unused warns that nothing ran. To run for side
         effects only: ``for _ in f.for_each(items): pass``.
         """
-        return IteratorMethod(self._for_each, f"{self.tag}.for_each", warn_unused=True)
+        method = IteratorMethod(self._for_each, f"{self.tag}.for_each", warn_unused=True)
+        return ForEachMethod(method)
 
     async def _map(
         self,

@@ -1,9 +1,10 @@
 """``FunctionSpec``: how one function runs, as the engine needs to know it.
 
-A spec travels from the client (built from the function's options by
-:mod:`warren.options`) to the engine, which sizes and feeds the function's containers
-by it. A *variant* (``with_options``) is a spec with some fields overridden; its name
-is a hash of those overrides, the same on every machine. Pure; no I/O.
+A spec travels from the client (built from the function's options, which
+:mod:`warren.options` declares and turns into spec fields) to the engine, which sizes
+and feeds the function's containers by it. A *variant* (``with_options``) is a spec
+with some fields overridden; its name is a hash of those overrides, the same on every
+machine. Pure; no I/O.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from warren.wire.protocol import WIRE_VERSION
 from warren.wire.retries import Retries
 
 VARIANT_CHARS = 12
-# Options that are plain spec fields, copied as they are (checked by FunctionSpec).
-PLAIN_OPTIONS = ("max_containers", "buffer_containers", "scaledown_window", "timeout")
-# Every spec field an option can set.
+# The spec fields a variant may change: the engine refuses overrides of any other (the
+# function's identity, its inputs per container and its warm pool are fixed per deploy).
 OVERRIDABLE = frozenset(
-    {*PLAIN_OPTIONS, "max_retries", "backoff_coefficient", "initial_delay", "max_delay"}
+    {"max_containers", "buffer_containers", "scaledown_window", "timeout"}
+    | {"max_retries", "backoff_coefficient", "initial_delay", "max_delay"}
     | {"cpu", "memory", "gpu", "env", "secrets", "volumes", "region", "cloud"}
 )
 
