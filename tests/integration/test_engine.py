@@ -223,17 +223,19 @@ async def test_from_name_works_in_async_code_with_an_explicit_client(engine: Eng
 
 def test_the_app_command_line_lists_shows_and_stops_deployed_apps(engine: EngineProcess) -> None:
     app.deploy()
-    warren = str(Path(sys.executable).with_name("warren"))
-    listed = subprocess.run([warren, "app", "list"], capture_output=True, text=True, timeout=60)
+    command = str(Path(sys.executable).with_name("warren"))
+    listed = subprocess.run([command, "app", "list"], capture_output=True, text=True, timeout=60)
     assert "test-engine" in listed.stdout, listed.stderr
     status = subprocess.run(
-        [warren, "app", "status", "test-engine", "--json"],
+        [command, "app", "status", "test-engine", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert '"triple"' in status.stdout and '"queued_inputs"' in status.stdout, status.stderr
-    stopped = subprocess.run([warren, "app", "stop", "test-engine"], capture_output=True, text=True)
+    stopped = subprocess.run(
+        [command, "app", "stop", "test-engine"], capture_output=True, text=True
+    )
     assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(warren.NotFoundError):
         warren.Function.from_name("test-engine", "triple").remote(1)

@@ -64,8 +64,8 @@ def forked_main(
     os.dup2(2, 1)  # the user's prints go where the engine's logs go, never into a pipe
     from warren_engine import logs
 
-    logs.configure()
     config = ContainerConfig.from_wire(decode(config_data))
+    logs.configure(config.settings.log_level)
     for name, value in config.environ.items():  # env= and secrets=, before the code loads
         if value is None:
             os.environ.pop(name, None)
@@ -83,7 +83,7 @@ def forked_main(
         link.send(_failure(exc))
         sys.exit(EXIT_BAD_CODE)
     table = HoldingTable(slots_for(config.spec.max_inputs), holdings)
-    with event_loop.runner() as runner:
+    with event_loop.runner(config.settings.event_loop) as runner:
         runner.run(_serve(config, fn, link, lifeline, table))
 
 

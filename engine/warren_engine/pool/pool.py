@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 from warren import exceptions
-from warren.config import settings
+from warren.config import Settings
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.container import EXIT_REPLACED
@@ -55,6 +55,7 @@ class PoolConfig:
     queue: str
     spec: FunctionSpec
     code_path: str
+    settings: Settings = field(repr=False)  # what its containers get (see for_containers)
     sys_path: tuple[str, ...] = ()
 
 
@@ -154,7 +155,7 @@ class ContainerPool:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop every container: each finishes (or requeues) its inputs within the grace."""
-        grace = settings().stop_grace + KILL_WAIT if grace is None else grace
+        grace = self.config.settings.stop_grace + KILL_WAIT if grace is None else grace
         self._stopping = True
         # The autoscaler first: a tick still running would start containers to replace
         # the ones being stopped, and nobody would stop those.
@@ -260,6 +261,7 @@ class ContainerPool:
             "queue": self.config.queue,
             "spec": self.config.spec.to_wire(),
             "code_path": self.config.code_path,
+            "settings": self.config.settings.to_wire(),  # holds the key: never logged
             "container_id": container_id,
             "sys_path": list(self.config.sys_path),
             "cancelled": self._cancels.recent(),
