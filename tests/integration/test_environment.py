@@ -29,7 +29,7 @@ def logged_engine(tmp_path: Path) -> Iterator[EngineProcess]:
         yield daemon
 
 
-def warren(*args: str) -> str:
+def warren_cli(*args: str) -> str:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "warren"), *args],
         capture_output=True,
@@ -53,7 +53,7 @@ def test_env_and_secrets_reach_the_function_and_never_the_logs_or_status(
     assert variant.remote("A", "B", "HOME") == ["1", secret_value, None]
     assert handle.remote("A", "B") == [None, None]  # the original is untouched
     # And the value appears neither in the engine's log nor in `warren app status`
-    status = warren("app", "status", "test-environment", "--json")
+    status = warren_cli("app", "status", "test-environment", "--json")
     assert variant.spec.variant in status
     assert secret_value not in status
     log = (tmp_path / "engine.log").read_text()
@@ -66,8 +66,8 @@ def test_a_named_secret_is_kept_by_the_engine_and_listed_without_its_value(
 ) -> None:
     value = f"named-{uuid.uuid4().hex}"
     name = f"test-{uuid.uuid4().hex[:8]}"
-    assert name in warren("secret", "create", name, f"TOKEN={value}", "OTHER=x")
-    listed = warren("secret", "list")
+    assert name in warren_cli("secret", "create", name, f"TOKEN={value}", "OTHER=x")
+    listed = warren_cli("secret", "list")
     assert name in listed and "TOKEN" in listed and value not in listed
     app.deploy()
     named = warren.Function.from_name("test-environment", "read_env").with_options(
@@ -79,8 +79,8 @@ def test_a_named_secret_is_kept_by_the_engine_and_listed_without_its_value(
     )
     with pytest.raises(warren.NotFoundError, match="warren secret create no-such-secret"):
         missing.remote("TOKEN")
-    warren("secret", "delete", name)
-    assert name not in warren("secret", "list")
+    warren_cli("secret", "delete", name)
+    assert name not in warren_cli("secret", "list")
     assert value not in (tmp_path / "engine.log").read_text()
 
 
