@@ -248,7 +248,9 @@ _engine_options = [
         "--parent-pid", type=int, default=None, hidden=True, help="Stop when this process exits."
     ),
     click.option(
-        "--log-level", default=None, help="debug, info, warning or error (WARREN_LOG_LEVEL)."
+        "--log-level",
+        default=None,
+        help="debug, info, warning, error or critical (WARREN_LOG_LEVEL).",
     ),
     click.option(
         "--join",
