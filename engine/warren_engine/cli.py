@@ -9,7 +9,8 @@
     warren secret list | delete NAME           its secrets (names and keys, never values)
     warren engine                              the engine daemon (also: python -m warren_engine)
 
-``--env ENV`` (or ``WARREN_ENVIRONMENT``) picks the environment everywhere.
+``--env ENV`` (or ``WARREN_ENVIRONMENT``) picks the environment everywhere. Each command
+builds its settings from its flags over the environment (:mod:`warren.config`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import inspect
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,20 +26,12 @@ from typing import Any
 import click
 import orjson
 import warren
+from warren import config
 from warren.client import event_loop
-from warren.config import settings
+from warren.config import Settings
 from warren.exceptions import WarrenError
-from warren.wire import naming
 
 from warren_engine import logs
-
-
-def default_state_dir() -> Path:
-    configured = os.environ.get("WARREN_STATE_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "warren"
 
 
 def load_script(path: Path) -> ModuleType:
@@ -79,9 +71,18 @@ def main() -> None:
     """Warren: run Python functions on container pools behind RabbitMQ."""
 
 
+def command_settings(**flags: Any) -> Settings:
+    """The settings a command's ``flags`` (by setting name; None: not given) make over the
+    environment; a bad value is a usage error naming its flag or variable."""
+    try:
+        return Settings.from_environment(flags=flags)
+    except WarrenError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
 def _use_environment(environment: str | None) -> None:
-    if environment is not None:
-        os.environ["WARREN_ENVIRONMENT"] = naming.check_part("environment", environment)
+    # What the command calls (Client.connect(), App.environment) asks warren.config.
+    config.install(command_settings(environment=environment))
 
 
 def _control(op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +247,11 @@ _engine_options = [
     click.option(
         "--parent-pid", type=int, default=None, hidden=True, help="Stop when this process exits."
     ),
-    click.option("--log-level", default=None, help="debug, info, warning or error."),
+    click.option(
+        "--log-level",
+        default=None,
+        help="debug, info, warning, error or critical (WARREN_LOG_LEVEL).",
+    ),
     click.option(
         "--join",
         is_flag=True,
@@ -283,46 +288,25 @@ _engine_options = [
     ),
 ]
 
-# Engine options that are settings of their own, read from the environment.
-_ENVIRONMENT_OPTIONS = {
-    "region": "WARREN_REGION",
-    "cloud": "WARREN_CLOUD",
-    "gpus": "WARREN_GPUS",
-    "http_host": "WARREN_HTTP_HOST",
-    "http_port": "WARREN_HTTP_PORT",
-    "public_url": "WARREN_PUBLIC_URL",
-}
 
-
-def _serve(
-    state_dir: Path | None,
-    run_id: str | None,
-    parent_pid: int | None,
-    log_level: str | None,
-    join: bool,
-    node_name: str | None,
-    **environment_options: Any,
-) -> None:
+def _serve(run_id: str | None, parent_pid: int | None, join: bool, **flags: Any) -> None:
     from warren_engine.daemon.daemon import run_engine
-    from warren_engine.nodes.agent import node_name as agent_name
+    from warren_engine.nodes.agent import node_name
 
-    for name, value in environment_options.items():
-        if value is not None:
-            os.environ[_ENVIRONMENT_OPTIONS[name]] = str(value)
-    logs.configure(log_level)
-    if state_dir is None and run_id is None and not join:
-        state_dir = default_state_dir()  # a daemon's deployed apps must outlive it
+    settings = command_settings(**flags)  # --http-port over WARREN_HTTP_PORT, and so on
+    logs.configure(settings.log_level)
+    # A daemon's deployed apps must outlive it; an app run's engine or an agent keeps
+    # what it needs in a directory of its own unless told where.
+    keeps_state = flags.get("state_dir") is not None or (run_id is None and not join)
     try:
-        with event_loop.runner() as runner:
+        with event_loop.runner(settings.event_loop) as runner:
             runner.run(
                 run_engine(
-                    settings(),
+                    settings,
                     run_id=run_id,
                     parent_pid=parent_pid,
-                    state_dir=state_dir,
-                    join=agent_name(node_name or os.environ.get("WARREN_NODE_NAME"))
-                    if join
-                    else None,
+                    state_dir=settings.state_dir if keeps_state else None,
+                    join=node_name(settings.node_name) if join else None,
                 )
             )
     except WarrenError as exc:

@@ -1,13 +1,12 @@
 """Logging set-up for Warren's entry points (the library itself never configures logging).
 
-JSON lines when stderr is not a terminal, readable lines when it is. The level comes
-from ``WARREN_LOG_LEVEL`` (default ``info``).
+JSON lines when stderr is not a terminal, readable lines when it is. The level is the
+settings' ``log_level`` (``WARREN_LOG_LEVEL`` or ``--log-level``, default ``info``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import orjson
@@ -18,9 +17,9 @@ def _json_dumps(obj: object, default: object = None) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
-def configure(level: str | None = None) -> None:
-    name = (level or os.environ.get("WARREN_LOG_LEVEL") or "info").upper()
-    numeric = logging.getLevelNamesMapping().get(name, logging.INFO)
+def configure(level: str = "info") -> None:
+    """Configure structlog and the standard library's logging at ``level`` (``info``...)."""
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -24,6 +24,7 @@ from warren.client.connection import Client
 from warren.exceptions import (
     BlockingCallInLoopError,
     CallCancelledError,
+    ConfigError,
     ConnectionError,
     DeadLetteredError,
     DeserializationError,
@@ -64,6 +65,7 @@ __all__ = [
     "CallCancelledError",
     "Client",
     "CloudBucketMount",
+    "ConfigError",
     "ConnectionError",
     "DeadLetteredError",
     "DeserializationError",

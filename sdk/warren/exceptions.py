@@ -4,6 +4,7 @@
 
     WarrenError
     ├── InvalidError ............ bad arguments or configuration, caught before anything is sent
+    │   ├── ConfigError           a WARREN_* variable (or the flag over it) has an unusable value
     │   └── BlockingCallInLoopError   a blocking call made inside a running event loop
     ├── SerializationError ...... a value cannot be encoded for the wire
     │   └── MessageTooLargeError  an argument or result above the message size limit
@@ -31,6 +32,7 @@ from __future__ import annotations
 __all__ = [
     "BlockingCallInLoopError",
     "CallCancelledError",
+    "ConfigError",
     "ConnectionError",
     "DeadLetteredError",
     "DeserializationError",
@@ -57,6 +59,12 @@ class WarrenError(Exception):
 
 class InvalidError(WarrenError):
     """An argument or a configuration value is not acceptable."""
+
+
+class ConfigError(InvalidError):
+    """A setting (a ``WARREN_*`` variable, or the command-line flag that overrides it) has a
+    value Warren cannot use; the message names the variable or flag (and the value, unless
+    it is secret)."""
 
 
 class BlockingCallInLoopError(InvalidError):

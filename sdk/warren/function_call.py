@@ -27,7 +27,6 @@ from warren.client.connection import Client
 from warren.client.facade import Method
 from warren.client.invocation import Target, encode_input, not_running, outcome, publish_cancel
 from warren.client.publisher import Publisher
-from warren.config import settings
 from warren.exceptions import (
     CallCancelledError,
     InvalidError,
@@ -38,7 +37,7 @@ from warren.exceptions import (
 from warren.wire import naming
 from warren.wire.amqp import BrokerError, Channel, Delivery, NotFound
 from warren.wire.protocol import KIND_RESULTS, STATUS_CANCELLED, CallBatch, ResultBatch
-from warren.wire.signing import CALL_RESULT_VALIDITY, signer
+from warren.wire.signing import CALL_RESULT_VALIDITY, Signer
 
 R_co = TypeVar("R_co", covariant=True)
 log = structlog.get_logger(__name__)
@@ -86,7 +85,7 @@ async def spawn_call(
     client: Client, target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> FunctionCall[Any]:
     fmt, data = encode_input(args, kwargs, target, client.signer.max_size)
-    retention = max(1, round(settings().result_retention))
+    retention = max(1, round(client.settings.result_retention))
     ref = CallRef(target.environment, uuid.uuid4().hex, int(time.time()), retention)
     try:
         await client.publisher.publish(
@@ -199,13 +198,17 @@ class FunctionCall(Generic[R_co]):
             with contextlib.suppress(BrokerError):
                 await client.publisher.delete_queue(self._ref.queue)
             raise self._expired()
-        status, fmt, data = await client.unless_broker_lost(self._fetch(channel, timeout))
+        status, fmt, data = await client.unless_broker_lost(
+            self._fetch(channel, client.signer, timeout)
+        )
         if status == STATUS_CANCELLED:
             raise CallCancelledError(f"{self._function_name} was cancelled")
         result: R_co = outcome(status, fmt, data, self._function_name)
         return result
 
-    async def _fetch(self, channel: Channel, timeout: float | None) -> tuple[int, int, bytes]:
+    async def _fetch(
+        self, channel: Channel, opener: Signer, timeout: float | None
+    ) -> tuple[int, int, bytes]:
         # A plain basic.get first: most results fetched are already there, and it is one
         # round trip. A missing queue means the result is gone (this closes the channel).
         queue = self._ref.queue
@@ -216,12 +219,12 @@ class FunctionCall(Generic[R_co]):
                 raise self._expired() from None
             if message is None:
                 break
-            if (found := _read_and_put_back(message)) is not None:
+            if (found := _read_and_put_back(message, opener)) is not None:
                 return found
         if timeout == 0:
             raise TimeoutError(f"{self._function_name} has no result yet")
         try:
-            return await asyncio.wait_for(_first_message(channel, queue), timeout)
+            return await asyncio.wait_for(_first_message(channel, queue, opener), timeout)
         except TimeoutError:
             raise TimeoutError(f"{self._function_name} has no result after {timeout:g}s") from None
 
@@ -251,7 +254,7 @@ class FunctionCall(Generic[R_co]):
         return (FunctionCall.from_id, (self.object_id,))
 
 
-async def _first_message(channel: Channel, queue: str) -> tuple[int, int, bytes]:
+async def _first_message(channel: Channel, queue: str, opener: Signer) -> tuple[int, int, bytes]:
     """Consume until the first valid result, stop consuming, put it back for other readers."""
     await channel.qos(1)
     arrived: asyncio.Queue[Delivery] = asyncio.Queue()
@@ -261,18 +264,18 @@ async def _first_message(channel: Channel, queue: str) -> tuple[int, int, bytes]
         raise ResultExpiredError(f"the result queue {queue!r} is gone") from None
     try:
         while True:
-            if (found := _read_and_put_back(await arrived.get())) is not None:
+            if (found := _read_and_put_back(await arrived.get(), opener)) is not None:
                 return found
     finally:
         with contextlib.suppress(BrokerError):
             await channel.cancel(tag)
 
 
-def _read_and_put_back(message: Delivery) -> tuple[int, int, bytes] | None:
+def _read_and_put_back(message: Delivery, opener: Signer) -> tuple[int, int, bytes] | None:
     """The result a message holds, which stays in the queue; None for one that fails
     verification, which is taken off it so that it cannot hide the result behind it."""
     try:
-        envelope = signer().open_message(message, kind=KIND_RESULTS)
+        envelope = opener.open_message(message, kind=KIND_RESULTS)
         items = ResultBatch.from_body(envelope.body).items
         _, _, status, fmt, data, _ = items[0]
     except (WarrenError, ValueError, IndexError) as exc:

@@ -156,9 +156,14 @@ async def test_spawn_get_and_gather_have_aio_twins() -> None:
 def test_after_the_retention_period_get_raises_expired_and_nothing_is_left(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given results kept for 2 s
+    # Given results kept for 2 s (a client takes its settings when it connects)
     monkeypatch.setenv("WARREN_RESULT_RETENTION", "2")
-    call = times_ten.spawn(0.0)
+
+    async def spawn() -> warren.FunctionCall[float]:
+        async with warren.Client.connect():
+            return await times_ten.spawn.aio(0.0)
+
+    call = asyncio.run(spawn())
     assert call.get() == 0.0
     queue = naming.call_queue(app.environment, call.object_id.split(".")[2])
     assert queue_exists(queue)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import pickle
 from typing import Any, get_args
 
 import pytest
+from warren.config import Settings
 from warren.exceptions import EngineError
 from warren.wire.codec import packb, unpackb
 from warren.wire.spec import FunctionSpec
@@ -204,7 +206,15 @@ def test_the_pool_has_a_handler_for_every_event_and_every_query() -> None:
         raise AssertionError("not called")
 
     pool = ContainerPool(
-        PoolConfig("amqp://", "env", "app", "queue", FunctionSpec("f", False), "/code"),
+        PoolConfig(
+            "amqp://",
+            "env",
+            "app",
+            "queue",
+            FunctionSpec("f", False),
+            "/code",
+            Settings.from_environment({}),
+        ),
         Autoscaling(),
         CancelMemory(),
         never,
@@ -215,7 +225,7 @@ def test_the_pool_has_a_handler_for_every_event_and_every_query() -> None:
     assert set(pool._serve) == set(get_args(Query))
 
 
-def test_a_container_config_comes_out_of_the_process_arguments_as_it_went_in() -> None:
+def test_a_container_config_survives_the_fork_servers_pickling() -> None:
     config = ContainerConfig(
         broker_url="amqp://guest:guest@127.0.0.1:5672/",
         environment="env",
@@ -224,10 +234,11 @@ def test_a_container_config_comes_out_of_the_process_arguments_as_it_went_in() -
         spec=FunctionSpec("f", True, max_inputs=4),
         code_path="/code/app.pkl",
         container_id="abc123",
+        settings=Settings.from_environment({}),
         sys_path=("/src",),
         cancelled=("i1", "i2"),
         environ={"TOKEN": "secret", "UNSET": None},
         volumes={"/data": ("volume", "/var/lib/warren/volume")},
         core=1,
     )
-    assert ContainerConfig.from_wire(unpackb(packb(config.to_wire()))) == config
+    assert pickle.loads(pickle.dumps(config)) == config

@@ -36,7 +36,7 @@ from typing import Any
 import structlog
 from warren.client.batch_sizer import TARGET_BATCH_SECONDS
 from warren.client.publisher import BROKER_ERRORS
-from warren.config import settings
+from warren.config import Settings
 from warren.exceptions import EngineError, WarrenError
 from warren.wire import naming
 from warren.wire.amqp import Channel, Connection, Delivery
@@ -77,45 +77,12 @@ class ContainerConfig:
     spec: FunctionSpec
     code_path: str
     container_id: str
+    settings: Settings = field(repr=False)  # its engine's, for containers (holds the key)
     sys_path: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()
     environ: dict[str, str | None] = field(default_factory=dict, repr=False)
     volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
     core: int | None = None  # the core its threads run on (see warren_engine.pool.cores)
-
-    def to_wire(self) -> dict[str, Any]:
-        """What the engine hands a container process it forks (msgpack)."""
-        return {
-            "broker_url": self.broker_url,
-            "environment": self.environment,
-            "instance": self.instance,
-            "queue": self.queue,
-            "spec": self.spec.to_wire(),
-            "code_path": self.code_path,
-            "container_id": self.container_id,
-            "sys_path": list(self.sys_path),
-            "cancelled": list(self.cancelled),
-            "environ": self.environ,
-            "volumes": self.volumes,
-            "core": self.core,
-        }
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> ContainerConfig:
-        return cls(
-            broker_url=data["broker_url"],
-            environment=data["environment"],
-            instance=data["instance"],
-            queue=data["queue"],
-            spec=FunctionSpec.from_wire(data["spec"]),
-            code_path=data["code_path"],
-            container_id=data["container_id"],
-            sys_path=tuple(data.get("sys_path", ())),
-            cancelled=tuple(data.get("cancelled", ())),
-            environ=dict(data.get("environ", {})),
-            volumes={path: (v[0], v[1]) for path, v in data.get("volumes", {}).items()},
-            core=data.get("core"),
-        )
 
 
 class Container:
@@ -133,13 +100,13 @@ class Container:
         self._holdings = holdings
         self._on_ready = on_ready
         self._stop = asyncio.Event()
-        self._signer = signer()
+        self._signer = signer(config.settings)
         self._log = log.bind(container=config.container_id, function=config.spec.tag)
         self._outbox = Outbox(config.spec, self._signer, link, self._released, self._acks_may_wait)
         self._triage = Triage(
             environment=config.environment,
             function=config.spec.tag,
-            crash_limit=settings().crash_limit,
+            crash_limit=config.settings.crash_limit,
             signer=self._signer,
             link=link,
             outbox=self._outbox,
@@ -233,7 +200,7 @@ class Container:
     async def _finish(self) -> None:
         executor = self.executor
         await self._give_back(executor.take_back(0))
-        if not await executor.wait_idle(settings().stop_grace):
+        if not await executor.wait_idle(self.config.settings.stop_grace):
             self._log.warning("container_stop_grace_exceeded", running=executor.running)
         await executor.close()
         await self._outbox.drain()

@@ -22,7 +22,6 @@ from typing import Any
 import structlog
 from warren.client import event_loop
 from warren.wire.code_bundle import load_app_code
-from warren.wire.codec import unpackb
 
 from warren_engine.container.container import Container, ContainerConfig
 from warren_engine.container.limits import apply_limits
@@ -51,7 +50,7 @@ def _failure(exc: BaseException) -> Failed:
 
 
 def forked_main(
-    config_data: bytes,
+    config: ContainerConfig,
     status: Connection,
     replies: Connection,
     lifeline: Connection,
@@ -61,8 +60,7 @@ def forked_main(
     os.dup2(2, 1)  # the user's prints go where the engine's logs go, never into a pipe
     from warren_engine import logs
 
-    logs.configure()
-    config = ContainerConfig.from_wire(unpackb(config_data))
+    logs.configure(config.settings.log_level)
     for name, value in config.environ.items():  # env= and secrets=, before the code loads
         if value is None:
             os.environ.pop(name, None)
@@ -80,7 +78,7 @@ def forked_main(
         link.send(_failure(exc))
         sys.exit(EXIT_BAD_CODE)
     table = HoldingTable(slots_for(config.spec.max_inputs), holdings)
-    with event_loop.runner() as runner:
+    with event_loop.runner(config.settings.event_loop) as runner:
         runner.run(_serve(config, fn, link, lifeline, table))
 
 

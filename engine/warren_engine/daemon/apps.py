@@ -28,6 +28,7 @@ from warren import exceptions
 from warren.config import Settings
 from warren.wire import naming, topology
 from warren.wire.code_bundle import check_python
+from warren.wire.signing import signer
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.daemon.cancel_memory import CancelMemory
@@ -58,13 +59,14 @@ class Host:
         cancels: CancelMemory,
     ) -> None:
         self.settings = settings
+        self.signer = signer(settings)
         self._connection = connection
         self._channel = channel
         self._publisher: AbstractRobustChannel | None = None
         self.state_dir = state_dir
         self.registry = Registry(state_dir)
         self.secrets = SecretStore(state_dir)
-        self.node = Node.from_environment()
+        self.node = Node.from_settings(settings)
         self.cores = CorePlacement()
         self.provisions = Provisions(state_dir, self.secrets, self.node)
         self.environ = self.provisions.environ
@@ -337,6 +339,7 @@ class Host:
                 queue,
                 app.specs[key],
                 str(app.code_path),
+                self.settings.for_containers(),
                 app.sys_path,
             ),
             app.autoscaling(key, self.node.cpus),
@@ -384,18 +387,26 @@ class Host:
         """Remove the queues a failed registration declared (not those still in use)."""
         for tag in set(app.specs) - keep:
             await answer_queued(
-                self._connection, app.queue(tag), f"{app.app} did not start", delete=True
+                self._connection,
+                app.queue(tag),
+                f"{app.app} did not start",
+                self.signer,
+                delete=True,
             )
 
     async def _answer_queued(self, queue: str, reason: str) -> int:
-        return await answer_queued(self._connection, queue, reason)
+        return await answer_queued(self._connection, queue, reason, self.signer)
 
     async def _replace(self, previous: HostedApp, app: HostedApp) -> None:
         await self._stop_pools(previous)
         # Functions the new code lacks, and every variant (a redeploy resets them).
         for key in set(previous.specs) - set(app.specs):
             await answer_queued(
-                self._connection, previous.queue(key), f"{app.app}.{key} was removed", delete=True
+                self._connection,
+                previous.queue(key),
+                f"{app.app}.{key} was removed",
+                self.signer,
+                delete=True,
             )
 
     async def _stop_pools(self, app: HostedApp, *, drop_remote: bool = True) -> None:
@@ -412,7 +423,11 @@ class Host:
         if remove:
             for key in app.specs:
                 answered += await answer_queued(
-                    self._connection, app.queue(key), f"app {app.app!r} stopped", delete=True
+                    self._connection,
+                    app.queue(key),
+                    f"app {app.app!r} stopped",
+                    self.signer,
+                    delete=True,
                 )
             if app.ephemeral:
                 shutil.rmtree(app.code_path.parent, ignore_errors=True)

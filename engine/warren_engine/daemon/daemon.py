@@ -82,7 +82,7 @@ class Engine:
         self._gateway: Gateway | None = None
         self._listening: set[str] = set()
         self._listener_id = f"engine-{uuid.uuid4().hex[:12]}"
-        self._signer = signer()
+        self._signer = signer(config)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -114,6 +114,7 @@ class Engine:
             self.settings.http_host,
             self.settings.http_port,
             self.settings.public_url,
+            debug=self.settings.http_debug,
         )
         await self._gateway.start()
         self._host.remote = RemotePools(self._host.nodes, self._tell_agent)
@@ -177,7 +178,7 @@ class Engine:
         )
         channel = self._channel
         orphans = await channel.get_queue(naming.orphans(environment), ensure=True)
-        await orphans.consume(lambda message: answer_orphan(channel, message))
+        await orphans.consume(lambda message: answer_orphan(channel, message, self._signer))
         self._listening.add(environment)
 
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
@@ -357,9 +358,10 @@ def _keep_engine_credentials_from_containers(config: Settings) -> None:
 
     Functions that call other functions find ``WARREN_BROKER_URL`` there: the value of
     ``WARREN_FUNCTION_BROKER_URL`` (a caller's rights) if set, else the container URL.
+    Written for the containers' code only: the engine itself keeps ``config``.
     """
     if config.container_broker_url != config.broker_url:
-        functions_url = os.environ.get("WARREN_FUNCTION_BROKER_URL") or config.container_broker_url
+        functions_url = config.function_broker_url or config.container_broker_url
         os.environ["WARREN_BROKER_URL"] = functions_url
 
 

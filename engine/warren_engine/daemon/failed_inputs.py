@@ -17,7 +17,7 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 from warren.exceptions import ExecutionError, WarrenError
 from warren.wire import failure, naming
 from warren.wire.protocol import KIND_CALLS, CallBatch, ResultBatch
-from warren.wire.signing import result_validity, signer
+from warren.wire.signing import Signer, result_validity
 
 from warren_engine.publisher import BROKER_ERRORS, dead_letter
 
@@ -25,9 +25,15 @@ log = structlog.get_logger(__name__)
 
 
 async def answer_queued(
-    connection: AbstractRobustConnection, name: str, reason: str, *, delete: bool = False
+    connection: AbstractRobustConnection,
+    name: str,
+    reason: str,
+    sealer: Signer,
+    *,
+    delete: bool = False,
 ) -> int:
-    """Answer every input queued in ``name`` with an error (then delete the queue, if asked).
+    """Answer every input queued in ``name`` with an error (then delete the queue, if asked);
+    ``sealer`` checks the inputs and signs the answers.
 
     Returns how many inputs were answered.
     """
@@ -39,18 +45,20 @@ async def answer_queued(
             return 0
         answered = 0
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            answered += await _answer(channel, message, name, reason)
+            answered += await _answer(channel, message, name, reason, sealer)
             await message.ack()
         if delete:
             await queue.delete(if_unused=False, if_empty=False)
     return answered
 
 
-async def answer_orphan(channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+async def answer_orphan(
+    channel: AbstractChannel, message: AbstractIncomingMessage, sealer: Signer
+) -> None:
     """A retry that came back from its delay to find its function queue gone: answered."""
     queue = message.routing_key or "an unknown queue"
     try:
-        await _answer(channel, message, queue, f"{queue} was removed before the retry ran")
+        await _answer(channel, message, queue, f"{queue} was removed before the retry ran", sealer)
     except BROKER_ERRORS:
         with contextlib.suppress(*BROKER_ERRORS):
             await message.nack(requeue=True)
@@ -59,9 +67,12 @@ async def answer_orphan(channel: AbstractChannel, message: AbstractIncomingMessa
 
 
 async def _answer(
-    channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, reason: str
+    channel: AbstractChannel,
+    message: AbstractIncomingMessage,
+    queue: str,
+    reason: str,
+    sealer: Signer,
 ) -> int:
-    sealer = signer()
     try:
         batch = CallBatch.from_body(sealer.open_message(message, kind=KIND_CALLS).body)
     except WarrenError as exc:

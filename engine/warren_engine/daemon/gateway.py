@@ -10,7 +10,6 @@ and traceback only when the engine runs with ``WARREN_HTTP_DEBUG=1``.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import orjson
@@ -83,13 +82,22 @@ async def arguments(request: web.Request, spec: FunctionSpec) -> dict[str, Any]:
 
 
 class Gateway:
-    def __init__(self, host: Host, client: Client, bind: str, port: int, public_url: str | None):
+    def __init__(
+        self,
+        host: Host,
+        client: Client,
+        bind: str,
+        port: int,
+        public_url: str | None,
+        *,
+        debug: bool = False,
+    ) -> None:
         self._host = host
         self._client = client
         self._bind = bind
         self._port = port
         self._public_url = public_url
-        self._debug = os.environ.get("WARREN_HTTP_DEBUG", "") in _TRUE
+        self._debug = debug  # a failed call's response carries its error type and traceback
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 

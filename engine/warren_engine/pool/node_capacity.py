@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from warren.exceptions import InvalidError
+from warren.config import Settings
+from warren.exceptions import ConfigError, InvalidError
 from warren.options import parse_gpu
 from warren.wire.spec import FunctionSpec
 
@@ -49,18 +50,19 @@ class Node:
     reserved_memory: int = 0
 
     @classmethod
-    def from_environment(cls) -> Node:
-        """``WARREN_NODE_CPUS``, ``WARREN_NODE_MEMORY``, ``WARREN_GPUS`` (e.g. ``H100:2``),
-        ``WARREN_REGION``, ``WARREN_CLOUD``; the machine's own figures otherwise."""
-        node = cls(
-            gpus=_parse_gpus(os.environ.get("WARREN_GPUS", "")),
-            region=os.environ.get("WARREN_REGION") or None,
-            cloud=os.environ.get("WARREN_CLOUD") or None,
-        )
-        if os.environ.get("WARREN_NODE_CPUS"):
-            node.cpus = float(os.environ["WARREN_NODE_CPUS"])
-        if os.environ.get("WARREN_NODE_MEMORY"):
-            node.memory = int(os.environ["WARREN_NODE_MEMORY"])
+    def from_settings(cls, config: Settings) -> Node:
+        """The node ``config`` describes (``WARREN_NODE_CPUS``, ``WARREN_NODE_MEMORY``,
+        ``WARREN_GPUS`` such as ``H100:2``, ``WARREN_REGION``, ``WARREN_CLOUD``, or their
+        flags); the machine's own figures where it says nothing."""
+        try:
+            gpus = _parse_gpus(config.gpus)
+        except InvalidError as exc:
+            raise ConfigError(f"WARREN_GPUS (or --gpus): {exc}") from None
+        node = cls(gpus=gpus, region=config.region or None, cloud=config.cloud or None)
+        if config.node_cpus is not None:
+            node.cpus = config.node_cpus
+        if config.node_memory is not None:
+            node.memory = config.node_memory
         return node
 
     def labels(self) -> dict[str, object]:

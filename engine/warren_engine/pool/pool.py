@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 from warren import exceptions
-from warren.config import settings
+from warren.config import Settings
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.container import EXIT_REPLACED, ContainerConfig
@@ -73,6 +73,7 @@ class PoolConfig:
     queue: str
     spec: FunctionSpec
     code_path: str
+    settings: Settings = field(repr=False)  # what its containers get (see for_containers)
     sys_path: tuple[str, ...] = ()
 
 
@@ -187,7 +188,7 @@ class ContainerPool:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop every container: each finishes (or requeues) its inputs within the grace."""
-        grace = settings().stop_grace + KILL_WAIT if grace is None else grace
+        grace = self.config.settings.stop_grace + KILL_WAIT if grace is None else grace
         self._stopping = True
         # The autoscaler first: a tick still running would start containers to replace
         # the ones being stopped, and nobody would stop those.
@@ -307,6 +308,7 @@ class ContainerPool:
             spec=self.config.spec,
             code_path=self.config.code_path,
             container_id=container_id,
+            settings=self.config.settings,
             sys_path=self.config.sys_path,
             cancelled=cancelled,
             environ=environ,

@@ -26,7 +26,6 @@ from collections.abc import Callable
 
 import structlog
 from warren.exceptions import EngineError
-from warren.wire.codec import packb
 
 from warren_engine.container.container import ContainerConfig
 from warren_engine.pipe.holdings import HoldingTable, slots_for
@@ -71,7 +70,7 @@ class ContainerProcess:
         self._process = _CONTEXT.Process(
             target=forked_main,
             args=(
-                packb(config.to_wire()),
+                config,  # pickled by the fork server, like the pipes that follow
                 status_writer,
                 replies_reader,
                 lifeline_reader,

@@ -99,7 +99,7 @@ class Client:
         self.client_id = uuid.uuid4().hex[:20]
         self.environment = self.settings.environment
         self.result_queue = naming.result_queue(self.environment, self.client_id)
-        self.signer = signer()
+        self.signer = signer(self.settings)
         self.duplicates_dropped = 0
         self.messages_rejected = 0
         self._session: BrokerSession | None = None

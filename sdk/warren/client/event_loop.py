@@ -15,9 +15,10 @@ from collections.abc import Callable
 from warren.config import settings
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """What makes Warren's own event loops: uvloop's, unless unavailable or turned off."""
-    if settings().event_loop == "uvloop":
+def loop_factory(kind: str | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What makes Warren's own event loops of ``kind`` (``uvloop`` or ``asyncio``; default
+    the process's settings): uvloop's, unless unavailable or turned off."""
+    if (kind or settings().event_loop) == "uvloop":
         try:
             import uvloop
         except ImportError:
@@ -31,6 +32,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop_factory()()
 
 
-def runner() -> asyncio.Runner:
-    """An ``asyncio.Runner`` on Warren's kind of loop (``with runner() as r: r.run(main())``)."""
-    return asyncio.Runner(loop_factory=loop_factory())
+def runner(kind: str | None = None) -> asyncio.Runner:
+    """An ``asyncio.Runner`` on Warren's kind of loop (``with runner() as r: r.run(main())``);
+    an entry point passes the ``event_loop`` of the settings it built."""
+    return asyncio.Runner(loop_factory=loop_factory(kind))

@@ -31,24 +31,12 @@ may not contain dots.
 from __future__ import annotations
 
 import functools
-import re
 
 from warren.exceptions import InvalidError
+from warren.names import check_part as check_part  # re-exported: callers name it here
 
 PROTOCOL_VERSION = 1
 PREFIX = f"warren.v{PROTOCOL_VERSION}"
-
-_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
-
-
-def check_part(kind: str, value: str) -> str:
-    """Return ``value`` if it is usable as one part of a name, else raise ``InvalidError``."""
-    if not isinstance(value, str) or not _PART.fullmatch(value):
-        raise InvalidError(
-            f"invalid {kind} {value!r}: use 1-100 letters, digits, '-' or '_', "
-            "starting with a letter or digit"
-        )
-    return value
 
 
 def control_queue(run_id: str | None = None) -> str:

@@ -9,9 +9,10 @@ structure, the key id, the signature, then the expiry. Whatever fails raises
 
 The key comes from ``WARREN_SECRET_KEY``, else from the file named by
 ``WARREN_SECRET_KEY_FILE``, else from ``~/.config/warren/secret-key`` (or under
-``$XDG_CONFIG_HOME``), which is created with a random key, readable by its owner only,
-the first time it is needed: every process of one user on one machine then shares a
-key with no set-up. Several machines must be given the same key explicitly.
+``$XDG_CONFIG_HOME``; all three read by :mod:`warren.config`), which is created with a
+random key, readable by its owner only, the first time it is needed: every process of
+one user on one machine then shares a key with no set-up. Several machines must be
+given the same key explicitly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from warren.config import settings
+from warren.config import Settings, settings
 from warren.exceptions import DeserializationError, InvalidError, MessageRejectedError
 from warren.wire import naming
 from warren.wire.codec import Envelope, packb, unpack_envelope
@@ -44,9 +45,8 @@ CALL_RESULT_VALIDITY = 366 * 24 * 3600.0
 ONE_SHOT_BYTES = 64 * 1024
 
 
-def default_key_file() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "warren" / "secret-key"
+def default_key_file(config: Settings) -> Path:
+    return config.config_dir / "secret-key"
 
 
 def _create_key_file(path: Path) -> None:
@@ -80,13 +80,14 @@ def _check(key: bytes, source: str) -> bytes:
     return key
 
 
-def load_key() -> bytes:
-    """The shared secret key, from the environment, a key file, or the default file."""
-    raw = os.environ.get("WARREN_SECRET_KEY")
-    if raw:
-        return _check(raw.encode(), "WARREN_SECRET_KEY")
-    named = os.environ.get("WARREN_SECRET_KEY_FILE")
-    return _key_from_file(Path(named) if named else default_key_file(), bool(named))
+def load_key(config: Settings | None = None) -> bytes:
+    """The shared secret key (of ``config``, default the process's settings): the
+    key itself, a key file, or the default file."""
+    config = config or settings()
+    if config.secret_key:
+        return _check(config.secret_key.encode(), "WARREN_SECRET_KEY")
+    named = config.secret_key_file
+    return _key_from_file(named or default_key_file(config), named is not None)
 
 
 @functools.lru_cache(maxsize=8)
@@ -202,10 +203,11 @@ def _signer(key: bytes, max_size: int, expiry: float) -> Signer:
     return Signer(key, max_size, expiry)
 
 
-def signer() -> Signer:
-    """The signer for this process's current settings (cheap: cached by key and limits)."""
-    config = settings()
-    return _signer(load_key(), config.max_message_size, config.message_expiry)
+def signer(config: Settings | None = None) -> Signer:
+    """The signer for ``config`` (default: the process's settings); cheap, cached by key
+    and limits."""
+    config = config or settings()
+    return _signer(load_key(config), config.max_message_size, config.message_expiry)
 
 
 def result_validity(reply_to: str) -> float | None:
