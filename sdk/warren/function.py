@@ -16,6 +16,15 @@ from warren.options import check_options
 from warren.secrets import Secret
 from warren.volumes import Volume
 from warren.wire import naming
+from warren.wire.control import (
+    AutoscalerChanges,
+    DescribeFunction,
+    EnsureVariant,
+    FunctionStats,
+    PoolName,
+    Request,
+    UpdateAutoscaler,
+)
 from warren.wire.retries import Retries
 from warren.wire.spec import FunctionSpec
 
@@ -24,6 +33,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")  # a control reply
 
 
 class Function(MapMethods[R], Generic[P, R]):
@@ -175,28 +185,18 @@ class Function(MapMethods[R], Generic[P, R]):
         if self._variant is not None and self._variant.instance == base.instance:
             return self._variant
         found = await client.control(
-            "ensure_variant",
-            {
-                "environment": base.environment,
-                "instance": base.instance,
-                "tag": self.tag,
-                "options": self._overrides,
-            },
+            EnsureVariant(base.environment, base.instance, self.tag, self._overrides),
             queue=self._control_queue(),
         )
-        spec = FunctionSpec.from_wire(found["spec"])
-        self._variant = Target(base.environment, base.app, base.instance, spec, base.web_base)
+        self._variant = Target(base.environment, base.app, base.instance, found.spec, base.web_base)
         return self._variant
 
     async def _resolve_base(self, client: Client) -> Target:
         if self._target is not None or self._lookup is None:
             return self._base_target()
         environment, app_name, tag = self._lookup
-        found = await client.control(
-            "describe_function", {"environment": environment, "app": app_name, "tag": tag}
-        )
-        spec = FunctionSpec.from_wire(found["spec"])
-        self._target = Target(environment, app_name, found["instance"], spec, found["web_base"])
+        found = await client.control(DescribeFunction(environment, app_name, tag))
+        self._target = Target(environment, app_name, found.instance, found.spec, found.web_base)
         return self._target
 
     def with_options(
@@ -255,20 +255,12 @@ class Function(MapMethods[R], Generic[P, R]):
         run = self._app._run if self._app is not None else None
         return run.control_queue if run is not None else naming.control_queue()
 
-    async def _control(self, op: str, **args: Any) -> dict[str, Any]:
+    async def _control(self, request: Callable[[PoolName], Request[T]]) -> T:
+        # ``request`` makes the operation for this function's pool, once it is resolved.
         client = await self._client()
         target = await self._resolve(client)
-        return await client.control(
-            op,
-            {
-                "environment": target.environment,
-                "instance": target.instance,
-                "tag": self.tag,
-                "variant": target.spec.variant,
-                **args,
-            },
-            queue=self._control_queue(),
-        )
+        pool = PoolName(target.environment, target.instance, self.tag, target.spec.variant)
+        return await client.control(request(pool), queue=self._control_queue())
 
     @property
     def update_autoscaler(self) -> Method[..., None]:
@@ -289,13 +281,10 @@ class Function(MapMethods[R], Generic[P, R]):
         scaledown_window: float | None = None,
         buffer_containers: int | None = None,
     ) -> None:
-        changes = {
-            "min_containers": min_containers,
-            "max_containers": max_containers,
-            "scaledown_window": scaledown_window,
-            "buffer_containers": buffer_containers,
-        }
-        await self._control("update_autoscaler", changes=changes)
+        changes = AutoscalerChanges(
+            min_containers, max_containers, buffer_containers, scaledown_window
+        )
+        await self._control(lambda pool: UpdateAutoscaler(pool, changes))
 
     @property
     def get_current_stats(self) -> Method[[], dict[str, Any]]:
@@ -303,7 +292,7 @@ class Function(MapMethods[R], Generic[P, R]):
         return Method(self._get_current_stats, f"{self.tag}.get_current_stats")
 
     async def _get_current_stats(self) -> dict[str, Any]:
-        return await self._control("function_stats")
+        return (await self._control(FunctionStats)).as_dict()
 
     @property
     def remote(self) -> Method[P, R]:

@@ -223,17 +223,19 @@ async def test_from_name_works_in_async_code_with_an_explicit_client(engine: Eng
 
 def test_the_app_command_line_lists_shows_and_stops_deployed_apps(engine: EngineProcess) -> None:
     app.deploy()
-    warren = str(Path(sys.executable).with_name("warren"))
-    listed = subprocess.run([warren, "app", "list"], capture_output=True, text=True, timeout=60)
+    command = str(Path(sys.executable).with_name("warren"))
+    listed = subprocess.run([command, "app", "list"], capture_output=True, text=True, timeout=60)
     assert "test-engine" in listed.stdout, listed.stderr
     status = subprocess.run(
-        [warren, "app", "status", "test-engine", "--json"],
+        [command, "app", "status", "test-engine", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert '"triple"' in status.stdout and '"queued_inputs"' in status.stdout, status.stderr
-    stopped = subprocess.run([warren, "app", "stop", "test-engine"], capture_output=True, text=True)
+    stopped = subprocess.run(
+        [command, "app", "stop", "test-engine"], capture_output=True, text=True
+    )
     assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(warren.NotFoundError):
         warren.Function.from_name("test-engine", "triple").remote(1)
@@ -276,9 +278,9 @@ def test_the_daemon_stops_an_ephemeral_app_whose_client_was_killed(
     runner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     assert runner.stdout is not None
     assert runner.stdout.readline().strip() == "running"
-    assert any(a["app"] == "abandoned" for a in hosted_apps())
+    assert any(a.app == "abandoned" for a in hosted_apps())
     runner.kill()
     runner.wait()
     runner.stdout.close()
     # Then the daemon notices its lease is gone and stops the app
-    assert wait_until(lambda: not any(a["app"] == "abandoned" for a in hosted_apps()), 45)
+    assert wait_until(lambda: not any(a.app == "abandoned" for a in hosted_apps()), 45)
