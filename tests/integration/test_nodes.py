@@ -56,6 +56,9 @@ def test_a_variant_runs_on_the_node_of_its_region_and_a_region_no_node_has_fails
     in_us = handle.with_options(region="us").remote()
     assert in_us["region"] == "us"
     assert in_us["pid"] in {p.pid for p in agent.containers()}
+    # ...and the agent's heartbeats, which now name that pool, keep it alive and joined
+    assert wait_until(lambda: any(n.name == "us-1" and n.pools == 1 for n in nodes()), 10)
+    assert all(n.alive for n in nodes())
     # ...and one for a region no node is in fails, naming the request and the nodes
     with pytest.raises(warren.InvalidError, match=r"region ap.*us-1 \(region us\)"):
         handle.with_options(region="ap").remote()
