@@ -19,9 +19,10 @@ import asyncio
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -30,6 +31,15 @@ from warren import config
 from warren.client import event_loop
 from warren.config import Settings
 from warren.exceptions import WarrenError
+from warren.wire.control import (
+    CreateSecret,
+    DeleteSecret,
+    GetAppStatus,
+    ListApps,
+    ListSecrets,
+    Request,
+    StopApp,
+)
 
 from warren_engine import logs
 
@@ -85,10 +95,15 @@ def _use_environment(environment: str | None) -> None:
     config.install(command_settings(environment=environment))
 
 
-def _control(op: str, args: dict[str, Any]) -> dict[str, Any]:
-    async def call() -> dict[str, Any]:
+R = TypeVar("R")
+
+
+def _control(request: Callable[[str], Request[R]]) -> R:
+    """Send the request ``request`` makes for the client's environment; its reply."""
+
+    async def call() -> R:
         async with warren.Client.connect() as client:
-            return await client.control(op, {"environment": client.environment, **args})
+            return await client.control(request(client.environment))
 
     try:
         return asyncio.run(call())
@@ -119,7 +134,7 @@ def secret_create(name: str, pairs: tuple[str, ...], environment: str | None) ->
         if not sep:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="KEY=VALUE")
         values[key] = value
-    _control("create_secret", {"name": name, "values": values})
+    _control(lambda environment: CreateSecret(environment, name, values))
     click.echo(f"stored secret {name} ({', '.join(sorted(values))})")
 
 
@@ -129,12 +144,13 @@ def secret_create(name: str, pairs: tuple[str, ...], environment: str | None) ->
 def secret_list(environment: str | None, as_json: bool) -> None:
     """Names and keys of the environment's secrets (values are never shown)."""
     _use_environment(environment)
-    secrets = _control("list_secrets", {})["secrets"]
+    secrets = _control(ListSecrets).secrets
     if as_json:
-        click.echo(orjson.dumps(secrets, option=orjson.OPT_INDENT_2).decode())
+        listing = [{"name": secret.name, "keys": list(secret.keys)} for secret in secrets]
+        click.echo(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode())
         return
     for secret in secrets:
-        click.echo(f"{secret['name']:<32} {', '.join(secret['keys'])}")
+        click.echo(f"{secret.name:<32} {', '.join(secret.keys)}")
 
 
 @secret_group.command("delete")
@@ -143,7 +159,7 @@ def secret_list(environment: str | None, as_json: bool) -> None:
 def secret_delete(name: str, environment: str | None) -> None:
     """Delete a secret (containers already running keep their environment)."""
     _use_environment(environment)
-    _control("delete_secret", {"name": name})
+    _control(lambda environment: DeleteSecret(environment, name))
     click.echo(f"deleted secret {name}")
 
 
@@ -177,14 +193,15 @@ def app_group() -> None:
 def app_list(environment: str | None, as_json: bool) -> None:
     """List the apps the engine hosts in the environment."""
     _use_environment(environment)
-    apps = _control("list_apps", {})["apps"]
+    apps = _control(ListApps).apps
     if as_json:
-        click.echo(orjson.dumps(apps, option=orjson.OPT_INDENT_2).decode())
+        listing = [app.as_dict() for app in apps]
+        click.echo(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode())
         return
     for app in apps:
-        kind = "ephemeral" if app["ephemeral"] else "deployed"
-        functions = ", ".join(sorted(app["functions"]))
-        click.echo(f"{app['instance']:<32} {kind:<10} {functions}")
+        kind = "ephemeral" if app.ephemeral else "deployed"
+        functions = ", ".join(sorted(app.functions))
+        click.echo(f"{app.instance:<32} {kind:<10} {functions}")
 
 
 @app_group.command("status")
@@ -194,16 +211,15 @@ def app_list(environment: str | None, as_json: bool) -> None:
 def app_status(name: str, environment: str | None, as_json: bool) -> None:
     """Per function: inputs queued, inputs running, containers."""
     _use_environment(environment)
-    status = _control("app_status", {"app": name})
+    status = _control(lambda environment: GetAppStatus(environment, name))
     if as_json:
-        click.echo(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(status.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"{status['app']} ({status['environment']})")
+    click.echo(f"{status.app} ({status.environment})")
     click.echo(f"  {'function':<24} {'queued':>8} {'running':>8} {'containers':>10}")
-    for tag, stats in sorted(status["functions"].items()):
+    for tag, stats in sorted(status.functions.items()):
         click.echo(
-            f"  {tag:<24} {stats['queued_inputs']:>8} {stats['running_inputs']:>8} "
-            f"{stats['containers']:>10}"
+            f"  {tag:<24} {stats.queued_inputs:>8} {stats.running_inputs:>8} {stats.containers:>10}"
         )
 
 
@@ -213,7 +229,7 @@ def app_status(name: str, environment: str | None, as_json: bool) -> None:
 def app_stop(name: str, environment: str | None) -> None:
     """Stop a deployed app: its queues go, inputs still queued get an error."""
     _use_environment(environment)
-    answered = _control("stop_app", {"app": name})["inputs_answered"]
+    answered = _control(lambda environment: StopApp(environment, name)).inputs_answered
     click.echo(f"stopped {name} ({answered} queued inputs answered with an error)")
 
 

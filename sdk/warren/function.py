@@ -30,6 +30,15 @@ from warren.exceptions import BlockingCallInLoopError, ExecutionError, InvalidEr
 from warren.function_call import FunctionCall, spawn_call
 from warren.options import VariantOptions, check_variant_options
 from warren.wire import naming
+from warren.wire.control import (
+    AutoscalerChanges,
+    DescribeFunction,
+    EnsureVariant,
+    FunctionStats,
+    PoolName,
+    Request,
+    UpdateAutoscaler,
+)
 from warren.wire.spec import FunctionSpec
 
 if TYPE_CHECKING:
@@ -107,15 +116,11 @@ class ByName:
 
     async def find(self, client: Client) -> Target:
         if self.found is None:
-            found = await client.control("describe_function", self._described())
-            spec = FunctionSpec.from_wire(found["spec"])
+            found = await client.control(DescribeFunction(self.environment, self.app, self.tag))
             self.found = Target(
-                self.environment, self.app, found["instance"], spec, found["web_base"]
+                self.environment, self.app, found.instance, found.spec, found.web_base
             )
         return self.found
-
-    def _described(self) -> dict[str, Any]:
-        return {"environment": self.environment, "app": self.app, "tag": self.tag}
 
     def control_queue(self) -> str:
         return naming.control_queue()
@@ -278,15 +283,9 @@ class Function(MapMethods[P, R], Generic[P, R, L]):
             return base
         if self._variant is not None and self._variant.instance == base.instance:
             return self._variant
-        asked = {
-            "environment": base.environment,
-            "instance": base.instance,
-            "tag": self.tag,
-            "options": self._overrides,
-        }
-        found = await client.control("ensure_variant", asked, queue=self._where.control_queue())
-        spec = FunctionSpec.from_wire(found["spec"])
-        self._variant = Target(base.environment, base.app, base.instance, spec, base.web_base)
+        asked = EnsureVariant(base.environment, base.instance, self.tag, self._overrides)
+        found = await client.control(asked, queue=self._where.control_queue())
+        self._variant = Target(base.environment, base.app, base.instance, found.spec, base.web_base)
         return self._variant
 
     async def _send(self, send: Callable[[Client, Target], Awaitable[T]]) -> T:
@@ -319,17 +318,12 @@ class Function(MapMethods[P, R], Generic[P, R, L]):
         overrides = {**self._overrides, **fields}
         return Function(self._where, client=self._explicit_client, overrides=overrides)
 
-    async def _control(self, op: str, **args: Any) -> dict[str, Any]:
+    async def _control(self, request: Callable[[PoolName], Request[T]]) -> T:
+        # ``request`` makes the operation for this function's pool, once it is resolved.
         client = await self._client()
         target = await self._resolve(client)
-        asked = {
-            "environment": target.environment,
-            "instance": target.instance,
-            "tag": self.tag,
-            "variant": target.spec.variant,
-            **args,
-        }
-        return await client.control(op, asked, queue=self._where.control_queue())
+        pool = PoolName(target.environment, target.instance, self.tag, target.spec.variant)
+        return await client.control(request(pool), queue=self._where.control_queue())
 
     @property
     def update_autoscaler(self) -> AutoscalerUpdate:
@@ -350,13 +344,10 @@ class Function(MapMethods[P, R], Generic[P, R, L]):
         scaledown_window: float | None = None,
         buffer_containers: int | None = None,
     ) -> None:
-        changes = {
-            "min_containers": min_containers,
-            "max_containers": max_containers,
-            "scaledown_window": scaledown_window,
-            "buffer_containers": buffer_containers,
-        }
-        await self._control("update_autoscaler", changes=changes)
+        changes = AutoscalerChanges(
+            min_containers, max_containers, buffer_containers, scaledown_window
+        )
+        await self._control(lambda pool: UpdateAutoscaler(pool, changes))
 
     @property
     def get_current_stats(self) -> Method[[], dict[str, Any]]:
@@ -364,7 +355,7 @@ class Function(MapMethods[P, R], Generic[P, R, L]):
         return Method(self._get_current_stats, f"{self.tag}.get_current_stats")
 
     async def _get_current_stats(self) -> dict[str, Any]:
-        return await self._control("function_stats")
+        return (await self._control(FunctionStats)).as_dict()
 
     @property
     def remote(self) -> Method[P, R]:

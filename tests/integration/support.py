@@ -17,6 +17,7 @@ import aio_pika
 import psutil
 from aio_pika.exceptions import ChannelNotFoundEntity
 from warren.config import settings
+from warren.wire.control import AppStatus, ListApps, StopApp
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,22 +109,20 @@ def stop_all_apps() -> None:
 
     async def stop() -> None:
         async with Client.connect() as client:
-            listed = await client.control("list_apps", {})
-            for app in listed["apps"]:
-                await client.control(
-                    "stop_app", {"environment": app["environment"], "instance": app["instance"]}
-                )
+            listed = await client.control(ListApps())
+            for app in listed.apps:
+                await client.control(StopApp(app.environment, app.instance))
 
     asyncio.run(stop())
 
 
-def hosted_apps() -> list[dict[str, object]]:
+def hosted_apps() -> list[AppStatus]:
     """What the engine daemon hosts now, every environment."""
     from warren.client.connection import Client
 
-    async def listing() -> list[dict[str, object]]:
+    async def listing() -> list[AppStatus]:
         async with Client.connect() as client:
-            return list((await client.control("list_apps", {}))["apps"])
+            return list((await client.control(ListApps())).apps)
 
     return asyncio.run(listing())
 

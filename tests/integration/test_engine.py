@@ -278,9 +278,9 @@ def test_the_daemon_stops_an_ephemeral_app_whose_client_was_killed(
     runner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     assert runner.stdout is not None
     assert runner.stdout.readline().strip() == "running"
-    assert any(a["app"] == "abandoned" for a in hosted_apps())
+    assert any(a.app == "abandoned" for a in hosted_apps())
     runner.kill()
     runner.wait()
     runner.stdout.close()
     # Then the daemon notices its lease is gone and stops the app
-    assert wait_until(lambda: not any(a["app"] == "abandoned" for a in hosted_apps()), 45)
+    assert wait_until(lambda: not any(a.app == "abandoned" for a in hosted_apps()), 45)

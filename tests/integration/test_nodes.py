@@ -12,6 +12,7 @@ import pytest
 import warren
 from support import EngineProcess, engine_running, stop_all_apps, wait_until
 from warren.client.connection import Client
+from warren.wire.control import ListNodes, NodeInfo
 
 app = warren.App("test-nodes")
 
@@ -21,10 +22,10 @@ def where() -> dict[str, Any]:
     return {"region": os.environ.get("WARREN_REGION"), "pid": os.getpid()}
 
 
-def nodes() -> list[dict[str, Any]]:
-    async def listing() -> list[dict[str, Any]]:
+def nodes() -> list[NodeInfo]:
+    async def listing() -> list[NodeInfo]:
         async with Client.connect() as client:
-            return list((await client.control("list_nodes", {}))["nodes"])
+            return list((await client.control(ListNodes())).nodes)
 
     return asyncio.run(listing())
 
@@ -37,7 +38,7 @@ def two_nodes(tmp_path: Path) -> Iterator[tuple[EngineProcess, EngineProcess]]:
         engine_running(tmp_path / "eu", {"WARREN_REGION": "eu"}) as primary,
         engine_running(tmp_path / "us", {"WARREN_REGION": "us"}, args=joining) as agent,
     ):
-        assert wait_until(lambda: any(n["name"] == "us-1" and n["alive"] for n in nodes()), 20)
+        assert wait_until(lambda: any(n.name == "us-1" and n.alive for n in nodes()), 20)
         yield primary, agent
 
 
@@ -55,6 +56,9 @@ def test_a_variant_runs_on_the_node_of_its_region_and_a_region_no_node_has_fails
     in_us = handle.with_options(region="us").remote()
     assert in_us["region"] == "us"
     assert in_us["pid"] in {p.pid for p in agent.containers()}
+    # ...and the agent's heartbeats, which now name that pool, keep it alive and joined
+    assert wait_until(lambda: any(n.name == "us-1" and n.pools == 1 for n in nodes()), 10)
+    assert all(n.alive for n in nodes())
     # ...and one for a region no node is in fails, naming the request and the nodes
     with pytest.raises(warren.InvalidError, match=r"region ap.*us-1 \(region us\)"):
         handle.with_options(region="ap").remote()

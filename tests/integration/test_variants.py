@@ -132,12 +132,11 @@ def engine_functions() -> list[str]:
     import asyncio
 
     from warren.client.connection import Client
+    from warren.wire.control import GetAppStatus
 
     async def status() -> list[str]:
         async with Client.connect() as client:
-            found = await client.control(
-                "app_status", {"environment": "main", "app": "test-variants-deployed"}
-            )
-            return list(found["functions"])
+            found = await client.control(GetAppStatus("main", "test-variants-deployed"))
+            return list(found.functions)
 
     return asyncio.run(status())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from warren import config
 from warren.config import VARIABLES, Number, Settings, redacted_url
 from warren.exceptions import ConfigError, InvalidError
+from warren.wire.control import AppListing, Request
 from warren_engine import cli, logs
 from warren_engine.daemon import daemon
 from warren_engine.pool.node_capacity import Node
@@ -240,9 +241,9 @@ def test_the_env_flag_reaches_what_a_command_calls_without_writing_the_environme
     monkeypatch.setenv("WARREN_ENVIRONMENT", "from-env")
     seen: list[str] = []
 
-    def control(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    def control(request: Callable[[str], Request[Any]]) -> AppListing:
         seen.append(config.settings().environment)
-        return {"apps": []}
+        return AppListing(apps=())
 
     monkeypatch.setattr(cli, "_control", control)
     result = CliRunner().invoke(cli.main, ["app", "list", "--env", "staging"])

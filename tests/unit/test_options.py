@@ -12,6 +12,7 @@ from warren.options import (
     check_variant_options,
     parse_gpu,
 )
+from warren.wire.control import JoinNode, NodeOffer
 from warren.wire.spec import OVERRIDABLE, FunctionSpec, variant_name
 from warren_engine.nodes.primary import Nodes
 from warren_engine.pool.node_capacity import Node
@@ -95,10 +96,7 @@ def test_a_variant_cannot_change_the_options_fixed_per_deploy() -> None:
 
 def test_a_pool_goes_to_the_first_node_that_offers_what_it_asks() -> None:
     nodes = Nodes(Node(cpus=2, memory=1024, region="eu"))
-    nodes.joined(
-        {"name": "gpu-1", "queue": "q", "pools": [],
-         "node": {"cpus": 8, "memory": 4096, "gpus": {"H100": 4}, "region": "us", "cloud": None}}
-    )  # fmt: skip
+    nodes.joined(JoinNode("gpu-1", "q", NodeOffer(8, 4096, {"H100": 4}, "us", None)))
     assert nodes.place(FunctionSpec("f", False, region=["eu"])) is None
     assert nodes.place(FunctionSpec("f", False, gpu="H100:2")) == "gpu-1"
     assert nodes.place(FunctionSpec("f", False, cpu=[4.0, None])) == "gpu-1"

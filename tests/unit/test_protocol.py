@@ -8,7 +8,7 @@ from warren.exceptions import DeserializationError, InvalidError
 from warren.wire import batching
 from warren.wire.batching import MAX_BATCH_INPUTS
 from warren.wire.codec import packb, unpack_envelope
-from warren.wire.protocol import CallBatch, Cancel, ControlReply, ControlRequest, ResultBatch
+from warren.wire.protocol import CallBatch, Cancel, ResultBatch
 from warren.wire.spec import FunctionSpec
 
 
@@ -17,10 +17,6 @@ def test_wire_types_round_trip_through_their_envelopes() -> None:
     assert CallBatch.from_body(unpack_envelope(calls.to_envelope().pack()).body) == calls
     results = ResultBatch([("inv", 0, 0, 0, b"x", 0.5)])
     assert ResultBatch.from_body(results.to_envelope().body) == results
-    request = ControlRequest("ping", {"a": 1})
-    assert ControlRequest.from_body(request.to_envelope().body) == request
-    reply = ControlReply(False, {}, "NotFoundError", "nope")
-    assert ControlReply.from_body(reply.to_envelope().body) == reply
     cancel = Cancel(["a", "b"])
     assert Cancel.from_body(cancel.to_envelope().body) == cancel
 

@@ -23,7 +23,7 @@ from warren.wire.codec import FORMAT_JSON
 from warren.wire.protocol import STATUS_ERROR, STATUS_OK
 from warren.wire.spec import FunctionSpec
 
-from warren_engine.daemon.apps import Host
+from warren_engine.daemon.app_registry import AppRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ async def arguments(request: web.Request, spec: FunctionSpec) -> dict[str, Any]:
 class Gateway:
     def __init__(
         self,
-        host: Host,
+        registry: AppRegistry,
         client: Client,
         bind: str,
         port: int,
@@ -92,7 +92,7 @@ class Gateway:
         *,
         debug: bool = False,
     ) -> None:
-        self._host = host
+        self._registry = registry
         self._client = client
         self._bind = bind
         self._port = port
@@ -125,8 +125,8 @@ class Gateway:
 
     async def _handle(self, request: web.Request) -> web.Response:
         info = request.match_info
-        app = self._host.apps.get((info["environment"], info["instance"]))
-        spec = app.specs.get(info["tag"]) if app is not None else None
+        found = self._registry.function(info["environment"], info["instance"], info["tag"])
+        app, spec = found if found is not None else (None, None)
         if app is None or spec is None or spec.web is None:
             return _json(404, {"error": f"no web endpoint at {request.path}"})
         if request.method != spec.web["method"]:

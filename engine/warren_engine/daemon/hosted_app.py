@@ -10,12 +10,14 @@ the engine the broker's value (``broker_config`` raises it to 7 days).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from warren import exceptions
 from warren.wire import naming
+from warren.wire.control import AutoscalerSettings, PoolStats
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.pool.autoscaler import Autoscaling
@@ -61,15 +63,49 @@ def pool_key(tag: str, variant: str | None = None) -> str:
     return tag if variant is None else f"{tag}.{variant}"
 
 
-def specs_by_key(wire: list[dict[str, Any]]) -> dict[str, FunctionSpec]:
-    specs = [FunctionSpec.from_wire(data) for data in wire]
+def specs_by_key(specs: Iterable[FunctionSpec]) -> dict[str, FunctionSpec]:
     return {pool_key(spec.tag, spec.variant): spec for spec in specs}
+
+
+def wire_settings(settings: Autoscaling) -> AutoscalerSettings:
+    return AutoscalerSettings(
+        settings.min_containers,
+        settings.max_containers,
+        settings.buffer_containers,
+        settings.scaledown_window,
+    )
+
+
+def engine_settings(settings: AutoscalerSettings) -> Autoscaling:
+    return Autoscaling(
+        settings.min_containers,
+        settings.max_containers,
+        settings.buffer_containers,
+        settings.scaledown_window,
+    )
+
+
+def pool_stats(pool: ContainerPool) -> PoolStats:
+    """What a pool here reports, in its wire form."""
+    stats = pool.stats()
+    return PoolStats(
+        queued_inputs=stats["queued_inputs"],
+        running_inputs=stats["running_inputs"],
+        containers=stats["containers"],
+        pids=tuple(stats["pids"]),
+        autoscaler=wire_settings(pool.autoscaling),
+        messages_received=stats["messages_received"],
+        inputs_received=stats["inputs_received"],
+    )
 
 
 @dataclass(slots=True)
 class HostedApp:
     """An app and its pools. ``specs`` holds its functions by tag and the variants made
-    of them by ``with_options`` by ``tag.variant`` (a redeploy, which has none, resets them)."""
+    of them by ``with_options`` by ``tag.variant`` (a redeploy, which has none, resets them).
+
+    Only the app registry (:mod:`warren_engine.daemon.app_registry`) changes one.
+    """
 
     environment: str
     app: str

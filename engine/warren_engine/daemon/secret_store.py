@@ -9,6 +9,7 @@ in a status or list reply: listing shows names and keys.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import orjson
 from warren.exceptions import NotFoundError
 from warren.secrets import check_env_values
 from warren.wire import naming
+from warren.wire.control import SecretKeys
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.daemon.records import write_atomically
@@ -52,13 +54,13 @@ class SecretStore:
         except FileNotFoundError:
             raise NotFoundError(f"secret {name!r} does not exist in {environment!r}") from None
 
-    def listing(self, environment: str) -> list[dict[str, Any]]:
+    def listing(self, environment: str) -> tuple[SecretKeys, ...]:
         """Names and keys (never values) of the environment's secrets."""
         folder = self.root / naming.check_part("environment", environment)
-        return [
-            {"name": path.stem, "keys": sorted(orjson.loads(path.read_bytes()))}
+        return tuple(
+            SecretKeys(path.stem, tuple(sorted(orjson.loads(path.read_bytes()))))
             for path in sorted(folder.glob("*.json"))
-        ]
+        )
 
     def environ(self, environment: str, spec: FunctionSpec) -> dict[str, str | None]:
         """What a container of ``spec`` finds in its environment: ``env``, then secrets."""
@@ -71,11 +73,10 @@ class SecretStore:
         return environ
 
 
-def redacted(spec: FunctionSpec) -> dict[str, Any]:
+def redacted(spec: FunctionSpec) -> FunctionSpec:
     """A spec for a reply to a client: secrets by name or by keys, never their values."""
-    wire = spec.to_wire()
-    wire["secrets"] = [
+    secrets = [
         secret if secret.get("name") is not None else {"keys": sorted(secret.get("values", {}))}
         for secret in spec.secrets
     ]
-    return wire
+    return dataclasses.replace(spec, secrets=secrets)

@@ -14,20 +14,17 @@ gets its pools back.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-from typing import Any
 
 import structlog
 from warren import exceptions
 from warren.client.connection import Client
 from warren.wire import naming
-from warren.wire.spec import FunctionSpec
+from warren.wire.control import DropPool, GetPoolStats, HostPool, JoinNode, PoolStats, UpdatePool
 
-from warren_engine.daemon.apps import Host
-from warren_engine.daemon.hosted_app import HostedApp
-from warren_engine.nodes.primary import HEARTBEAT_SECONDS
-from warren_engine.pool.autoscaler import Autoscaling
+from warren_engine.daemon.app_registry import AppRegistry
+from warren_engine.daemon.hosted_app import engine_settings
+from warren_engine.nodes.primary import HEARTBEAT_SECONDS, node_offer
 
 log = structlog.get_logger(__name__)
 
@@ -37,100 +34,36 @@ def node_name(configured: str | None) -> str:
 
 
 class AgentPools:
-    def __init__(self, host: Host, name: str) -> None:
-        self.host = host
+    """An agent's side of the pools its primary places here (kept by the app registry)."""
+
+    def __init__(self, registry: AppRegistry, name: str) -> None:
+        self._registry = registry
         self.name = name
         self.queue = naming.node_queue(name)
 
-    @staticmethod
-    def _slot(args: dict[str, Any]) -> tuple[str, str]:
-        # Each deploy (generation) of an app is an app of its own here: a redeploy's pools
-        # start beside the old ones, which the primary drops once the new ones run.
-        return args["environment"], f"{args['instance']}#{args['generation']}"
+    async def host_pool(self, request: HostPool) -> None:
+        await self._registry.host_placed(request)
 
-    def _find(self, args: dict[str, Any]) -> tuple[HostedApp, str]:
-        app = self.host.apps.get(self._slot(args))
-        if app is None or args["key"] not in app.pools:
-            raise exceptions.NotFoundError(f"node {self.name} runs no pool {args['key']!r}")
-        return app, args["key"]
+    async def drop_pool(self, request: DropPool) -> None:
+        await self._registry.drop_placed(request.pool)
 
-    async def host_pool(self, args: dict[str, Any]) -> dict[str, Any]:
-        environment, key = args["environment"], args["key"]
-        slot = self._slot(args)
-        app = self.host.apps.get(slot)
-        if app is None:
-            generation = str(args["generation"]).replace(".", "-")
-            code_path = (
-                self.host.state_dir / "nodes" / environment / args["instance"] / generation
-            ) / "code.msgpack"
-            code_path.parent.mkdir(parents=True, exist_ok=True)
-            code_path.write_bytes(args["code"])
-            app = HostedApp(
-                environment,
-                args["app"],
-                args["instance"],
-                {},
-                code_path,
-                ephemeral=True,
-                sys_path=tuple(args.get("sys_path", ())),
-                owned=False,
-                deployed_at=float(args["generation"]),
-            )
-            self.host.apps[slot] = app
-        if key in app.specs:
-            return {}  # placed here already (a heartbeat raced the original request)
-        app.specs[key] = FunctionSpec.from_wire(args["spec"])
-        try:
-            republisher = await self.host.prepare(environment)
-            environ = dict(args["environ"])
-            await self.host.add_pool(app, key, republisher, int(args["warm"]), environ)
-        except BaseException:
-            app.specs.pop(key, None)
-            raise
-        log.info("pool_hosted", app=app.app, function=key)
-        return {}
+    def pool_stats(self, request: GetPoolStats) -> PoolStats:
+        return self._registry.placed_stats(request.pool, self.name)
 
-    async def drop_pool(self, args: dict[str, Any]) -> dict[str, Any]:
-        slot = self._slot(args)
-        app = self.host.apps.get(slot)
-        if app is None or args["key"] not in app.pools:
-            return {}
-        await app.pools.pop(args["key"]).stop()
-        app.specs.pop(args["key"], None)
-        if not app.pools:
-            del self.host.apps[slot]
-            shutil.rmtree(app.code_path.parent, ignore_errors=True)
-        log.info("pool_dropped", app=app.app, function=args["key"])
-        return {}
+    def update_pool(self, request: UpdatePool) -> None:
+        self._registry.update_placed(request.pool, self.name, engine_settings(request.settings))
 
-    async def pool_stats(self, args: dict[str, Any]) -> dict[str, Any]:
-        app, key = self._find(args)
-        return app.pools[key].stats()
-
-    async def update_pool(self, args: dict[str, Any]) -> dict[str, Any]:
-        app, key = self._find(args)
-        app.pools[key].update(Autoscaling(**args["settings"]))
-        return {}
-
-    def heartbeat(self) -> dict[str, Any]:
-        pools = [
-            [app.environment, app.instance, key]
-            for app in self.host.apps.values()
-            for key in app.pools
-        ]
-        return {
-            "name": self.name,
-            "queue": self.queue,
-            "node": self.host.node.to_wire(),
-            "pools": pools,
-        }
+    def heartbeat(self) -> JoinNode:
+        return JoinNode(
+            self.name, self.queue, node_offer(self._registry.node), self._registry.placed()
+        )
 
     async def keep_joining(self, client: Client) -> None:
         """Tell the primary about this node, over and over (it may start after us)."""
         joined = False
         while True:
             try:
-                await client.control("join_node", self.heartbeat(), timeout=HEARTBEAT_SECONDS * 2)
+                await client.control(self.heartbeat(), timeout=HEARTBEAT_SECONDS * 2)
                 if not joined:
                     log.info("node_joined", node=self.name)
                 joined = True

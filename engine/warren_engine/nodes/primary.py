@@ -17,13 +17,25 @@ a pool is made; a pool stays where it was placed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
+from warren.client.connection import Client
 from warren.exceptions import InvalidError, WarrenError
+from warren.wire.control import (
+    AutoscalerSettings,
+    DropPool,
+    GetPoolStats,
+    HostPool,
+    JoinNode,
+    NodeInfo,
+    NodeOffer,
+    PlacedPool,
+    PoolStats,
+    UpdatePool,
+)
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.daemon.hosted_app import HostedApp
@@ -33,9 +45,19 @@ log = structlog.get_logger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
 HEARTBEATS_MISSED = 3
+AGENT_TIMEOUT = 120.0  # placing a pool starts containers, which may import a lot
 
-# (environment, app instance, pool key, generation: the app's deploy time): one pool.
-PoolRef = tuple[str, str, str, float]
+
+def node_offer(node: Node) -> NodeOffer:
+    return NodeOffer(node.cpus, node.memory, dict(node.gpus), node.region, node.cloud)
+
+
+def offered_node(offer: NodeOffer) -> Node:
+    return Node(offer.cpus, offer.memory, dict(offer.gpus), offer.region, offer.cloud)
+
+
+def placed_pool(app: HostedApp, key: str) -> PlacedPool:
+    return PlacedPool(app.environment, app.instance, key, app.deployed_at)
 
 
 @dataclass
@@ -44,7 +66,7 @@ class Agent:
     queue: str
     node: Node
     seen: float = field(default_factory=time.monotonic)
-    pools: set[PoolRef] = field(default_factory=set)
+    pools: set[PlacedPool] = field(default_factory=set)
 
     @property
     def alive(self) -> bool:
@@ -58,14 +80,14 @@ class Nodes:
         self.local = local
         self.agents: dict[str, Agent] = {}
 
-    def joined(self, info: dict[str, Any]) -> Agent:
+    def joined(self, heartbeat: JoinNode) -> Agent:
         """Record an agent's heartbeat (the agent, as it is now)."""
-        agent = self.agents.get(info["name"])
-        node = Node.from_wire(info["node"])
-        if agent is None or agent.queue != info["queue"]:
-            agent = self.agents[info["name"]] = Agent(info["name"], info["queue"], node)
+        agent = self.agents.get(heartbeat.name)
+        node = offered_node(heartbeat.node)
+        if agent is None or agent.queue != heartbeat.queue:
+            agent = self.agents[heartbeat.name] = Agent(heartbeat.name, heartbeat.queue, node)
         agent.node, agent.seen = node, time.monotonic()
-        agent.pools = {(p[0], p[1], p[2], float(p[3])) for p in info.get("pools", [])}
+        agent.pools = set(heartbeat.pools)
         return agent
 
     def place(self, spec: FunctionSpec) -> str | None:
@@ -84,12 +106,13 @@ class Nodes:
             problem += f"; nor do the other nodes: {', '.join(others)}"
         raise InvalidError(problem)
 
-    def listing(self) -> list[dict[str, Any]]:
-        local = {"name": "primary", **self.local.to_wire(), "alive": True}
-        return [local] + [
-            {"name": a.name, **a.node.to_wire(), "alive": a.alive, "pools": len(a.pools)}
+    def listing(self) -> tuple[NodeInfo, ...]:
+        local = NodeInfo("primary", node_offer(self.local), alive=True, pools=0)
+        agents = [
+            NodeInfo(a.name, node_offer(a.node), a.alive, len(a.pools))
             for a in self.agents.values()
         ]
+        return (local, *agents)
 
 
 def _describe(node: Node) -> str:
@@ -101,85 +124,54 @@ def _describe(node: Node) -> str:
     return ", ".join(part for part in [*labels, gpus] if part) or "no labels"
 
 
-Control = Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any]]]
-
-
 class RemotePools:
-    """The primary's side of pools placed on agents: host, drop, ask, update."""
+    """The primary's side of pools placed on agents: host, drop, ask, update.
 
-    def __init__(self, nodes: Nodes, control: Control) -> None:
+    It sends requests only; which pool is placed where is the app registry's to record.
+    """
+
+    def __init__(self, nodes: Nodes, client: Client) -> None:
         self.nodes = nodes
-        self._control = control
-
-    def _args(self, app: HostedApp, key: str) -> dict[str, Any]:
-        return {
-            "environment": app.environment,
-            "instance": app.instance,
-            "key": key,
-            "generation": app.deployed_at,
-        }
+        self._client = client
 
     async def host(
-        self, app: HostedApp, key: str, warm: int, environ: dict[str, str | None]
+        self, app: HostedApp, key: str, node: str, warm: int, environ: dict[str, str | None]
     ) -> None:
-        agent = self.nodes.agents[app.remote[key]]
-        request = {
-            **self._args(app, key),
-            "app": app.app,
-            "spec": app.specs[key].to_wire(),
-            "code": app.code_path.read_bytes(),
-            "sys_path": list(app.sys_path),
-            "environ": environ,  # secrets resolved here: agents keep none of their own
-            "warm": warm,
-        }
-        await self._control("host_pool", request, agent.queue)
+        agent = self.nodes.agents[node]
+        request = HostPool(
+            placed_pool(app, key),
+            app.app,
+            app.specs[key],
+            app.code_path.read_bytes(),
+            app.sys_path,
+            environ,  # secrets resolved here: agents keep none of their own
+            warm,
+        )
+        await self._client.control(request, queue=agent.queue, timeout=AGENT_TIMEOUT)
         log.info("pool_placed", app=app.app, function=key, node=agent.name)
 
-    async def drop(self, app: HostedApp, key: str) -> None:
-        agent = self.nodes.agents.get(app.remote.pop(key, ""))
+    async def drop(self, app: HostedApp, key: str, node: str) -> None:
+        agent = self.nodes.agents.get(node)
         if agent is not None:
             with contextlib.suppress(WarrenError):  # a node that is gone runs nothing
-                await self._control("drop_pool", self._args(app, key), agent.queue)
+                await self._client.control(
+                    DropPool(placed_pool(app, key)), queue=agent.queue, timeout=AGENT_TIMEOUT
+                )
 
-    async def stats(self, app: HostedApp, key: str) -> dict[str, Any]:
-        agent = self.nodes.agents[app.remote[key]]
+    async def stats(self, app: HostedApp, key: str, node: str) -> PoolStats:
+        agent = self.nodes.agents[node]
         try:
-            stats = await self._control("pool_stats", self._args(app, key), agent.queue)
+            stats = await self._client.control(
+                GetPoolStats(placed_pool(app, key)), queue=agent.queue, timeout=AGENT_TIMEOUT
+            )
         except WarrenError as exc:
-            return {"node": agent.name, "error": str(exc)}
-        return {**stats, "node": agent.name}
+            return PoolStats(node=agent.name, error=str(exc))
+        return dataclasses.replace(stats, node=agent.name)
 
-    async def update(self, app: HostedApp, key: str, settings: dict[str, Any]) -> None:
-        agent = self.nodes.agents[app.remote[key]]
-        await self._control(
-            "update_pool", {**self._args(app, key), "settings": settings}, agent.queue
-        )
-
-    async def rehost(
-        self,
-        apps: list[HostedApp],
-        name: str,
-        running: set[PoolRef],
-        environ: Callable[[str, FunctionSpec], dict[str, str | None]],
+    async def update(
+        self, app: HostedApp, key: str, node: str, settings: AutoscalerSettings
     ) -> None:
-        """On an agent's heartbeat: adopt the pools it runs that wait for a node (this
-        primary restarted), give it the waiting ones it can run, and send it back those
-        placed on it that it does not run (it restarted)."""
-        agent = self.nodes.agents[name]
-        for app in apps:
-            for key in list(app.pending):
-                ref = (app.environment, app.instance, key, app.deployed_at)
-                if ref in running:
-                    app.pending.discard(key)
-                    app.remote[key] = name
-                elif agent.node.problem(app.specs[key]) is None:
-                    app.pending.discard(key)
-                    app.remote[key] = name  # sent below: the agent does not run it
-            for key, node in list(app.remote.items()):
-                ref = (app.environment, app.instance, key, app.deployed_at)
-                if node == name and ref not in running:
-                    log.warning("pool_placed_again", app=app.app, function=key, node=name)
-                    try:
-                        await self.host(app, key, 0, environ(app.environment, app.specs[key]))
-                    except WarrenError as exc:  # the next heartbeat tries again
-                        log.warning("pool_not_placed", app=app.app, function=key, reason=str(exc))
+        agent = self.nodes.agents[node]
+        await self._client.control(
+            UpdatePool(placed_pool(app, key), settings), queue=agent.queue, timeout=AGENT_TIMEOUT
+        )

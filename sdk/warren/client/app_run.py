@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -25,6 +25,7 @@ from warren.client.connection import Client
 from warren.exceptions import EngineError, EngineNotFoundError
 from warren.wire import naming
 from warren.wire.code_bundle import pack_app_code
+from warren.wire.control import AppBundle, AppDeployed, DeployApp, RegisterApp, StopApp
 
 if TYPE_CHECKING:
     from warren.app import App
@@ -49,16 +50,15 @@ class RunHandle:
     web_base: str = ""  # where the engine serves the app's web endpoints
 
 
-def registration(app: App, instance: str, code: bytes, *, ephemeral: bool) -> dict[str, Any]:
-    return {
-        "environment": app.environment,
-        "app": app.name,
-        "instance": instance,
-        "functions": [f.spec.to_wire() for f in app.functions.values()],
-        "code": code,
-        "ephemeral": ephemeral,
-        "sys_path": _client_paths(),
-    }
+def registration(app: App, name: str, instance: str, code: bytes) -> AppBundle:
+    return AppBundle(
+        app.environment,
+        name,
+        instance,
+        tuple(f.spec for f in app.functions.values()),
+        code,
+        tuple(_client_paths()),
+    )
 
 
 def _client_paths() -> list[str]:
@@ -73,45 +73,42 @@ def _client_paths() -> list[str]:
 async def start_run(client: Client, app: App) -> RunHandle:
     run_id = uuid.uuid4().hex[:10]
     instance = naming.check_part("app instance", f"{app.name}-run-{run_id}")
-    request = registration(app, instance, pack_app_code(app), ephemeral=True)
+    bundle = registration(app, app.name, instance, pack_app_code(app))
     # Held while this client is connected: a daemon stops the app if the client is gone.
-    request["lease"] = await client.hold_lease()
+    request = RegisterApp(bundle, lease=await client.hold_lease())
     try:
-        reply = await client.control("register_app", request, timeout=REGISTER_TIMEOUT)
+        reply = await client.control(request, timeout=REGISTER_TIMEOUT)
         log.debug("app_registered", app=app.name, instance=instance, engine="daemon")
         return RunHandle(
-            client, app.environment, instance, naming.control_queue(), None, reply["web_base"]
+            client, app.environment, instance, naming.control_queue(), None, reply.web_base
         )
     except EngineNotFoundError:
         pass  # no daemon listening: start our own engine
     control_queue = naming.control_queue(run_id)
     engine = await _start_engine(client, run_id)
     try:
-        reply = await client.control(
-            "register_app", request, queue=control_queue, timeout=REGISTER_TIMEOUT
-        )
+        reply = await client.control(request, queue=control_queue, timeout=REGISTER_TIMEOUT)
     except BaseException:
         await _stop_engine(engine)
         raise
     log.debug("app_registered", app=app.name, instance=instance, engine="child")
-    return RunHandle(client, app.environment, instance, control_queue, engine, reply["web_base"])
+    return RunHandle(client, app.environment, instance, control_queue, engine, reply.web_base)
 
 
-async def deploy_app(client: Client, app: App, name: str | None = None) -> dict[str, Any]:
+async def deploy_app(client: Client, app: App, name: str | None = None) -> AppDeployed:
     """Register (or replace) the app with the engine daemon, under ``name`` if given."""
     app_name = naming.check_part("app name", name or app.name)
-    request = registration(app, app_name, pack_app_code(app), ephemeral=False)
-    request["app"] = app_name
-    return await client.control("deploy_app", request, timeout=REGISTER_TIMEOUT)
+    bundle = registration(app, app_name, app_name, pack_app_code(app))
+    return await client.control(DeployApp(bundle), timeout=REGISTER_TIMEOUT)
 
 
 async def stop_run(client: Client, handle: RunHandle) -> None:
-    request = {"environment": handle.environment, "instance": handle.instance}
+    request = StopApp(handle.environment, handle.instance)
     deadline = asyncio.get_running_loop().time() + ENGINE_BACK_SECONDS
     try:
         while True:
             try:
-                await client.control("stop_app", request, queue=handle.control_queue)
+                await client.control(request, queue=handle.control_queue)
                 break
             except EngineNotFoundError:
                 # Our own engine is alive but not listening: it is re-declaring its control

@@ -51,13 +51,12 @@ from warren.exceptions import EngineError, EngineNotFoundError, NotFoundError
 from warren.wire import naming, topology
 from warren.wire.acks import AckBatcher
 from warren.wire.amqp import Channel, Connection, Delivery, NotFound, Properties
+from warren.wire.control import Request, decode_reply, encode_request, reply_type
 from warren.wire.protocol import (
     KIND_CANCEL,
     KIND_CONTROL_REPLY,
     KIND_RESULTS,
     Cancel,
-    ControlReply,
-    ControlRequest,
     ResultBatch,
 )
 from warren.wire.session import BrokerSession, temporary_channel
@@ -65,6 +64,7 @@ from warren.wire.signing import CONTROL_MAX_SIZE, signer
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
 
 # Results are acknowledged in bulk (every 64, or 20 ms after the last): room for both.
 RESULT_PREFETCH = 256
@@ -110,7 +110,8 @@ class Client:
         self._sinks: dict[str, ResultSink] = {}
         self._streams: dict[tuple[str, bool], CallStream] = {}
         self._sizers: dict[str, BatchSizer] = {}
-        self._control: dict[str, asyncio.Future[ControlReply]] = {}
+        # Control replies waited for, by correlation id: their bodies, decoded by the waiter.
+        self._control: dict[str, asyncio.Future[bytes]] = {}
         self._closed = False
         self._lifetime: AsyncIterator[None] | None = None
         self._outage = Outage(self.settings.reconnect_timeout, self._give_up)
@@ -307,18 +308,21 @@ class Client:
             log.warning("cancel_not_published", reason=f"{type(exc).__name__}: {exc}")
 
     async def control(
-        self, op: str, args: dict[str, Any], *, queue: str | None = None, timeout: float = 60.0
-    ) -> dict[str, Any]:
-        """Send a request to an engine and wait for its reply (raises what the engine raised)."""
+        self, request: Request[R], *, queue: str | None = None, timeout: float = 60.0
+    ) -> R:
+        """Send a request to an engine and wait for its reply (raises what the engine raised)::
+
+        listing = await client.control(ListApps(environment="main"))
+        """
         correlation_id = uuid.uuid4().hex
-        waiter: asyncio.Future[ControlReply] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._control[correlation_id] = waiter
         target = queue or naming.control_queue()
         try:
             try:
                 await self.publisher.publish(
                     target,
-                    ControlRequest(op, args).to_envelope(),
+                    encode_request(request),
                     correlation_id=correlation_id,
                     persistent=False,
                     max_size=CONTROL_MAX_SIZE,
@@ -327,14 +331,14 @@ class Client:
                 raise EngineNotFoundError(
                     f"no engine is listening on {target!r}: start one with `warren engine`"
                 ) from None
-            reply = await asyncio.wait_for(waiter, timeout)
+            body = await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
-            raise EngineError(f"the engine did not answer {op!r} within {timeout:g}s") from None
+            raise EngineError(
+                f"the engine did not answer {request.OP!r} within {timeout:g}s"
+            ) from None
         finally:
             self._control.pop(correlation_id, None)
-        if not reply.ok:
-            raise _control_error(reply)
-        return reply.data
+        return decode_reply(body, reply_type(request))
 
     # -- calls ----------------------------------------------------------------------
 
@@ -376,7 +380,7 @@ class Client:
             elif envelope.kind == KIND_CONTROL_REPLY:
                 waiter = self._control.get(properties.correlation_id or "")
                 if waiter is not None and not waiter.done():
-                    waiter.set_result(ControlReply.from_body(envelope.body))
+                    waiter.set_result(envelope.body)
             else:
                 log.warning("message_ignored", kind=envelope.kind, queue=self.result_queue)
         except (exceptions.WarrenError, ValueError, TypeError) as exc:
@@ -425,13 +429,6 @@ async def _close_when_loop_ends(client: Client) -> AsyncIterator[None]:
         yield
     finally:
         await client.close()
-
-
-def _control_error(reply: ControlReply) -> Exception:
-    kind = getattr(exceptions, reply.error or "", None)
-    if isinstance(kind, type) and issubclass(kind, exceptions.WarrenError):
-        return kind(reply.message)
-    return EngineError(f"{reply.error}: {reply.message}")
 
 
 def _redact(url: str) -> str:

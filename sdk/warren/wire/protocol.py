@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Self
 
 from warren.exceptions import DeserializationError
@@ -23,6 +23,7 @@ from warren.wire.codec import Envelope, packb, unpackb
 
 KIND_CALLS: Final = "calls"
 KIND_RESULTS: Final = "results"
+# Control requests and replies: their bodies are warren.wire.control's.
 KIND_CONTROL: Final = "control"
 KIND_CONTROL_REPLY: Final = "control_reply"
 KIND_CANCEL: Final = "cancel"
@@ -144,54 +145,6 @@ class ResultBatch:
             raise DeserializationError(f"malformed result batch: {exc}") from exc
         _check_version("result batch", version)
         return cls([tuple(item) for item in items], version)
-
-
-@dataclass(frozen=True, slots=True)
-class ControlRequest:
-    """A request to an engine: ``op`` names it, ``args`` are its msgpack-able arguments."""
-
-    op: str
-    args: dict[str, Any] = field(default_factory=dict)
-    version: int = WIRE_VERSION
-
-    def to_envelope(self) -> Envelope:
-        return Envelope(KIND_CONTROL, packb([self.version, self.op, self.args]))
-
-    @classmethod
-    def from_body(cls, body: bytes) -> Self:
-        try:
-            version, op, args = unpackb(body)
-        except (ValueError, TypeError) as exc:
-            raise DeserializationError(f"malformed control request: {exc}") from exc
-        _check_version("control request", version)
-        if not isinstance(op, str) or not isinstance(args, dict):
-            raise DeserializationError("malformed control request: wrong field types")
-        return cls(op, args, version)
-
-
-@dataclass(frozen=True, slots=True)
-class ControlReply:
-    """An engine's answer. On failure ``error`` names a class of :mod:`warren.exceptions`."""
-
-    ok: bool
-    data: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    message: str = ""
-    version: int = WIRE_VERSION
-
-    def to_envelope(self) -> Envelope:
-        return Envelope(
-            KIND_CONTROL_REPLY, packb([self.version, self.ok, self.data, self.error, self.message])
-        )
-
-    @classmethod
-    def from_body(cls, body: bytes) -> Self:
-        try:
-            version, ok, data, error, message = unpackb(body)
-        except (ValueError, TypeError) as exc:
-            raise DeserializationError(f"malformed control reply: {exc}") from exc
-        _check_version("control reply", version)
-        return cls(bool(ok), data, error, message, version)
 
 
 @dataclass(frozen=True, slots=True)

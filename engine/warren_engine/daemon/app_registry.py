@@ -1,4 +1,7 @@
-"""The apps an engine hosts: their queues, their pools, their records.
+"""The app registry: the apps an engine hosts, their queues, their pools, their records.
+
+It is the one owner of :class:`~warren_engine.daemon.hosted_app.HostedApp` state: the
+control plane, the gateway and the node code ask it, and it alone changes an app.
 
 An app is *ephemeral* (``app.run()``: its queues carry a run id and go when it stops)
 or *deployed* (``warren deploy``/``app.deploy()``: its queues carry the app's name,
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +32,33 @@ from warren import exceptions
 from warren.config import Settings
 from warren.wire import naming, topology
 from warren.wire.code_bundle import check_python
+from warren.wire.control import (
+    AppBundle,
+    AppStatus,
+    AutoscalerChanges,
+    HostPool,
+    PlacedPool,
+    PoolName,
+    PoolStats,
+)
 from warren.wire.signing import signer
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.daemon.cancel_memory import CancelMemory
 from warren_engine.daemon.container_environment import Provisions
 from warren_engine.daemon.failed_inputs import answer_queued
-from warren_engine.daemon.hosted_app import HostedApp, check_timeouts, pool_key, specs_by_key
+from warren_engine.daemon.hosted_app import (
+    HostedApp,
+    check_timeouts,
+    pool_key,
+    pool_stats,
+    specs_by_key,
+    wire_settings,
+)
 from warren_engine.daemon.leases import watch_leases
 from warren_engine.daemon.records import Registry
 from warren_engine.daemon.secret_store import SecretStore
-from warren_engine.nodes.primary import Nodes, RemotePools
+from warren_engine.nodes.primary import Nodes, RemotePools, placed_pool
 from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.cores import CorePlacement
 from warren_engine.pool.node_capacity import Node
@@ -48,50 +68,60 @@ from warren_engine.queue_probe import QueueProbe
 
 log = structlog.get_logger(__name__)
 
+# How many containers a new pool starts with, by pool key.
+Warm = Callable[[str], int]
 
-class Host:
+
+class AppRegistry:
     def __init__(
         self,
         settings: Settings,
         connection: AbstractRobustConnection,
         channel: AbstractRobustChannel,
+        publisher: AbstractRobustChannel,
         state_dir: Path,
         cancels: CancelMemory,
+        secrets: SecretStore,
+        nodes: Nodes,
+        remote: RemotePools,
     ) -> None:
         self.settings = settings
         self.signer = signer(settings)
         self._connection = connection
         self._channel = channel
-        self._publisher: AbstractRobustChannel | None = None
+        # Shared by the pools' republishers: a channel with publisher confirms.
+        self._publisher = publisher
         self.state_dir = state_dir
-        self.registry = Registry(state_dir)
-        self.secrets = SecretStore(state_dir)
-        self.node = Node.from_settings(settings)
-        self.cores = CorePlacement()
-        self.provisions = Provisions(state_dir, self.secrets, self.node)
-        self.environ = self.provisions.environ
-        self.nodes = Nodes(self.node)
-        self.remote = RemotePools(self.nodes, self._no_agents)
-        self.cancels = cancels
-        self.apps: dict[tuple[str, str], HostedApp] = {}
+        self._records = Registry(state_dir)
+        self.secrets = secrets
+        self.nodes = nodes
+        self.node: Node = nodes.local
+        self._cores = CorePlacement()
+        self._provisions = Provisions(state_dir, secrets, self.node)
+        self.environ = self._provisions.environ
+        self._remote = remote
+        self._cancels = cancels
+        self._apps: dict[tuple[str, str], HostedApp] = {}
         self._lock = asyncio.Lock()
         self._probe = QueueProbe(connection)
 
     # -- registering and stopping ----------------------------------------------------------
 
-    async def register(self, args: dict[str, Any], *, ephemeral: bool) -> HostedApp:
-        check_python(args["code"])
-        environment = naming.check_part("environment", args["environment"])
-        app_name = naming.check_part("app name", args["app"])
-        instance = naming.check_part("app instance", args["instance"] if ephemeral else app_name)
-        specs = specs_by_key(args["functions"])
+    async def register(
+        self, bundle: AppBundle, *, ephemeral: bool, lease: str | None = None
+    ) -> HostedApp:
+        check_python(bundle.code)
+        environment = naming.check_part("environment", bundle.environment)
+        app_name = naming.check_part("app name", bundle.app)
+        instance = naming.check_part("app instance", bundle.instance if ephemeral else app_name)
+        specs = specs_by_key(bundle.functions)
         self._check(environment, specs)
         if ephemeral:
             code_path = self.state_dir / "runs" / environment / instance / "code.msgpack"
             code_path.parent.mkdir(parents=True, exist_ok=True)
-            code_path.write_bytes(args["code"])
+            code_path.write_bytes(bundle.code)
         else:
-            code_path = self.registry.save_code(environment, app_name, args["code"])
+            code_path = self._records.save_code(environment, app_name, bundle.code)
         app = HostedApp(
             environment,
             app_name,
@@ -99,39 +129,36 @@ class Host:
             specs,
             code_path,
             ephemeral,
-            tuple(args.get("sys_path", ())),
-            lease=args.get("lease") if ephemeral else None,
+            bundle.sys_path,
+            lease=lease if ephemeral else None,
         )
         async with self._lock:
-            previous = self.apps.get((environment, instance))
+            previous = self._apps.get((environment, instance))
             try:
-                await self._start(
-                    app,
-                    warm=lambda tag: max(1, app.autoscaling(tag, self.node.cpus).min_containers),
-                )
+                await self._start(app, self._warm(app, at_least=1))
             except BaseException:
                 await self._discard_queues(app, keep=set(previous.specs) if previous else set())
                 raise
             if previous is not None:
                 await self._replace(previous, app)
             if not ephemeral:
-                self.registry.save(environment, app_name, app.record())
-                self.registry.prune_code(environment, app_name, keep=code_path)
-            self.apps[(environment, instance)] = app
+                self._records.save(environment, app_name, app.record())
+                self._records.prune_code(environment, app_name, keep=code_path)
+            self._apps[(environment, instance)] = app
         log.info("app_registered", app=app_name, instance=instance, ephemeral=ephemeral)
         return app
 
     async def restore(self) -> None:
         """Bring back the deployed apps recorded on disk (after an engine restart)."""
-        for record in self.registry.load_all():
+        for record in self._records.load_all():
             environment, name = record["environment"], record["app"]
-            specs = specs_by_key(record["functions"])
+            specs = specs_by_key(FunctionSpec.from_wire(data) for data in record["functions"])
             app = HostedApp(
                 environment,
                 name,
                 name,
                 specs,
-                self.registry.directory(environment, name) / record["code"],
+                self._records.directory(environment, name) / record["code"],
                 False,
                 tuple(record.get("sys_path", ())),
                 dict(record.get("overrides", {})),
@@ -139,21 +166,17 @@ class Host:
             )
             try:
                 self._check(environment, specs, placing=False)  # agents may not have joined
-                await self._start(
-                    app,
-                    warm=lambda tag, a=app: a.autoscaling(tag, self.node.cpus).min_containers,
-                    restoring=True,
-                )
+                await self._start(app, self._warm(app, at_least=0), restoring=True)
             except exceptions.WarrenError as exc:
                 log.error("app_not_restored", app=name, environment=environment, reason=str(exc))
                 continue
-            self.apps[(environment, name)] = app
+            self._apps[(environment, name)] = app
             log.info("app_restored", app=name, environment=environment)
 
     async def stop(self, environment: str, name: str) -> int:
         """Stop an app (by its name if deployed, by its run's instance if ephemeral)."""
         async with self._lock:
-            app = self.apps.pop((environment, name), None)
+            app = self._apps.pop((environment, name), None)
             if app is None:
                 raise exceptions.NotFoundError(
                     f"no app {name!r} is running in environment {environment!r}"
@@ -164,18 +187,25 @@ class Host:
     async def shutdown(self) -> None:
         """Engine stopping: ephemeral apps go; deployed ones keep their queued inputs."""
         async with self._lock:
-            for key, app in list(self.apps.items()):
+            for key, app in list(self._apps.items()):
                 # A deployed app's pools on agents run on while this engine restarts.
                 await self._stop_app(
                     app, remove=app.ephemeral and app.owned, drop_remote=app.ephemeral
                 )
-                del self.apps[key]
+                del self._apps[key]
         await self._probe.close()
 
     # -- queries -----------------------------------------------------------------------
 
+    def environments(self) -> set[str]:
+        return {environment for environment, _ in self._apps}
+
+    def __len__(self) -> int:
+        return len(self._apps)
+
     def find(self, environment: str, name: str, tag: str | None = None) -> HostedApp:
-        app = self.apps.get((environment, name))
+        environment = naming.check_part("environment", environment)
+        app = self._apps.get((environment, name))
         if app is None:
             what = f"function {name}.{tag}" if tag else f"app {name!r}"
             raise exceptions.NotFoundError(f"{what} is not deployed in environment {environment!r}")
@@ -186,39 +216,63 @@ class Host:
             )
         return app
 
-    async def status(self, app: HostedApp) -> dict[str, Any]:
-        functions = {key: pool.stats() for key, pool in app.pools.items()}
+    def find_pool(self, pool: PoolName) -> tuple[HostedApp, str]:
+        """The app and pool key a request names (a function, or one of its variants)."""
+        app = self.find(pool.environment, pool.instance, pool.tag)
+        key = pool_key(pool.tag, pool.variant)
+        if key not in app.pools and key not in app.remote:
+            raise exceptions.NotFoundError(
+                f"{app.app}.{pool.tag} has no variant {pool.variant!r} (any more): "
+                "it was reset by a redeploy; use with_options again"
+            )
+        return app, key
+
+    def function(
+        self, environment: str, instance: str, tag: str
+    ) -> tuple[HostedApp, FunctionSpec] | None:
+        """An app's function (or variant) by its key, if the app runs here and has it."""
+        app = self._apps.get((environment, instance))
+        spec = app.specs.get(tag) if app is not None else None
+        return (app, spec) if app is not None and spec is not None else None
+
+    async def status(self, app: HostedApp) -> AppStatus:
+        functions = {key: pool_stats(pool) for key, pool in app.pools.items()}
         for key in list(app.remote):
             functions[key] = await self.pool_stats(app, key)
-        return {
-            "app": app.app,
-            "environment": app.environment,
-            "instance": app.instance,
-            "ephemeral": app.ephemeral,
-            "deployed_at": app.deployed_at,
-            "functions": functions,
-        }
+        return AppStatus(
+            app.app, app.environment, app.instance, app.ephemeral, app.deployed_at, functions
+        )
 
-    async def pool_stats(self, app: HostedApp, key: str) -> dict[str, Any]:
-        if key in app.remote:
-            return await self.remote.stats(app, key)
-        return app.pools[key].stats()
+    async def statuses(self, environment: str | None) -> tuple[AppStatus, ...]:
+        """Every app's status (of one environment, or of all)."""
+        apps = [app for (env, _), app in sorted(self._apps.items()) if environment in (None, env)]
+        return tuple([await self.status(app) for app in apps])
+
+    async def pool_stats(self, app: HostedApp, key: str) -> PoolStats:
+        node = app.remote.get(key)
+        if node is not None:
+            return await self._remote.stats(app, key, node)
+        return pool_stats(app.pools[key])
 
     async def update_autoscaler(
-        self, app: HostedApp, key: str, changes: dict[str, Any]
+        self, app: HostedApp, key: str, changes: AutoscalerChanges
     ) -> Autoscaling:
-        merged = {
-            **app.overrides.get(key, {}),
-            **{k: v for k, v in changes.items() if v is not None},
+        given = {
+            "min_containers": changes.min_containers,
+            "max_containers": changes.max_containers,
+            "buffer_containers": changes.buffer_containers,
+            "scaledown_window": changes.scaledown_window,
         }
+        merged = {**app.overrides.get(key, {}), **{k: v for k, v in given.items() if v is not None}}
         settings = app.autoscaling(key, self.node.cpus).updated(merged)  # validates
         app.overrides[key] = merged
-        if key in app.remote:
-            await self.remote.update(app, key, settings.to_wire())
+        node = app.remote.get(key)
+        if node is not None:
+            await self._remote.update(app, key, node, wire_settings(settings))
         else:
             app.pools[key].update(settings)
         if not app.ephemeral:
-            self.registry.save(app.environment, app.app, app.record())
+            self._records.save(app.environment, app.app, app.record())
         log.info("autoscaler_updated", app=app.app, function=key, **settings.to_wire())
         return settings
 
@@ -228,14 +282,14 @@ class Host:
 
     async def watch_leases(self) -> None:
         """Stop ephemeral apps whose client is gone (see :mod:`warren_engine.daemon.leases`)."""
-        await watch_leases(self.apps, self._probe, self.stop)
+        await watch_leases(self._apps, self._probe, self.stop)
 
     # -- pools -------------------------------------------------------------------------
 
-    async def _no_agents(self, op: str, args: dict[str, Any], queue: str) -> dict[str, Any]:
-        raise exceptions.EngineError(f"this engine cannot reach agent nodes ({op} to {queue})")
+    def _warm(self, app: HostedApp, *, at_least: int) -> Warm:
+        return lambda key: max(at_least, app.autoscaling(key, self.node.cpus).min_containers)
 
-    async def _start(self, app: HostedApp, warm: Any, *, restoring: bool = False) -> None:
+    async def _start(self, app: HostedApp, warm: Warm, *, restoring: bool = False) -> None:
         republisher = await self.prepare(app.environment)
         # Every placement runs to its end before a failure is acted on: then stopping the
         # app's pools stops all that were made.
@@ -277,13 +331,14 @@ class Host:
             log.warning("pool_waiting_for_a_node", app=app.app, function=key)
             return
         if where is None:
-            await self.add_pool(app, key, republisher, warm)
+            await self._add_pool(app, key, republisher, warm)
             return
         await topology.declare_function_queue(
             self._channel, app.environment, app.queue(key), self.settings.queue_type
         )
         app.remote[key] = where
-        await self.remote.host(app, key, warm, self.environ(app.environment, app.specs[key]))
+        environ = self.environ(app.environment, app.specs[key])
+        await self._remote.host(app, key, where, warm, environ)
 
     def _check(
         self, environment: str, specs: dict[str, FunctionSpec], *, placing: bool = True
@@ -294,7 +349,7 @@ class Host:
             local = self.nodes.place(spec) is None if placing else False  # raises if no node
             self.environ(environment, spec)
             if local:
-                self.provisions.volumes(environment, spec)
+                self._provisions.volumes(environment, spec)
 
     async def prepare(self, environment: str) -> Republisher:
         """Declare what an environment's pools need; the publisher they share."""
@@ -302,11 +357,9 @@ class Host:
         await topology.declare_cancel_exchange(self._channel, environment)
         await topology.declare_replies_exchange(self._channel)
         await topology.declare_requeue(self._channel, environment)
-        if self._publisher is None:
-            self._publisher = await self._connection.channel(publisher_confirms=True)
         return Republisher(self._publisher, environment)
 
-    async def add_pool(
+    async def _add_pool(
         self,
         app: HostedApp,
         key: str,
@@ -316,17 +369,6 @@ class Host:
     ) -> ContainerPool:
         """Declare the queue of one of ``app``'s pools, and make and start the pool here.
         ``environ`` sets the containers' environment (an agent gets it from its primary)."""
-        pool = await self._make_pool(app, key, republisher, environ)
-        await pool.start(warm)
-        return pool
-
-    async def _make_pool(
-        self,
-        app: HostedApp,
-        key: str,
-        republisher: Republisher,
-        environ: dict[str, str | None] | None,
-    ) -> ContainerPool:
         queue = app.queue(key)
         await topology.declare_function_queue(
             self._channel, app.environment, queue, self.settings.queue_type
@@ -343,17 +385,18 @@ class Host:
                 app.sys_path,
             ),
             app.autoscaling(key, self.node.cpus),
-            self.cancels,
+            self._cancels,
             self.queue_depth,
             self._answer_queued,
             republisher,
             (lambda: environ)
             if environ is not None
             else lambda: self.environ(app.environment, app.specs[key]),
-            self.provisions.volumes(app.environment, app.specs[key]),
+            self._provisions.volumes(app.environment, app.specs[key]),
             self.node,
-            self.cores if self.settings.pin_containers else None,
+            self._cores if self.settings.pin_containers else None,
         )
+        await pool.start(warm)
         return pool
 
     async def ensure_variant(
@@ -361,7 +404,7 @@ class Host:
     ) -> FunctionSpec:
         """The variant of ``tag`` these options make: created (queue and pool) if new."""
         async with self._lock:
-            if self.apps.get((app.environment, app.instance)) is not app:
+            if self._apps.get((app.environment, app.instance)) is not app:
                 raise exceptions.NotFoundError(
                     f"app {app.app!r} was stopped or redeployed meanwhile: call again"
                 )
@@ -379,7 +422,7 @@ class Host:
                 app.remote.pop(key, None)
                 raise
             if not app.ephemeral:
-                self.registry.save(app.environment, app.app, app.record())
+                self._records.save(app.environment, app.app, app.record())
         log.info("variant_created", app=app.app, function=tag, variant=spec.variant)
         return spec
 
@@ -410,10 +453,12 @@ class Host:
             )
 
     async def _stop_pools(self, app: HostedApp, *, drop_remote: bool = True) -> None:
-        remote = list(app.remote) if drop_remote else []
+        remote = list(app.remote.items()) if drop_remote else []
+        for key, _ in remote:
+            del app.remote[key]
         await asyncio.gather(
             *(pool.stop() for pool in app.pools.values()),
-            *(self.remote.drop(app, key) for key in remote),
+            *(self._remote.drop(app, key, node) for key, node in remote),
         )
         app.pools.clear()
 
@@ -432,6 +477,106 @@ class Host:
             if app.ephemeral:
                 shutil.rmtree(app.code_path.parent, ignore_errors=True)
             elif app.owned:
-                self.registry.remove(app.environment, app.app)
+                self._records.remove(app.environment, app.app)
         log.info("app_stopped", app=app.app, instance=app.instance, inputs_answered=answered)
         return answered
+
+    # -- several nodes (warren_engine.nodes): a primary's side -----------------------------
+
+    def adopt(self, name: str, running: set[PlacedPool]) -> list[tuple[HostedApp, str]]:
+        """On an agent's heartbeat: adopt the pools it runs that wait for a node (this
+        primary restarted), give it the waiting ones it can run; the pools placed on it
+        that it does not run (it restarted, or they are new) are to be sent to it."""
+        agent = self.nodes.agents[name]
+        send = []
+        for app in self._apps.values():
+            for key in list(app.pending):
+                if placed_pool(app, key) in running or agent.node.problem(app.specs[key]) is None:
+                    app.pending.discard(key)
+                    app.remote[key] = name
+            for key, node in app.remote.items():
+                if node == name and placed_pool(app, key) not in running:
+                    send.append((app, key))
+        return send
+
+    async def rehost(self, name: str, running: set[PlacedPool]) -> None:
+        """Send an agent the pools placed on it that it does not run."""
+        for app, key in self.adopt(name, running):
+            log.warning("pool_placed_again", app=app.app, function=key, node=name)
+            try:
+                environ = self.environ(app.environment, app.specs[key])
+                await self._remote.host(app, key, name, 0, environ)
+            except exceptions.WarrenError as exc:  # the next heartbeat tries again
+                log.warning("pool_not_placed", app=app.app, function=key, reason=str(exc))
+
+    # -- several nodes: an agent's side ----------------------------------------------------
+
+    @staticmethod
+    def _slot(pool: PlacedPool) -> tuple[str, str]:
+        # Each deploy (generation) of an app is an app of its own here: a redeploy's pools
+        # start beside the old ones, which the primary drops once the new ones run.
+        return pool.environment, f"{pool.instance}#{pool.generation}"
+
+    def placed(self) -> tuple[PlacedPool, ...]:
+        """The pools this agent runs for its primary."""
+        return tuple(placed_pool(app, key) for app in self._apps.values() for key in app.pools)
+
+    def _placed_app(self, pool: PlacedPool, node: str) -> ContainerPool:
+        app = self._apps.get(self._slot(pool))
+        if app is None or pool.key not in app.pools:
+            raise exceptions.NotFoundError(f"node {node} runs no pool {pool.key!r}")
+        return app.pools[pool.key]
+
+    def placed_stats(self, pool: PlacedPool, node: str) -> PoolStats:
+        return pool_stats(self._placed_app(pool, node))
+
+    def update_placed(self, pool: PlacedPool, node: str, settings: Autoscaling) -> None:
+        self._placed_app(pool, node).update(settings)
+
+    # No lock for these: each change is made between two awaits, so none sees another's
+    # half done, and one pool's start (its containers' imports) does not hold up another's.
+
+    async def host_placed(self, request: HostPool) -> None:
+        """Run a pool the primary placed here (nothing if it runs already)."""
+        pool = request.pool
+        app = self._apps.get(self._slot(pool))
+        if app is None:
+            generation = str(pool.generation).replace(".", "-")
+            code_path = (
+                self.state_dir / "nodes" / pool.environment / pool.instance / generation
+            ) / "code.msgpack"
+            code_path.parent.mkdir(parents=True, exist_ok=True)
+            code_path.write_bytes(request.code)
+            app = HostedApp(
+                pool.environment,
+                request.app,
+                pool.instance,
+                {},
+                code_path,
+                ephemeral=True,
+                sys_path=request.sys_path,
+                owned=False,
+                deployed_at=pool.generation,
+            )
+            self._apps[self._slot(pool)] = app
+        if pool.key in app.specs:
+            return  # placed here already (a heartbeat raced the original request)
+        app.specs[pool.key] = request.spec
+        try:
+            republisher = await self.prepare(pool.environment)
+            await self._add_pool(app, pool.key, republisher, request.warm, request.environ)
+        except BaseException:
+            app.specs.pop(pool.key, None)
+            raise
+        log.info("pool_hosted", app=app.app, function=pool.key)
+
+    async def drop_placed(self, pool: PlacedPool) -> None:
+        app = self._apps.get(self._slot(pool))
+        if app is None or pool.key not in app.pools:
+            return
+        await app.pools.pop(pool.key).stop()
+        app.specs.pop(pool.key, None)
+        if not app.pools and self._apps.get(self._slot(pool)) is app:
+            del self._apps[self._slot(pool)]
+            shutil.rmtree(app.code_path.parent, ignore_errors=True)
+        log.info("pool_dropped", app=app.app, function=pool.key)

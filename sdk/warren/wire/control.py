@@ -1,0 +1,592 @@
+"""Control operations: what a client (or another engine node) asks an engine, and its answer.
+
+One frozen dataclass per operation, each naming its reply type::
+
+    reply = await client.control(ListApps(environment="main"))   # reply: AppListing
+
+A request travels as a ``control`` envelope whose body is
+``[CONTROL_VERSION, op, fields]``; its reply as a ``control_reply`` envelope whose body
+is ``[CONTROL_VERSION, fields, None, ""]``, or ``[CONTROL_VERSION, None, error,
+message]`` when the engine raised (``error`` names a class of :mod:`warren.exceptions`,
+raised again on the caller). ``fields`` maps a dataclass's field names to their values;
+the reader checks every one against the field's type, so a malformed or unknown request
+is a :class:`~warren.exceptions.DeserializationError` before anything acts on it.
+Pure; no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Generic, TypeVar, cast
+
+from warren import exceptions
+from warren.exceptions import DeserializationError
+from warren.wire.codec import Envelope, packb, unpackb
+from warren.wire.protocol import KIND_CONTROL, KIND_CONTROL_REPLY
+from warren.wire.spec import FunctionSpec
+
+# The control body's layout; 2 was the untyped ``[version, op, args]`` one.
+CONTROL_VERSION: Final = 3
+
+R = TypeVar("R")
+
+
+class Request(Generic[R]):
+    """A control operation whose reply is an ``R``. ``OP`` names it on the wire."""
+
+    __slots__ = ()
+    OP: ClassVar[str]
+    REPLY: ClassVar[type[Any]]
+
+
+# -- what replies carry ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The reply of an operation that answers nothing but that it was done."""
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalerSettings:
+    """A pool's autoscaler settings, as ``update_autoscaler`` leaves them."""
+
+    min_containers: int
+    max_containers: int
+    buffer_containers: int
+    scaledown_window: float
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalerChanges:
+    """What ``update_autoscaler`` changes; ``None`` keeps the current setting."""
+
+    min_containers: int | None = None
+    max_containers: int | None = None
+    buffer_containers: int | None = None
+    scaledown_window: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """One pool, now. ``node`` is the agent node that runs it (None: the engine itself);
+    ``error`` says why that node could not be asked (and then the figures are zeros)."""
+
+    queued_inputs: int = 0
+    running_inputs: int = 0
+    containers: int = 0
+    pids: tuple[int, ...] = ()
+    autoscaler: AutoscalerSettings | None = None
+    # Messages and inputs the pool's containers received: their ratio is the batching.
+    messages_received: int = 0
+    inputs_received: int = 0
+    node: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for people and JSON (``get_current_stats``); unset parts left out."""
+        data = dataclasses.asdict(self)
+        data["pids"] = list(self.pids)
+        return {key: value for key, value in data.items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class AppStatus:
+    app: str
+    environment: str
+    instance: str
+    ephemeral: bool
+    deployed_at: float
+    functions: dict[str, PoolStats]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for people and JSON (``warren app status --json``)."""
+        return {
+            "app": self.app,
+            "environment": self.environment,
+            "instance": self.instance,
+            "ephemeral": self.ephemeral,
+            "deployed_at": self.deployed_at,
+            "functions": {key: stats.as_dict() for key, stats in self.functions.items()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AppRegistered:
+    instance: str
+    web_base: str  # where the engine serves the app's web endpoints ("" if nowhere)
+
+
+@dataclass(frozen=True, slots=True)
+class AppDeployed:
+    status: AppStatus
+    web_base: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppStopped:
+    inputs_answered: int  # inputs still queued, answered with an error
+
+
+@dataclass(frozen=True, slots=True)
+class AppListing:
+    apps: tuple[AppStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionDescription:
+    instance: str
+    spec: FunctionSpec  # secrets by name or by keys, never their values
+    web_base: str
+
+
+@dataclass(frozen=True, slots=True)
+class VariantDescription:
+    instance: str
+    spec: FunctionSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeys:
+    name: str
+    keys: tuple[str, ...]  # a secret's values are never sent back
+
+
+@dataclass(frozen=True, slots=True)
+class SecretListing:
+    secrets: tuple[SecretKeys, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pid: int
+    apps: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOffer:
+    """What an engine node offers: cores, memory (MiB), GPUs by kind, its labels."""
+
+    cpus: float
+    memory: int
+    gpus: dict[str, int]
+    region: str | None
+    cloud: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str
+    node: NodeOffer
+    alive: bool
+    pools: int  # pools the node runs for the primary
+
+
+@dataclass(frozen=True, slots=True)
+class NodeListing:
+    nodes: tuple[NodeInfo, ...]
+
+
+# -- what requests carry -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppBundle:
+    """An app as a client ships it: its functions' specs and its code, pickled by value."""
+
+    environment: str
+    app: str
+    instance: str  # the app's name if deployed, its run's instance if ephemeral
+    functions: tuple[FunctionSpec, ...]
+    code: bytes
+    # The client's paths: on one machine containers import the user's modules from there.
+    sys_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PoolName:
+    """One pool of a running app: a function, or one of its ``with_options`` variants."""
+
+    environment: str
+    instance: str
+    tag: str
+    variant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedPool:
+    """A pool a primary placed on an agent node. ``generation`` (the app's deploy time)
+    tells a redeploy's pools from the ones they replace."""
+
+    environment: str
+    instance: str
+    key: str
+    generation: float
+
+
+# -- the operations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterApp(Request[AppRegistered]):
+    """Run an app ephemerally (``app.run()``) until its client stops it or its lease goes."""
+
+    OP: ClassVar[str] = "register_app"
+    REPLY: ClassVar[type[Any]] = AppRegistered
+    bundle: AppBundle
+    lease: str | None = None  # a queue the client holds while connected
+
+
+@dataclass(frozen=True, slots=True)
+class DeployApp(Request[AppDeployed]):
+    """Deploy (or redeploy) an app: it stays until stopped, across engine restarts."""
+
+    OP: ClassVar[str] = "deploy_app"
+    REPLY: ClassVar[type[Any]] = AppDeployed
+    bundle: AppBundle
+
+
+@dataclass(frozen=True, slots=True)
+class StopApp(Request[AppStopped]):
+    OP: ClassVar[str] = "stop_app"
+    REPLY: ClassVar[type[Any]] = AppStopped
+    environment: str
+    instance: str  # the app's name if deployed, its run's instance if ephemeral
+
+
+@dataclass(frozen=True, slots=True)
+class ListApps(Request[AppListing]):
+    OP: ClassVar[str] = "list_apps"
+    REPLY: ClassVar[type[Any]] = AppListing
+    environment: str | None = None  # None: every environment's
+
+
+@dataclass(frozen=True, slots=True)
+class GetAppStatus(Request[AppStatus]):
+    OP: ClassVar[str] = "app_status"
+    REPLY: ClassVar[type[Any]] = AppStatus
+    environment: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeFunction(Request[FunctionDescription]):
+    """Look a deployed function up by name (``Function.from_name``)."""
+
+    OP: ClassVar[str] = "describe_function"
+    REPLY: ClassVar[type[Any]] = FunctionDescription
+    environment: str
+    app: str
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureVariant(Request[VariantDescription]):
+    """The variant ``with_options`` makes of a function, created if new.
+
+    ``options`` are spec field overrides as :func:`warren.options.check_options` makes
+    them: a mapping, because the variant's name is the hash of exactly this mapping
+    (:func:`warren.wire.spec.variant_name`) and ``FunctionSpec.with_overrides`` checks it.
+    """
+
+    OP: ClassVar[str] = "ensure_variant"
+    REPLY: ClassVar[type[Any]] = VariantDescription
+    environment: str
+    instance: str
+    tag: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionStats(Request[PoolStats]):
+    OP: ClassVar[str] = "function_stats"
+    REPLY: ClassVar[type[Any]] = PoolStats
+    pool: PoolName
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAutoscaler(Request[AutoscalerSettings]):
+    OP: ClassVar[str] = "update_autoscaler"
+    REPLY: ClassVar[type[Any]] = AutoscalerSettings
+    pool: PoolName
+    changes: AutoscalerChanges
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSecret(Request[Done]):
+    OP: ClassVar[str] = "create_secret"
+    REPLY: ClassVar[type[Any]] = Done
+    environment: str
+    name: str
+    values: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ListSecrets(Request[SecretListing]):
+    OP: ClassVar[str] = "list_secrets"
+    REPLY: ClassVar[type[Any]] = SecretListing
+    environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSecret(Request[Done]):
+    OP: ClassVar[str] = "delete_secret"
+    REPLY: ClassVar[type[Any]] = Done
+    environment: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Request[Pong]):
+    OP: ClassVar[str] = "ping"
+    REPLY: ClassVar[type[Any]] = Pong
+
+
+@dataclass(frozen=True, slots=True)
+class JoinNode(Request[Done]):
+    """An agent node's heartbeat to its primary: what it offers, which pools it runs."""
+
+    OP: ClassVar[str] = "join_node"
+    REPLY: ClassVar[type[Any]] = Done
+    name: str
+    queue: str
+    node: NodeOffer
+    pools: tuple[PlacedPool, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListNodes(Request[NodeListing]):
+    OP: ClassVar[str] = "list_nodes"
+    REPLY: ClassVar[type[Any]] = NodeListing
+
+
+@dataclass(frozen=True, slots=True)
+class HostPool(Request[Done]):
+    """A primary to an agent: run this pool (secrets resolved in ``environ``)."""
+
+    OP: ClassVar[str] = "host_pool"
+    REPLY: ClassVar[type[Any]] = Done
+    pool: PlacedPool
+    app: str
+    spec: FunctionSpec
+    code: bytes
+    sys_path: tuple[str, ...]
+    environ: dict[str, str | None]
+    warm: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropPool(Request[Done]):
+    OP: ClassVar[str] = "drop_pool"
+    REPLY: ClassVar[type[Any]] = Done
+    pool: PlacedPool
+
+
+@dataclass(frozen=True, slots=True)
+class GetPoolStats(Request[PoolStats]):
+    OP: ClassVar[str] = "pool_stats"
+    REPLY: ClassVar[type[Any]] = PoolStats
+    pool: PlacedPool
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePool(Request[Done]):
+    OP: ClassVar[str] = "update_pool"
+    REPLY: ClassVar[type[Any]] = Done
+    pool: PlacedPool
+    settings: AutoscalerSettings
+
+
+REQUESTS: Final[dict[str, type[Request[Any]]]] = {
+    cls.OP: cls
+    for cls in (
+        RegisterApp,
+        DeployApp,
+        StopApp,
+        ListApps,
+        GetAppStatus,
+        DescribeFunction,
+        EnsureVariant,
+        FunctionStats,
+        UpdateAutoscaler,
+        CreateSecret,
+        ListSecrets,
+        DeleteSecret,
+        Ping,
+        JoinNode,
+        ListNodes,
+        HostPool,
+        DropPool,
+        GetPoolStats,
+        UpdatePool,
+    )
+}
+
+# Errors an engine may reply with, by name: the classes of warren.exceptions.
+_ERRORS: Final[dict[str, type[exceptions.WarrenError]]] = {
+    cls.__name__: cls
+    for cls in vars(exceptions).values()
+    if isinstance(cls, type) and issubclass(cls, exceptions.WarrenError)
+}
+
+
+# -- envelopes ----------------------------------------------------------------------------
+
+
+def encode_request(request: Request[Any]) -> Envelope:
+    return Envelope(KIND_CONTROL, packb([CONTROL_VERSION, request.OP, _fields(request)]))
+
+
+def decode_request(body: bytes) -> Request[Any]:
+    """The request a ``control`` envelope's body holds; ``DeserializationError`` if it
+    is malformed, of another version, or names no operation."""
+    try:
+        version, op, fields = unpackb(body)
+    except (ValueError, TypeError) as exc:
+        raise DeserializationError(f"malformed control request: {exc}") from exc
+    if version != CONTROL_VERSION:
+        raise DeserializationError(f"control request version {version!r} is not supported")
+    cls = REQUESTS.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise DeserializationError(f"unknown control operation {op!r}")
+    return _decode_record(cls, fields, op)
+
+
+def encode_reply(reply: object) -> Envelope:
+    return Envelope(KIND_CONTROL_REPLY, packb([CONTROL_VERSION, _fields(reply), None, ""]))
+
+
+def encode_failure(error: str, message: str) -> Envelope:
+    """The reply to a request that raised: ``error`` names a class of warren.exceptions."""
+    return Envelope(KIND_CONTROL_REPLY, packb([CONTROL_VERSION, None, error, message]))
+
+
+def reply_type(request: Request[R]) -> type[R]:
+    return cast("type[R]", request.REPLY)
+
+
+def decode_reply(body: bytes, expected: type[R]) -> R:
+    """The reply a ``control_reply`` body holds, or the engine's error raised here."""
+    try:
+        version, fields, error, message = unpackb(body)
+    except (ValueError, TypeError) as exc:
+        raise DeserializationError(f"malformed control reply: {exc}") from exc
+    if version != CONTROL_VERSION:
+        raise DeserializationError(f"control reply version {version!r} is not supported")
+    if error is not None:
+        raise failure(str(error), str(message))
+    return _decode_record(expected, fields, f"reply {expected.__name__}")
+
+
+def failure(error: str, message: str) -> Exception:
+    """The exception an engine's error reply stands for."""
+    kind = _ERRORS.get(error)
+    if kind is not None:
+        return kind(message)
+    return exceptions.EngineError(f"{error}: {message}")
+
+
+# -- typed fields -------------------------------------------------------------------------
+
+
+def _fields(record: object) -> dict[str, Any]:
+    # FunctionSpec.to_wire is its asdict too, so nested specs need nothing of their own.
+    return dataclasses.asdict(cast(Any, record))
+
+
+_HINTS: dict[type[Any], dict[str, tuple[Any, bool]]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, tuple[Any, bool]]:
+    """A dataclass's fields: their types, and whether a message must carry them."""
+    known = _HINTS.get(cls)
+    if known is None:
+        hints = typing.get_type_hints(cls)
+        known = _HINTS[cls] = {
+            field.name: (
+                hints[field.name],
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING,
+            )
+            for field in dataclasses.fields(cls)
+        }
+    return known
+
+
+def _decode_record(cls: type[R], value: Any, where: str) -> R:
+    if not isinstance(value, dict):
+        raise DeserializationError(f"malformed {where}: expected a map of fields")
+    hints = _hints(cls)
+    unknown = set(value) - set(hints)
+    if unknown:
+        raise DeserializationError(f"malformed {where}: unknown fields {sorted(map(str, unknown))}")
+    values = {}
+    for name, (hint, required) in hints.items():
+        if name in value:
+            values[name] = _decode(hint, value[name], f"{where}.{name}")
+        elif required:
+            raise DeserializationError(f"malformed {where}: field {name!r} is missing")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise DeserializationError(f"malformed {where}: {exc}") from exc
+
+
+def _decode(hint: Any, value: Any, where: str) -> Any:
+    if hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    if origin is types.UnionType or origin is typing.Union:
+        return _decode_optional(hint, value, where)
+    if origin is tuple:
+        item, _ = typing.get_args(hint)  # tuple[X, ...]
+        if not isinstance(value, list):
+            raise DeserializationError(f"malformed {where}: expected a list")
+        return tuple(_decode(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_hint, value_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise DeserializationError(f"malformed {where}: expected a map")
+        return {
+            _decode(key_hint, k, f"{where} key"): _decode(value_hint, v, f"{where}[{k!r}]")
+            for k, v in value.items()
+        }
+    if hint is FunctionSpec:
+        return _decode_spec(value, where)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _decode_record(hint, value, where)
+    return _decode_scalar(hint, value, where)
+
+
+def _decode_optional(hint: Any, value: Any, where: str) -> Any:
+    options = [arg for arg in typing.get_args(hint) if arg is not types.NoneType]
+    if len(options) != 1:
+        raise TypeError(f"control fields are a type or an optional one, not {hint!r}")
+    if value is None and len(typing.get_args(hint)) > 1:
+        return None
+    return _decode(options[0], value, where)
+
+
+def _decode_spec(value: Any, where: str) -> FunctionSpec:
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise DeserializationError(f"malformed {where}: expected a function spec")
+    try:
+        return FunctionSpec.from_wire(value)
+    except (TypeError, ValueError) as exc:
+        raise DeserializationError(f"malformed {where}: {exc}") from exc
+
+
+def _decode_scalar(hint: Any, value: Any, where: str) -> Any:
+    if hint not in (int, float, str, bytes, bool):
+        raise TypeError(f"no wire form for control fields of type {hint!r}")
+    # msgpack keeps no difference between 2 and 2.0 written by a Python int.
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is not bool and isinstance(value, bool)):
+        return value
+    raise DeserializationError(
+        f"malformed {where}: expected {hint.__name__}, got {type(value).__name__}"
+    )

@@ -1,0 +1,232 @@
+"""Control operations: every request and reply through its envelope, and what is refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from warren import exceptions
+from warren.exceptions import DeserializationError
+from warren.wire.codec import packb, unpack_envelope, unpackb
+from warren.wire.control import (
+    CONTROL_VERSION,
+    REQUESTS,
+    AppBundle,
+    AppDeployed,
+    AppListing,
+    AppRegistered,
+    AppStatus,
+    AppStopped,
+    AutoscalerChanges,
+    AutoscalerSettings,
+    CreateSecret,
+    DeleteSecret,
+    DeployApp,
+    DescribeFunction,
+    Done,
+    DropPool,
+    EnsureVariant,
+    FunctionDescription,
+    FunctionStats,
+    GetAppStatus,
+    GetPoolStats,
+    HostPool,
+    JoinNode,
+    ListApps,
+    ListNodes,
+    ListSecrets,
+    NodeInfo,
+    NodeListing,
+    NodeOffer,
+    Ping,
+    PlacedPool,
+    Pong,
+    PoolName,
+    PoolStats,
+    RegisterApp,
+    Request,
+    SecretKeys,
+    SecretListing,
+    StopApp,
+    UpdateAutoscaler,
+    UpdatePool,
+    VariantDescription,
+    decode_reply,
+    decode_request,
+    encode_failure,
+    encode_reply,
+    encode_request,
+    reply_type,
+)
+from warren.wire.protocol import KIND_CONTROL, KIND_CONTROL_REPLY
+from warren.wire.spec import FunctionSpec
+
+SPEC = FunctionSpec("f", is_async=False, max_containers=3, env={"A": "1", "B": None}, region=["eu"])
+BUNDLE = AppBundle("main", "shop", "shop-run-1", (SPEC,), b"\x00code", ("/srv",))
+POOL = PoolName("main", "shop", "f", "v123")
+PLACED = PlacedPool("main", "shop", "f.v123", 1712.5)
+SETTINGS = AutoscalerSettings(0, 4, 1, 30.0)
+OFFER = NodeOffer(8.0, 16384, {"H100": 2}, "eu", None)
+STATS = PoolStats(2, 1, 1, (41, 42), SETTINGS, 10, 30)
+STATUS = AppStatus("shop", "main", "shop", False, 1712.5, {"f": STATS})
+
+EXAMPLES: dict[type[Request[Any]], Request[Any]] = {
+    RegisterApp: RegisterApp(BUNDLE, lease="warren.v1.lease.x"),
+    DeployApp: DeployApp(BUNDLE),
+    StopApp: StopApp("main", "shop"),
+    ListApps: ListApps(),
+    GetAppStatus: GetAppStatus("main", "shop"),
+    DescribeFunction: DescribeFunction("main", "shop", "f"),
+    EnsureVariant: EnsureVariant("main", "shop", "f", {"timeout": 5, "env": {"X": None}}),
+    FunctionStats: FunctionStats(POOL),
+    UpdateAutoscaler: UpdateAutoscaler(POOL, AutoscalerChanges(max_containers=2)),
+    CreateSecret: CreateSecret("main", "db", {"PASSWORD": "hunter2"}),
+    ListSecrets: ListSecrets("main"),
+    DeleteSecret: DeleteSecret("main", "db"),
+    Ping: Ping(),
+    JoinNode: JoinNode("us-1", "warren.v1.node.us-1", OFFER, (PLACED,)),
+    ListNodes: ListNodes(),
+    HostPool: HostPool(PLACED, "shop", SPEC, b"code", ("/srv",), {"A": "1", "B": None}, 1),
+    DropPool: DropPool(PLACED),
+    GetPoolStats: GetPoolStats(PLACED),
+    UpdatePool: UpdatePool(PLACED, SETTINGS),
+}
+
+REPLIES: dict[type[Any], object] = {
+    AppRegistered: AppRegistered("shop-run-1", "http://127.0.0.1:8000"),
+    AppDeployed: AppDeployed(STATUS, ""),
+    AppStopped: AppStopped(3),
+    AppListing: AppListing((STATUS,)),
+    AppStatus: STATUS,
+    FunctionDescription: FunctionDescription("shop", SPEC, ""),
+    VariantDescription: VariantDescription("shop", SPEC),
+    PoolStats: PoolStats(node="us-1", error="gone"),
+    AutoscalerSettings: SETTINGS,
+    Done: Done(),
+    SecretListing: SecretListing((SecretKeys("db", ("PASSWORD",)),)),
+    Pong: Pong(1234, 2),
+    NodeListing: NodeListing((NodeInfo("primary", OFFER, True, 0),)),
+}
+
+
+def test_every_operation_has_an_example_and_a_distinct_name() -> None:
+    assert set(EXAMPLES) == set(REQUESTS.values())
+    assert all(REQUESTS[cls.OP] is cls for cls in EXAMPLES)
+
+
+@pytest.mark.parametrize("request_", list(EXAMPLES.values()), ids=lambda r: type(r).OP)
+def test_every_request_round_trips_through_its_signed_envelope(request_: Request[Any]) -> None:
+    envelope = unpack_envelope(encode_request(request_).pack())
+    assert envelope.kind == KIND_CONTROL
+    assert decode_request(envelope.body) == request_
+
+
+@pytest.mark.parametrize("request_", list(EXAMPLES.values()), ids=lambda r: type(r).OP)
+def test_every_reply_round_trips_as_the_type_its_request_names(request_: Request[Any]) -> None:
+    expected = reply_type(request_)
+    reply = REPLIES[expected]
+    envelope = unpack_envelope(encode_reply(reply).pack())
+    assert envelope.kind == KIND_CONTROL_REPLY
+    decoded = decode_reply(envelope.body, expected)
+    assert decoded == reply
+    assert type(decoded) is expected
+
+
+def body(op: Any, fields: Any, version: int = CONTROL_VERSION) -> bytes:
+    return packb([version, op, fields])
+
+
+def fields_of(request: Request[Any], **changes: Any) -> dict[str, Any]:
+    """A request's fields as they travel, some of them changed."""
+    _, _, fields = unpackb(encode_request(request).body)
+    return {**fields, **changes}
+
+
+def test_a_float_field_written_as_an_int_is_read_as_a_float() -> None:
+    fields = {"min_containers": 0, "max_containers": 1, "buffer_containers": 0}
+    reply = packb([CONTROL_VERSION, {**fields, "scaledown_window": 60}, None, ""])
+    settings = decode_reply(reply, AutoscalerSettings)
+    assert settings.scaledown_window == 60.0
+    assert isinstance(settings.scaledown_window, float)
+
+
+GENERATION = {"environment": "m", "instance": "i", "key": "k", "generation": "soon"}
+OFFER_FIELDS = {"cpus": 1, "memory": 1, "gpus": {}, "region": None, "cloud": None}
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (body("launch_missiles", {}), "unknown control operation 'launch_missiles'"),
+        (body(7, {}), "unknown control operation 7"),
+        (body("ping", {}, version=2), "version 2 is not supported"),
+        (packb([CONTROL_VERSION, "ping"]), "malformed control request"),
+        (b"\xc1", "malformed control request"),
+        (body("ping", []), "expected a map of fields"),
+        (body("ping", {"extra": 1}), r"unknown fields \['extra'\]"),
+        (body("stop_app", {"environment": "main"}), "'instance' is missing"),
+        (
+            body("stop_app", {"environment": "main", "instance": 3}),
+            "stop_app.instance: expected str, got int",
+        ),
+        (body("delete_secret", {"environment": True, "name": "x"}), "expected str, got bool"),
+        (body("drop_pool", {"pool": GENERATION}), "drop_pool.pool.generation: expected float"),
+        (
+            body("create_secret", {"environment": "m", "name": "n", "values": {"A": 1}}),
+            r"values\['A'\]: expected str",
+        ),
+        (
+            body("join_node", {"name": "n", "queue": "q", "node": OFFER_FIELDS, "pools": "all"}),
+            "join_node.pools: expected a list",
+        ),
+        (
+            body("host_pool", fields_of(EXAMPLES[HostPool], spec=3)),
+            "host_pool.spec: expected a function spec",
+        ),
+        (
+            body("host_pool", fields_of(EXAMPLES[HostPool], code="not bytes")),
+            "host_pool.code: expected bytes, got str",
+        ),
+        (
+            body("register_app", {"bundle": {"environment": "main"}}),
+            "register_app.bundle: field 'app' is missing",
+        ),
+    ],
+)
+def test_a_malformed_or_unknown_request_is_refused_with_the_reason(
+    message: bytes, reason: str
+) -> None:
+    with pytest.raises(DeserializationError, match=reason):
+        decode_request(message)
+
+
+def test_an_error_reply_is_raised_as_the_class_of_warren_exceptions_it_names() -> None:
+    reply = encode_failure("NotFoundError", "no app 'shop'").body
+    with pytest.raises(exceptions.NotFoundError, match="no app 'shop'"):
+        decode_reply(reply, AppStopped)
+    with pytest.raises(exceptions.EngineNotFoundError):
+        decode_reply(encode_failure("EngineNotFoundError", "gone").body, Done)
+
+
+def test_an_error_reply_naming_no_warren_exception_is_an_engine_error() -> None:
+    for name in ("KeyError", "Exception", "log"):
+        with pytest.raises(exceptions.EngineError, match=f"{name}: oops") as raised:
+            decode_reply(encode_failure(name, "oops").body, Done)
+        assert type(raised.value) is exceptions.EngineError
+
+
+def test_a_malformed_reply_is_refused() -> None:
+    with pytest.raises(DeserializationError, match="version 2"):
+        decode_reply(packb([2, {}, None, ""]), Done)
+    with pytest.raises(DeserializationError, match="malformed control reply"):
+        decode_reply(packb([CONTROL_VERSION, {}]), Done)
+    with pytest.raises(DeserializationError, match="reply Pong: field 'pid' is missing"):
+        decode_reply(packb([CONTROL_VERSION, {"apps": 1}, None, ""]), Pong)
+
+
+def test_pool_stats_for_people_leave_out_what_is_unset() -> None:
+    assert "node" not in STATS.as_dict()
+    assert STATS.as_dict()["autoscaler"]["max_containers"] == 4
+    assert STATS.as_dict()["pids"] == [41, 42]
+    assert PoolStats(node="us-1", error="gone").as_dict()["error"] == "gone"
+    assert STATUS.as_dict()["functions"]["f"]["containers"] == 1
