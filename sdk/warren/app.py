@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 from warren import web
-from warren.client.app_run import RunHandle, deploy_app, start_run, stop_run
+from warren.client.app_run import AppCode, RunHandle, deploy_app, start_run, stop_run
 from warren.client.connection import Client
 from warren.client.facade import Method, run_blocking
 from warren.config import settings
@@ -166,8 +166,17 @@ class App:
         return Method(self._deploy, "app.deploy")
 
     async def _deploy(self, name: str | None = None) -> App:
-        await deploy_app(await Client.current(), self, name)
+        await deploy_app(await Client.current(), self.code(), name)
         return self
+
+    def code(self) -> AppCode:
+        """What an engine is sent to run this app: its functions' specs and code."""
+        return AppCode(
+            self.name,
+            self.environment,
+            tuple(function.spec for function in self.functions.values()),
+            {tag: function.get_raw_f() for tag, function in self.functions.items()},
+        )
 
     def _attach(self, handle: RunHandle | None) -> None:
         self._run = handle
@@ -204,7 +213,7 @@ class AppRun:
         if self._app.is_running:
             raise InvalidError(f"app {self._app.name!r} is already running")
         client = await Client.current()
-        handle = await start_run(client, self._app)
+        handle = await start_run(client, self._app.code())
         self._app._attach(handle)
         return self._app
 

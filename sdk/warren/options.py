@@ -24,6 +24,7 @@ from warren.secrets import Secret, check_env_name
 from warren.volumes import CloudBucketMount, Volume
 from warren.wire import naming
 from warren.wire.retries import Retries
+from warren.wire.spec import parse_gpu
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,18 +55,6 @@ def _pair(name: str, value: Any, cast: type) -> list[Any]:
     if limit is not None and limit < request:
         raise InvalidError(f"{name}: the limit ({limit}) is below the request ({request})")
     return [cast(request), None if limit is None else cast(limit)]
-
-
-def parse_gpu(value: Any) -> tuple[str, int] | None:
-    """``"any"``, ``"H100"``, ``"A100:2"`` as ``(kind, count)``; None for no GPU."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidError(f"gpu must be a string like 'any', 'H100' or 'A100:2', got {value!r}")
-    kind, _, count = value.partition(":")
-    if not kind or (count and (not count.isdigit() or int(count) < 1)):
-        raise InvalidError(f"gpu must be a string like 'any', 'H100' or 'A100:2', got {value!r}")
-    return kind.upper() if kind.lower() != "any" else "any", int(count or 1)
 
 
 def _cpu(value: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from warren_engine.daemon.cancel_memory import HANDED_TO_A_CONTAINER, CancelMemory
+from warren_engine.pool.cancel_memory import HANDED_TO_A_CONTAINER, CancelMemory
 
 
 def test_recent_ids_come_newest_last() -> None:

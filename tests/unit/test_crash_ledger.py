@@ -10,7 +10,8 @@ from warren.exceptions import InvalidError
 from warren.wire.spec import FunctionSpec
 from warren_engine.daemon.hosted_app import check_timeouts, longest_timeout
 from warren_engine.pipe.holdings import HoldingTable, key
-from warren_engine.pool.crash_ledger import CRASHED, HEALTHY, REPLACED, CrashLedger
+from warren_engine.pipe.messages import CRASHED, HEALTHY, REPLACED
+from warren_engine.pool.crash_ledger import CrashLedger
 
 M1 = uuid.uuid4().hex
 

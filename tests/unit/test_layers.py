@@ -17,12 +17,13 @@ PACKAGES = {"warren": ROOT / "sdk" / "warren", "warren_engine": ROOT / "engine" 
 
 USER_FACING = ("warren.app", "warren.function", "warren.function_call", "warren.options")
 USER_FACING += ("warren.secrets", "warren.volumes", "warren.web")
-FOUNDATION = ("warren.exceptions", "warren.config")
+FOUNDATION = ("warren.exceptions", "warren.names", "warren.config")
 
 # module prefix -> the prefixes of Warren's own modules it may import
 RULES: dict[str, tuple[str, ...]] = {
     "warren.exceptions": (),
-    "warren.config": ("warren.exceptions",),
+    "warren.names": ("warren.exceptions",),
+    "warren.config": ("warren.exceptions", "warren.names"),
     "warren.wire": (*FOUNDATION, "warren.wire"),
     "warren.client": (*FOUNDATION, "warren.wire", "warren.client"),
     "warren_engine.pipe": (*FOUNDATION, "warren.wire", "warren_engine.pipe"),
@@ -32,6 +33,7 @@ RULES: dict[str, tuple[str, ...]] = {
         "warren.client",
         "warren_engine.pipe",
         "warren_engine.container",
+        "warren_engine.logs",  # a container process is an entry point: it sets up logging
     ),
     "warren_engine.pool": (
         *FOUNDATION,

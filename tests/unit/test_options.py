@@ -10,10 +10,9 @@ from warren.options import (
     VARIANT_OPTIONS,
     check_options,
     check_variant_options,
-    parse_gpu,
 )
 from warren.wire.control import JoinNode, NodeOffer
-from warren.wire.spec import OVERRIDABLE, FunctionSpec, variant_name
+from warren.wire.spec import OVERRIDABLE, FunctionSpec, parse_gpu, variant_name
 from warren_engine.nodes.primary import Nodes
 from warren_engine.pool.node_capacity import Node
 

@@ -13,7 +13,6 @@ from warren.exceptions import EngineError
 from warren.wire.codec import packb, unpackb
 from warren.wire.spec import FunctionSpec
 from warren_engine.container.container import ContainerConfig
-from warren_engine.daemon.cancel_memory import CancelMemory
 from warren_engine.pipe.messages import (
     ANSWERS,
     Answered,
@@ -38,6 +37,7 @@ from warren_engine.pipe.messages import (
 )
 from warren_engine.pipe.pipes import EngineLink, PipeReader
 from warren_engine.pool.autoscaler import Autoscaling
+from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.pool import ContainerPool, PoolConfig
 from warren_engine.publisher import Republisher
 

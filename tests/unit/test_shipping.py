@@ -26,7 +26,7 @@ def uses_helper(x: int) -> int:
 
 
 def test_code_round_trips_and_tracebacks_name_the_real_file_and_line() -> None:
-    functions = load_app_code(pack_app_code(app))
+    functions = load_app_code(pack_app_code(app.name, app.code().functions))
     assert functions["uses_helper"](2) == 4
     with pytest.raises(ValueError) as caught:
         functions["uses_helper"](-1)

@@ -52,9 +52,8 @@ from warren_engine.container.executor import STATUS_ABANDONED, Executor, Job
 from warren_engine.container.rejections import Triage
 from warren_engine.container.replies import HeldMessage, Outbox
 from warren_engine.pipe.holdings import HoldingTable
-from warren_engine.pipe.messages import Dropped
+from warren_engine.pipe.messages import CRASHED, REPLACED, Dropped
 from warren_engine.pipe.pipes import EngineLink
-from warren_engine.pool.crash_ledger import CRASHED, REPLACED
 
 log = structlog.get_logger(__name__)
 

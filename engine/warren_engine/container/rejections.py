@@ -23,9 +23,8 @@ from warren.wire.signing import MessageExpiredError, Signer
 
 from warren_engine.container.delivery import Inbound
 from warren_engine.container.replies import Outbox
-from warren_engine.pipe.messages import AskVerdict, DeadLetter
+from warren_engine.pipe.messages import HEALTHY, AskVerdict, DeadLetter
 from warren_engine.pipe.pipes import EngineLink
-from warren_engine.pool.crash_ledger import HEALTHY
 
 
 class Triage:

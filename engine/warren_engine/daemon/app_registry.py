@@ -44,7 +44,6 @@ from warren.wire.control import (
 from warren.wire.signing import signer
 from warren.wire.spec import FunctionSpec
 
-from warren_engine.daemon.cancel_memory import CancelMemory
 from warren_engine.daemon.container_environment import Provisions
 from warren_engine.daemon.failed_inputs import answer_queued
 from warren_engine.daemon.hosted_app import (
@@ -60,6 +59,7 @@ from warren_engine.daemon.records import Registry
 from warren_engine.daemon.secret_store import SecretStore
 from warren_engine.nodes.primary import Nodes, RemotePools, placed_pool
 from warren_engine.pool.autoscaler import Autoscaling
+from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement
 from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.pool import ContainerPool, PoolConfig

@@ -1,7 +1,7 @@
 """Cancel broadcasts an engine hears, per environment, and its orphaned retries.
 
 A cancel goes to every engine of an environment on a fanout exchange; the engine
-remembers it (:mod:`warren_engine.daemon.cancel_memory`) for its containers to skip
+remembers it (:mod:`warren_engine.pool.cancel_memory`) for its containers to skip
 the inputs it names. Retries whose caller is gone come to the environment's orphans
 queue, where the engine answers them (:mod:`warren_engine.daemon.failed_inputs`).
 """
@@ -17,8 +17,8 @@ from warren.wire import naming, topology
 from warren.wire.protocol import KIND_CANCEL, Cancel
 from warren.wire.signing import Signer
 
-from warren_engine.daemon.cancel_memory import CancelMemory
 from warren_engine.daemon.failed_inputs import answer_orphan
+from warren_engine.pool.cancel_memory import CancelMemory
 
 log = structlog.get_logger(__name__)
 

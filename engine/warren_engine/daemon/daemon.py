@@ -40,13 +40,13 @@ from warren.wire import naming
 
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.cancel_listener import CancelListener
-from warren_engine.daemon.cancel_memory import CancelMemory
 from warren_engine.daemon.control_plane import ControlPlane
 from warren_engine.daemon.gateway import Gateway
 from warren_engine.daemon.secret_store import SecretStore
 from warren_engine.nodes.agent import AgentPools
 from warren_engine.nodes.primary import Nodes, RemotePools
 from warren_engine.pool import processes as procs
+from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.node_capacity import Node
 
 log = structlog.get_logger(__name__)

@@ -213,6 +213,12 @@ class DeadLetter:
         }
 
 
+# What the crash ledger (warren_engine.pool.crash_ledger) says of a redelivered message.
+HEALTHY = "healthy"  # its last holder did not crash: run it
+CRASHED = "crashed"  # its last holder died running it: count a crash for each input
+REPLACED = "replaced"  # copies with the new crash count went out already: drop it
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The answer to ``AskVerdict``: one of the crash ledger's verdicts."""

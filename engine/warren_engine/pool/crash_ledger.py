@@ -24,13 +24,10 @@ import asyncio
 import collections
 
 from warren_engine.pipe.holdings import HoldingTable, key
+from warren_engine.pipe.messages import CRASHED, HEALTHY, REPLACED
 
 VERDICT_WAIT = 3.0
 REMEMBERED = 100_000
-
-HEALTHY = "healthy"
-CRASHED = "crashed"
-REPLACED = "replaced"
 
 
 class CrashLedger:

@@ -17,8 +17,7 @@ from typing import Any
 
 from warren.config import Settings
 from warren.exceptions import ConfigError, InvalidError
-from warren.options import parse_gpu
-from warren.wire.spec import FunctionSpec
+from warren.wire.spec import FunctionSpec, parse_gpu
 
 MIB = 1024 * 1024
 

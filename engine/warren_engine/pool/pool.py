@@ -30,7 +30,6 @@ from warren.config import Settings
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.container import EXIT_REPLACED, ContainerConfig
-from warren_engine.daemon.cancel_memory import CancelMemory
 from warren_engine.pipe.messages import (
     Answered,
     AskVerdict,
@@ -50,6 +49,7 @@ from warren_engine.pipe.messages import (
     Verdict,
 )
 from warren_engine.pool.autoscaler import Autoscaling, ContainerView, decide
+from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement, pinnable
 from warren_engine.pool.crash_ledger import CrashLedger
 from warren_engine.pool.node_capacity import Node

@@ -16,8 +16,9 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import structlog
 
@@ -26,9 +27,7 @@ from warren.exceptions import EngineError, EngineNotFoundError
 from warren.wire import naming
 from warren.wire.code_bundle import pack_app_code
 from warren.wire.control import AppBundle, AppDeployed, DeployApp, RegisterApp, StopApp
-
-if TYPE_CHECKING:
-    from warren.app import App
+from warren.wire.spec import FunctionSpec
 
 log = structlog.get_logger(__name__)
 
@@ -50,12 +49,22 @@ class RunHandle:
     web_base: str = ""  # where the engine serves the app's web endpoints
 
 
-def registration(app: App, name: str, instance: str, code: bytes) -> AppBundle:
+@dataclass(frozen=True, slots=True)
+class AppCode:
+    """What an engine needs of an app to run it: its functions' specs and their code."""
+
+    name: str
+    environment: str
+    specs: tuple[FunctionSpec, ...]
+    functions: Mapping[str, Callable[..., Any]]  # the raw functions, by tag
+
+
+def registration(app: AppCode, name: str, instance: str, code: bytes) -> AppBundle:
     return AppBundle(
         app.environment,
         name,
         instance,
-        tuple(f.spec for f in app.functions.values()),
+        app.specs,
         code,
         tuple(_client_paths()),
     )
@@ -70,10 +79,10 @@ def _client_paths() -> list[str]:
     return paths
 
 
-async def start_run(client: Client, app: App) -> RunHandle:
+async def start_run(client: Client, app: AppCode) -> RunHandle:
     run_id = uuid.uuid4().hex[:10]
     instance = naming.check_part("app instance", f"{app.name}-run-{run_id}")
-    bundle = registration(app, app.name, instance, pack_app_code(app))
+    bundle = registration(app, app.name, instance, pack_app_code(app.name, app.functions))
     # Held while this client is connected: a daemon stops the app if the client is gone.
     request = RegisterApp(bundle, lease=await client.hold_lease())
     try:
@@ -95,10 +104,10 @@ async def start_run(client: Client, app: App) -> RunHandle:
     return RunHandle(client, app.environment, instance, control_queue, engine, reply.web_base)
 
 
-async def deploy_app(client: Client, app: App, name: str | None = None) -> AppDeployed:
+async def deploy_app(client: Client, app: AppCode, name: str | None = None) -> AppDeployed:
     """Register (or replace) the app with the engine daemon, under ``name`` if given."""
     app_name = naming.check_part("app name", name or app.name)
-    bundle = registration(app, app_name, app_name, pack_app_code(app))
+    bundle = registration(app, app_name, app_name, pack_app_code(app.name, app.functions))
     return await client.control(DeployApp(bundle), timeout=REGISTER_TIMEOUT)
 
 

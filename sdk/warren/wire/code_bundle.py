@@ -12,17 +12,14 @@ from __future__ import annotations
 import linecache
 import sys
 import types
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import cloudpickle
 
 from warren.exceptions import SerializationError, VersionMismatchError
 from warren.wire.codec import PICKLE_PROTOCOL, packb, unpackb
 from warren.wire.protocol import python_version
-
-if TYPE_CHECKING:
-    from warren.app import App
 
 _DYNAMIC = "<dynamic-code>"
 
@@ -55,19 +52,18 @@ def _source_of(module_name: str) -> tuple[str, str] | None:
         return None
 
 
-def pack_app_code(app: App) -> bytes:
-    """The app's functions, with their modules' file names and sources."""
-    raw = {tag: function.get_raw_f() for tag, function in app.functions.items()}
+def pack_app_code(app_name: str, raw: Mapping[str, Callable[..., Any]]) -> bytes:
+    """An app's functions (by tag), with their modules' file names and sources."""
     sources = {}
     for fn in raw.values():
         module_name = getattr(fn, "__module__", None)
         if module_name and module_name not in sources and (found := _source_of(module_name)):
             sources[module_name] = found
     try:
-        functions = cloudpickle.dumps(raw, protocol=PICKLE_PROTOCOL)
+        functions = cloudpickle.dumps(dict(raw), protocol=PICKLE_PROTOCOL)
     except Exception as exc:
         raise SerializationError(
-            f"cannot ship the functions of app {app.name!r}: {type(exc).__name__}: {exc}"
+            f"cannot ship the functions of app {app_name!r}: {type(exc).__name__}: {exc}"
         ) from exc
     return packb({"python": python_version(), "functions": functions, "sources": sources})
 

@@ -143,3 +143,15 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     return value
+
+
+def parse_gpu(value: Any) -> tuple[str, int] | None:
+    """``"any"``, ``"H100"``, ``"A100:2"`` as ``(kind, count)``; None for no GPU."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidError(f"gpu must be a string like 'any', 'H100' or 'A100:2', got {value!r}")
+    kind, _, count = value.partition(":")
+    if not kind or (count and (not count.isdigit() or int(count) < 1)):
+        raise InvalidError(f"gpu must be a string like 'any', 'H100' or 'A100:2', got {value!r}")
+    return kind.upper() if kind.lower() != "any" else "any", int(count or 1)
