@@ -55,9 +55,14 @@ def broker_users() -> Iterator[dict[str, str]]:
             rabbitmqctl("add_user", user, password)
             created.append(user)
             rabbitmqctl(
-                "set_permissions", "-p", "/", user,
-                grant["configure"], grant["write"], grant["read"],
-            )  # fmt: skip
+                "set_permissions",
+                "-p",
+                "/",
+                user,
+                grant["configure"],
+                grant["write"],
+                grant["read"],
+            )
             urls[role] = f"amqp://{user}:{password}@127.0.0.1:5672/"
         yield urls
     finally:

@@ -83,15 +83,19 @@ def test_a_call_is_fetched_in_another_process_after_its_spawner_was_killed(tmp_p
     handle = tmp_path / "function.pickle"
     handle.write_bytes(cloudpickle.dumps(times_ten))  # a reference to the running function
     spawner = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import pickle, time
             f = pickle.loads(open({str(handle)!r}, "rb").read())
             print(f.spawn(1.5).object_id, flush=True)
             time.sleep(120)
-        """)],
+        """),
+        ],
         stdout=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     assert spawner.stdout is not None
     object_id = spawner.stdout.readline().strip()
     spawner.send_signal(signal.SIGKILL)

@@ -29,9 +29,25 @@ class Item:
 
 @pytest.mark.parametrize(
     "value",
-    [None, True, 0, -1, 2**63 - 1, -(2**63), 1.25, "", "ünïcode", b"", b"\x00\x01",
-     [], [1, [2, [3]]], {}, {"a": {"b": [None, 1.5]}}, {1: "int key"}],
-)  # fmt: skip
+    [
+        None,
+        True,
+        0,
+        -1,
+        2**63 - 1,
+        -(2**63),
+        1.25,
+        "",
+        "ünïcode",
+        b"",
+        b"\x00\x01",
+        [],
+        [1, [2, [3]]],
+        {},
+        {"a": {"b": [None, 1.5]}},
+        {1: "int key"},
+    ],
+)
 def test_plain_data_round_trips_as_msgpack(value: Any) -> None:
     fmt, data = encode_value(value)
     assert fmt == FORMAT_MSGPACK
@@ -42,9 +58,19 @@ def test_plain_data_round_trips_as_msgpack(value: Any) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [(1, 2), [1, (2, 3)], {"k": (1,)}, {(1, 2): "tuple key"}, bytearray(b"ab"), 2**64, {1, 2},
-     Item("x", ("a", "b")), ValueError("boom"), lambda x: x + 1],
-)  # fmt: skip
+    [
+        (1, 2),
+        [1, (2, 3)],
+        {"k": (1,)},
+        {(1, 2): "tuple key"},
+        bytearray(b"ab"),
+        2**64,
+        {1, 2},
+        Item("x", ("a", "b")),
+        ValueError("boom"),
+        lambda x: x + 1,
+    ],
+)
 def test_anything_else_falls_back_to_cloudpickle_and_keeps_its_type(value: Any) -> None:
     fmt, data = encode_value(value)
     assert fmt == FORMAT_PICKLE
@@ -100,10 +126,16 @@ def test_an_envelope_of_another_version_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"\xc1garbage", packb("a string"), packb([2, "calls", None, 0, None]),
-     packb([2, 5, None, 0, None, b""]), packb([2, "calls", 3, 0, None, b""]),
-     packb([2, "calls", None, "soon", None, b""]), packb([])],
-)  # fmt: skip
+    [
+        b"\xc1garbage",
+        packb("a string"),
+        packb([2, "calls", None, 0, None]),
+        packb([2, 5, None, 0, None, b""]),
+        packb([2, "calls", 3, 0, None, b""]),
+        packb([2, "calls", None, "soon", None, b""]),
+        packb([]),
+    ],
+)
 def test_malformed_envelopes_are_refused(data: bytes) -> None:
     with pytest.raises(DeserializationError, match="malformed"):
         unpack_envelope(data)

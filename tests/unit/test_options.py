@@ -48,10 +48,20 @@ def test_identical_options_name_the_same_variant_and_others_another() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"cpu": 0}, {"cpu": (2, 1)}, {"memory": (1, 2, 3)}, {"gpu": ""}, {"gpu": "H100:x"},
-     {"env": {"1A": "x"}}, {"env": {"A": 1}}, {"secrets": ["not a secret"]},
-     {"volumes": {"/": warren.Volume.from_name("v")}}, {"region": [""]}, {"nope": 1}],
-)  # fmt: skip
+    [
+        {"cpu": 0},
+        {"cpu": (2, 1)},
+        {"memory": (1, 2, 3)},
+        {"gpu": ""},
+        {"gpu": "H100:x"},
+        {"env": {"1A": "x"}},
+        {"env": {"A": 1}},
+        {"secrets": ["not a secret"]},
+        {"volumes": {"/": warren.Volume.from_name("v")}},
+        {"region": [""]},
+        {"nope": 1},
+    ],
+)
 def test_bad_options_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(InvalidError):
         check_options(**options)

@@ -23,10 +23,16 @@ def test_an_int_means_that_many_retries_with_the_default_backoff() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_retries": -1}, {"max_retries": 1.5}, {"max_retries": True}, {"max_retries": 101},
-     {"max_retries": 1, "backoff_coefficient": 0.5}, {"max_retries": 1, "initial_delay": -1},
-     {"max_retries": 1, "max_delay": "soon"}],
-)  # fmt: skip
+    [
+        {"max_retries": -1},
+        {"max_retries": 1.5},
+        {"max_retries": True},
+        {"max_retries": 101},
+        {"max_retries": 1, "backoff_coefficient": 0.5},
+        {"max_retries": 1, "initial_delay": -1},
+        {"max_retries": 1, "max_delay": "soon"},
+    ],
+)
 def test_bad_policies_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidError):
         Retries(**kwargs)  # type: ignore[arg-type]

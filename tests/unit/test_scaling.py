@@ -69,9 +69,15 @@ def test_containers_already_stopping_do_not_count() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"min_containers": -1}, {"max_containers": 0}, {"min_containers": 5, "max_containers": 2},
-     {"scaledown_window": -1}, {"buffer_containers": 1.5}, {"max_containers": True}],
-)  # fmt: skip
+    [
+        {"min_containers": -1},
+        {"max_containers": 0},
+        {"min_containers": 5, "max_containers": 2},
+        {"scaledown_window": -1},
+        {"buffer_containers": 1.5},
+        {"max_containers": True},
+    ],
+)
 def test_invalid_settings_raise_a_clear_error(changes: dict[str, object]) -> None:
     with pytest.raises(InvalidError):
         Autoscaling(max_containers=3).updated(changes)

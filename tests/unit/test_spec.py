@@ -75,3 +75,8 @@ def test_variant_names_are_stable_across_releases() -> None:
     assert variant_name({"timeout": 5}) == "v63fcd301f7b"
     name = variant_name({"env": {"A": "1", "B": "2"}, "cpu": [1.0, None]})
     assert name == "v4b2e9c70060" and len(name) == VARIANT_CHARS
+
+
+def test_a_boolean_timeout_is_refused_like_any_other_non_number() -> None:
+    with pytest.raises(InvalidError, match="timeout must be a positive number"):
+        FunctionSpec("f", False, timeout=True)

@@ -20,6 +20,7 @@ exist, or the node lacks the GPUs, labels or capacity it asks for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -50,9 +51,7 @@ from warren_engine.daemon.hosted_app import (
     HostedApp,
     check_timeouts,
     pool_key,
-    pool_stats,
     specs_by_key,
-    wire_settings,
 )
 from warren_engine.daemon.leases import watch_leases
 from warren_engine.daemon.records import Registry
@@ -236,7 +235,7 @@ class AppRegistry:
         return (app, spec) if app is not None and spec is not None else None
 
     async def status(self, app: HostedApp) -> AppStatus:
-        functions = {key: pool_stats(pool) for key, pool in app.pools.items()}
+        functions = {key: pool.stats() for key, pool in app.pools.items()}
         for key in list(app.remote):
             functions[key] = await self.pool_stats(app, key)
         return AppStatus(
@@ -252,7 +251,7 @@ class AppRegistry:
         node = app.remote.get(key)
         if node is not None:
             return await self._remote.stats(app, key, node)
-        return pool_stats(app.pools[key])
+        return app.pools[key].stats()
 
     async def update_autoscaler(
         self, app: HostedApp, key: str, changes: AutoscalerChanges
@@ -268,12 +267,12 @@ class AppRegistry:
         app.overrides[key] = merged
         node = app.remote.get(key)
         if node is not None:
-            await self._remote.update(app, key, node, wire_settings(settings))
+            await self._remote.update(app, key, node, settings.to_settings())
         else:
             app.pools[key].update(settings)
         if not app.ephemeral:
             self._records.save(app.environment, app.app, app.record())
-        log.info("autoscaler_updated", app=app.app, function=key, **settings.to_wire())
+        log.info("autoscaler_updated", app=app.app, function=key, **dataclasses.asdict(settings))
         return settings
 
     async def queue_depth(self, name: str) -> int:
@@ -521,17 +520,17 @@ class AppRegistry:
         """The pools this agent runs for its primary."""
         return tuple(placed_pool(app, key) for app in self._apps.values() for key in app.pools)
 
-    def _placed_app(self, pool: PlacedPool, node: str) -> ContainerPool:
+    def _placed_pool(self, pool: PlacedPool, node: str) -> ContainerPool:
         app = self._apps.get(self._slot(pool))
         if app is None or pool.key not in app.pools:
             raise exceptions.NotFoundError(f"node {node} runs no pool {pool.key!r}")
         return app.pools[pool.key]
 
     def placed_stats(self, pool: PlacedPool, node: str) -> PoolStats:
-        return pool_stats(self._placed_app(pool, node))
+        return self._placed_pool(pool, node).stats()
 
     def update_placed(self, pool: PlacedPool, node: str, settings: Autoscaling) -> None:
-        self._placed_app(pool, node).update(settings)
+        self._placed_pool(pool, node).update(settings)
 
     # No lock for these: each change is made between two awaits, so none sees another's
     # half done, and one pool's start (its containers' imports) does not hold up another's.

@@ -63,7 +63,6 @@ from warren.wire.signing import CONTROL_MAX_SIZE, Signer
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.cancel_listener import CancelListener
 from warren_engine.daemon.gateway import Gateway
-from warren_engine.daemon.hosted_app import wire_settings
 from warren_engine.daemon.secret_store import redacted
 from warren_engine.nodes.agent import AgentPools
 from warren_engine.publisher import BROKER_ERRORS
@@ -201,7 +200,7 @@ class ControlPlane:
     async def _update_autoscaler(self, request: UpdateAutoscaler) -> AutoscalerSettings:
         app, key = self._registry.find_pool(request.pool)
         settings = await self._registry.update_autoscaler(app, key, request.changes)
-        return wire_settings(settings)
+        return settings.to_settings()
 
     # -- secrets -----------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from warren import exceptions
 from warren.wire import naming
-from warren.wire.control import AutoscalerSettings, PoolStats
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.pool.autoscaler import Autoscaling
@@ -65,38 +64,6 @@ def pool_key(tag: str, variant: str | None = None) -> str:
 
 def specs_by_key(specs: Iterable[FunctionSpec]) -> dict[str, FunctionSpec]:
     return {pool_key(spec.tag, spec.variant): spec for spec in specs}
-
-
-def wire_settings(settings: Autoscaling) -> AutoscalerSettings:
-    return AutoscalerSettings(
-        settings.min_containers,
-        settings.max_containers,
-        settings.buffer_containers,
-        settings.scaledown_window,
-    )
-
-
-def engine_settings(settings: AutoscalerSettings) -> Autoscaling:
-    return Autoscaling(
-        settings.min_containers,
-        settings.max_containers,
-        settings.buffer_containers,
-        settings.scaledown_window,
-    )
-
-
-def pool_stats(pool: ContainerPool) -> PoolStats:
-    """What a pool here reports, in its wire form."""
-    stats = pool.stats()
-    return PoolStats(
-        queued_inputs=stats["queued_inputs"],
-        running_inputs=stats["running_inputs"],
-        containers=stats["containers"],
-        pids=tuple(stats["pids"]),
-        autoscaler=wire_settings(pool.autoscaling),
-        messages_received=stats["messages_received"],
-        inputs_received=stats["inputs_received"],
-    )
 
 
 @dataclass(slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import orjson
 from warren.exceptions import NotFoundError
@@ -34,7 +33,7 @@ class SecretStore:
             / f"{naming.check_part('secret name', name)}.json"
         )
 
-    def put(self, environment: str, name: str, values: dict[str, Any]) -> None:
+    def put(self, environment: str, name: str, values: dict[str, str]) -> None:
         checked = check_env_values(values, f"secret {name!r}")
         write_atomically(self._path(environment, name), orjson.dumps(checked))  # mode 0600
 

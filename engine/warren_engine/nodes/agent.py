@@ -23,8 +23,8 @@ from warren.wire import naming
 from warren.wire.control import DropPool, GetPoolStats, HostPool, JoinNode, PoolStats, UpdatePool
 
 from warren_engine.daemon.app_registry import AppRegistry
-from warren_engine.daemon.hosted_app import engine_settings
 from warren_engine.nodes.primary import HEARTBEAT_SECONDS, node_offer
+from warren_engine.pool.autoscaler import Autoscaling
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,9 @@ class AgentPools:
         return self._registry.placed_stats(request.pool, self.name)
 
     def update_pool(self, request: UpdatePool) -> None:
-        self._registry.update_placed(request.pool, self.name, engine_settings(request.settings))
+        self._registry.update_placed(
+            request.pool, self.name, Autoscaling.from_settings(request.settings)
+        )
 
     def heartbeat(self) -> JoinNode:
         return JoinNode(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from warren.exceptions import InvalidError
+from warren.wire.control import AutoscalerSettings
 from warren.wire.spec import check_autoscaling
 
 AUTOSCALER_FIELDS = ("min_containers", "max_containers", "buffer_containers", "scaledown_window")
@@ -45,8 +46,20 @@ class Autoscaling:
             raise InvalidError(f"unknown autoscaler settings: {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def to_wire(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_settings(self) -> AutoscalerSettings:
+        """As control replies carry it (``update_autoscaler``, stats)."""
+        return AutoscalerSettings(
+            self.min_containers, self.max_containers, self.buffer_containers, self.scaledown_window
+        )
+
+    @classmethod
+    def from_settings(cls, settings: AutoscalerSettings) -> Self:
+        return cls(
+            settings.min_containers,
+            settings.max_containers,
+            settings.buffer_containers,
+            settings.scaledown_window,
+        )
 
 
 @dataclass(frozen=True, slots=True)

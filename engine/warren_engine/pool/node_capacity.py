@@ -67,12 +67,6 @@ class Node:
     def labels(self) -> dict[str, object]:
         return {"region": self.region, "cloud": self.cloud, "gpus": self.gpus}
 
-    def check(self, spec: FunctionSpec) -> None:
-        """Raise ``InvalidError`` naming the request if this node can never run ``spec``."""
-        problem = self.problem(spec)
-        if problem is not None:
-            raise InvalidError(problem)
-
     def problem(self, spec: FunctionSpec) -> str | None:
         """Why this node can never run ``spec`` (naming the request), or None if it can."""
         gpu = parse_gpu(spec.gpu)
@@ -114,9 +108,12 @@ class Node:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Node:
         return cls(
-            float(data["cpus"]), int(data["memory"]), dict(data.get("gpus") or {}),
-            data.get("region"), data.get("cloud"),
-        )  # fmt: skip
+            float(data["cpus"]),
+            int(data["memory"]),
+            dict(data.get("gpus") or {}),
+            data.get("region"),
+            data.get("cloud"),
+        )
 
     def reserve(self, spec: FunctionSpec) -> bool:
         """Take a container's requests from the capacity left, if they fit."""

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from warren import exceptions
 from warren.config import Settings
+from warren.wire.control import PoolStats
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.container import EXIT_REPLACED, ContainerConfig
@@ -224,19 +225,17 @@ class ContainerPool:
             if lost:
                 self._log.error("containers_not_reaped", count=len(lost))
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> PoolStats:
         members = [m for m in self._members.values() if m.process.alive]
-        return {
-            "queued_inputs": self._queued,
-            "running_inputs": sum(m.running for m in members),
-            "containers": len(members),
-            "pids": sorted(m.process.pid for m in members),
-            "autoscaler": self.autoscaling.to_wire(),
-            # Messages and inputs the pool's containers received: their ratio is the
-            # batching on the wire.
-            "messages_received": self._retired_messages + sum(m.messages for m in members),
-            "inputs_received": self._retired_inputs + sum(m.inputs for m in members),
-        }
+        return PoolStats(
+            queued_inputs=self._queued,
+            running_inputs=sum(m.running for m in members),
+            containers=len(members),
+            pids=tuple(sorted(m.process.pid for m in members)),
+            autoscaler=self.autoscaling.to_settings(),
+            messages_received=self._retired_messages + sum(m.messages for m in members),
+            inputs_received=self._retired_inputs + sum(m.inputs for m in members),
+        )
 
     # -- scaling -----------------------------------------------------------------------
 

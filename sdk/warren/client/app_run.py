@@ -136,10 +136,15 @@ async def _start_engine(client: Client, run_id: str) -> subprocess.Popen[bytes]:
     env["WARREN_BROKER_URL"] = client.settings.broker_url
     env.setdefault("WARREN_LOG_LEVEL", "warning")
     command = [
-        sys.executable, "-P", "-m", "warren_engine",
-        "--run-id", run_id,
-        "--parent-pid", str(os.getpid()),
-    ]  # fmt: skip
+        sys.executable,
+        "-P",
+        "-m",
+        "warren_engine",
+        "--run-id",
+        run_id,
+        "--parent-pid",
+        str(os.getpid()),
+    ]
     # A session of its own: Ctrl-C in the user's terminal reaches the client, which then
     # stops the app and this engine in order, instead of killing the engine mid-call.
     engine = subprocess.Popen(

@@ -106,7 +106,8 @@ class FunctionSpec:
         check_autoscaling(
             self.min_containers, self.max_containers, self.buffer_containers, self.scaledown_window
         )
-        if not isinstance(self.timeout, int | float) or self.timeout <= 0:
+        timeout = self.timeout
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise InvalidError(
                 f"timeout must be a positive number of seconds, got {self.timeout!r}"
             )
