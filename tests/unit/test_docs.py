@@ -37,3 +37,14 @@ def test_the_readme_links_to_the_architecture_document() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "(docs/architecture.md)" in readme
     assert (ROOT / "docs" / "architecture.md").exists()
+
+
+def test_the_architecture_document_draws_the_exception_tree_of_the_code() -> None:
+    from warren import exceptions
+
+    doc = exceptions.__doc__ or ""
+    lines = doc.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "WarrenError")
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    tree = "\n".join(line.removeprefix("    ") for line in lines[start:end])
+    assert f"```\n{tree}\n```" in (ROOT / "docs" / "architecture.md").read_text()
