@@ -1,11 +1,11 @@
 """The client's connection to the broker: publishing calls, receiving results.
 
-One :class:`Client` per event loop. It owns a robust aio-pika connection with two
-channels: one publishes (publisher confirms, ``mandatory=True``: a call to a queue
-that does not exist comes back as ``NotFoundError`` at once instead of vanishing),
-the other consumes the client's own result queue (:mod:`warren.consumer`, results
-acknowledged in bulk). Every message is signed on the way out and verified on the
-way in (:mod:`warren.wire.signing`).
+One :class:`Client` per event loop. It owns a connection that comes back by itself
+(:mod:`warren.wire.session`, on Warren's AMQP driver) with two channels: one publishes
+(publisher confirms, ``mandatory=True``: a call to a queue that does not exist comes
+back as ``NotFoundError`` at once instead of vanishing), the other consumes the client's
+own result queue (results acknowledged in bulk). Every message is signed on the way out
+and verified on the way in (:mod:`warren.wire.signing`).
 
 When the broker goes away (a restart, a forced close) the connection comes back by
 itself and re-subscribes; a publish that fails meanwhile waits for it and is sent
