@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from dataclasses import dataclass
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, HeadersType
 from aio_pika.exceptions import AMQPError
 from warren.wire import naming, topology
 from warren.wire.protocol import KIND_CALLS
@@ -25,6 +25,20 @@ log = structlog.get_logger(__name__)
 # What the engine's own (aio-pika) broker path may raise: what settling a message the
 # engine took may meet and shrug off (the broker redelivers what is not settled).
 BROKER_ERRORS = (AMQPError, RuntimeError, OSError)
+
+# A dead letter's header naming the queue it was taken from (beside topology.REASON_HEADER).
+SOURCE_QUEUE_HEADER = "x-warren-queue"
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedProperties:
+    """The properties of a message that a copy of it (a dead letter) carries over: which
+    input it is, where its result goes, and what kind of message it is."""
+
+    message_id: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    type: str | None = None
 
 
 def call_message(body: bytes, correlation_id: str | None, reply_to: str | None) -> aio_pika.Message:
@@ -38,6 +52,22 @@ def call_message(body: bytes, correlation_id: str | None, reply_to: str | None) 
     )
 
 
+def dead_letter_message(
+    body: bytes, *, reason: str, source_queue: str, carried: CarriedProperties
+) -> aio_pika.Message:
+    """A persistent copy of a message for the dead-letter queue, saying why it is there.
+    Its headers are a dict because aio-pika takes them as one."""
+    return aio_pika.Message(
+        body,
+        message_id=carried.message_id,
+        correlation_id=carried.correlation_id,
+        reply_to=carried.reply_to,
+        type=carried.type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers={topology.REASON_HEADER: reason, SOURCE_QUEUE_HEADER: source_queue},
+    )
+
+
 async def dead_letter(
     channel: AbstractChannel,
     environment: str,
@@ -45,21 +75,12 @@ async def dead_letter(
     *,
     reason: str,
     source_queue: str,
-    properties: dict[str, Any] | None = None,
+    carried: CarriedProperties = CarriedProperties(),
 ) -> None:
     """Put a message in the environment's dead-letter queue with the reason it is there."""
-    props = properties or {}
     exchange = await channel.get_exchange(naming.dead_letter_exchange(), ensure=False)
     await exchange.publish(
-        aio_pika.Message(
-            body,
-            message_id=props.get("message_id"),
-            correlation_id=props.get("correlation_id"),
-            reply_to=props.get("reply_to"),
-            type=props.get("type"),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={topology.REASON_HEADER: reason, "x-warren-queue": source_queue},
-        ),
+        dead_letter_message(body, reason=reason, source_queue=source_queue, carried=carried),
         routing_key=naming.dead_letter_queue(environment),
     )
     log.warning("message_dead_lettered", queue=source_queue, reason=reason)
@@ -84,7 +105,7 @@ class Republisher:
         """Publish sealed call batches to ``queue``, now or after ``delay_ms``; confirmed."""
         if delay_ms <= 0:
             exchange = self._channel.default_exchange
-            headers: dict[str, Any] = {}
+            headers: HeadersType = {}
         else:
             # Declared at every use: a delay queue expires a minute after it was last used.
             exchange = await topology.declare_delay_queue(
@@ -97,7 +118,7 @@ class Republisher:
         await asyncio.gather(*(exchange.publish(m, routing_key=queue) for m in messages))
 
     async def dead_letter(
-        self, body: bytes, *, reason: str, source_queue: str, properties: dict[str, Any]
+        self, body: bytes, *, reason: str, source_queue: str, carried: CarriedProperties
     ) -> None:
         await dead_letter(
             self._channel,
@@ -105,5 +126,5 @@ class Republisher:
             body,
             reason=reason,
             source_queue=source_queue,
-            properties=properties,
+            carried=carried,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from warren.wire.control import NodeOffer
 from warren.wire.spec import FunctionSpec
 from warren_engine.pool.node_capacity import Node
 
@@ -122,17 +123,24 @@ def test_releasing_more_than_was_reserved_leaves_nothing_reserved() -> None:
     assert (node.reserved_cpu, node.reserved_memory) == (0.0, 0)
 
 
-def test_a_node_s_capacity_and_labels_travel_over_the_wire_but_its_reservations_do_not() -> None:
+def test_a_node_s_capacity_and_labels_travel_in_its_offer_but_its_reservations_do_not() -> None:
     node = Node(cpus=4.5, memory=2048, gpus={"H100": 2}, region="eu", cloud="aws")
     node.reserve(_spec(cpu=[1.0, None]))
-    copy = Node.from_wire(node.to_wire())
+    copy = Node.offered(node.offer())
     assert copy == Node(cpus=4.5, memory=2048, gpus={"H100": 2}, region="eu", cloud="aws")
     assert copy.reserved_cpu == 0.0
 
 
-def test_a_node_from_the_wire_without_gpus_or_labels_has_none() -> None:
-    node = Node.from_wire({"cpus": 2, "memory": 512})
+def test_a_node_offered_without_gpus_or_labels_has_none() -> None:
+    node = Node.offered(NodeOffer(2, 512, {}, None, None))
     assert (node.gpus, node.region, node.cloud) == ({}, None, None)
+
+
+def test_a_node_made_from_an_offer_does_not_share_its_gpus() -> None:
+    offer = NodeOffer(2, 512, {"H100": 1}, None, None)
+    node = Node.offered(offer)
+    node.gpus["H100"] = 0
+    assert offer.gpus == {"H100": 1}
 
 
 def test_a_container_sees_as_many_gpus_as_its_function_asks_for() -> None:

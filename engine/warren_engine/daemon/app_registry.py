@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,10 @@ from warren_engine.daemon.failed_inputs import answer_queued
 from warren_engine.daemon.hosted_app import (
     HostedApp,
     check_timeouts,
+    merged_changes,
     pool_key,
     specs_by_key,
+    with_changes,
 )
 from warren_engine.daemon.leases import watch_leases
 from warren_engine.daemon.records import Registry
@@ -141,7 +142,7 @@ class AppRegistry:
             if previous is not None:
                 await self._replace(previous, app)
             if not ephemeral:
-                self._records.save(environment, app_name, app.record())
+                self._records.save(app.record())
                 self._records.prune_code(environment, app_name, keep=code_path)
             self._apps[(environment, instance)] = app
         log.info("app_registered", app=app_name, instance=instance, ephemeral=ephemeral)
@@ -150,21 +151,10 @@ class AppRegistry:
     async def restore(self) -> None:
         """Bring back the deployed apps recorded on disk (after an engine restart)."""
         for record in self._records.load_all():
-            environment, name = record["environment"], record["app"]
-            specs = specs_by_key(FunctionSpec.from_wire(data) for data in record["functions"])
-            app = HostedApp(
-                environment,
-                name,
-                name,
-                specs,
-                self._records.directory(environment, name) / record["code"],
-                False,
-                tuple(record.get("sys_path", ())),
-                dict(record.get("overrides", {})),
-                deployed_at=float(record.get("deployed_at", time.time())),
-            )
+            app = HostedApp.restored(record, self._records.code_path(record))
+            environment, name = app.environment, app.app
             try:
-                self._check(environment, specs, placing=False)  # agents may not have joined
+                self._check(environment, app.specs, placing=False)  # agents may not have joined
                 await self._start(app, self._warm(app, at_least=0), restoring=True)
             except exceptions.WarrenError as exc:
                 log.error("app_not_restored", app=name, environment=environment, reason=str(exc))
@@ -256,14 +246,8 @@ class AppRegistry:
     async def update_autoscaler(
         self, app: HostedApp, key: str, changes: AutoscalerChanges
     ) -> Autoscaling:
-        given = {
-            "min_containers": changes.min_containers,
-            "max_containers": changes.max_containers,
-            "buffer_containers": changes.buffer_containers,
-            "scaledown_window": changes.scaledown_window,
-        }
-        merged = {**app.overrides.get(key, {}), **{k: v for k, v in given.items() if v is not None}}
-        settings = app.autoscaling(key, self.node.cpus).updated(merged)  # validates
+        merged = merged_changes(app.overrides.get(key), changes)
+        settings = with_changes(app.autoscaling(key, self.node.cpus), merged)  # validates
         app.overrides[key] = merged
         node = app.remote.get(key)
         if node is not None:
@@ -271,7 +255,7 @@ class AppRegistry:
         else:
             app.pools[key].update(settings)
         if not app.ephemeral:
-            self._records.save(app.environment, app.app, app.record())
+            self._records.save(app.record())
         log.info("autoscaler_updated", app=app.app, function=key, **dataclasses.asdict(settings))
         return settings
 
@@ -421,7 +405,7 @@ class AppRegistry:
                 app.remote.pop(key, None)
                 raise
             if not app.ephemeral:
-                self._records.save(app.environment, app.app, app.record())
+                self._records.save(app.record())
         log.info("variant_created", app=app.app, function=tag, variant=spec.variant)
         return spec
 

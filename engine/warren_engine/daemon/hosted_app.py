@@ -9,16 +9,18 @@ the engine the broker's value (``broker_config`` raises it to 7 days).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from warren import exceptions
 from warren.wire import naming
+from warren.wire.control import AutoscalerChanges
 from warren.wire.spec import FunctionSpec
 
+from warren_engine.daemon.records import DeploymentRecord
 from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.pool import ContainerPool
 
@@ -66,6 +68,21 @@ def specs_by_key(specs: Iterable[FunctionSpec]) -> dict[str, FunctionSpec]:
     return {pool_key(spec.tag, spec.variant): spec for spec in specs}
 
 
+def merged_changes(
+    earlier: AutoscalerChanges | None, later: AutoscalerChanges
+) -> AutoscalerChanges:
+    """What ``earlier`` set, with what ``later`` sets over it."""
+    if earlier is None:
+        return later
+    given = {key: value for key, value in dataclasses.asdict(later).items() if value is not None}
+    return dataclasses.replace(earlier, **given)
+
+
+def with_changes(settings: Autoscaling, changes: AutoscalerChanges | None) -> Autoscaling:
+    """``settings`` with what ``changes`` sets; ``InvalidError`` if that makes no sense."""
+    return settings if changes is None else settings.updated(dataclasses.asdict(changes))
+
+
 @dataclass(slots=True)
 class HostedApp:
     """An app and its pools. ``specs`` holds its functions by tag and the variants made
@@ -81,7 +98,8 @@ class HostedApp:
     code_path: Path
     ephemeral: bool
     sys_path: tuple[str, ...] = ()
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # update_autoscaler's, by pool key: until the next deploy.
+    overrides: dict[str, AutoscalerChanges] = field(default_factory=dict)
     pools: dict[str, ContainerPool] = field(default_factory=dict)
     # Pools placed on agent nodes: key -> node name (see warren_engine.nodes.primary); and restored
     # pools that wait for a node able to run them to join.
@@ -106,15 +124,31 @@ class HostedApp:
             spec.buffer_containers,
             spec.scaledown_window,
         )
-        return base.updated(self.overrides.get(key, {}))
+        return with_changes(base, self.overrides.get(key))
 
-    def record(self) -> dict[str, Any]:
-        return {
-            "environment": self.environment,
-            "app": self.app,
-            "functions": [spec.to_wire() for spec in self.specs.values()],
-            "code": self.code_path.name,
-            "sys_path": list(self.sys_path),
-            "overrides": self.overrides,
-            "deployed_at": self.deployed_at,
-        }
+    def record(self) -> DeploymentRecord:
+        """What the engine keeps of this (deployed) app on disk."""
+        return DeploymentRecord(
+            self.environment,
+            self.app,
+            tuple(self.specs.values()),
+            self.code_path.name,
+            self.sys_path,
+            dict(self.overrides),
+            self.deployed_at,
+        )
+
+    @classmethod
+    def restored(cls, record: DeploymentRecord, code_path: Path) -> HostedApp:
+        """The deployed app ``record`` describes, its code at ``code_path``, no pools yet."""
+        return cls(
+            record.environment,
+            record.app,
+            record.app,
+            specs_by_key(record.specs),
+            code_path,
+            ephemeral=False,
+            sys_path=record.sys_path,
+            overrides=dict(record.overrides),
+            deployed_at=record.deployed_at,
+        )

@@ -23,7 +23,7 @@ from warren.wire import naming
 from warren.wire.control import DropPool, GetPoolStats, HostPool, JoinNode, PoolStats, UpdatePool
 
 from warren_engine.daemon.app_registry import AppRegistry
-from warren_engine.nodes.primary import HEARTBEAT_SECONDS, node_offer
+from warren_engine.nodes.primary import HEARTBEAT_SECONDS
 from warren_engine.pool.autoscaler import Autoscaling
 
 log = structlog.get_logger(__name__)
@@ -56,9 +56,7 @@ class AgentPools:
         )
 
     def heartbeat(self) -> JoinNode:
-        return JoinNode(
-            self.name, self.queue, node_offer(self._registry.node), self._registry.placed()
-        )
+        return JoinNode(self.name, self.queue, self._registry.node.offer(), self._registry.placed())
 
     async def keep_joining(self, client: Client) -> None:
         """Tell the primary about this node, over and over (it may start after us)."""

@@ -31,7 +31,6 @@ from warren.wire.control import (
     HostPool,
     JoinNode,
     NodeInfo,
-    NodeOffer,
     PlacedPool,
     PoolStats,
     UpdatePool,
@@ -46,14 +45,6 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_SECONDS = 2.0
 HEARTBEATS_MISSED = 3
 AGENT_TIMEOUT = 120.0  # placing a pool starts containers, which may import a lot
-
-
-def node_offer(node: Node) -> NodeOffer:
-    return NodeOffer(node.cpus, node.memory, dict(node.gpus), node.region, node.cloud)
-
-
-def offered_node(offer: NodeOffer) -> Node:
-    return Node(offer.cpus, offer.memory, dict(offer.gpus), offer.region, offer.cloud)
 
 
 def placed_pool(app: HostedApp, key: str) -> PlacedPool:
@@ -83,7 +74,7 @@ class Nodes:
     def joined(self, heartbeat: JoinNode) -> Agent:
         """Record an agent's heartbeat (the agent, as it is now)."""
         agent = self.agents.get(heartbeat.name)
-        node = offered_node(heartbeat.node)
+        node = Node.offered(heartbeat.node)
         if agent is None or agent.queue != heartbeat.queue:
             agent = self.agents[heartbeat.name] = Agent(heartbeat.name, heartbeat.queue, node)
         agent.node, agent.seen = node, time.monotonic()
@@ -107,10 +98,9 @@ class Nodes:
         raise InvalidError(problem)
 
     def listing(self) -> tuple[NodeInfo, ...]:
-        local = NodeInfo("primary", node_offer(self.local), alive=True, pools=0)
+        local = NodeInfo("primary", self.local.offer(), alive=True, pools=0)
         agents = [
-            NodeInfo(a.name, node_offer(a.node), a.alive, len(a.pools))
-            for a in self.agents.values()
+            NodeInfo(a.name, a.node.offer(), a.alive, len(a.pools)) for a in self.agents.values()
         ]
         return (local, *agents)
 

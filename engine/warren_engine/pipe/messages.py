@@ -165,7 +165,8 @@ class Requeue:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Put this message in the dead-letter queue, for ``reason``, with these properties.
+    """Put this message in the dead-letter queue, for ``reason``, with these properties
+    of the original (the publisher's ``CarriedProperties``).
 
     ``replaces`` names a crashed message it stands for: it must never run again.
     """
@@ -202,15 +203,6 @@ class DeadLetter:
             fields.maybe_text(),
             fields.maybe_text(),
         )
-
-    def properties(self) -> dict[str, str | None]:
-        """The properties the dead letter carries over from the original."""
-        return {
-            "message_id": self.message_id,
-            "correlation_id": self.correlation_id,
-            "reply_to": self.reply_to,
-            "type": self.type,
-        }
 
 
 # What the crash ledger (warren_engine.pool.crash_ledger) says of a redelivered message.

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from warren.config import Settings
 from warren.exceptions import ConfigError, InvalidError
+from warren.wire.control import NodeOffer
 from warren.wire.spec import FunctionSpec, parse_gpu
 
 MIB = 1024 * 1024
@@ -96,24 +96,15 @@ class Node:
             )
         return None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "cpus": self.cpus,
-            "memory": self.memory,
-            "gpus": self.gpus,
-            "region": self.region,
-            "cloud": self.cloud,
-        }
+    def offer(self) -> NodeOffer:
+        """What this node offers, as an agent's heartbeat and a node listing carry it (its
+        reservations stay here)."""
+        return NodeOffer(self.cpus, self.memory, dict(self.gpus), self.region, self.cloud)
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> Node:
-        return cls(
-            float(data["cpus"]),
-            int(data["memory"]),
-            dict(data.get("gpus") or {}),
-            data.get("region"),
-            data.get("cloud"),
-        )
+    def offered(cls, offer: NodeOffer) -> Node:
+        """A node offering what ``offer`` says, nothing reserved on it yet."""
+        return cls(offer.cpus, offer.memory, dict(offer.gpus), offer.region, offer.cloud)
 
     def reserve(self, spec: FunctionSpec) -> bool:
         """Take a container's requests from the capacity left, if they fit."""

@@ -55,7 +55,7 @@ from warren_engine.pool.cores import CorePlacement, pinnable
 from warren_engine.pool.crash_ledger import CrashLedger
 from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.processes import ContainerProcess
-from warren_engine.publisher import BROKER_ERRORS, Republisher
+from warren_engine.publisher import BROKER_ERRORS, CarriedProperties, Republisher
 
 log = structlog.get_logger(__name__)
 
@@ -454,7 +454,9 @@ class ContainerPool:
             query.body,
             reason=query.reason,
             source_queue=self.config.queue,
-            properties=query.properties(),
+            carried=CarriedProperties(
+                query.message_id, query.correlation_id, query.reply_to, query.type
+            ),
         )
         if query.replaces:  # now in the queue: the crashed original must not run
             self._ledger.replaced(query.replaces)
