@@ -2,7 +2,7 @@
 
 The options are declared once, in :class:`FunctionOptions`: each key's name and type is
 what both signatures accept (``**options: Unpack[...]``), and its ``Annotated`` metadata
-is the :class:`Option` that checks a value and turns it into the plain fields of a
+is the :class:`Option` that checks a value and turns it into the fields of a
 :class:`~warren.wire.spec.FunctionSpec`, on the caller's side, so that a bad value raises
 ``InvalidError`` before anything is sent. An option not given (or given as ``None``)
 leaves the spec's default, or, in ``with_options``, the original's value. The options
@@ -24,7 +24,7 @@ from warren.secrets import Secret, check_env_name
 from warren.volumes import CloudBucketMount, Volume
 from warren.wire import naming
 from warren.wire.retries import Retries
-from warren.wire.spec import parse_gpu
+from warren.wire.spec import VolumeRef, parse_gpu
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +86,13 @@ def _secrets(value: Any) -> dict[str, Any]:
     for secret in value:
         if not isinstance(secret, Secret):
             raise InvalidError(f"secrets must be a list of warren.Secret, got {secret!r}")
-    return {"secrets": [secret.to_wire() for secret in value]}
+    return {"secrets": tuple(secret.ref() for secret in value)}
 
 
 def _volumes(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidError("volumes must be a dict of absolute paths to warren.Volume")
-    checked = {}
+    checked: dict[str, VolumeRef] = {}
     for path, volume in value.items():
         if isinstance(volume, CloudBucketMount):
             raise volume.not_supported()
@@ -100,7 +100,7 @@ def _volumes(value: Any) -> dict[str, Any]:
             raise InvalidError(f"volumes[{path!r}] must be an warren.Volume, got {volume!r}")
         if not isinstance(path, str) or not path.startswith("/") or path.rstrip("/") == "":
             raise InvalidError(f"a volume's mount path must be absolute (not '/'), got {path!r}")
-        checked[path.rstrip("/")] = volume.to_wire()
+        checked[path.rstrip("/")] = volume.ref()
     return {"volumes": checked}
 
 

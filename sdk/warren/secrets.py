@@ -22,6 +22,7 @@ from typing import Any
 
 from warren.exceptions import InvalidError
 from warren.wire import naming
+from warren.wire.spec import InlineSecret, NamedSecret, SecretRef
 
 _ENV_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 
@@ -77,8 +78,9 @@ class Secret:
             raise InvalidError(f"cannot read the dotenv file {str(path)!r}: {exc}") from exc
         return cls(values=check_env_values(parse_dotenv(text), f"dotenv file {str(path)!r}"))
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name} if self.name is not None else {"values": dict(self.values)}
+    def ref(self) -> SecretRef:
+        """How a function's spec refers to this secret."""
+        return NamedSecret(self.name) if self.name is not None else InlineSecret(dict(self.values))
 
     def __repr__(self) -> str:
         if self.name is not None:

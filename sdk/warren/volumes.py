@@ -17,6 +17,7 @@ from typing import Any
 
 from warren.exceptions import InvalidError
 from warren.wire import naming
+from warren.wire.spec import VolumeRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +34,9 @@ class Volume:
     def from_name(cls, name: str, *, create_if_missing: bool = False) -> Volume:
         return cls(name, create_if_missing)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name, "create_if_missing": self.create_if_missing}
+    def ref(self) -> VolumeRef:
+        """How a function's spec refers to this volume."""
+        return VolumeRef(self.name, self.create_if_missing)
 
 
 class CloudBucketMount:

@@ -20,34 +20,40 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from warren.exceptions import InvalidError
+from warren.wire.spec import WEB_METHODS, ParamKind, WebEndpoint, WebMethod, WebParam
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-METHODS = ("GET", "POST")
 ATTRIBUTE = "__warren_web__"
 # Annotations the gateway converts a query string value to.
-CONVERTIBLE = {"int": "int", "float": "float", "bool": "bool", "str": "str"}
+CONVERTIBLE: dict[str, ParamKind] = {"int": "int", "float": "float", "bool": "bool", "str": "str"}
 
 
 def web_endpoint(*, method: str = "GET") -> Callable[[F], F]:
     """Serve the function (decorated by ``@app.function()`` above this) over HTTP."""
-    if not isinstance(method, str) or method.upper() not in METHODS:
-        raise InvalidError(f"method must be one of {METHODS}, got {method!r}")
+    verb = _method(method)
 
     def mark(fn: F) -> F:
         if not callable(fn) or hasattr(fn, "spec"):
             raise InvalidError(
                 "put @warren.web_endpoint(...) below @app.function(), on the function"
             )
-        setattr(fn, ATTRIBUTE, {"method": method.upper(), **describe_parameters(fn)})
+        setattr(fn, ATTRIBUTE, describe_parameters(fn, verb))
         return fn
 
     return mark
 
 
-def describe_parameters(fn: Callable[..., Any]) -> dict[str, Any]:
+def _method(method: Any) -> WebMethod:
+    for known in WEB_METHODS:
+        if isinstance(method, str) and method.upper() == known:
+            return known
+    raise InvalidError(f"method must be one of {WEB_METHODS}, got {method!r}")
+
+
+def describe_parameters(fn: Callable[..., Any], method: WebMethod = "GET") -> WebEndpoint:
     """What the gateway checks requests against: names, which are required, their types."""
-    params: dict[str, str] = {}
+    params: list[WebParam] = []
     required: list[str] = []
     var_keyword = False
     for parameter in inspect.signature(fn).parameters.values():
@@ -60,7 +66,7 @@ def describe_parameters(fn: Callable[..., Any]) -> dict[str, Any]:
             raise InvalidError(f"a web endpoint takes keyword arguments: {parameter.name!r} is not")
         annotation = parameter.annotation
         name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-        params[parameter.name] = CONVERTIBLE.get(name, "")
+        params.append(WebParam(parameter.name, CONVERTIBLE.get(name, "")))
         if parameter.default is inspect.Parameter.empty:
             required.append(parameter.name)
-    return {"params": params, "required": required, "var_keyword": var_keyword}
+    return WebEndpoint(method, tuple(params), tuple(required), var_keyword)

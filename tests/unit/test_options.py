@@ -12,7 +12,15 @@ from warren.options import (
     check_variant_options,
 )
 from warren.wire.control import JoinNode, NodeOffer
-from warren.wire.spec import OVERRIDABLE, FunctionSpec, parse_gpu, variant_name
+from warren.wire.spec import (
+    OVERRIDABLE,
+    FunctionSpec,
+    InlineSecret,
+    NamedSecret,
+    VolumeRef,
+    parse_gpu,
+    variant_name,
+)
 from warren_engine.nodes.primary import Nodes
 from warren_engine.pool.node_capacity import Node
 
@@ -30,8 +38,8 @@ def test_options_become_spec_fields() -> None:
         timeout=None,
     )
     assert fields["cpu"] == [0.5, 2.0] and fields["memory"] == [512, None]
-    assert fields["secrets"] == [{"values": {"K": "v"}}, {"name": "db"}]
-    assert fields["volumes"] == {"/data": {"name": "cache", "create_if_missing": False}}
+    assert fields["secrets"] == (InlineSecret({"K": "v"}), NamedSecret("db"))
+    assert fields["volumes"] == {"/data": VolumeRef("cache", create_if_missing=False)}
     assert fields["max_retries"] == 2 and fields["region"] == ["eu"]
     assert "timeout" not in fields  # None: not given
     assert parse_gpu("a100:2") == ("A100", 2) and parse_gpu("any") == ("any", 1)

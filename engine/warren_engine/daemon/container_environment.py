@@ -35,13 +35,13 @@ class Provisions:
         """``{path: (name, directory)}`` of a spec's volumes, made if asked to be."""
         found = {}
         for path, volume in spec.volumes.items():
-            directory = self.state_dir / "volumes" / environment / volume["name"]
+            directory = self.state_dir / "volumes" / environment / volume.name
             if not directory.is_dir():
-                if not volume.get("create_if_missing"):
+                if not volume.create_if_missing:
                     raise exceptions.NotFoundError(
-                        f"volume {volume['name']!r} does not exist in environment "
+                        f"volume {volume.name!r} does not exist in environment "
                         f"{environment!r}: use Volume.from_name(..., create_if_missing=True)"
                     )
                 directory.mkdir(parents=True, exist_ok=True)
-            found[path] = (volume["name"], str(directory))
+            found[path] = (volume.name, str(directory))
         return found

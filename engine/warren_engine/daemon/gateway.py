@@ -10,7 +10,8 @@ and traceback only when the engine runs with ``WARREN_HTTP_DEBUG=1``.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import orjson
 import structlog
@@ -21,7 +22,7 @@ from warren.exceptions import MessageTooLargeError, NotFoundError, Serialization
 from warren.wire import failure
 from warren.wire.codec import FORMAT_JSON
 from warren.wire.protocol import STATUS_ERROR, STATUS_OK
-from warren.wire.spec import FunctionSpec
+from warren.wire.spec import ParamKind, WebEndpoint
 
 from warren_engine.daemon.app_registry import AppRegistry
 
@@ -41,7 +42,23 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-def _convert(name: str, kind: str, raw: str) -> Any:
+@dataclass(frozen=True, slots=True)
+class EndpointPath:
+    """The function a request's path names: ``/{environment}/{instance}/{tag}``."""
+
+    environment: str
+    instance: str
+    tag: str
+
+    ROUTE: ClassVar[str] = "/{environment}/{instance}/{tag}"
+
+    @classmethod
+    def of(cls, request: web.Request) -> EndpointPath:
+        info = request.match_info  # the ROUTE's parts, by name
+        return cls(info["environment"], info["instance"], info["tag"])
+
+
+def _convert(name: str, kind: ParamKind, raw: str) -> Any:
     try:
         if kind == "int":
             return int(raw)
@@ -56,13 +73,12 @@ def _convert(name: str, kind: str, raw: str) -> Any:
     return raw
 
 
-async def arguments(request: web.Request, spec: FunctionSpec) -> dict[str, Any]:
+async def arguments(request: web.Request, endpoint: WebEndpoint) -> dict[str, Any]:
     """The call's keyword arguments from the query string (GET) or JSON body (POST)."""
-    assert spec.web is not None
-    params: dict[str, str] = spec.web["params"]
+    kinds = endpoint.kinds()
     if request.method == "GET":
         kwargs = {
-            name: _convert(name, params.get(name, ""), value)
+            name: _convert(name, kinds.get(name, ""), value)
             for name, value in request.query.items()
         }
     else:
@@ -72,10 +88,10 @@ async def arguments(request: web.Request, spec: FunctionSpec) -> dict[str, Any]:
             raise BadRequest(400, f"the body is not valid JSON: {exc}") from None
         if not isinstance(kwargs, dict):
             raise BadRequest(422, "the body must be a JSON object of the function's arguments")
-    unknown = set(kwargs) - set(params)
-    if unknown and not spec.web["var_keyword"]:
+    unknown = set(kwargs) - set(kinds)
+    if unknown and not endpoint.var_keyword:
         raise BadRequest(422, f"unexpected parameters: {', '.join(sorted(unknown))}")
-    missing = [name for name in spec.web["required"] if name not in kwargs]
+    missing = [name for name in endpoint.required if name not in kwargs]
     if missing:
         raise BadRequest(422, f"missing parameters: {', '.join(missing)}")
     return kwargs
@@ -104,7 +120,7 @@ class Gateway:
     async def start(self) -> str:
         """Listen; the public base URL of the endpoints."""
         application = web.Application(client_max_size=self._client.signer.max_size)
-        application.router.add_route("*", "/{environment}/{instance}/{tag}", self._handle)
+        application.router.add_route("*", EndpointPath.ROUTE, self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._bind, self._port)
@@ -124,17 +140,15 @@ class Gateway:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        info = request.match_info
-        found = self._registry.function(info["environment"], info["instance"], info["tag"])
+        path = EndpointPath.of(request)
+        found = self._registry.function(path.environment, path.instance, path.tag)
         app, spec = found if found is not None else (None, None)
         if app is None or spec is None or spec.web is None:
             return _json(404, {"error": f"no web endpoint at {request.path}"})
-        if request.method != spec.web["method"]:
-            return _json(
-                405, {"error": f"{request.method} is not allowed: use {spec.web['method']}"}
-            )
+        if request.method != spec.web.method:
+            return _json(405, {"error": f"{request.method} is not allowed: use {spec.web.method}"})
         try:
-            kwargs = await arguments(request, spec)
+            kwargs = await arguments(request, spec.web)
         except BadRequest as exc:
             return _json(exc.status, {"error": str(exc)})
         target = Target(app.environment, app.app, app.instance, spec)
@@ -147,7 +161,7 @@ class Gateway:
         except NotFoundError as exc:
             return _json(404, {"error": str(exc)})
         except WarrenError as exc:
-            log.warning("web_call_failed", function=info["tag"], reason=str(exc))
+            log.warning("web_call_failed", function=path.tag, reason=str(exc))
             return _json(503, {"error": "the function could not be called"})
         if status == STATUS_OK and fmt == FORMAT_JSON:
             return web.Response(body=data, content_type="application/json")

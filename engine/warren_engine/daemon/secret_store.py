@@ -17,7 +17,7 @@ from warren.exceptions import NotFoundError
 from warren.secrets import check_env_values
 from warren.wire import naming
 from warren.wire.control import SecretKeys
-from warren.wire.spec import FunctionSpec
+from warren.wire.spec import FunctionSpec, InlineSecret, NamedSecret, RedactedSecret, SecretRef
 
 from warren_engine.daemon.records import write_atomically
 
@@ -65,17 +65,20 @@ class SecretStore:
         """What a container of ``spec`` finds in its environment: ``env``, then secrets."""
         environ: dict[str, str | None] = dict(spec.env)
         for secret in spec.secrets:
-            if secret.get("name") is not None:
-                environ.update(self.get(environment, secret["name"]))
-            else:
-                environ.update(secret.get("values", {}))
+            match secret:
+                case NamedSecret(name):
+                    environ.update(self.get(environment, name))
+                case InlineSecret(values):
+                    environ.update(values)
+                case RedactedSecret():
+                    pass  # a reply's copy of an inline secret: it has no values to give
         return environ
 
 
 def redacted(spec: FunctionSpec) -> FunctionSpec:
     """A spec for a reply to a client: secrets by name or by keys, never their values."""
-    secrets = [
-        secret if secret.get("name") is not None else {"keys": sorted(secret.get("values", {}))}
-        for secret in spec.secrets
-    ]
-    return dataclasses.replace(spec, secrets=secrets)
+    return dataclasses.replace(spec, secrets=tuple(_redacted(s) for s in spec.secrets))
+
+
+def _redacted(secret: SecretRef) -> SecretRef:
+    return secret.redacted() if isinstance(secret, InlineSecret) else secret
