@@ -12,7 +12,7 @@ from warren.config import Settings
 from warren.exceptions import EngineError
 from warren.wire.codec import packb, unpackb
 from warren.wire.spec import FunctionSpec
-from warren_engine.container.container import ContainerConfig
+from warren_engine.container.container import ContainerConfig, FunctionConfig
 from warren_engine.pipe.messages import (
     ANSWERS,
     Answered,
@@ -38,7 +38,7 @@ from warren_engine.pipe.messages import (
 from warren_engine.pipe.pipes import EngineLink, PipeReader
 from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.cancel_memory import CancelMemory
-from warren_engine.pool.pool import ContainerPool, PoolConfig
+from warren_engine.pool.pool import ContainerPool
 from warren_engine.publisher import Republisher
 
 QUERIES: list[Query] = [
@@ -206,7 +206,7 @@ def test_the_pool_has_a_handler_for_every_event_and_every_query() -> None:
         raise AssertionError("not called")
 
     pool = ContainerPool(
-        PoolConfig(
+        FunctionConfig(
             "amqp://",
             "env",
             "app",
@@ -226,16 +226,19 @@ def test_the_pool_has_a_handler_for_every_event_and_every_query() -> None:
 
 
 def test_a_container_config_survives_the_fork_servers_pickling() -> None:
-    config = ContainerConfig(
+    function = FunctionConfig(
         broker_url="amqp://guest:guest@127.0.0.1:5672/",
         environment="env",
         instance="app-1",
         queue="warren.env.app.f",
         spec=FunctionSpec("f", True, max_inputs=4),
         code_path="/code/app.pkl",
-        container_id="abc123",
         settings=Settings.from_environment({}),
         sys_path=("/src",),
+    )
+    config = ContainerConfig(
+        function,
+        container_id="abc123",
         cancelled=("i1", "i2"),
         environ={"TOKEN": "secret", "UNSET": None},
         volumes={"/data": ("volume", "/var/lib/warren/volume")},

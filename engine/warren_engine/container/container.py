@@ -68,16 +68,25 @@ HOLD_CHECK_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
-class ContainerConfig:
+class FunctionConfig:
+    """What every container of one function (or variant) shares: its pool's configuration."""
+
     broker_url: str
     environment: str
     instance: str
     queue: str
     spec: FunctionSpec
     code_path: str
-    container_id: str
     settings: Settings = field(repr=False)  # its engine's, for containers (holds the key)
     sys_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerConfig:
+    """What one container is started with: its function's configuration, and its own."""
+
+    function: FunctionConfig
+    container_id: str
     cancelled: tuple[str, ...] = ()
     environ: dict[str, str | None] = field(default_factory=dict, repr=False)
     volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -99,13 +108,15 @@ class Container:
         self._holdings = holdings
         self._on_ready = on_ready
         self._stop = asyncio.Event()
-        self._signer = signer(config.settings)
-        self._log = log.bind(container=config.container_id, function=config.spec.tag)
-        self._outbox = Outbox(config.spec, self._signer, link, self._released, self._acks_may_wait)
+        self._signer = signer(config.function.settings)
+        self._log = log.bind(container=config.container_id, function=config.function.spec.tag)
+        self._outbox = Outbox(
+            config.function.spec, self._signer, link, self._released, self._acks_may_wait
+        )
         self._triage = Triage(
-            environment=config.environment,
-            function=config.spec.tag,
-            crash_limit=config.settings.crash_limit,
+            environment=config.function.environment,
+            function=config.function.spec.tag,
+            crash_limit=config.function.settings.crash_limit,
             signer=self._signer,
             link=link,
             outbox=self._outbox,
@@ -130,7 +141,7 @@ class Container:
         self.last_active = time.monotonic()
         self.messages_received = 0
         self.inputs_received = 0
-        self._tuner = PrefetchTuner(config.spec.max_inputs)
+        self._tuner = PrefetchTuner(config.function.spec.max_inputs)
 
     @property
     def held(self) -> int:
@@ -153,7 +164,7 @@ class Container:
     async def run(self) -> None:
         self._executor = Executor(
             self._fn,
-            self.config.spec,
+            self.config.function.spec,
             self._on_done,
             on_stuck=self._replace_soon,
             max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
@@ -162,14 +173,14 @@ class Container:
         )
         self._cancels.attach(self._executor, self._exit_for_replacement)
         session = self._session = BrokerSession(
-            self.config.broker_url, f"container-{self.config.container_id}", self._setup
+            self.config.function.broker_url, f"container-{self.config.container_id}", self._setup
         )
         await session.start()
         # Deliveries die with their connection (the broker requeues them): the engine's
         # crash ledger must not wait for this container to exit when they are redelivered.
         session.lost_callbacks.append(self._on_connection_lost)
         self._own(self._watch_holdings())
-        self._log.info("container_started", pid=os.getpid(), queue=self.config.queue)
+        self._log.info("container_started", pid=os.getpid(), queue=self.config.function.queue)
         self._on_ready()
         try:
             await self._stop.wait()
@@ -183,12 +194,14 @@ class Container:
         the consumer of the function queue."""
         self._outbox.open(await connection.channel(confirm=True), naming.replies_exchange())
         cancels = await connection.channel()
-        listener = naming.cancel_listener_queue(self.config.environment, self.config.container_id)
+        listener = naming.cancel_listener_queue(
+            self.config.function.environment, self.config.container_id
+        )
         await cancels.declare_queue(listener, exclusive=True, auto_delete=True)
-        await cancels.bind_queue(listener, naming.cancel_exchange(self.config.environment))
+        await cancels.bind_queue(listener, naming.cancel_exchange(self.config.function.environment))
         await cancels.consume(listener, self._cancels.on_cancel, no_ack=True)
         inputs = await connection.channel()
-        await inputs.declare_queue(self.config.queue, passive=True)
+        await inputs.declare_queue(self.config.function.queue, passive=True)
         inputs.closed.add_done_callback(self._on_inputs_closed)
         self._inputs, self._consumer_tag = inputs, None
         if not first:
@@ -199,7 +212,7 @@ class Container:
     async def _finish(self) -> None:
         executor = self.executor
         await self._give_back(executor.take_back(0))
-        if not await executor.wait_idle(self.config.settings.stop_grace):
+        if not await executor.wait_idle(self.config.function.settings.stop_grace):
             self._log.warning("container_stop_grace_exceeded", running=executor.running)
         await executor.close()
         await self._outbox.drain()
@@ -233,7 +246,7 @@ class Container:
             if inputs is None or self._consumer_tag is not None or self._stop.is_set():
                 return
             await inputs.qos(self._tuner.prefetch)
-            self._consumer_tag = await inputs.consume(self.config.queue, self._on_delivery)
+            self._consumer_tag = await inputs.consume(self.config.function.queue, self._on_delivery)
 
     async def _stop_consuming(self) -> None:
         async with self._resubscribing:
@@ -261,7 +274,9 @@ class Container:
                 return
             with contextlib.suppress(*BROKER_ERRORS):
                 await inputs.qos(prefetch)
-                self._consumer_tag = await inputs.consume(self.config.queue, self._on_delivery)
+                self._consumer_tag = await inputs.consume(
+                    self.config.function.queue, self._on_delivery
+                )
                 await inputs.cancel(previous)
 
     def _forget_deliveries(self) -> None:
@@ -452,7 +467,7 @@ class Container:
         per_input = self._per_input()
         if per_input <= 0:
             return 0
-        keep = int(HOLD_SECONDS * self.config.spec.max_inputs / per_input)
+        keep = int(HOLD_SECONDS * self.config.function.spec.max_inputs / per_input)
         return max(0, self.executor.queued - keep)
 
     async def _give_back(self, jobs: list[Job]) -> None:
@@ -509,7 +524,7 @@ class Container:
         elif (
             status == STATUS_ERROR
             and not job.no_retry
-            and delivery.batch.failures < self.config.spec.max_retries
+            and delivery.batch.failures < self.config.function.spec.max_retries
         ):
             self._outbox.add(None, delivery, (delivery, job.index, job.fmt, job.data))
         else:

@@ -38,11 +38,11 @@ STATUS_PERIOD = 0.25
 
 def load_function(config: ContainerConfig) -> Callable[..., Any]:
     """Load the function from the app's stored code, refusing another Python's pickles."""
-    for entry in reversed(config.sys_path):
+    for entry in reversed(config.function.sys_path):
         if entry not in sys.path and os.path.isdir(entry):
             sys.path.insert(0, entry)
-    with open(config.code_path, "rb") as handle:
-        return load_app_code(handle.read())[config.spec.tag]
+    with open(config.function.code_path, "rb") as handle:
+        return load_app_code(handle.read())[config.function.spec.tag]
 
 
 def _failure(exc: BaseException) -> Failed:
@@ -60,7 +60,7 @@ def forked_main(
     os.dup2(2, 1)  # the user's prints go where the engine's logs go, never into a pipe
     from warren_engine import logs
 
-    logs.configure(config.settings.log_level)
+    logs.configure(config.function.settings.log_level)
     for name, value in config.environ.items():  # env= and secrets=, before the code loads
         if value is None:
             os.environ.pop(name, None)
@@ -71,14 +71,14 @@ def forked_main(
         os.sched_setaffinity(0, {config.core})
     try:
         mount_volumes(config.volumes)
-        apply_limits(config.spec.cpu, config.spec.memory)
+        apply_limits(config.function.spec.cpu, config.function.spec.memory)
         fn = load_function(config)
     except BaseException as exc:
         log.error("container_refused_code", reason=str(exc), container=config.container_id)
         link.send(_failure(exc))
         sys.exit(EXIT_BAD_CODE)
-    table = HoldingTable(slots_for(config.spec.max_inputs), holdings)
-    with event_loop.runner(config.settings.event_loop) as runner:
+    table = HoldingTable(slots_for(config.function.spec.max_inputs), holdings)
+    with event_loop.runner(config.function.settings.event_loop) as runner:
         runner.run(_serve(config, fn, link, lifeline, table))
 
 

@@ -44,6 +44,7 @@ from warren.wire.control import (
 from warren.wire.signing import signer
 from warren.wire.spec import FunctionSpec
 
+from warren_engine.container.container import FunctionConfig
 from warren_engine.daemon.container_environment import Provisions
 from warren_engine.daemon.failed_inputs import answer_queued
 from warren_engine.daemon.hosted_app import (
@@ -62,7 +63,7 @@ from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement
 from warren_engine.pool.node_capacity import Node
-from warren_engine.pool.pool import ContainerPool, PoolConfig
+from warren_engine.pool.pool import ContainerPool
 from warren_engine.publisher import Republisher
 from warren_engine.queue_probe import QueueProbe
 
@@ -357,7 +358,7 @@ class AppRegistry:
             self._channel, app.environment, queue, self.settings.queue_type
         )
         app.pools[key] = pool = ContainerPool(
-            PoolConfig(
+            FunctionConfig(
                 self.settings.container_broker_url,
                 app.environment,
                 app.instance,

@@ -26,11 +26,9 @@ from typing import Any
 
 import structlog
 from warren import exceptions
-from warren.config import Settings
 from warren.wire.control import PoolStats
-from warren.wire.spec import FunctionSpec
 
-from warren_engine.container.container import EXIT_REPLACED, ContainerConfig
+from warren_engine.container.container import EXIT_REPLACED, ContainerConfig, FunctionConfig
 from warren_engine.pipe.messages import (
     Answered,
     AskVerdict,
@@ -66,18 +64,6 @@ MIN_HEALTHY_SECONDS = 5.0
 MAX_BACKOFF = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class PoolConfig:
-    broker_url: str
-    environment: str
-    instance: str
-    queue: str
-    spec: FunctionSpec
-    code_path: str
-    settings: Settings = field(repr=False)  # what its containers get (see for_containers)
-    sys_path: tuple[str, ...] = ()
-
-
 @dataclass(slots=True, eq=False)
 class _Member:
     key: int
@@ -110,7 +96,7 @@ class ContainerPool:
 
     def __init__(
         self,
-        config: PoolConfig,
+        config: FunctionConfig,
         autoscaling: Autoscaling,
         cancels: CancelMemory,
         queue_depth: QueueDepth,
@@ -300,15 +286,8 @@ class ContainerPool:
         if self._cores is not None and self._cores.enabled:
             core = self._cores.take(container_id, self.config.queue)
         config = ContainerConfig(
-            broker_url=self.config.broker_url,
-            environment=self.config.environment,
-            instance=self.config.instance,
-            queue=self.config.queue,
-            spec=self.config.spec,
-            code_path=self.config.code_path,
-            container_id=container_id,
-            settings=self.config.settings,
-            sys_path=self.config.sys_path,
+            self.config,
+            container_id,
             cancelled=cancelled,
             environ=environ,
             volumes=self._volumes,

@@ -66,7 +66,7 @@ class ContainerProcess:
         status_reader, status_writer = _CONTEXT.Pipe(duplex=False)
         replies_reader, replies_writer = _CONTEXT.Pipe(duplex=False)
         lifeline_reader, lifeline_writer = _CONTEXT.Pipe(duplex=False)
-        self.holdings = HoldingTable(slots_for(config.spec.max_inputs))
+        self.holdings = HoldingTable(slots_for(config.function.spec.max_inputs))
         self._process = _CONTEXT.Process(
             target=forked_main,
             args=(
