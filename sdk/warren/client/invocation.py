@@ -64,11 +64,19 @@ def encode_input(
     return fmt, data
 
 
-def outcome(status: int, fmt: int, data: bytes, function_name: str) -> Any:
-    """The value of one result, or raise the exception it carries."""
+def result_value(status: int, fmt: int, data: bytes, function_name: str) -> Any:
+    """The value of one result, or the exception it carries (rebuilt, not raised)."""
     if status == STATUS_OK:
         return decode_value(fmt, data, what=f"the result of {function_name}")
-    raise failure.rebuild(data, function_name)
+    return failure.rebuild(data, function_name)
+
+
+def outcome(status: int, fmt: int, data: bytes, function_name: str) -> Any:
+    """The value of one result, or raise the exception it carries."""
+    value = result_value(status, fmt, data, function_name)
+    if status != STATUS_OK:
+        raise value
+    return value
 
 
 async def publish_cancel(client: Client, environment: str, invocation_ids: list[str]) -> None:

@@ -26,12 +26,17 @@ from warren.client.call_stream import containers_of
 from warren.client.connection import Client
 from warren.client.facade import ForEachMethod, IteratorMethod, MapMethod, StarmapMethod
 from warren.client.input_reader import AnyIterable, InputSource, zip_inputs
-from warren.client.invocation import Target, encode_input, not_running, publish_cancel
+from warren.client.invocation import (
+    Target,
+    encode_input,
+    not_running,
+    publish_cancel,
+    result_value,
+)
 from warren.client.reorder_buffer import OutputBuffer
 from warren.exceptions import InvalidError, NotFoundError
 from warren.wire import failure
 from warren.wire.batching import ITEM_OVERHEAD, slices_within
-from warren.wire.codec import decode_value
 from warren.wire.protocol import STATUS_OK, CallBatch
 from warren.wire.signing import ENVELOPE_OVERHEAD
 
@@ -234,7 +239,7 @@ async def map_chunks(
             released = buffer.release(RELEASE_CHUNK)
             if released:
                 sender.room.set()
-                yield [_value(raw, target.display_name) for _, raw in released]
+                yield [result_value(*raw, target.display_name) for _, raw in released]
                 continue
             if sender.done and buffer.holding == 0:
                 finished = True
@@ -366,10 +371,3 @@ class MapMethods(Generic[P, R_co]):
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
-
-
-def _value(raw: Raw, function_name: str) -> Any:
-    status, fmt, data = raw
-    if status == STATUS_OK:
-        return decode_value(fmt, data, what=f"a result of {function_name}")
-    return failure.rebuild(data, function_name)
