@@ -106,3 +106,10 @@ def test_the_wire_layer_knows_nothing_of_the_user_facing_layer() -> None:
     for module, path in MODULES.items():
         if _within(module, ("warren.wire",)):
             assert not {name for name in _imports(path) if _within(name, USER_FACING)}, module
+
+
+def test_every_test_module_has_a_basename_of_its_own() -> None:
+    # pytest imports test modules by basename (tests/ has no packages): two test_x.py
+    # in unit/ and integration/ stop the whole suite at collection.
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(name for name in set(names) if names.count(name) > 1) == []
