@@ -77,7 +77,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +230,6 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WARREN_CLOUD", "cloud", _text, "--cloud"),
 )
 _FIELDS = {variable.field: variable for variable in VARIABLES}
-_PATH_FIELDS = frozenset({"secret_key_file", "state_dir", "config_dir"})
 
 
 def _home_dir(environ: Mapping[str, str], variable: str, *fallback: str) -> Path:
@@ -307,20 +306,6 @@ class Settings:
     def for_containers(self) -> Settings:
         """What an engine gives its containers: its own broker credentials left out."""
         return replace(self, broker_url=self.container_broker_url, function_broker_url=None)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            name: str(value) if isinstance(value, Path) else value
-            for name, value in asdict(self).items()
-        }
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> Settings:
-        values: dict[str, Any] = dict(data)
-        for name in _PATH_FIELDS:
-            if values.get(name) is not None:
-                values[name] = Path(values[name])
-        return cls(**values)
 
 
 _installed: Settings | None = None

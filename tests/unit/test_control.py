@@ -38,9 +38,7 @@ from warren.wire.control import (
     NodeInfo,
     NodeListing,
     NodeOffer,
-    Ping,
     PlacedPool,
-    Pong,
     PoolName,
     PoolStats,
     RegisterApp,
@@ -83,7 +81,6 @@ EXAMPLES: dict[type[Request[Any]], Request[Any]] = {
     CreateSecret: CreateSecret("main", "db", {"PASSWORD": "hunter2"}),
     ListSecrets: ListSecrets("main"),
     DeleteSecret: DeleteSecret("main", "db"),
-    Ping: Ping(),
     JoinNode: JoinNode("us-1", "warren.v1.node.us-1", OFFER, (PLACED,)),
     ListNodes: ListNodes(),
     HostPool: HostPool(PLACED, "shop", SPEC, b"code", ("/srv",), {"A": "1", "B": None}, 1),
@@ -104,7 +101,6 @@ REPLIES: dict[type[Any], object] = {
     AutoscalerSettings: SETTINGS,
     Done: Done(),
     SecretListing: SecretListing((SecretKeys("db", ("PASSWORD",)),)),
-    Pong: Pong(1234, 2),
     NodeListing: NodeListing((NodeInfo("primary", OFFER, True, 0),)),
 }
 
@@ -159,11 +155,11 @@ OFFER_FIELDS = {"cpus": 1, "memory": 1, "gpus": {}, "region": None, "cloud": Non
     [
         (body("launch_missiles", {}), "unknown control operation 'launch_missiles'"),
         (body(7, {}), "unknown control operation 7"),
-        (body("ping", {}, version=2), "version 2 is not supported"),
-        (packb([CONTROL_VERSION, "ping"]), "malformed control request"),
+        (body("list_nodes", {}, version=2), "version 2 is not supported"),
+        (packb([CONTROL_VERSION, "list_nodes"]), "malformed control request"),
         (b"\xc1", "malformed control request"),
-        (body("ping", []), "expected a map of fields"),
-        (body("ping", {"extra": 1}), r"unknown fields \['extra'\]"),
+        (body("list_nodes", []), "expected a map of fields"),
+        (body("list_nodes", {"extra": 1}), r"unknown fields \['extra'\]"),
         (body("stop_app", {"environment": "main"}), "'instance' is missing"),
         (
             body("stop_app", {"environment": "main", "instance": 3}),
@@ -220,8 +216,10 @@ def test_a_malformed_reply_is_refused() -> None:
         decode_reply(packb([2, {}, None, ""]), Done)
     with pytest.raises(DeserializationError, match="malformed control reply"):
         decode_reply(packb([CONTROL_VERSION, {}]), Done)
-    with pytest.raises(DeserializationError, match="reply Pong: field 'pid' is missing"):
-        decode_reply(packb([CONTROL_VERSION, {"apps": 1}, None, ""]), Pong)
+    with pytest.raises(
+        DeserializationError, match="reply AppStopped: field 'inputs_answered' is missing"
+    ):
+        decode_reply(packb([CONTROL_VERSION, {}, None, ""]), AppStopped)
 
 
 def test_pool_stats_for_people_leave_out_what_is_unset() -> None:

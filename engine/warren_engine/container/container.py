@@ -71,7 +71,7 @@ HOLD_CHECK_SECONDS = 0.05
 class FunctionConfig:
     """What every container of one function (or variant) shares: its pool's configuration."""
 
-    broker_url: str
+    broker_url: str = field(repr=False)  # the containers' user, with its password
     environment: str
     instance: str
     queue: str

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,8 +42,6 @@ from warren.wire.control import (
     ListNodes,
     ListSecrets,
     NodeListing,
-    Ping,
-    Pong,
     PoolStats,
     RegisterApp,
     Request,
@@ -104,7 +101,6 @@ class ControlPlane:
             CreateSecret: self._create_secret,
             ListSecrets: self._list_secrets,
             DeleteSecret: self._delete_secret,
-            Ping: self._ping,
             JoinNode: self._join_node,
             ListNodes: self._list_nodes,
             HostPool: self._host_pool,
@@ -215,9 +211,6 @@ class ControlPlane:
     async def _delete_secret(self, request: DeleteSecret) -> Done:
         self._registry.secrets.delete(request.environment, request.name)
         return Done()
-
-    async def _ping(self, request: Ping) -> Pong:
-        return Pong(os.getpid(), len(self._registry))
 
     # -- several nodes (warren_engine.nodes) ---------------------------------------------
 

@@ -49,7 +49,7 @@ class Fields:
 
     def _wrong(self, value: Any, expected: str) -> EngineError:
         return self._malformed(
-            f"field {self._next - 1} is {type(value).__name__} {value!r:.80}, not {expected}"
+            f"field {self._next - 1} is a {type(value).__name__}, not {expected}"
         )
 
     def _malformed(self, why: str) -> EngineError:

@@ -23,6 +23,7 @@ import struct
 from multiprocessing.connection import Connection
 from typing import overload
 
+import structlog
 from warren.exceptions import EngineError
 
 from warren_engine.pipe.messages import (
@@ -41,6 +42,8 @@ from warren_engine.pipe.messages import (
     decode_reply,
     encode,
 )
+
+log = structlog.get_logger(__name__)
 
 REQUEST_TIMEOUT = 30.0
 
@@ -160,7 +163,14 @@ class EngineLink:
     def _on_replies(self) -> None:
         messages, ended = self._replies.read()
         for message in messages:
-            self._resolve(decode_reply(message))
+            try:
+                reply = decode_reply(message)
+            except EngineError as exc:
+                # Engine and container run the same code, so this is a bug: say so, and
+                # keep reading (each message is framed on its own).
+                log.error("pipe_reply_refused", reason=str(exc))
+                continue
+            self._resolve(reply)
         if ended:
             assert self._loop is not None
             self._loop.remove_reader(self._replies.fileno())

@@ -46,7 +46,7 @@ from warren.client.invocation import Target
 from warren.client.outage import Outage
 from warren.client.publisher import BROKER_ERRORS, TRANSIENT, Publisher
 from warren.client.restart_watch import RestartWatch
-from warren.config import Settings, settings
+from warren.config import Settings, redacted_url, settings
 from warren.exceptions import EngineError, EngineNotFoundError, NotFoundError
 from warren.wire import naming, topology
 from warren.wire.acks import AckBatcher
@@ -146,7 +146,7 @@ class Client:
             await self._session.start()
         except (*BROKER_ERRORS, TimeoutError) as exc:
             raise exceptions.ConnectionError(
-                f"cannot connect to RabbitMQ at {_redact(self.settings.broker_url)}: {exc}"
+                f"cannot connect to RabbitMQ at {redacted_url(self.settings.broker_url)}: {exc}"
             ) from exc
         self._session.lost_callbacks.append(self._outage.lost)
         self._session.restored_callbacks.append(self._outage.restored)
@@ -177,7 +177,7 @@ class Client:
 
     def _give_up(self) -> Exception:
         error = exceptions.ConnectionError(
-            f"lost the broker at {_redact(self.settings.broker_url)} for "
+            f"lost the broker at {redacted_url(self.settings.broker_url)} for "
             f"{self.settings.reconnect_timeout:g}s (WARREN_RECONNECT_TIMEOUT)"
         )
         self._fail_waiting(error)
@@ -429,10 +429,3 @@ async def _close_when_loop_ends(client: Client) -> AsyncIterator[None]:
         yield
     finally:
         await client.close()
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Generic, TypeVar, cast
 
 from warren import exceptions
@@ -158,12 +158,6 @@ class SecretKeys:
 @dataclass(frozen=True, slots=True)
 class SecretListing:
     secrets: tuple[SecretKeys, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Pong:
-    pid: int
-    apps: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +315,7 @@ class CreateSecret(Request[Done]):
     REPLY: ClassVar[type[Any]] = Done
     environment: str
     name: str
-    values: dict[str, str]
+    values: dict[str, str] = field(repr=False)  # never shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,12 +331,6 @@ class DeleteSecret(Request[Done]):
     REPLY: ClassVar[type[Any]] = Done
     environment: str
     name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ping(Request[Pong]):
-    OP: ClassVar[str] = "ping"
-    REPLY: ClassVar[type[Any]] = Pong
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +362,7 @@ class HostPool(Request[Done]):
     spec: FunctionSpec
     code: bytes
     sys_path: tuple[str, ...]
-    environ: dict[str, str | None]
+    environ: dict[str, str | None] = field(repr=False)  # may hold secrets: never shown
     warm: int
 
 
@@ -415,7 +403,6 @@ REQUESTS: Final[dict[str, type[Request[Any]]]] = {
         CreateSecret,
         ListSecrets,
         DeleteSecret,
-        Ping,
         JoinNode,
         ListNodes,
         HostPool,
