@@ -323,3 +323,11 @@ def test_no_module_but_warren_config_reads_a_warren_variable() -> None:
         if path != allowed and (found := environment_reads(path.read_text()))
     }
     assert readers == {}
+
+
+def test_an_engine_with_an_unusable_gpu_list_fails_when_it_is_made_before_any_io() -> None:
+    # Given settings whose WARREN_GPUS cannot be a list of GPUs
+    bad = Settings.from_environment({"WARREN_GPUS": "H100:many"})
+    # When an engine is made from them, Then it refuses at once, naming the variable
+    with pytest.raises(ConfigError, match="WARREN_GPUS"):
+        daemon.Engine(bad)

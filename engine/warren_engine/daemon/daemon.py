@@ -66,6 +66,8 @@ class Engine:
         join: str | None = None,
     ) -> None:
         self.settings = config
+        # What this node offers, from the settings: a bad WARREN_GPUS fails here, at start.
+        self.node = Node.from_settings(config)
         # An agent node (``join`` is its name) listens on a queue of its own.
         self.join = join
         self.control_queue = naming.node_queue(join) if join else naming.control_queue(run_id)
@@ -149,7 +151,7 @@ class Engine:
         client: Client,
         cancels: CancelMemory,
     ) -> AppRegistry:
-        nodes = Nodes(Node.from_settings(self.settings))
+        nodes = Nodes(self.node)
         return AppRegistry(
             self.settings,
             connection,
