@@ -18,7 +18,7 @@ from warren_engine.daemon.hosted_app import (
     specs_by_key,
     with_changes,
 )
-from warren_engine.daemon.records import DeploymentRecord, Registry
+from warren_engine.daemon.records import AppRecords, DeploymentRecord
 from warren_engine.pool.autoscaler import Autoscaling
 
 SPEC = FunctionSpec("square", False, max_inputs=4, cpu=[0.5, None], env={"A": "1"}, region=["eu"])
@@ -64,7 +64,7 @@ def _app(tmp_path: Path) -> HostedApp:
     )
 
 
-def _write(registry: Registry, environment: str, app: str, record: bytes) -> Path:
+def _write(registry: AppRecords, environment: str, app: str, record: bytes) -> Path:
     directory = registry.directory(environment, app)
     directory.mkdir(parents=True)
     (directory / CODE).write_bytes(b"code")
@@ -85,7 +85,7 @@ def test_a_restored_app_is_the_app_that_was_recorded(tmp_path: Path) -> None:
 
 
 def test_a_record_written_before_records_had_a_version_is_read(tmp_path: Path) -> None:
-    registry = Registry(tmp_path)
+    registry = AppRecords(tmp_path)
     _write(registry, "dev", "shop", OLD_RECORD)
     [record] = registry.load_all()
     assert record == _app(registry.directory("dev", "shop")).record()
@@ -138,7 +138,7 @@ def test_an_engine_skips_a_bad_record_with_a_logged_error_and_restores_the_other
 ) -> None:
     # Given one good record, one that is not JSON, one that is not a record, and one
     # whose code file is gone
-    registry = Registry(tmp_path)
+    registry = AppRecords(tmp_path)
     _write(registry, "dev", "shop", OLD_RECORD)
     garbled = _write(registry, "dev", "garbled", b"{not json")
     wrong = _write(registry, "dev", "wrong", b"[1, 2]")
@@ -158,7 +158,7 @@ def test_an_engine_skips_a_bad_record_with_a_logged_error_and_restores_the_other
 
 
 def test_a_saved_record_is_what_load_all_reads(tmp_path: Path) -> None:
-    registry = Registry(tmp_path)
+    registry = AppRecords(tmp_path)
     record = _app(registry.directory("dev", "shop")).record()
     registry.save(record)
     (registry.directory("dev", "shop") / CODE).write_bytes(b"code")

@@ -1,6 +1,6 @@
-"""A container's outbox: results batched per caller, acks only after confirms, retries.
+"""A container's replies: results batched per caller, acks only after confirms, retries.
 
-The outbox publishes on a channel it is handed and settles messages on the channel
+The replies object publishes on a channel it is handed and settles messages on the channel
 they came on; here a small recording object stands in for that channel (what was
 published and settled, and the confirms the broker would send), and another for the
 engine's end of the container's pipe.
@@ -19,13 +19,13 @@ from warren.wire.amqp import BrokerError, Channel, Delivery, Properties
 from warren.wire.protocol import KIND_RESULTS, CallBatch, ResultBatch, ResultItem
 from warren.wire.signing import CALL_RESULT_VALIDITY, Signer
 from warren.wire.spec import FunctionSpec
-from warren_engine.container.delivery import Inbound
+from warren_engine.container.inbound import Inbound
 from warren_engine.container.replies import (
     MAX_RESULTS_PER_MESSAGE,
     PERSISTENT,
     TRANSIENT,
     HeldMessage,
-    Outbox,
+    Replies,
 )
 from warren_engine.pipe.messages import Done, Query, Requeue
 from warren_engine.pipe.pipes import EngineLink
@@ -96,21 +96,21 @@ class RecordingLink:
 
 
 class Container:
-    """An outbox with its stand-ins, and what it released."""
+    """The replies object with its stand-ins, and what it released."""
 
     def __init__(self, spec: FunctionSpec | None = None, lazy_acks: bool = False) -> None:
         self.channel = RecordingChannel()
         self.link = RecordingLink()
         self.signer = Signer(b"k" * 32, max_size=1 << 20, expiry=60)
         self.released: list[HeldMessage] = []
-        self.outbox = Outbox(
+        self.replies = Replies(
             spec or FunctionSpec("app.f", False),
             self.signer,
             cast(EngineLink, self.link),
             self.released.append,
             lambda: lazy_acks,
         )
-        self.outbox.open(cast(Channel, self.channel), EXCHANGE)
+        self.replies.open(cast(Channel, self.channel), EXCHANGE)
 
     def held(self, tag: int, inputs: int = 1, reply_to: str | None = CALLER) -> HeldMessage:
         properties = Properties(reply_to=reply_to, correlation_id=INVOCATION)
@@ -133,10 +133,10 @@ async def test_results_for_one_caller_go_out_in_one_message_acked_after_its_conf
     # Given two messages' results, added in one turn of the loop
     container = Container()
     first, second = container.held(1), container.held(2)
-    container.outbox.add(result(0), first)
-    container.outbox.add(result(1), second)
-    # When the outbox has sent them
-    await container.outbox.drain()
+    container.replies.add(result(0), first)
+    container.replies.add(result(1), second)
+    # When the replies have gone out
+    await container.replies.drain()
     # Then one transient message carried both to their caller, and both messages are acked
     [published] = container.channel.published
     assert (published.exchange, published.routing_key) == (EXCHANGE, CALLER)
@@ -146,24 +146,24 @@ async def test_results_for_one_caller_go_out_in_one_message_acked_after_its_conf
     assert container.results(published) == [result(0), result(1)]
     assert container.channel.acks == [(1, False), (2, False)]
     assert container.released == [first, second]
-    assert not container.outbox.busy
+    assert not container.replies.busy
 
 
 async def test_results_for_different_callers_go_out_in_a_message_each() -> None:
     container = Container()
     other = naming.result_queue("dev", "client2")
-    container.outbox.add(result(0), container.held(1, reply_to=CALLER))
-    container.outbox.add(result(1), container.held(2, reply_to=other))
-    container.outbox.add(result(2), container.held(3, reply_to=CALLER))
-    await container.outbox.drain()
+    container.replies.add(result(0), container.held(1, reply_to=CALLER))
+    container.replies.add(result(1), container.held(2, reply_to=other))
+    container.replies.add(result(2), container.held(3, reply_to=CALLER))
+    await container.replies.drain()
     by_caller = {p.routing_key: container.results(p) for p in container.channel.published}
     assert by_caller == {CALLER: [result(0), result(2)], other: [result(1)]}
 
 
 async def test_a_spawned_call_s_result_is_persistent_and_valid_as_long_as_it_is_kept() -> None:
     container = Container()
-    container.outbox.add(result(0), container.held(1, reply_to=SPAWNED))
-    await container.outbox.drain()
+    container.replies.add(result(0), container.held(1, reply_to=SPAWNED))
+    await container.replies.drain()
     [published] = container.channel.published
     assert published.properties.delivery_mode == PERSISTENT
     envelope = container.signer.open(published.body, correlation_id=INVOCATION)
@@ -175,8 +175,8 @@ async def test_many_results_for_one_caller_are_split_into_messages_of_at_most_th
     count = MAX_RESULTS_PER_MESSAGE + 1
     message = container.held(1, inputs=count)
     for index in range(count):
-        container.outbox.add(result(index), message)
-    await container.outbox.drain()
+        container.replies.add(result(index), message)
+    await container.replies.drain()
     sizes = [len(container.results(p)) for p in container.channel.published]
     assert sizes == [MAX_RESULTS_PER_MESSAGE, 1]
     assert container.channel.acks == [(1, False)]
@@ -190,20 +190,20 @@ async def test_a_message_of_several_inputs_is_acked_once_when_its_last_result_is
     message = container.held(7, inputs=3)
     # When the results of two of them are out, it is not acked yet
     for index in (0, 1):
-        container.outbox.add(result(index), message)
-        await container.outbox.drain()
+        container.replies.add(result(index), message)
+        await container.replies.drain()
     assert container.channel.acks == [] and container.released == []
     # Then the third result settles it, once
-    container.outbox.add(result(2), message)
-    await container.outbox.drain()
+    container.replies.add(result(2), message)
+    await container.replies.drain()
     assert container.channel.acks == [(7, False)]
     assert container.released == [message]
 
 
 async def test_acks_are_lazy_when_the_container_says_they_may_wait() -> None:
     container = Container(lazy_acks=True)
-    container.outbox.add(result(0), container.held(1))
-    await container.outbox.drain()
+    container.replies.add(result(0), container.held(1))
+    await container.replies.drain()
     assert container.channel.acks == [(1, True)]
 
 
@@ -212,8 +212,8 @@ async def test_a_message_is_not_acked_when_its_result_is_not_published() -> None
     container = Container()
     container.channel.confirm_error = BrokerError("channel closed")
     message = container.held(1)
-    container.outbox.add(result(0), message)
-    await container.outbox.drain()
+    container.replies.add(result(0), message)
+    await container.replies.drain()
     # Then the message goes back to its queue instead, to run again
     assert container.channel.acks == []
     assert container.channel.nacks == [(1, True)]
@@ -223,17 +223,17 @@ async def test_a_message_is_not_acked_when_its_result_is_not_published() -> None
 async def test_a_message_goes_back_to_its_queue_when_publishing_fails_at_once() -> None:
     container = Container()
     container.channel.publish_error = RuntimeError("the channel is closed")
-    container.outbox.add(result(0), container.held(1))
-    container.outbox.add(result(0), container.held(2))
-    await container.outbox.drain()
+    container.replies.add(result(0), container.held(1))
+    container.replies.add(result(0), container.held(2))
+    await container.replies.drain()
     assert container.channel.acks == []
     assert container.channel.nacks == [(1, True), (2, True)]
 
 
 async def test_a_result_nobody_waits_for_is_not_published_and_its_message_is_acked() -> None:
     container = Container()
-    container.outbox.add(result(0), container.held(1, reply_to=None))
-    await container.outbox.drain()
+    container.replies.add(result(0), container.held(1, reply_to=None))
+    await container.replies.drain()
     assert container.channel.published == []
     assert container.channel.acks == [(1, False)]
 
@@ -242,7 +242,7 @@ async def test_a_message_with_an_abandoned_input_goes_back_to_its_queue_whole() 
     container = Container()
     message = container.held(1, inputs=2)
     message.abandoned = True
-    await container.outbox.settle(message, count=2)
+    await container.replies.settle(message, count=2)
     assert container.channel.nacks == [(1, True)] and container.channel.acks == []
     assert container.released == [message]
 
@@ -251,7 +251,7 @@ async def test_settling_a_message_settled_already_does_nothing() -> None:
     container = Container()
     message = container.held(1)
     message.message.nack(requeue=True)
-    await container.outbox.settle(message)
+    await container.replies.settle(message)
     assert container.channel.nacks == [(1, True)] and container.channel.acks == []
     assert container.released == []
 
@@ -260,10 +260,10 @@ async def test_a_failed_input_with_attempts_left_is_requeued_by_the_engine_after
     # Given a function with retries that start 1.5 s apart, and an input that failed once
     container = Container(FunctionSpec("app.f", False, max_retries=2, initial_delay=1.5))
     message = container.held(4, inputs=2)
-    # When its retry goes through the outbox (without a result to publish)
-    container.outbox.add(None, message, retry=(message, 1, 0, b"in"))
-    await container.outbox.settle(message)  # the other input was accounted for
-    await container.outbox.drain()
+    # When its retry goes through the replies (without a result to publish)
+    container.replies.add(None, message, retry=(message, 1, 0, b"in"))
+    await container.replies.settle(message)  # the other input was accounted for
+    await container.replies.drain()
     # Then the engine is asked to requeue that input alone, its failure counted
     [requeue] = container.link.requests
     assert isinstance(requeue, Requeue)
@@ -283,8 +283,8 @@ async def test_a_message_goes_back_to_its_queue_when_the_engine_cannot_requeue_a
     container = Container(FunctionSpec("app.f", False, max_retries=1))
     container.link.error = EngineError("the engine is stopping")
     message = container.held(1)
-    container.outbox.add(None, message, retry=(message, 0, 0, b"in"))
-    await container.outbox.drain()
+    container.replies.add(None, message, retry=(message, 0, 0, b"in"))
+    await container.replies.drain()
     assert container.channel.acks == []
     assert container.channel.nacks == [(1, True)]
 
@@ -293,13 +293,13 @@ async def test_a_drain_with_a_timeout_stops_waiting_but_leaves_the_flush_running
     # Given a result whose confirm does not come
     container = Container()
     container.channel.confirm_at_once = False
-    container.outbox.add(result(0), container.held(1))
-    # When a drain runs out of time, the outbox is still busy, and nothing was settled
-    await asyncio.wait_for(container.outbox.drain(timeout=0.01), 1.0)
-    assert container.outbox.busy and container.channel.acks == []
+    container.replies.add(result(0), container.held(1))
+    # When a drain runs out of time, the replies are still busy, and nothing was settled
+    await asyncio.wait_for(container.replies.drain(timeout=0.01), 1.0)
+    assert container.replies.busy and container.channel.acks == []
     # Then the confirm still settles the message
     container.channel.confirms[0].set_result(None)
-    await container.outbox.drain()
+    await container.replies.drain()
     assert container.channel.acks == [(1, False)]
 
 
@@ -309,7 +309,7 @@ async def test_every_message_of_a_failed_flush_goes_back_once(error: BaseExcepti
     container.channel.confirm_error = error
     messages = [container.held(tag) for tag in (1, 2, 3)]
     for index, message in enumerate(messages):
-        container.outbox.add(result(index), message)
-    await container.outbox.drain()
+        container.replies.add(result(index), message)
+    await container.replies.drain()
     assert container.channel.nacks == [(1, True), (2, True), (3, True)]
     assert container.released == messages

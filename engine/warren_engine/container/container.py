@@ -47,10 +47,10 @@ from warren.wire.signing import ENVELOPE_OVERHEAD, MessageExpiredError, signer
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.cancels import Cancels
-from warren_engine.container.delivery import Inbound
 from warren_engine.container.executor import STATUS_ABANDONED, Executor, Job
-from warren_engine.container.rejections import Triage
-from warren_engine.container.replies import HeldMessage, Outbox
+from warren_engine.container.inbound import Inbound
+from warren_engine.container.rejections import Rejections
+from warren_engine.container.replies import HeldMessage, Replies
 from warren_engine.pipe.holdings import HoldingTable
 from warren_engine.pipe.messages import CRASHED, REPLACED, Dropped
 from warren_engine.pipe.pipes import EngineLink
@@ -110,16 +110,16 @@ class Container:
         self._stop = asyncio.Event()
         self._signer = signer(config.function.settings)
         self._log = log.bind(container=config.container_id, function=config.function.spec.tag)
-        self._outbox = Outbox(
+        self._replies = Replies(
             config.function.spec, self._signer, link, self._released, self._acks_may_wait
         )
-        self._triage = Triage(
+        self._rejections = Rejections(
             environment=config.function.environment,
             function=config.function.spec.tag,
             crash_limit=config.function.settings.crash_limit,
             signer=self._signer,
             link=link,
-            outbox=self._outbox,
+            replies=self._replies,
             log=self._log,
         )
         self._executor: Executor | None = None
@@ -169,7 +169,7 @@ class Container:
             on_stuck=self._replace_soon,
             max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
             skip=self._cancels.skips,
-            after_outcomes=self._outbox.flush_soon,  # a wake-up's outcomes are all in
+            after_outcomes=self._replies.flush_soon,  # a wake-up's outcomes are all in
         )
         self._cancels.attach(self._executor, self._exit_for_replacement)
         session = self._session = BrokerSession(
@@ -192,7 +192,7 @@ class Container:
         """After each (re)connection: the result channel, the cancel subscription (its
         own channel: the input channel's prefetch must never hold back a cancel), and
         the consumer of the function queue."""
-        self._outbox.open(await connection.channel(confirm=True), naming.replies_exchange())
+        self._replies.open(await connection.channel(confirm=True), naming.replies_exchange())
         cancels = await connection.channel()
         listener = naming.cancel_listener_queue(
             self.config.function.environment, self.config.container_id
@@ -215,7 +215,7 @@ class Container:
         if not await executor.wait_idle(self.config.function.settings.stop_grace):
             self._log.warning("container_stop_grace_exceeded", running=executor.running)
         await executor.close()
-        await self._outbox.drain()
+        await self._replies.drain()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -319,7 +319,7 @@ class Container:
         # published and their messages acknowledged first; other unfinished inputs are
         # redelivered. The engine knows this exit code: not a crash.
         await asyncio.sleep(0)
-        await self._outbox.drain(REPLACEMENT_FLUSH_SECONDS)
+        await self._replies.drain(REPLACEMENT_FLUSH_SECONDS)
         os._exit(EXIT_REPLACED)
 
     # -- intake --------------------------------------------------------------------------
@@ -336,10 +336,10 @@ class Container:
             envelope = self._signer.open_message(message, kind=KIND_CALLS)
             batch = CallBatch.from_body(envelope.body)
         except MessageExpiredError as exc:
-            self._own(self._triage.expired(message, exc))
+            self._own(self._rejections.expired(message, exc))
             return
         except WarrenError as exc:
-            self._own(self._triage.reject(message, str(exc)))
+            self._own(self._rejections.reject(message, str(exc)))
             return
         if batch.invocation_id in self._cancels or not batch.inputs:
             message.ack()
@@ -351,12 +351,12 @@ class Container:
 
     async def _take_carefully(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
         if message.redelivered:
-            verdict = await self._triage.verdict(message)
+            verdict = await self._rejections.verdict(message)
             if verdict == REPLACED:
                 message.ack()
                 return
             if verdict == CRASHED:
-                await self._triage.after_crash(message, batch, expires_at)
+                await self._rejections.after_crash(message, batch, expires_at)
                 return
         if batch.crashes:
             await self._take_alone(message, batch, expires_at)
@@ -374,9 +374,9 @@ class Container:
         A container that is busy does not hold it (its delivery would wait unacknowledged
         for the running inputs): it goes back to the queue after a second.
         """
-        if self._isolation.locked() or self.held or self._outbox.busy:
+        if self._isolation.locked() or self.held or self._replies.busy:
             try:
-                await self._outbox.requeue(
+                await self._replies.requeue(
                     message, [batch], SUSPECT_RETRY_DELAY, expires_at=expires_at
                 )
             except (EngineError, *BROKER_ERRORS):
@@ -397,7 +397,7 @@ class Container:
     async def _quiet(self) -> None:
         """Until nothing runs and every message taken is settled (the table holds none)."""
         await self._idle.wait()
-        await self._outbox.drain()
+        await self._replies.drain()
 
     def _take(self, message: Inbound, batch: CallBatch, expires_at: int) -> None:
         """Hold every input of the message; each runs when a slot is free."""
@@ -496,13 +496,13 @@ class Container:
                 for start in range(0, len(items), size)
             ]
             try:
-                await self._outbox.requeue(
+                await self._replies.requeue(
                     delivery.message, batches, expires_at=delivery.expires_at
                 )
             except (EngineError, *BROKER_ERRORS) as exc:
                 self._log.warning("inputs_not_handed_back", reason=str(exc), inputs=len(items))
                 delivery.abandoned = True  # the whole message runs again elsewhere
-            await self._outbox.settle(delivery, len(taken))
+            await self._replies.settle(delivery, len(taken))
         self._log.info("inputs_handed_back", inputs=len(jobs), messages=len(by_delivery))
         self._tuner.reset()
         await self._resubscribe(self._tuner.prefetch)
@@ -518,14 +518,14 @@ class Container:
         delivery: HeldMessage = job.delivery
         if status == STATUS_ABANDONED:
             delivery.abandoned = True
-            self._outbox.add(None, delivery)
+            self._replies.add(None, delivery)
         elif status == STATUS_CANCELLED or self._cancels.skips(job):
-            self._outbox.add(None, delivery)
+            self._replies.add(None, delivery)
         elif (
             status == STATUS_ERROR
             and not job.no_retry
             and delivery.batch.failures < self.config.function.spec.max_retries
         ):
-            self._outbox.add(None, delivery, (delivery, job.index, job.fmt, job.data))
+            self._replies.add(None, delivery, (delivery, job.index, job.fmt, job.data))
         else:
-            self._outbox.add((job.invocation_id, job.index, status, fmt, data, seconds), delivery)
+            self._replies.add((job.invocation_id, job.index, status, fmt, data, seconds), delivery)

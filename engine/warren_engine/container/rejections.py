@@ -21,13 +21,13 @@ from warren.wire import failure, naming
 from warren.wire.protocol import CallBatch, ResultItem
 from warren.wire.signing import MessageExpiredError, Signer
 
-from warren_engine.container.delivery import Inbound
-from warren_engine.container.replies import Outbox
+from warren_engine.container.inbound import Inbound
+from warren_engine.container.replies import Replies
 from warren_engine.pipe.messages import HEALTHY, AskVerdict, DeadLetter
 from warren_engine.pipe.pipes import EngineLink
 
 
-class Triage:
+class Rejections:
     def __init__(
         self,
         *,
@@ -36,7 +36,7 @@ class Triage:
         crash_limit: int,
         signer: Signer,
         link: EngineLink,
-        outbox: Outbox,
+        replies: Replies,
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         self._environment = environment
@@ -44,7 +44,7 @@ class Triage:
         self._crash_limit = crash_limit
         self._signer = signer
         self._link = link
-        self._outbox = outbox
+        self._replies = replies
         self._log = log
 
     async def reject(self, message: Inbound, reason: str) -> None:
@@ -86,7 +86,7 @@ class Triage:
         )
         try:
             if message.reply_to:
-                await self._outbox.publish_results(message.reply_to, items)
+                await self._replies.publish_results(message.reply_to, items)
         except BROKER_ERRORS as publish_error:
             self._log.warning("expired_input_not_answered", reason=str(publish_error))
             message.nack(requeue=True)
@@ -108,7 +108,7 @@ class Triage:
             if crashes >= self._crash_limit:
                 await self._dead_letter(message, singles, expires_at)
             else:
-                await self._outbox.requeue(
+                await self._replies.requeue(
                     message, singles, expires_at=expires_at, replaces=message.message_id
                 )
         except (EngineError, *BROKER_ERRORS) as exc:
@@ -136,7 +136,7 @@ class Triage:
         # The callers' answers first: once the engine has the dead letters, the message is
         # marked replaced and will never run (or be answered) again.
         if message.reply_to:
-            await self._outbox.publish_results(message.reply_to, results)
+            await self._replies.publish_results(message.reply_to, results)
         for single in singles:
             body = self._signer.seal(
                 single.to_envelope(),

@@ -1,6 +1,6 @@
 """A container's outgoing side: results, retries, and settling the messages they came in.
 
-Outcomes pile up in the outbox while the loop is busy and go out together: results
+Outcomes pile up here while the loop is busy and go out together: results
 signed and batched per caller through the replies exchange (transient for the calls
 a waiting caller owns, persistent for a spawned call's stored result), with publisher
 confirms; failed inputs with attempts left to the engine, which puts them in a delay
@@ -24,7 +24,7 @@ from warren.wire.protocol import KIND_RESULTS, CallBatch, ResultBatch, ResultIte
 from warren.wire.signing import ENVELOPE_OVERHEAD, Signer, result_validity
 from warren.wire.spec import FunctionSpec
 
-from warren_engine.container.delivery import Inbound
+from warren_engine.container.inbound import Inbound
 from warren_engine.pipe.messages import Requeue
 from warren_engine.pipe.pipes import EngineLink
 
@@ -63,7 +63,7 @@ class HeldMessage:
 Retry = tuple[HeldMessage, int, int, bytes]
 
 
-class Outbox:
+class Replies:
     def __init__(
         self,
         spec: FunctionSpec,

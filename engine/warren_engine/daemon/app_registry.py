@@ -56,7 +56,7 @@ from warren_engine.daemon.hosted_app import (
     with_changes,
 )
 from warren_engine.daemon.leases import watch_leases
-from warren_engine.daemon.records import Registry
+from warren_engine.daemon.records import AppRecords
 from warren_engine.daemon.secret_store import SecretStore
 from warren_engine.nodes.primary import Nodes, RemotePools, placed_pool
 from warren_engine.pool.autoscaler import Autoscaling
@@ -93,7 +93,7 @@ class AppRegistry:
         # Shared by the pools' republishers: a channel with publisher confirms.
         self._publisher = publisher
         self.state_dir = state_dir
-        self._records = Registry(state_dir)
+        self._records = AppRecords(state_dir)
         self.secrets = secrets
         self.nodes = nodes
         self.node: Node = nodes.local

@@ -109,7 +109,7 @@ class DeploymentRecord:
         return record
 
 
-class Registry:
+class AppRecords:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "apps"
 
