@@ -21,6 +21,7 @@ import structlog as _structlog
 
 from warren.app import App, AppRun
 from warren.client.connection import Client
+from warren.client.progress import enable_output
 from warren.exceptions import (
     BlockingCallInLoopError,
     CallCancelledError,
@@ -88,5 +89,6 @@ __all__ = [
     "VersionMismatchError",
     "Volume",
     "WarrenError",
+    "enable_output",
     "web_endpoint",
 ]

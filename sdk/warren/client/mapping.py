@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from warren.client import progress
 from warren.client.batch_sizer import PROBE_WAIT, BatchSizer
 from warren.client.call_stream import containers_of
 from warren.client.connection import Client
@@ -54,9 +55,19 @@ Raw = tuple[int, int, bytes]
 
 
 class _MapSink:
-    """Receives the map's results on the client's consumer, wakes the map."""
+    """Receives the map's results on the client's consumer, wakes the map.
 
-    def __init__(self, buffer: OutputBuffer[Raw], sizer: BatchSizer, fail_fast: bool) -> None:
+    It also keeps the map's counts (:class:`~warren.client.progress.MapCounters`) for
+    its progress line.
+    """
+
+    def __init__(
+        self,
+        buffer: OutputBuffer[Raw],
+        sizer: BatchSizer,
+        fail_fast: bool,
+        total: int | None = None,
+    ) -> None:
         self.buffer = buffer
         self.sizer = sizer
         self.fail_fast = fail_fast
@@ -64,6 +75,22 @@ class _MapSink:
         self.first_failure: Raw | None = None
         self.changed = asyncio.Event()
         self.sender: _Sender | None = None
+        self.failed = 0
+        self._total = total
+
+    @property
+    def sent(self) -> int:
+        return self.buffer.sent
+
+    @property
+    def done(self) -> int:
+        return self.buffer.sent - self.buffer.outstanding
+
+    @property
+    def total(self) -> int | None:
+        if self.sender is not None and self.sender.done:
+            return self.buffer.sent
+        return self._total
 
     def deliver(self, index: int, status: int, fmt: int, data: bytes, duration: float) -> bool:
         if not self.buffer.add(index, (status, fmt, data)):
@@ -71,8 +98,10 @@ class _MapSink:
         self.sizer.observe(duration)
         if self.sender is not None:
             self.sender.answered(index)
-        if status != STATUS_OK and self.fail_fast and self.first_failure is None:
-            self.first_failure = (status, fmt, data)
+        if status != STATUS_OK:
+            self.failed += 1
+            if self.fail_fast and self.first_failure is None:
+                self.first_failure = (status, fmt, data)
         self.changed.set()
         return True
 
@@ -216,36 +245,43 @@ async def map_chunks(
     *,
     order_outputs: bool,
     return_exceptions: bool,
+    total: int | None = None,
+    name: str = "map",
 ) -> AsyncGenerator[list[Any], None]:
-    """Run a map; yield its results in chunks (lists), in order or as they complete."""
+    """Run a map; yield its results in chunks (lists), in order or as they complete.
+
+    ``total`` is the number of inputs if known ahead, and ``name`` the map's name, for
+    its progress line (:mod:`warren.client.progress`).
+    """
     invocation_id = uuid.uuid4().hex
     buffer: OutputBuffer[Raw] = OutputBuffer(ordered=order_outputs)
     sizer = client.sizer(target.queue)
     sizer.relearn()  # this map's inputs may take longer, or shorter, than the last ones
-    sink = _MapSink(buffer, sizer, fail_fast=not return_exceptions)
+    sink = _MapSink(buffer, sizer, fail_fast=not return_exceptions, total=total)
     sender = sink.sender = _Sender(client, target, invocation_id, items, kwargs, sink)
     client.add_sink(invocation_id, sink)
     sending = asyncio.get_running_loop().create_task(sender.run())
     sending.add_done_callback(lambda _: sink.changed.set())
     finished = False
     try:
-        while True:
-            if sink.first_failure is not None:
-                raise failure.rebuild(sink.first_failure[2], target.display_name)
-            if sink.error is not None:
-                raise sink.error
-            if sending.done():
-                sending.result()  # the sender failed: raise its error
-            released = buffer.release(RELEASE_CHUNK)
-            if released:
-                sender.room.set()
-                yield [result_value(*raw, target.display_name) for _, raw in released]
-                continue
-            if sender.done and buffer.holding == 0:
-                finished = True
-                return
-            sink.changed.clear()
-            await sink.changed.wait()
+        with progress.shown(name, sink):
+            while True:
+                if sink.first_failure is not None:
+                    raise failure.rebuild(sink.first_failure[2], target.display_name)
+                if sink.error is not None:
+                    raise sink.error
+                if sending.done():
+                    sending.result()  # the sender failed: raise its error
+                released = buffer.release(RELEASE_CHUNK)
+                if released:
+                    sender.room.set()
+                    yield [result_value(*raw, target.display_name) for _, raw in released]
+                    continue
+                if sender.done and buffer.holding == 0:
+                    finished = True
+                    return
+                sink.changed.clear()
+                await sink.changed.wait()
     finally:
         client.remove_sink(invocation_id)
         sending.cancel()
@@ -319,8 +355,9 @@ class MapMethods(Generic[P, R_co]):
     ) -> AsyncIterator[list[Any]]:
         if not input_iterators:
             raise InvalidError(f"{self.tag}.map() needs at least one iterable of inputs")
+        total = progress.sized_total(input_iterators)
         async for chunk in self._run_map(
-            zip_inputs(input_iterators), kwargs, order_outputs, return_exceptions
+            zip_inputs(input_iterators), kwargs, order_outputs, return_exceptions, "map", total
         ):
             yield chunk
 
@@ -332,7 +369,10 @@ class MapMethods(Generic[P, R_co]):
         order_outputs: bool = True,
         return_exceptions: bool = False,
     ) -> AsyncIterator[list[Any]]:
-        async for chunk in self._run_map(input_iterator, kwargs, order_outputs, return_exceptions):
+        total = progress.sized_total((input_iterator,))
+        async for chunk in self._run_map(
+            input_iterator, kwargs, order_outputs, return_exceptions, "starmap", total
+        ):
             yield chunk
 
     async def _for_each(
@@ -343,8 +383,10 @@ class MapMethods(Generic[P, R_co]):
         order_outputs: bool = False,
         return_exceptions: bool = False,
     ) -> AsyncIterator[list[Any]]:
+        rows = zip_inputs((input_iterator,))
+        total = progress.sized_total((input_iterator,))
         async for chunk in self._run_map(
-            zip_inputs((input_iterator,)), kwargs, order_outputs, return_exceptions
+            rows, kwargs, order_outputs, return_exceptions, "for_each", total
         ):
             yield chunk
 
@@ -354,7 +396,10 @@ class MapMethods(Generic[P, R_co]):
         kwargs: dict[str, Any] | None,
         order_outputs: bool,
         return_exceptions: bool,
+        method: str,
+        total: int | None,
     ) -> AsyncIterator[list[Any]]:
+        """``method`` and ``total`` (the number of inputs, if known) name its progress line."""
         if kwargs is not None and not isinstance(kwargs, dict):
             raise InvalidError(f"kwargs must be a dict, got {type(kwargs).__name__}")
         client = await self._client()
@@ -367,6 +412,8 @@ class MapMethods(Generic[P, R_co]):
             kwargs or {},
             order_outputs=order_outputs,
             return_exceptions=return_exceptions,
+            name=f"{self.tag}.{method}",
+            total=total,
         )
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
