@@ -241,7 +241,7 @@ def run(script: Path, entrypoint: str | None) -> None:
     module = load_script(script)
     app, fn = find_entrypoint(module, entrypoint)
     try:
-        with app.run():
+        with app.run(), warren.enable_output():
             result = fn()
             if inspect.iscoroutine(result):
                 asyncio.run(result)
