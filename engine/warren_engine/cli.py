@@ -359,7 +359,8 @@ def run(ctx: click.Context, target: str, args: tuple[str, ...]) -> None:
         entrypoint = rest.pop(0)  # the older form: warren run app.py main
     module = load_script(script)
     app, fn = find_entrypoint(module, entrypoint)
-    prog = f"{ctx.command_path} {script}::{entrypoint or fn.__name__}"
+    name = next(n for n, entry in app.local_entrypoints.items() if entry is fn)
+    prog = f"{ctx.command_path} {script}::{name}"
     kwargs = entrypoint_arguments(prog, fn, rest)
     try:
         with app.run():
@@ -416,7 +417,7 @@ _engine_options = [
         "--http-port",
         type=int,
         default=None,
-        help="Their port (WARREN_HTTP_PORT; default 0: any free port).",
+        help="Their port (WARREN_HTTP_PORT; default 0: the daemon's last one, else any free port).",
     ),
     click.option(
         "--public-url",
