@@ -2,12 +2,14 @@
 
 ::
 
-    warren run path/to/app.py [ENTRYPOINT]     run an app's local entrypoint inside app.run()
-    warren deploy path/to/app.py [--name N]    deploy (or redeploy) an app to the daemon
+    warren run path/to/app.py[::ENTRYPOINT] [--PARAM VALUE ...]
+                                               run an app's local entrypoint inside app.run()
+    warren deploy path/to/app.py [--name N]    deploy (or redeploy) an app; its web URLs
     warren app list | status NAME | stop NAME  deployed apps (--json for machines)
     warren secret create NAME KEY=VALUE ...    a secret the engine keeps (Secret.from_name)
     warren secret list | delete NAME           its secrets (names and keys, never values)
     warren engine                              the engine daemon (also: python -m warren_engine)
+    warren --version                           the installed version
 
 ``--env ENV`` (or ``WARREN_ENVIRONMENT``) picks the environment everywhere. Each command
 builds its settings from its flags over the environment (:mod:`warren.config`).
@@ -16,22 +18,26 @@ builds its settings from its flags over the environment (:mod:`warren.config`).
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import Any, TypeVar
+from types import ModuleType, UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import click
 import orjson
 import warren
 from warren import config
 from warren.client import event_loop
+from warren.client.app_run import deploy_app
+from warren.client.invocation import Target
 from warren.config import Settings
 from warren.exceptions import WarrenError
 from warren.wire.control import (
+    AppDeployed,
     CreateSecret,
     DeleteSecret,
     GetAppStatus,
@@ -76,7 +82,92 @@ def find_entrypoint(module: ModuleType, name: str | None) -> tuple[warren.App, A
     return app, fn
 
 
+def split_target(target: str) -> tuple[Path, str | None]:
+    """``app.py::main`` is the script ``app.py`` and its entrypoint ``main``."""
+    script, sep, name = target.partition("::")
+    if sep and not name:
+        raise click.BadParameter(f"{target!r} names no entrypoint after '::'", param_hint="SCRIPT")
+    return Path(script), name or None
+
+
+# Entrypoint parameters the command line can give, by annotation (unannotated: str).
+_OPTION_TYPES: dict[Any, click.ParamType[Any]] = {
+    int: click.INT,
+    float: click.FLOAT,
+    str: click.STRING,
+    inspect.Parameter.empty: click.STRING,
+}
+
+
+def _without_none(annotation: Any) -> Any:
+    """``int`` for ``int | None`` (None is then the default the command line leaves)."""
+    if get_origin(annotation) in (Union, UnionType):
+        kinds = [kind for kind in get_args(annotation) if kind is not type(None)]
+        if len(kinds) == 1:
+            return kinds[0]
+    return annotation
+
+
+def entrypoint_option(parameter: inspect.Parameter) -> click.Option:
+    """The option that gives ``parameter``: ``--name VALUE``, or ``--flag/--no-flag``
+    (``my_name`` is ``--my-name``, or ``--my_name``); required if it has no default."""
+    spellings = dict.fromkeys([parameter.name.replace("_", "-"), parameter.name])
+    # Click takes an explicit default=None for a value, so a required option has none.
+    given: dict[str, Any] = {"required": True}
+    if parameter.default is not inspect.Parameter.empty:
+        given = {"default": parameter.default, "show_default": True}
+    if parameter.annotation is bool:
+        flags = [f"--{name}/--no-{name}" for name in spellings]
+        return click.Option([parameter.name, *flags], is_flag=True, **given)
+    kind = _OPTION_TYPES.get(_without_none(parameter.annotation))
+    if kind is None:
+        raise click.UsageError(
+            f"entrypoint parameter {parameter.name!r} is annotated {parameter.annotation!r}: "
+            "the command line gives only int, float, str and bool"
+        )
+    return click.Option([parameter.name, *(f"--{name}" for name in spellings)], type=kind, **given)
+
+
+def entrypoint_command(name: str, fn: Callable[..., Any]) -> click.Command:
+    """A command whose options are ``fn``'s parameters; invoked, it returns their values."""
+    options: list[click.Parameter] = []
+    for parameter in inspect.signature(fn, eval_str=True).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            raise click.UsageError(
+                f"entrypoint parameter {parameter.name!r} is positional-only: "
+                "the command line passes parameters by name"
+            )
+        options.append(entrypoint_option(parameter))
+    return click.Command(name, params=options, callback=lambda **kwargs: kwargs, help=fn.__doc__)
+
+
+def entrypoint_arguments(prog: str, fn: Callable[..., Any], args: list[str]) -> dict[str, Any]:
+    """``fn``'s keyword arguments from the command line's ``args``; a bad or unknown
+    option is a usage error naming it (``prog`` is how its usage line starts)."""
+    command = entrypoint_command(prog, fn)
+    with command.make_context(prog, args) as ctx:
+        kwargs: dict[str, Any] = command.invoke(ctx)
+    return kwargs
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"warren {importlib.metadata.version('warren')}")
+    ctx.exit()
+
+
 @click.group()
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print the installed version and exit.",
+)
 def main() -> None:
     """Warren: run Python functions on container pools behind RabbitMQ."""
 
@@ -175,11 +266,31 @@ def deploy(script: Path, name: str | None, environment: str | None) -> None:
     if len(apps) != 1:
         found = ", ".join(a.name for a in apps) or "none"
         raise click.UsageError(f"{script} must define exactly one warren.App (found: {found})")
+    deployed = _deploy(apps[0], name)
+    click.echo(f"deployed {name or apps[0].name} to environment {deployed.status.environment}")
+    for url in web_urls(apps[0], deployed):
+        click.echo(f"  {url}")
+
+
+def _deploy(app: warren.App, name: str | None) -> AppDeployed:
+    async def call() -> AppDeployed:
+        async with warren.Client.connect() as client:
+            return await deploy_app(client, app.code(), name)
+
     try:
-        apps[0].deploy(name)
+        return asyncio.run(call())
     except WarrenError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-    click.echo(f"deployed {name or apps[0].name} to environment {apps[0].environment}")
+
+
+def web_urls(app: warren.App, deployed: AppDeployed) -> list[str]:
+    """Where the deployed app's web endpoints answer (none if the engine serves no HTTP)."""
+    status = deployed.status
+    targets = (
+        Target(status.environment, status.app, status.instance, function.spec, deployed.web_base)
+        for function in app.functions.values()
+    )
+    return [target.web_url for target in targets if target.web_url is not None]
 
 
 @main.group("app")
@@ -233,16 +344,27 @@ def app_stop(name: str, environment: str | None) -> None:
     click.echo(f"stopped {name} ({answered} queued inputs answered with an error)")
 
 
-@main.command()
-@click.argument("script", type=click.Path(path_type=Path))
-@click.argument("entrypoint", required=False)
-def run(script: Path, entrypoint: str | None) -> None:
-    """Run SCRIPT's local entrypoint with its app running (an engine is started if none listens)."""
+# Everything after SCRIPT is the entrypoint's (--help included): run's options come first.
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("target", metavar="SCRIPT[::ENTRYPOINT]")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[ENTRYPOINT] [--PARAM VALUE]...")
+@click.pass_context
+def run(ctx: click.Context, target: str, args: tuple[str, ...]) -> None:
+    """Run SCRIPT's local entrypoint with its app running (an engine is started if none
+    listens). The entrypoint's parameters are its options: def main(x: int, flag: bool =
+    False) takes --x 5 --flag (see: warren run SCRIPT --help)."""
+    script, entrypoint = split_target(target)
+    rest = list(args)
+    if entrypoint is None and rest and not rest[0].startswith("-"):
+        entrypoint = rest.pop(0)  # the older form: warren run app.py main
     module = load_script(script)
     app, fn = find_entrypoint(module, entrypoint)
+    name = next(n for n, entry in app.local_entrypoints.items() if entry is fn)
+    prog = f"{ctx.command_path} {script}::{name}"
+    kwargs = entrypoint_arguments(prog, fn, rest)
     try:
         with app.run(), warren.enable_output():
-            result = fn()
+            result = fn(**kwargs)
             if inspect.iscoroutine(result):
                 asyncio.run(result)
     except WarrenError as exc:
@@ -295,7 +417,7 @@ _engine_options = [
         "--http-port",
         type=int,
         default=None,
-        help="Their port (WARREN_HTTP_PORT; default 0: any free port).",
+        help="Their port (WARREN_HTTP_PORT; default 0: the daemon's last one, else any free port).",
     ),
     click.option(
         "--public-url",

@@ -42,7 +42,8 @@ WARREN_RECONNECT_TIMEOUT        seconds a client waits for a lost       300
 WARREN_HTTP_HOST                where the engine serves web endpoints   127.0.0.1
                                 (``--http-host``)
 WARREN_HTTP_PORT                ... and on which port, 0 to 65535       0
-                                (0: any free one; ``--http-port``)
+                                (0: a daemon's last one, else any free
+                                one; ``--http-port``)
 WARREN_PUBLIC_URL               the endpoints' public base URL          http://<host>:<port>
                                 (``--public-url``)
 WARREN_HTTP_DEBUG               ``1``: a failed web call's response     0

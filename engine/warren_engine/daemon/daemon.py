@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 
 PARENT_POLL_SECONDS = 0.5
 PR_SET_PDEATHSIG = 1
+HTTP_PORT_FILE = "http-port"  # in the state directory: the port the gateway last served on
 
 
 class Engine:
@@ -124,6 +125,9 @@ class Engine:
             self.settings.http_port,
             self.settings.public_url,
             debug=self.settings.http_debug,
+            # A daemon's endpoints keep their URLs across restarts; an app run's engine
+            # (a state directory of its own, removed at exit) takes any free port.
+            port_record=None if self._owns_state_dir else self.state_dir / HTTP_PORT_FILE,
         )
         await gateway.start()
         stack.push_async_callback(gateway.close)

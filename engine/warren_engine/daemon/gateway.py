@@ -6,11 +6,18 @@ the broker like any other, and the container answers with JSON (never a pickle: 
 gateway does not unpickle anything). Bad input is a 4xx with a JSON error; an
 exception in the function is a 500 whose body carries the exception's type, message
 and traceback only when the engine runs with ``WARREN_HTTP_DEBUG=1``.
+
+A daemon given no port serves on the one it last served on (recorded in its state
+directory), so deployed endpoints keep their URLs across restarts; a fresh free port if
+that one is taken now.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -107,6 +114,7 @@ class Gateway:
         public_url: str | None,
         *,
         debug: bool = False,
+        port_record: Path | None = None,
     ) -> None:
         self._registry = registry
         self._client = client
@@ -114,6 +122,7 @@ class Gateway:
         self._port = port
         self._public_url = public_url
         self._debug = debug  # a failed call's response carries its error type and traceback
+        self._port_record = port_record  # where the port served on is kept, if anywhere
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -123,17 +132,50 @@ class Gateway:
         application.router.add_route("*", EndpointPath.ROUTE, self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._bind, self._port)
+        remembered = self._remembered_port() if self._port == 0 else None
         try:
-            await site.start()
+            await self._listen(remembered or self._port)
         except OSError as exc:
-            # Another engine on this host has the port: this one runs without web endpoints.
-            log.error("http_gateway_not_started", port=self._port, reason=str(exc))
-            return ""
+            if remembered is None:
+                # Another engine on this host has the port: this one runs without web endpoints.
+                log.error("http_gateway_not_started", port=self._port, reason=str(exc))
+                return ""
+            log.warning("http_port_taken", port=remembered, reason=str(exc))
+            await self._listen(0)
         port = self._runner.addresses[0][1]
         self.base_url = (self._public_url or f"http://{self._bind}:{port}").rstrip("/")
         log.info("http_gateway_started", url=self.base_url)
+        self._remember_port(port)
         return self.base_url
+
+    async def _listen(self, port: int) -> None:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, self._bind, port)
+        try:
+            await site.start()
+        except OSError:
+            await site.stop()  # the runner forgets it: a fresh port may be tried next
+            raise
+
+    def _remembered_port(self) -> int | None:
+        if self._port_record is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            port = int(self._port_record.read_text())
+            if 0 < port <= 65535:
+                return port
+        return None
+
+    def _remember_port(self, port: int) -> None:
+        if self._port_record is None:
+            return
+        staged = self._port_record.with_suffix(".tmp")
+        try:
+            self._port_record.parent.mkdir(parents=True, exist_ok=True)
+            staged.write_text(f"{port}\n")
+            os.replace(staged, self._port_record)
+        except OSError as exc:
+            log.warning("http_port_not_recorded", path=str(self._port_record), reason=str(exc))
 
     async def close(self) -> None:
         if self._runner is not None:

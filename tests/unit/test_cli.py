@@ -1,0 +1,127 @@
+"""The command line's own logic: version, entrypoint selection and options, web URLs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import click
+import pytest
+import warren
+from click.testing import CliRunner
+from warren.wire.control import AppDeployed, AppStatus
+from warren_engine import cli
+
+SCRIPT = '''
+import warren
+
+app = warren.App("cli-unit")
+
+
+@app.function()
+@warren.web_endpoint(method="GET")
+def hello(name: str) -> str:
+    return name
+
+
+@app.function()
+def plain() -> None:
+    pass
+
+
+@app.local_entrypoint()
+def main(x: int, name: str = "a", flag: bool = False, ratio: float | None = None) -> None:
+    """Say hello."""
+'''
+
+
+def entrypoint(x: int, name: str = "a", flag: bool = False, ratio: float | None = None) -> None:
+    """Say hello."""
+
+
+def arguments(*args: str) -> dict[str, object]:
+    return cli.entrypoint_arguments("warren run app.py::main", entrypoint, list(args))
+
+
+def test_version_prints_the_installed_distributions_version() -> None:
+    result = CliRunner().invoke(cli.main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"warren {importlib.metadata.version('warren')}\n"
+
+
+def test_a_target_names_its_script_and_optionally_its_entrypoint() -> None:
+    assert cli.split_target("app.py::main") == (Path("app.py"), "main")
+    assert cli.split_target("dir/app.py") == (Path("dir/app.py"), None)
+    with pytest.raises(click.BadParameter):
+        cli.split_target("app.py::")
+
+
+def test_entrypoint_parameters_become_options_typed_from_the_signature() -> None:
+    assert arguments("--x", "5", "--name", "b", "--flag", "--ratio", "0.5") == {
+        "x": 5,
+        "name": "b",
+        "flag": True,
+        "ratio": 0.5,
+    }
+    assert arguments("--x", "-1", "--no-flag") == {
+        "x": -1,
+        "name": "a",
+        "flag": False,
+        "ratio": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "Missing"),
+        (("--x", "five"), "'five' is not a valid integer"),
+        (("--x", "1", "--colour", "red"), "No such option"),
+    ],
+)
+def test_a_missing_bad_or_unknown_option_is_a_usage_error(
+    args: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(click.UsageError, match=message):
+        arguments(*args)
+
+
+def test_underscored_parameters_take_dashed_or_underscored_options() -> None:
+    def fn(max_items: int, dry_run: bool = False) -> None:
+        pass
+
+    for spelling in (["--max-items", "3", "--dry-run"], ["--max_items", "3", "--dry_run"]):
+        kwargs = cli.entrypoint_arguments("p", fn, spelling)
+        assert kwargs == {"max_items": 3, "dry_run": True}
+
+
+def test_a_parameter_the_command_line_cannot_give_is_a_usage_error() -> None:
+    def fn(items: list[int]) -> None:
+        pass
+
+    with pytest.raises(click.UsageError, match="only int, float, str and bool"):
+        cli.entrypoint_arguments("p", fn, [])
+
+
+def test_run_reports_a_bad_option_before_starting_the_app(tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(SCRIPT)
+    for target in ([f"{script}::main"], [str(script), "main"], [str(script)]):
+        result = CliRunner().invoke(cli.main, ["run", *target, "--x", "nope"])
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for '--x'" in result.output
+    help_text = CliRunner().invoke(cli.main, ["run", str(script), "--help"]).output
+    assert "--flag / --no-flag" in help_text and "Say hello." in help_text
+    missing = CliRunner().invoke(cli.main, ["run", f"{script}::other"])
+    assert missing.exit_code == 2 and "no local entrypoint named 'other'" in missing.output
+
+
+def test_web_urls_are_the_deployed_apps_web_endpoints(tmp_path: Path) -> None:
+    script = tmp_path / "webapp.py"
+    script.write_text(SCRIPT)
+    app = next(v for v in vars(cli.load_script(script)).values() if isinstance(v, warren.App))
+    status = AppStatus("renamed", "dev", "renamed", False, 0.0, {})
+    assert cli.web_urls(app, AppDeployed(status, "http://127.0.0.1:8123")) == [
+        "http://127.0.0.1:8123/dev/renamed/hello"
+    ]
+    assert cli.web_urls(app, AppDeployed(status, "")) == []
