@@ -5,6 +5,7 @@
     warren run path/to/app.py [ENTRYPOINT]     run an app's local entrypoint inside app.run()
     warren deploy path/to/app.py [--name N]    deploy (or redeploy) an app to the daemon
     warren app list | status NAME | stop NAME  deployed apps (--json for machines)
+    warren app logs NAME [--since 10m] [-f]    what a deployed app's functions printed
     warren secret create NAME KEY=VALUE ...    a secret the engine keeps (Secret.from_name)
     warren secret list | delete NAME           its secrets (names and keys, never values)
     warren engine                              the engine daemon (also: python -m warren_engine)
@@ -16,9 +17,11 @@ builds its settings from its flags over the environment (:mod:`warren.config`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -41,7 +44,7 @@ from warren.wire.control import (
     StopApp,
 )
 
-from warren_engine import logs
+from warren_engine import log_view, logs
 
 
 def load_script(path: Path) -> ModuleType:
@@ -233,15 +236,41 @@ def app_stop(name: str, environment: str | None) -> None:
     click.echo(f"stopped {name} ({answered} queued inputs answered with an error)")
 
 
+@app_group.command("logs")
+@click.argument("name")
+@click.option("--function", default=None, help="Only this function's lines.")
+@click.option("--since", default=None, help="Only lines this recent: 90s, 10m, 2h, 1d.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_env_option
+def app_logs(
+    name: str,
+    function: str | None,
+    since: str | None,
+    follow: bool,
+    as_json: bool,
+    environment: str | None,
+) -> None:
+    """What a deployed app's functions printed and logged (kept a day, 1 GiB at most)."""
+    _use_environment(environment)
+    try:
+        start = None if since is None else time.time() - log_view.parse_duration(since)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(log_view.show_logs(name, function, start, follow, as_json))
+    except WarrenError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
 @main.command()
 @click.argument("script", type=click.Path(path_type=Path))
 @click.argument("entrypoint", required=False)
-def run(script: Path, entrypoint: str | None) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Leave out what the functions print.")
+def run(script: Path, entrypoint: str | None, quiet: bool) -> None:
     """Run SCRIPT's local entrypoint with its app running (an engine is started if none listens)."""
     module = load_script(script)
     app, fn = find_entrypoint(module, entrypoint)
     try:
-        with app.run():
+        with app.run(show_output=not quiet):
             result = fn()
             if inspect.iscoroutine(result):
                 asyncio.run(result)
