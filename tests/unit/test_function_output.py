@@ -48,6 +48,16 @@ def test_print_hands_over_each_line_as_it_ends_without_its_newline() -> None:
     assert sink.lines[1:] == [(STDOUT, "partial"), (STDOUT, "next"), (STDOUT, "")]
 
 
+def test_bytes_written_to_the_buffer_are_captured_as_text_even_split_mid_character() -> None:
+    sink = Sink()
+    stream = CapturedStream(sink, STDOUT, sys.__stdout__)  # type: ignore[arg-type]
+    encoded = "héllo\n".encode()
+    stream.buffer.write(encoded[:2])
+    stream.buffer.write(encoded[2:])
+    stream.reconfigure(line_buffering=True)
+    assert sink.lines == [(STDOUT, "héllo")]
+
+
 def test_a_line_longer_than_the_limit_is_cut_in_pieces_of_the_limit() -> None:
     sink = Sink()
     stream = CapturedStream(sink, STDERR, sys.__stderr__)  # type: ignore[arg-type]

@@ -4,7 +4,8 @@
 that cut what is written into lines (at most ``MAX_LINE`` characters: a longer one is
 cut in pieces, so a line never written to its end costs no more than that) and hand
 each line to a sink as it ends, with no buffering of their own: ``print`` reaches the
-caller line by line whatever ``PYTHONUNBUFFERED`` says. The root logger passes
+caller line by line whatever ``PYTHONUNBUFFERED`` says (bytes written to their
+``buffer`` are decoded as UTF-8 and captured too). The root logger passes
 ``INFO`` (the function may set another level) to a handler on the captured
 ``stderr``. The engine's own structured logs were bound to the real ``stderr`` before
 this runs, and stay there: they never mix with what the function wrote.
@@ -17,6 +18,7 @@ printing at once do not splice their lines together.
 
 from __future__ import annotations
 
+import codecs
 import contextvars
 import io
 import logging
@@ -55,6 +57,7 @@ class CapturedStream(io.TextIOBase):
         self._stream = stream
         self._original = original
         self._partial = _Partial()
+        self._buffer = BinaryView(self)
 
     @property
     def encoding(self) -> str:  # type: ignore[override]  # read-only in io's own streams too
@@ -63,6 +66,14 @@ class CapturedStream(io.TextIOBase):
     @property
     def errors(self) -> str:  # type: ignore[override]
         return "backslashreplace"
+
+    @property
+    def buffer(self) -> BinaryView:
+        """Bytes written here are decoded as UTF-8 and captured like text."""
+        return self._buffer
+
+    def reconfigure(self, **options: object) -> None:
+        """Nothing to change: every line is handed over as it ends, whatever is asked."""
 
     def writable(self) -> bool:
         return True
@@ -105,6 +116,25 @@ class CapturedStream(io.TextIOBase):
             partial.pieces.clear()
             partial.size = 0
         self._sink.write(self._stream, tail)
+
+
+class BinaryView(io.RawIOBase):
+    """``sys.stdout.buffer`` of a captured stream: UTF-8 bytes, decoded as they come."""
+
+    def __init__(self, text: CapturedStream) -> None:
+        super().__init__()
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        with self._lock:  # a character's bytes may come in two writes
+            text = self._decoder.decode(bytes(data))
+        self._text.write(text)
+        return len(data)
 
 
 def capture(sink: LineSink) -> None:
