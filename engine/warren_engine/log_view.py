@@ -89,7 +89,7 @@ async def show_logs(
     async with warren.Client.connect() as client:
         reader = LogReader(write, app=app, function=function, since=since)
         try:
-            await reader.start(await client.session.ready(), client.environment)
+            await reader.start(client.session, client.environment)
         except NotFound:
             raise InvalidError(
                 f"no app has run in environment {client.environment!r}: it has no logs"

@@ -233,7 +233,7 @@ class AppRun:
         if self._show_output:
             try:
                 self._output = LogReader(LogPrinter(), app=handle.instance, since=started)
-                await self._output.start(await client.session.ready(), handle.environment)
+                await self._output.start(client.session, handle.environment)
             except BaseException:
                 self._app._attach(None)
                 await stop_run(client, handle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -160,6 +161,28 @@ def test_a_flood_of_output_is_dropped_and_counted_and_memory_stays_bounded(
     assert sum(counts) > 100_000
     shipped = sum(1 for line in out.splitlines() if line.endswith("x" * 1023))
     assert shipped + sum(counts) == 200 * 1024
+
+
+async def test_a_runs_output_resumes_after_a_lost_connection_without_repeating_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a run whose caller has shown a function's line
+    token = uuid.uuid4().hex
+    async with app.run():
+        await chatty.remote.aio(f"before-{token}")
+        await asyncio.sleep(0.5)
+        # When the caller's connection is lost (it reconnects by itself)
+        client = await warren.Client.current()
+        lost = client.session.connection
+        lost._transport.abort()
+        # Then a line printed afterwards still reaches it
+        await chatty.remote.aio(f"after-{token}")
+        assert client.session.connection is not lost
+        await asyncio.sleep(0.5)
+    out = capsys.readouterr().out
+    assert out.count(f"chatty: printed after-{token}") == 1
+    # And the line shown before is not shown again by the resumed consumer
+    assert out.count(f"chatty: printed before-{token}") == 1
 
 
 SCRIPT = textwrap.dedent(

@@ -127,7 +127,7 @@ async def test_engine_containers_and_callers_work_with_least_privilege(
         # A container publishes what its function prints, and the caller reads it
         batches: list[LogBatch] = []
         reader = LogReader(batches.append, app=app.instance_name)
-        await reader.start(await client.session.ready(), ENVIRONMENT)
+        await reader.start(client.session, ENVIRONMENT)
         token = uuid.uuid4().hex
         await say.remote.aio(token)
         for _ in range(50):

@@ -7,11 +7,14 @@ and each delivery acknowledged. A stream finds a time to the chunk, not to the l
 so lines older than ``since`` are left out here too, and so are other apps' (``app`` is
 an app's instance) and other functions' lines. Each batch that has lines left goes to
 ``on_batch``, on the loop. Batches that do not decode are skipped and counted.
+Given the session its connection belongs to, the reader consumes again after each
+reconnection, from a little before the last line it handed on (the stream kept what
+was published meanwhile), and leaves out the lines it has handed on already.
 
 ::
 
     reader = LogReader(print_batch, app="my-app", since=time.time() - 600)
-    await reader.start(connection, "main")
+    await reader.start(client.session, "main")
     ...
     await reader.close()
 """
@@ -22,14 +25,19 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import math
 from collections.abc import Callable
 
 from warren.exceptions import DeserializationError
 from warren.wire import naming
 from warren.wire.amqp import BrokerError, Channel, Connection, Delivery
 from warren.wire.logs import LogBatch
+from warren.wire.session import BrokerSession
 
 PREFETCH = 200
+# A resumed consumer starts this long before the newest line handed on: lines of other
+# containers may have been written a little earlier and published a little later.
+RESUME_SLACK_SECONDS = 5.0
 
 
 class LogReader:
@@ -49,17 +57,43 @@ class LogReader:
         self._since = since
         self._channel: Channel | None = None
         self._last = 0.0
+        self._session: BrokerSession | None = None
+        self._environment = ""
+        self._resuming: set[asyncio.Task[None]] = set()
+        self._seen: dict[str, float] = {}  # by container: the time of its last line handed on
+        self._closed = False
         self.malformed = 0
 
-    async def start(self, connection: Connection, environment: str) -> None:
-        """Consume the environment's stream (its engine declared it when an app started)."""
+    async def start(self, session: BrokerSession, environment: str) -> None:
+        """Consume the environment's stream (its engine declared it when an app started),
+        and again after each reconnection of ``session``."""
+        self._session, self._environment = session, environment
+        await self._consume(await session.ready())
+        session.restored_callbacks.append(self._restored)
+
+    def _restored(self) -> None:
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._resume())
+        self._resuming.add(task)
+        task.add_done_callback(self._resuming.discard)
+
+    async def _resume(self) -> None:
+        assert self._session is not None
+        with contextlib.suppress(BrokerError, OSError):  # lost again: the next one resumes
+            await self._consume(self._session.connection)
+
+    async def _consume(self, connection: Connection) -> None:
         channel = self._channel = await connection.channel()
         offset: object = "first"
-        if self._since is not None:
-            offset = datetime.datetime.fromtimestamp(int(self._since), datetime.UTC)
+        start = self._since
+        if self._seen:  # resuming: from a little before the newest line handed on
+            start = max(self._seen.values()) - RESUME_SLACK_SECONDS
+        if start is not None:
+            offset = datetime.datetime.fromtimestamp(max(0, int(start)), datetime.UTC)
         await channel.qos(PREFETCH)
         await channel.consume(
-            naming.log_stream(environment),
+            naming.log_stream(self._environment),
             self._on_delivery,
             arguments={"x-stream-offset": offset},
         )
@@ -74,6 +108,12 @@ class LogReader:
             await asyncio.sleep(min(idle - (now - max(self._last, called)), deadline - now))
 
     async def close(self) -> None:
+        self._closed = True
+        if self._session is not None and self._restored in self._session.restored_callbacks:
+            self._session.restored_callbacks.remove(self._restored)
+        for task in list(self._resuming):
+            task.cancel()
+        await asyncio.gather(*self._resuming, return_exceptions=True)
         if self._channel is not None:
             with contextlib.suppress(BrokerError, OSError):
                 await self._channel.close()
@@ -90,10 +130,14 @@ class LogReader:
             return
         if self._function is not None and batch.function != self._function:
             return
-        if self._since is not None:
-            since = self._since
-            lines = tuple(line for line in batch.lines if line.time >= since)
-            if len(lines) != len(batch.lines):
-                batch = dataclasses.replace(batch, lines=lines)
+        # A container's lines come in the order written: what is not after the last one
+        # handed on came again, from a consumer resumed after a reconnection.
+        after = self._seen.get(batch.container, -math.inf)
+        since = -math.inf if self._since is None else self._since
+        lines = tuple(line for line in batch.lines if line.time >= since and line.time > after)
+        if len(lines) != len(batch.lines):
+            batch = dataclasses.replace(batch, lines=lines)
+        if batch.lines:
+            self._seen[batch.container] = batch.lines[-1].time
         if batch.lines or batch.dropped:
             self._on_batch(batch)
