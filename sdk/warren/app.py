@@ -208,7 +208,8 @@ class _Decorator:
     def __call__(self, raw: Callable[..., Any], /) -> Any: ...
 
 
-# Seconds between the caller's clock and the broker's that a run's first lines may span.
+# How far the clocks of the caller, its containers and the broker may differ (lines carry
+# their container's time, the stream finds the broker's): a run's first lines are kept.
 CLOCK_SLACK_SECONDS = 2.0
 OUTPUT_IDLE_SECONDS = 0.2
 OUTPUT_DRAIN_SECONDS = 1.0
