@@ -6,6 +6,7 @@
                                                run an app's local entrypoint inside app.run()
     warren deploy path/to/app.py [--name N]    deploy (or redeploy) an app; its web URLs
     warren app list | status NAME | stop NAME  deployed apps (--json for machines)
+    warren app logs NAME [--since 10m] [-f]    what a deployed app's functions printed
     warren secret create NAME KEY=VALUE ...    a secret the engine keeps (Secret.from_name)
     warren secret list | delete NAME           its secrets (names and keys, never values)
     warren engine                              the engine daemon (also: python -m warren_engine)
@@ -18,10 +19,12 @@ builds its settings from its flags over the environment (:mod:`warren.config`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import importlib.util
 import inspect
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType, UnionType
@@ -47,7 +50,7 @@ from warren.wire.control import (
     StopApp,
 )
 
-from warren_engine import logs
+from warren_engine import log_view, logs
 
 
 def load_script(path: Path) -> ModuleType:
@@ -344,12 +347,38 @@ def app_stop(name: str, environment: str | None) -> None:
     click.echo(f"stopped {name} ({answered} queued inputs answered with an error)")
 
 
+@app_group.command("logs")
+@click.argument("name")
+@click.option("--function", default=None, help="Only this function's lines.")
+@click.option("--since", default=None, help="Only lines this recent: 90s, 10m, 2h, 1d.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_env_option
+def app_logs(
+    name: str,
+    function: str | None,
+    since: str | None,
+    follow: bool,
+    as_json: bool,
+    environment: str | None,
+) -> None:
+    """What a deployed app's functions printed and logged (kept a day, 1 GiB at most)."""
+    _use_environment(environment)
+    try:
+        start = None if since is None else time.time() - log_view.parse_duration(since)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(log_view.show_logs(name, function, start, follow, as_json))
+    except WarrenError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
 # Everything after SCRIPT is the entrypoint's (--help included): run's options come first.
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("target", metavar="SCRIPT[::ENTRYPOINT]")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[ENTRYPOINT] [--PARAM VALUE]...")
+@click.option("--quiet", "-q", is_flag=True, help="Leave out what the functions print.")
 @click.pass_context
-def run(ctx: click.Context, target: str, args: tuple[str, ...]) -> None:
+def run(ctx: click.Context, target: str, args: tuple[str, ...], quiet: bool) -> None:
     """Run SCRIPT's local entrypoint with its app running (an engine is started if none
     listens). The entrypoint's parameters are its options: def main(x: int, flag: bool =
     False) takes --x 5 --flag (see: warren run SCRIPT --help)."""
@@ -363,7 +392,7 @@ def run(ctx: click.Context, target: str, args: tuple[str, ...]) -> None:
     prog = f"{ctx.command_path} {script}::{name}"
     kwargs = entrypoint_arguments(prog, fn, rest)
     try:
-        with app.run(), warren.enable_output():
+        with app.run(show_output=not quiet), warren.enable_output():
             result = fn(**kwargs)
             if inspect.iscoroutine(result):
                 asyncio.run(result)

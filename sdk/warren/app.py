@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
@@ -11,6 +12,8 @@ from warren import web
 from warren.client.app_run import AppCode, RunHandle, deploy_app, start_run, stop_run
 from warren.client.connection import Client
 from warren.client.facade import Method, run_blocking
+from warren.client.log_printer import LogPrinter
+from warren.client.log_reader import LogReader
 from warren.config import settings
 from warren.exceptions import InvalidError
 from warren.function import Definition, Function
@@ -146,14 +149,16 @@ class App:
 
         return decorate
 
-    def run(self) -> AppRun:
+    def run(self, *, show_output: bool = True) -> AppRun:
         """Run the app ephemerally for the duration of a ``with`` (or ``async with``) block.
 
         If an engine daemon is listening the app is registered with it; otherwise an
         engine is started as a child process and stopped with the app. The app's queues
-        are removed when the block ends.
+        are removed when the block ends. While it runs, what its functions print (and
+        log) is written to this process's stdout and stderr, each line prefixed with
+        the function's name; ``show_output=False`` leaves it out (``warren run --quiet``).
         """
-        return AppRun(self)
+        return AppRun(self, show_output=show_output)
 
     @property
     def deploy(self) -> Deploy:
@@ -203,18 +208,37 @@ class _Decorator:
     def __call__(self, raw: Callable[..., Any], /) -> Any: ...
 
 
+# How far the clocks of the caller, its containers and the broker may differ (lines carry
+# their container's time, the stream finds the broker's): a run's first lines are kept.
+CLOCK_SLACK_SECONDS = 2.0
+OUTPUT_IDLE_SECONDS = 0.2
+OUTPUT_DRAIN_SECONDS = 1.0
+
+
 class AppRun:
     """Context manager returned by :meth:`App.run`; usable with ``with`` and ``async with``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, show_output: bool = True) -> None:
         self._app = app
+        self._show_output = show_output
+        self._output: LogReader | None = None
 
     async def __aenter__(self) -> App:
         if self._app.is_running:
             raise InvalidError(f"app {self._app.name!r} is already running")
         client = await Client.current()
+        # Containers start (and may print) before the run's handle comes back.
+        started = time.time() - CLOCK_SLACK_SECONDS
         handle = await start_run(client, self._app.code())
         self._app._attach(handle)
+        if self._show_output:
+            try:
+                self._output = LogReader(LogPrinter(), app=handle.instance, since=started)
+                await self._output.start(client.session, handle.environment)
+            except BaseException:
+                self._app._attach(None)
+                await stop_run(client, handle)
+                raise
         return self._app
 
     async def __aexit__(
@@ -225,8 +249,15 @@ class AppRun:
     ) -> None:
         handle = self._app._run
         self._app._attach(None)
-        if handle is not None:
-            await stop_run(handle.client, handle)
+        output, self._output = self._output, None
+        try:
+            if handle is not None:
+                await stop_run(handle.client, handle)
+        finally:
+            if output is not None:
+                # Stopping containers publish their last lines: room for them to arrive.
+                await output.quiet(OUTPUT_IDLE_SECONDS, OUTPUT_DRAIN_SECONDS)
+                await output.close()
 
     def __enter__(self) -> App:
         return run_blocking(self.__aenter__, "app.run")

@@ -54,6 +54,10 @@ WARREN_PIN_CONTAINERS           ``0``: no core of its own for each      1
                                 single-slot sync container
 WARREN_LOG_LEVEL                debug, info, warning, error or          info
                                 critical (``--log-level``)
+WARREN_LOG_RATE                 characters per second a container       1048576
+                                ships of its function's output (at
+                                least 1024; beyond, lines are dropped
+                                and the drop is counted)
 WARREN_STATE_DIR                where an engine daemon records its      $XDG_STATE_HOME/warren
                                 apps, secrets, volumes (``--state-dir``)
 WARREN_NODE_NAME                an agent node's name (``--node-name``)  the host name
@@ -222,6 +226,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WARREN_EVENT_LOOP", "event_loop", Choice(EVENT_LOOPS)),
     Variable("WARREN_PIN_CONTAINERS", "pin_containers", _switch),
     Variable("WARREN_LOG_LEVEL", "log_level", Choice(LOG_LEVELS, fold=True), "--log-level"),
+    Variable("WARREN_LOG_RATE", "log_rate", Number(1024, integer=True)),
     Variable("WARREN_STATE_DIR", "state_dir", _path, "--state-dir"),
     Variable("WARREN_NODE_NAME", "node_name", _name_part("node name"), "--node-name"),
     Variable("WARREN_NODE_CPUS", "node_cpus", _POSITIVE),
@@ -270,6 +275,7 @@ class Settings:
     event_loop: str = "uvloop"
     pin_containers: bool = True
     log_level: str = "info"
+    log_rate: int = 1024 * 1024
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "warren")
     node_name: str | None = None
     node_cpus: float | None = None

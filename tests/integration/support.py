@@ -218,14 +218,19 @@ def engine_running(
 
 
 def forget_environment(environment: str) -> None:
-    """Remove what a test's own environment leaves on the broker for good: its dead-letter
-    and orphans queues and its exchanges (result and call queues expire by themselves)."""
+    """Remove what a test's own environment leaves on the broker for good: its dead-letter,
+    orphans and log stream queues and its exchanges (result and call queues expire by
+    themselves)."""
     from warren.wire import naming
 
     async def remove() -> None:
         connection = await aio_pika.connect(settings().broker_url)
         try:
-            for queue in (naming.dead_letter_queue(environment), naming.orphans(environment)):
+            for queue in (
+                naming.dead_letter_queue(environment),
+                naming.orphans(environment),
+                naming.log_stream(environment),
+            ):
                 async with connection.channel() as channel:
                     await channel.queue_delete(queue)
             for exchange in (
@@ -233,6 +238,7 @@ def forget_environment(environment: str) -> None:
                 naming.requeue_exchange(environment),
                 naming.delay_exchange(environment),
                 naming.cancel_exchange(environment),
+                naming.log_stream(environment),
             ):
                 with contextlib.suppress(ChannelNotFoundEntity):
                     async with connection.channel() as channel:

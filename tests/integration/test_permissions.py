@@ -1,12 +1,14 @@
 """The least-privilege users of broker_config/definitions.json, on the real broker.
 
 Users with exactly the permissions the file grants (under test names, removed after)
-run a real engine, its containers and a client: calls, retries and results work, a
-caller cannot read a function queue, and a container cannot publish a call.
+run a real engine, its containers and a client: calls, retries and results work, what a
+function prints reaches the caller through the log stream, a caller cannot read a
+function queue, and a container cannot publish a call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ import warren
 from aiormq.exceptions import ChannelAccessRefused
 from faults import rabbitmqctl
 from support import REPO, EngineProcess, engine_running, forget_environment
+from warren.client.log_reader import LogReader
+from warren.wire.logs import LogBatch
 
 ENVIRONMENT = f"test-perms-{uuid.uuid4().hex[:8]}"
 ROLES = ("engine", "container", "client")
@@ -35,6 +39,11 @@ def fails_once(marker: str) -> str:
         Path(marker).touch()
         raise RuntimeError("first attempt")
     return "second attempt"
+
+
+@app.function()
+def say(token: str) -> None:
+    print(f"said {token}")
 
 
 @pytest.fixture
@@ -108,10 +117,26 @@ async def refused(url: str, action: str, queue: str) -> bool:
 async def test_engine_containers_and_callers_work_with_least_privilege(
     broker_users: dict[str, str], engine_with_its_own_users: EngineProcess, tmp_path: Path
 ) -> None:
-    async with warren.Client.connect(broker_users["client"], environment=ENVIRONMENT), app.run():
+    async with (
+        warren.Client.connect(broker_users["client"], environment=ENVIRONMENT) as client,
+        app.run(),
+    ):
         # Calls, results, retries (the engine requeues for its containers) all work
         assert await double.remote.aio(21) == 42
         assert await fails_once.remote.aio(str(tmp_path / "marker")) == "second attempt"
+        # A container publishes what its function prints, and the caller reads it
+        batches: list[LogBatch] = []
+        reader = LogReader(batches.append, app=app.instance_name)
+        await reader.start(client.session, ENVIRONMENT)
+        token = uuid.uuid4().hex
+        await say.remote.aio(token)
+        for _ in range(50):
+            if any(line.text == f"said {token}" for batch in batches for line in batch.lines):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the printed line never reached the caller")
+        await reader.close()
         queue = double.target().queue
         # A caller cannot read the messages of a function queue
         assert await refused(broker_users["client"], "get", queue)

@@ -37,6 +37,7 @@ NUMERIC: dict[str, tuple[str, ...]] = {
     "WARREN_HTTP_PORT": ("65536", "80.5"),
     "WARREN_NODE_CPUS": ("0",),
     "WARREN_NODE_MEMORY": ("0", "1.5"),
+    "WARREN_LOG_RATE": ("1023", "2048.5"),
 }
 NOT_NUMBERS = ("abc", "nan", "inf", "-inf", "1e999", "-1")
 

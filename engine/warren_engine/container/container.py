@@ -49,6 +49,7 @@ from warren.wire.spec import FunctionSpec
 from warren_engine.container.cancels import Cancels
 from warren_engine.container.executor import STATUS_ABANDONED, Executor, Job
 from warren_engine.container.inbound import Inbound
+from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.rejections import Rejections
 from warren_engine.container.replies import HeldMessage, Replies
 from warren_engine.pipe.holdings import HoldingTable
@@ -101,8 +102,10 @@ class Container:
         link: EngineLink,
         holdings: HoldingTable,
         on_ready: Callable[[], None] = lambda: None,
+        output: LogShipper | None = None,
     ) -> None:
         self.config = config
+        self._output = output
         self._fn = fn
         self._link = link
         self._holdings = holdings
@@ -180,6 +183,8 @@ class Container:
         # crash ledger must not wait for this container to exit when they are redelivered.
         session.lost_callbacks.append(self._on_connection_lost)
         self._own(self._watch_holdings())
+        if self._output is not None:
+            self._own(self._output.run())
         self._log.info("container_started", pid=os.getpid(), queue=self.config.function.queue)
         self._on_ready()
         try:
@@ -193,6 +198,9 @@ class Container:
         own channel: the input channel's prefetch must never hold back a cancel), and
         the consumer of the function queue."""
         self._replies.open(await connection.channel(confirm=True), naming.replies_exchange())
+        if self._output is not None:  # a channel of its own: output never slows results
+            exchange = naming.log_stream(self.config.function.environment)
+            self._output.open(await connection.channel(), exchange)
         cancels = await connection.channel()
         listener = naming.cancel_listener_queue(
             self.config.function.environment, self.config.container_id
@@ -219,6 +227,8 @@ class Container:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._output is not None:
+            self._output.flush()  # the last lines, before the connection goes
         if self._session is not None:
             await self._session.close()
         self._log.info("container_stopped")

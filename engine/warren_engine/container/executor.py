@@ -50,6 +50,8 @@ from warren.wire.codec import (
 from warren.wire.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from warren.wire.spec import FunctionSpec
 
+from warren_engine.container.output import current_input
+
 # Weight of the newest run time in the executor's running mean.
 SMOOTHING = 0.2
 # While a sync function's inputs end faster than this and more of them wait to run, the
@@ -243,6 +245,8 @@ class Executor:
 
     async def _call_async(self, job: Job) -> Outcome:
         started = time.perf_counter()
+        # What the function prints is tagged with this input (the slot task's context).
+        token = current_input.set((job.invocation_id, job.index))
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = await self._fn(*args, **kwargs)
@@ -255,16 +259,21 @@ class Executor:
             return self._failed(job, error, started)
         except BaseException as exc:
             return self._failed(job, exc, started)
+        finally:
+            current_input.reset(token)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
 
     def _call_sync(self, job: Job) -> Outcome:
         started = time.perf_counter()
+        token = current_input.set((job.invocation_id, job.index))  # this worker thread's
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = self._fn(*args, **kwargs)
             fmt, data = self._encode_result(value, job.json)
         except BaseException as exc:
             return self._failed(job, exc, started)
+        finally:
+            current_input.reset(token)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
 
     def _failed(self, job: Job, exc: BaseException, started: float) -> Outcome:

@@ -25,7 +25,9 @@ from warren.wire.code_bundle import load_app_code
 
 from warren_engine.container.container import Container, ContainerConfig
 from warren_engine.container.limits import apply_limits
+from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.mounts import mount_volumes
+from warren_engine.container.output import capture
 from warren_engine.pipe.holdings import HoldingTable, slots_for
 from warren_engine.pipe.messages import Event, Failed, Ready, Status
 from warren_engine.pipe.pipes import EngineLink
@@ -57,10 +59,17 @@ def forked_main(
     holdings: Any,
 ) -> None:
     """Run one container (the target of the forked process)."""
-    os.dup2(2, 1)  # the user's prints go where the engine's logs go, never into a pipe
+    os.dup2(2, 1)  # what bypasses sys.stdout goes where the engine's logs go, not to a pipe
     from warren_engine import logs
 
-    logs.configure(config.function.settings.log_level)
+    logs.configure(config.function.settings.log_level)  # bound to the real stderr
+    output = LogShipper(
+        config.function.instance,
+        config.function.spec.tag,
+        config.container_id,
+        config.function.settings.log_rate,
+    )
+    capture(output)  # before the code loads: what its import prints is shipped too
     for name, value in config.environ.items():  # env= and secrets=, before the code loads
         if value is None:
             os.environ.pop(name, None)
@@ -79,7 +88,7 @@ def forked_main(
         sys.exit(EXIT_BAD_CODE)
     table = HoldingTable(slots_for(config.function.spec.max_inputs), holdings)
     with event_loop.runner(config.function.settings.event_loop) as runner:
-        runner.run(_serve(config, fn, link, lifeline, table))
+        runner.run(_serve(config, fn, link, lifeline, table, output))
 
 
 async def _serve(
@@ -88,6 +97,7 @@ async def _serve(
     link: EngineLink,
     lifeline: Connection,
     holdings: HoldingTable,
+    output: LogShipper,
 ) -> None:
     loop = asyncio.get_running_loop()
     link.attach(loop)
@@ -98,7 +108,7 @@ async def _serve(
         except OSError:
             container.request_stop()  # the engine is gone
 
-    container = Container(config, fn, link, holdings, on_ready=lambda: send(Ready()))
+    container = Container(config, fn, link, holdings, on_ready=lambda: send(Ready()), output=output)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, container.request_stop)
     loop.add_reader(lifeline.fileno(), container.request_stop)  # readable only at EOF

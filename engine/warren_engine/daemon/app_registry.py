@@ -341,6 +341,7 @@ class AppRegistry:
         await topology.declare_cancel_exchange(self._channel, environment)
         await topology.declare_replies_exchange(self._channel)
         await topology.declare_requeue(self._channel, environment)
+        await topology.declare_log_stream(self._channel, environment)
         return Republisher(self._publisher, environment)
 
     async def _add_pool(

@@ -303,6 +303,7 @@ class Channel:
         no_ack: bool = False,
         exclusive: bool = False,
         tag: str = "",
+        arguments: dict[str, Any] | None = None,
     ) -> str:
         """Start a consumer; ``callback`` gets each delivery. Returns the consumer tag.
 
@@ -315,7 +316,11 @@ class Channel:
         try:
             await self._call(
                 spec.Basic.Consume(
-                    queue=queue, consumer_tag=tag, no_ack=no_ack, exclusive=exclusive
+                    queue=queue,
+                    consumer_tag=tag,
+                    no_ack=no_ack,
+                    exclusive=exclusive,
+                    arguments=arguments,
                 ),
                 spec.Basic.ConsumeOk,
             )

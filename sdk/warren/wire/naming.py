@@ -26,6 +26,8 @@ may not contain dots.
     warren.v1.<env>.lease.<client>            exists while the client is connected
     warren.v1.<env>.call.<call>               the stored result of one spawned call
     warren.v1.<env>.cancels.<listener>        a container's or engine's cancel subscription
+    warren.v1.<env>.logs                      fanout exchange, and the stream queue it feeds:
+                                              what the environment's functions printed
 """
 
 from __future__ import annotations
@@ -134,3 +136,8 @@ def is_call_queue(name: str) -> bool:
 def cancel_listener_queue(environment: str, listener_id: str) -> str:
     """A container's (or the engine's) own queue on the cancel exchange."""
     return _scoped(environment, "cancels", "listener id", listener_id)
+
+
+def log_stream(environment: str) -> str:
+    """The environment's log exchange (containers publish to it) and its stream queue."""
+    return f"{PREFIX}.{check_part('environment', environment)}.logs"

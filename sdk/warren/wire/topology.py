@@ -26,6 +26,10 @@ function. The ``*_arguments`` functions are pure; ``declare_*`` do the I/O.
   stopped meanwhile) goes to the ``orphans`` queue through the alternate exchange,
   and the engine answers its caller. An unused delay queue expires a minute after
   its last message.
+* What functions print: one stream queue per environment (``logs``), fed by a fanout
+  exchange of the same name to which containers may publish (and nothing else). It
+  keeps a day of lines, 1 GiB at most; readers consume it from an offset (a time) with
+  a prefetch and acknowledgements, as AMQP 0-9-1 requires of streams.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ DELAY_QUEUE_LINGER_MS = 60_000
 # message would match every delay queue).
 DELAY_HEADER = "warren-delay"
 REASON_HEADER = "x-warren-reason"
+LOG_MAX_AGE = "1D"
+LOG_MAX_BYTES = 1024**3
+LOG_SEGMENT_BYTES = 16 * 1024**2
 
 
 def function_queue_arguments(environment: str, queue_type: str) -> dict[str, Any]:
@@ -82,6 +89,26 @@ def delay_queue_arguments(environment: str, milliseconds: int) -> dict[str, Any]
         "x-dead-letter-exchange": naming.requeue_exchange(environment),
         "x-expires": milliseconds + DELAY_QUEUE_LINGER_MS,
     }
+
+
+def log_stream_arguments() -> dict[str, Any]:
+    # Segments far below the default 500 MB: retention drops whole segments, so a small
+    # one lets age and size limits bite on a quiet environment too.
+    return {
+        "x-queue-type": "stream",
+        "x-max-age": LOG_MAX_AGE,
+        "x-max-length-bytes": LOG_MAX_BYTES,
+        "x-stream-max-segment-size-bytes": LOG_SEGMENT_BYTES,
+    }
+
+
+async def declare_log_stream(channel: AbstractChannel, environment: str) -> AbstractQueue:
+    """The environment's log stream, and the fanout exchange containers publish to."""
+    name = naming.log_stream(environment)
+    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
+    queue = await channel.declare_queue(name, durable=True, arguments=log_stream_arguments())
+    await queue.bind(exchange)
+    return queue
 
 
 async def declare_requeue(channel: AbstractChannel, environment: str) -> AbstractQueue:
