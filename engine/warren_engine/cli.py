@@ -205,6 +205,11 @@ def _control(request: Callable[[str], Request[R]]) -> R:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _echo_json(value: object) -> None:
+    """What a ``--json`` command prints: indented JSON."""
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
 _env_option = click.option(
     "--env", "environment", default=None, help="Environment (default: WARREN_ENVIRONMENT or main)."
 )
@@ -241,7 +246,7 @@ def secret_list(environment: str | None, as_json: bool) -> None:
     secrets = _control(ListSecrets).secrets
     if as_json:
         listing = [{"name": secret.name, "keys": list(secret.keys)} for secret in secrets]
-        click.echo(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode())
+        _echo_json(listing)
         return
     for secret in secrets:
         click.echo(f"{secret.name:<32} {', '.join(secret.keys)}")
@@ -310,7 +315,7 @@ def app_list(environment: str | None, as_json: bool) -> None:
     apps = _control(ListApps).apps
     if as_json:
         listing = [app.as_dict() for app in apps]
-        click.echo(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode())
+        _echo_json(listing)
         return
     for app in apps:
         kind = "ephemeral" if app.ephemeral else "deployed"
@@ -327,7 +332,7 @@ def app_status(name: str, environment: str | None, as_json: bool) -> None:
     _use_environment(environment)
     status = _control(lambda environment: GetAppStatus(environment, name))
     if as_json:
-        click.echo(orjson.dumps(status.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        _echo_json(status.as_dict())
         return
     click.echo(f"{status.app} ({status.environment})")
     click.echo(f"  {'function':<24} {'queued':>8} {'running':>8} {'containers':>10}")
