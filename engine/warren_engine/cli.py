@@ -4,6 +4,7 @@
 
     warren run path/to/app.py[::ENTRYPOINT] [--PARAM VALUE ...]
                                                run an app's local entrypoint inside app.run()
+    warren serve path/to/app.py                run an app, reloading it when its files change
     warren deploy path/to/app.py [--name N]    deploy (or redeploy) an app; its web URLs
     warren app list | status NAME | stop NAME  deployed apps (--json for machines)
     warren app logs NAME [--since 10m] [-f]    what a deployed app's functions printed
@@ -21,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-import importlib.util
 import inspect
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,8 +34,7 @@ import orjson
 import warren
 from warren import config
 from warren.client import event_loop
-from warren.client.app_run import deploy_app
-from warren.client.invocation import Target
+from warren.client.app_run import PackedApp, deploy_app
 from warren.config import Settings
 from warren.exceptions import WarrenError
 from warren.wire.control import (
@@ -51,21 +49,7 @@ from warren.wire.control import (
 )
 
 from warren_engine import log_view, logs
-
-
-def load_script(path: Path) -> ModuleType:
-    """Import a user's script as a module named after its file."""
-    if not path.is_file():
-        raise click.BadParameter(f"no such file: {path}", param_hint="SCRIPT")
-    name = path.stem.replace("-", "_")
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise click.BadParameter(f"cannot import {path} as Python", param_hint="SCRIPT")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    sys.path.insert(0, str(path.resolve().parent))
-    spec.loader.exec_module(module)
-    return module
+from warren_engine.user_script import load_script, single_app
 
 
 def find_entrypoint(module: ModuleType, name: str | None) -> tuple[warren.App, Any]:
@@ -269,36 +253,23 @@ def secret_delete(name: str, environment: str | None) -> None:
 def deploy(script: Path, name: str | None, environment: str | None) -> None:
     """Deploy the app defined in SCRIPT to the engine daemon (replacing an earlier deploy)."""
     _use_environment(environment)
-    module = load_script(script)
-    apps = [value for value in vars(module).values() if isinstance(value, warren.App)]
-    if len(apps) != 1:
-        found = ", ".join(a.name for a in apps) or "none"
-        raise click.UsageError(f"{script} must define exactly one warren.App (found: {found})")
-    deployed = _deploy(apps[0], name)
-    click.echo(f"deployed {name or apps[0].name} to environment {deployed.status.environment}")
-    for url in web_urls(apps[0], deployed):
+    packed = single_app(load_script(script), script).code().pack()
+    deployed = _deploy(packed, name)
+    status = deployed.status
+    click.echo(f"deployed {status.app} to environment {status.environment}")
+    for url in packed.web_urls(status.instance, deployed.web_base):
         click.echo(f"  {url}")
 
 
-def _deploy(app: warren.App, name: str | None) -> AppDeployed:
+def _deploy(app: PackedApp, name: str | None) -> AppDeployed:
     async def call() -> AppDeployed:
         async with warren.Client.connect() as client:
-            return await deploy_app(client, app.code(), name)
+            return await deploy_app(client, app, name)
 
     try:
         return asyncio.run(call())
     except WarrenError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-
-
-def web_urls(app: warren.App, deployed: AppDeployed) -> list[str]:
-    """Where the deployed app's web endpoints answer (none if the engine serves no HTTP)."""
-    status = deployed.status
-    targets = (
-        Target(status.environment, status.app, status.instance, function.spec, deployed.web_base)
-        for function in app.functions.values()
-    )
-    return [target.web_url for target in targets if target.web_url is not None]
 
 
 @main.group("app")
@@ -401,6 +372,45 @@ def run(ctx: click.Context, target: str, args: tuple[str, ...], quiet: bool) -> 
             result = fn(**kwargs)
             if inspect.iscoroutine(result):
                 asyncio.run(result)
+    except WarrenError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@main.command()
+@click.argument("script", type=click.Path(path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Leave out what the functions print.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop serving after this many seconds (default: until Ctrl-C).",
+)
+@_env_option
+def serve(script: Path, quiet: bool, timeout: float | None, environment: str | None) -> None:
+    """Run the app in SCRIPT and reload it whenever a Python file in its directory
+    changes: new inputs run the new code, web endpoints keep their URLs."""
+    from warren_engine.dev_server import DevServer
+
+    settings = command_settings(environment=environment)
+    config.install(settings)
+    if not script.is_file():
+        raise click.BadParameter(f"no such file: {script}", param_hint="SCRIPT")
+    server = DevServer(
+        script, settings, show_output=not quiet, say=lambda line: click.echo(line, err=True)
+    )
+
+    async def serve_for() -> None:
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                await server.run()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_for())
     except WarrenError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 

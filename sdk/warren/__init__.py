@@ -20,6 +20,7 @@ import sys as _sys
 import structlog as _structlog
 
 from warren.app import App, AppRun
+from warren.client.call_logs import OutputLine
 from warren.client.connection import Client
 from warren.client.progress import enable_output
 from warren.exceptions import (
@@ -81,6 +82,7 @@ __all__ = [
     "MessageTooLargeError",
     "NotFoundError",
     "OutOfMemoryError",
+    "OutputLine",
     "RemoteError",
     "ResultExpiredError",
     "Retries",

@@ -171,7 +171,7 @@ class App:
         return Method(self._deploy, "app.deploy")
 
     async def _deploy(self, name: str | None = None) -> App:
-        await deploy_app(await Client.current(), self.code(), name)
+        await deploy_app(await Client.current(), self.code().pack(), name)
         return self
 
     def code(self) -> AppCode:
@@ -229,7 +229,7 @@ class AppRun:
         client = await Client.current()
         # Containers start (and may print) before the run's handle comes back.
         started = time.time() - CLOCK_SLACK_SECONDS
-        handle = await start_run(client, self._app.code())
+        handle = await start_run(client, self._app.code().pack())
         self._app._attach(handle)
         if self._show_output:
             try:

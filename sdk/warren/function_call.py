@@ -17,14 +17,15 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 import structlog
 
+from warren.client.call_logs import OutputLine, call_lines
 from warren.client.connection import Client
-from warren.client.facade import Method
+from warren.client.facade import IteratorMethod, Method
 from warren.client.invocation import Target, encode_input, not_running, outcome, publish_cancel
 from warren.client.publisher import Publisher
 from warren.exceptions import (
@@ -180,6 +181,24 @@ class FunctionCall(Generic[R_co]):
         ``CallCancelledError`` for a cancelled call.
         """
         return Method(self._get, "FunctionCall.get")
+
+    @property
+    def logs(self) -> IteratorMethod[[], OutputLine]:
+        """What the call printed and logged, as :class:`warren.OutputLine` items:
+        ``for line in call.logs(): print(line.text)`` (``async for`` over ``.aio()``).
+
+        Follows the call while it runs and ends once it has finished (with a value, an
+        error or a cancel) and its last lines have arrived.
+        """
+        return IteratorMethod(self._logs, "FunctionCall.logs")
+
+    async def _logs(self) -> AsyncIterator[list[OutputLine]]:
+        client = await Client.current()
+        ref = self._ref
+        async for chunk in call_lines(
+            client, ref.environment, ref.call_id, ref.spawned_at, self._get
+        ):
+            yield chunk
 
     @property
     def cancel(self) -> Method[[], None]:

@@ -34,6 +34,15 @@ def chatty(token: str) -> str:
     return token
 
 
+@app.function()
+def ticker(token: str, lines: int, pause: float) -> int:
+    for number in range(lines):
+        print(f"{token} tick {number}", flush=True)
+        time.sleep(pause)
+    print(f"{token} to stderr", file=sys.stderr)
+    return lines
+
+
 @app.function(timeout=120)
 def flood(mebibytes: int) -> int:
     """Print ``mebibytes`` MiB in 1 KiB lines; the container's peak memory, in KiB."""
@@ -161,6 +170,32 @@ def test_a_flood_of_output_is_dropped_and_counted_and_memory_stays_bounded(
     assert sum(counts) > 100_000
     shipped = sum(1 for line in out.splitlines() if line.endswith("x" * 1023))
     assert shipped + sum(counts) == 200 * 1024
+
+
+def test_call_logs_follows_a_running_call_and_ends_when_it_has_finished() -> None:
+    # Given a spawned call that prints a line every half second for two seconds
+    token = uuid.uuid4().hex
+    with app.run(show_output=False):
+        call = ticker.spawn(token, 4, 0.5)
+        # When its logs are iterated from the start
+        seen: list[tuple[float, warren.OutputLine]] = []
+        for line in call.logs():
+            seen.append((time.monotonic(), line))
+        # Then every line is there, in order, on its stream, with its function
+        texts = [line.text for _, line in seen]
+        assert texts == [f"{token} tick {n}" for n in range(4)] + [f"{token} to stderr"]
+        assert [line.stream for _, line in seen] == ["stdout"] * 4 + ["stderr"]
+        assert {(line.function, line.index) for _, line in seen} == {("ticker", 0)}
+        # And they came while the call ran, not all at its end
+        assert seen[-1][0] - seen[0][0] > 1.0
+        # And the iterator ended once the call had finished
+        assert call.get(timeout=0) == 4
+
+        # And a finished call's lines can be read again, by .aio too
+        async def read() -> list[str]:
+            return [line.text async for line in call.logs.aio()]
+
+        assert asyncio.run(read()) == texts
 
 
 async def test_a_runs_output_resumes_after_a_lost_connection_without_repeating_lines(

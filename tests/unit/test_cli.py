@@ -9,8 +9,8 @@ import click
 import pytest
 import warren
 from click.testing import CliRunner
-from warren.wire.control import AppDeployed, AppStatus
 from warren_engine import cli
+from warren_engine.user_script import load_script
 
 SCRIPT = '''
 import warren
@@ -119,9 +119,9 @@ def test_run_reports_a_bad_option_before_starting_the_app(tmp_path: Path) -> Non
 def test_web_urls_are_the_deployed_apps_web_endpoints(tmp_path: Path) -> None:
     script = tmp_path / "webapp.py"
     script.write_text(SCRIPT)
-    app = next(v for v in vars(cli.load_script(script)).values() if isinstance(v, warren.App))
-    status = AppStatus("renamed", "dev", "renamed", False, 0.0, {})
-    assert cli.web_urls(app, AppDeployed(status, "http://127.0.0.1:8123")) == [
-        "http://127.0.0.1:8123/dev/renamed/hello"
+    app = next(v for v in vars(load_script(script)).values() if isinstance(v, warren.App))
+    packed = app.code().pack()
+    assert packed.web_urls("renamed", "http://127.0.0.1:8123") == [
+        f"http://127.0.0.1:8123/{app.environment}/renamed/hello"
     ]
-    assert cli.web_urls(app, AppDeployed(status, "")) == []
+    assert packed.web_urls("renamed", "") == []

@@ -23,7 +23,8 @@ from typing import Any
 import structlog
 
 from warren.client.connection import Client
-from warren.exceptions import EngineError, EngineNotFoundError
+from warren.client.invocation import Target
+from warren.exceptions import EngineError, EngineNotFoundError, InvalidError
 from warren.wire import naming
 from warren.wire.code_bundle import pack_app_code
 from warren.wire.control import AppBundle, AppDeployed, DeployApp, RegisterApp, StopApp
@@ -46,6 +47,7 @@ class RunHandle:
     instance: str
     control_queue: str
     engine: subprocess.Popen[bytes] | None
+    lease: str  # held by ``client``: the engine stops the app if it goes
     web_base: str = ""  # where the engine serves the app's web endpoints
 
 
@@ -58,14 +60,37 @@ class AppCode:
     specs: tuple[FunctionSpec, ...]
     functions: Mapping[str, Callable[..., Any]]  # the raw functions, by tag
 
+    def pack(self) -> PackedApp:
+        """The app as it travels: its code pickled by value."""
+        return PackedApp(
+            self.name, self.environment, self.specs, pack_app_code(self.name, self.functions)
+        )
 
-def registration(app: AppCode, name: str, instance: str, code: bytes) -> AppBundle:
+
+@dataclass(frozen=True, slots=True)
+class PackedApp:
+    """An app's specs and its pickled code (``warren serve`` packs it in a child process)."""
+
+    name: str
+    environment: str
+    specs: tuple[FunctionSpec, ...]
+    code: bytes
+
+    def web_urls(self, instance: str, web_base: str) -> list[str]:
+        """Where its web endpoints answer when it runs as ``instance`` (none without HTTP)."""
+        targets = (
+            Target(self.environment, self.name, instance, spec, web_base) for spec in self.specs
+        )
+        return [target.web_url for target in targets if target.web_url is not None]
+
+
+def registration(app: PackedApp, name: str, instance: str) -> AppBundle:
     return AppBundle(
         app.environment,
         name,
         instance,
         app.specs,
-        code,
+        app.code,
         tuple(_client_paths()),
     )
 
@@ -79,17 +104,17 @@ def _client_paths() -> list[str]:
     return paths
 
 
-async def start_run(client: Client, app: AppCode) -> RunHandle:
+async def start_run(client: Client, app: PackedApp) -> RunHandle:
     run_id = uuid.uuid4().hex[:10]
     instance = naming.check_part("app instance", f"{app.name}-run-{run_id}")
-    bundle = registration(app, app.name, instance, pack_app_code(app.name, app.functions))
     # Held while this client is connected: a daemon stops the app if the client is gone.
-    request = RegisterApp(bundle, lease=await client.hold_lease())
+    lease = await client.hold_lease()
+    request = RegisterApp(registration(app, app.name, instance), lease=lease)
     try:
         reply = await client.control(request, timeout=REGISTER_TIMEOUT)
         log.debug("app_registered", app=app.name, instance=instance, engine="daemon")
         return RunHandle(
-            client, app.environment, instance, naming.control_queue(), None, reply.web_base
+            client, app.environment, instance, naming.control_queue(), None, lease, reply.web_base
         )
     except EngineNotFoundError:
         pass  # no daemon listening: start our own engine
@@ -101,14 +126,30 @@ async def start_run(client: Client, app: AppCode) -> RunHandle:
         await _stop_engine(engine)
         raise
     log.debug("app_registered", app=app.name, instance=instance, engine="child")
-    return RunHandle(client, app.environment, instance, control_queue, engine, reply.web_base)
+    return RunHandle(
+        client, app.environment, instance, control_queue, engine, lease, reply.web_base
+    )
 
 
-async def deploy_app(client: Client, app: AppCode, name: str | None = None) -> AppDeployed:
+async def reload_run(handle: RunHandle, app: PackedApp) -> None:
+    """Replace a running app's code, keeping its instance (so its queues and web URLs):
+    the engine starts the new code's containers, then stops the old ones."""
+    if app.environment != handle.environment:
+        raise InvalidError(
+            f"the app moved from environment {handle.environment!r} to {app.environment!r}: "
+            "a running app keeps its environment"
+        )
+    request = RegisterApp(registration(app, app.name, handle.instance), lease=handle.lease)
+    await handle.client.control(request, queue=handle.control_queue, timeout=REGISTER_TIMEOUT)
+    log.debug("app_reloaded", app=app.name, instance=handle.instance)
+
+
+async def deploy_app(client: Client, app: PackedApp, name: str | None = None) -> AppDeployed:
     """Register (or replace) the app with the engine daemon, under ``name`` if given."""
     app_name = naming.check_part("app name", name or app.name)
-    bundle = registration(app, app_name, app_name, pack_app_code(app.name, app.functions))
-    return await client.control(DeployApp(bundle), timeout=REGISTER_TIMEOUT)
+    return await client.control(
+        DeployApp(registration(app, app_name, app_name)), timeout=REGISTER_TIMEOUT
+    )
 
 
 async def stop_run(client: Client, handle: RunHandle) -> None:

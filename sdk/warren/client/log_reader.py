@@ -5,8 +5,9 @@ on a channel of its own, from ``since`` (a Unix time; None: all that is kept), a
 AMQP 0-9-1 consumes a stream: a prefetch, the ``x-stream-offset`` consumer argument,
 and each delivery acknowledged. A stream finds a time to the chunk, not to the line,
 so lines older than ``since`` are left out here too, and so are other apps' (``app`` is
-an app's instance) and other functions' lines. Each batch that has lines left goes to
-``on_batch``, on the loop. Batches that do not decode are skipped and counted.
+an app's instance), other functions' and other calls' lines (``call``, an invocation
+id). Each batch that has lines left goes to ``on_batch``, on the loop. Batches that do
+not decode are skipped and counted.
 Given the session its connection belongs to, the reader consumes again after each
 reconnection, from a little before the last line it handed on (the stream kept what
 was published meanwhile), and leaves out the lines it has handed on already.
@@ -49,11 +50,13 @@ class LogReader:
         *,
         app: str | None = None,
         function: str | None = None,
+        call: str | None = None,
         since: float | None = None,
     ) -> None:
         self._on_batch = on_batch
         self._app = app
         self._function = function
+        self._call = call
         self._since = since
         self._channel: Channel | None = None
         self._last = 0.0
@@ -134,7 +137,15 @@ class LogReader:
         # handed on came again, from a consumer resumed after a reconnection.
         after = self._seen.get(batch.container, -math.inf)
         since = -math.inf if self._since is None else self._since
-        lines = tuple(line for line in batch.lines if line.time >= since and line.time > after)
+        lines = tuple(
+            line
+            for line in batch.lines
+            if line.time >= since
+            and line.time > after
+            and (self._call is None or line.call == self._call)
+        )
+        if self._call is not None and not lines and batch.container not in self._seen:
+            return  # another call's container (a dropped mark of one that ran ours may be ours)
         if len(lines) != len(batch.lines):
             batch = dataclasses.replace(batch, lines=lines)
         if batch.lines:
