@@ -17,9 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import psutil
 import pytest
 import warren
+import warren.config
 from support import EngineProcess, forget_environment
+from warren_engine.container.log_shipper import BURST_SECONDS
 
 ENVIRONMENT = f"test-output-{uuid.uuid4().hex[:8]}"
 APP = "test-output"
@@ -157,10 +160,29 @@ def test_a_flood_of_output_is_dropped_and_counted_and_memory_stays_bounded(
     # Given a deployed function that prints 200 MiB
     app.deploy()
     remote = warren.Function.from_name(APP, "flood", environment_name=ENVIRONMENT)
+    remote.remote(0)  # its container is up: the engine's memory is measured from here
+    daemon = psutil.Process(engine.pid)
+    before = daemon.memory_info().rss
+    peak = [before]
+    measuring = threading.Event()
+
+    def sample() -> None:
+        while not measuring.wait(0.05):
+            peak.append(daemon.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     # When it is called, Then the caller gets its result
-    peak_kib = remote.remote(200)
-    # And the container's memory stayed far below what it printed
+    began = time.monotonic()
+    try:
+        peak_kib = remote.remote(200)
+    finally:
+        took = time.monotonic() - began
+        measuring.set()
+        sampler.join()
+    # And the container's memory stayed far below what it printed, and so did the engine's
     assert peak_kib < 150 * 1024
+    assert max(peak) - before < 64 * 1024**2
     # And the logs say how many lines were dropped
     time.sleep(0.5)
     out = app_logs("--function", "flood")
@@ -170,6 +192,9 @@ def test_a_flood_of_output_is_dropped_and_counted_and_memory_stays_bounded(
     assert sum(counts) > 100_000
     shipped = sum(1 for line in out.splitlines() if line.endswith("x" * 1023))
     assert shipped + sum(counts) == 200 * 1024
+    # And what reached the log storage is what the rate allows, not what was printed
+    rate = warren.config.settings().log_rate
+    assert shipped * 1024 <= rate * (took + BURST_SECONDS) + 64 * 1024
 
 
 def test_call_logs_follows_a_running_call_and_ends_when_it_has_finished() -> None:
