@@ -42,6 +42,7 @@ from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.pool import ContainerPool
 from warren_engine.publisher import Republisher
 
+
 def _tally() -> Tally:
     tally = Tally(received=4, succeeded=2, failed=1, retried=3, timed_out=1)
     for seconds in (0.0004, 0.2, 7.0, 4000.0):

@@ -53,7 +53,7 @@ from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.rejections import Rejections
 from warren_engine.container.replies import HeldMessage, Replies
 from warren_engine.pipe.holdings import HoldingTable
-from warren_engine.pipe.messages import CRASHED, REPLACED, Dropped
+from warren_engine.pipe.messages import CRASHED, REPLACED, Dropped, Status
 from warren_engine.pipe.pipes import EngineLink
 from warren_engine.pipe.tally import Tally
 
@@ -160,6 +160,18 @@ class Container:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def status(self) -> Status:
+        """What the container reports to its engine (see :mod:`warren_engine.container.main`)."""
+        idle_for = 0.0 if self.held else time.monotonic() - self.last_active
+        return Status(
+            running=self.held,
+            idle_for=idle_for,
+            batch=self.mean_batch,
+            messages=self.messages_received,
+            inputs=self.inputs_received,
+            tally=self.tally.copy(),
+        )
 
     @property
     def executor(self) -> Executor:
@@ -332,6 +344,8 @@ class Container:
         # redelivered. The engine knows this exit code: not a crash.
         await asyncio.sleep(0)
         await self._replies.drain(REPLACEMENT_FLUSH_SECONDS)
+        with contextlib.suppress(OSError):
+            self._link.send(self.status())  # the last outcomes (the timeout's among them)
         os._exit(EXIT_REPLACED)
 
     # -- intake --------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -30,7 +29,7 @@ from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.mounts import mount_volumes
 from warren_engine.container.output import capture
 from warren_engine.pipe.holdings import HoldingTable, slots_for
-from warren_engine.pipe.messages import Event, Failed, Ready, Status
+from warren_engine.pipe.messages import Event, Failed, Ready
 from warren_engine.pipe.pipes import EngineLink
 
 log = structlog.get_logger(__name__)
@@ -122,19 +121,7 @@ async def _serve(
     finally:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
-        send(_status(container))  # the last outcomes, for the engine's metrics
-
-
-def _status(container: Container) -> Status:
-    idle_for = 0.0 if container.held else time.monotonic() - container.last_active
-    return Status(
-        running=container.held,
-        idle_for=idle_for,
-        batch=container.mean_batch,
-        messages=container.messages_received,
-        inputs=container.inputs_received,
-        tally=container.tally.copy(),
-    )
+        send(container.status())  # the last outcomes, for the engine's metrics
 
 
 async def _report(container: Container, send: Callable[[Event], None]) -> None:
@@ -148,5 +135,5 @@ async def _report(container: Container, send: Callable[[Event], None]) -> None:
             container.tally.outcomes,
         )
         if now != last:
-            send(_status(container))
+            send(container.status())
             last = now
