@@ -3,9 +3,13 @@ function and node, counters that only go up; and the token /metrics asks for."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from warren.config import Settings
 from warren.wire.spec import FunctionSpec
@@ -17,6 +21,8 @@ from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.metrics import CRASH_LIMIT, REJECTED, EngineMetrics
 from warren_engine.pool.pool import ContainerPool
 from warren_engine.publisher import Republisher
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _samples(metrics: EngineMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -145,3 +151,31 @@ def test_only_the_bearer_of_the_token_is_let_in(
     header: str | None, token: str | None, matches: bool
 ) -> None:
     assert bearer_matches(header, token) is matches
+
+
+def _exported_sample_names() -> set[str]:
+    metrics = EngineMetrics("n1")
+    metrics.function("main", "shop", "pay")
+    text = metrics.exposition().decode()
+    return {
+        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_engine_exports() -> None:
+    dashboard = json.loads((ROOT / "broker_config" / "grafana" / "warren.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\bwarren_[a-z_]+", expr)}
+    assert used, "the dashboard queries nothing"
+    assert used <= _exported_sample_names()
+    titles = {panel["title"] for panel in dashboard["panels"]}
+    assert {"Throughput by function", "Failures", "Run time p50 / p95", "Queue depth"} <= titles
+    assert all(panel["datasource"]["uid"] == "${datasource}" for panel in dashboard["panels"])
+
+
+def test_the_example_scrape_config_reads_metrics_with_the_dashboard_token() -> None:
+    config = yaml.safe_load((ROOT / "broker_config" / "prometheus.yml").read_text())
+    (warren,) = [job for job in config["scrape_configs"] if job["job_name"] == "warren"]
+    assert warren["metrics_path"] == "/metrics"
+    assert warren["authorization"]["type"] == "Bearer"
+    assert warren["static_configs"][0]["targets"]
