@@ -11,6 +11,10 @@ The pool also serves its containers' requests (:mod:`warren_engine.pipe.pipes`):
 what they hand back or retry (:mod:`warren_engine.publisher`), and keeps the crash ledger
 (:mod:`warren_engine.pool.crash_ledger`) that tells a container whether a redelivered message was
 running in a container that died.
+
+What its containers tally of their inputs, the containers it starts and the dead
+letters it publishes go to the function's metrics (:mod:`warren_engine.pool.metrics`),
+which read the pool's gauges (:meth:`ContainerPool.gauges`) when they are scraped.
 """
 
 from __future__ import annotations
