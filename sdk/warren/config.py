@@ -48,6 +48,11 @@ WARREN_PUBLIC_URL               the endpoints' public base URL          http://<
                                 (``--public-url``)
 WARREN_HTTP_DEBUG               ``1``: a failed web call's response     0
                                 carries the error type and traceback
+WARREN_METRICS_PUBLIC           ``1``: ``<http base>/metrics`` answers  0
+                                anyone (else only a request bearing
+                                the dashboard token)
+WARREN_DASHBOARD_TOKEN          the token the engine's web pages ask    none
+                                for (``Authorization: Bearer ...``)
 WARREN_EVENT_LOOP               ``uvloop`` (where installed) or         uvloop
                                 ``asyncio``: Warren's own event loops
 WARREN_PIN_CONTAINERS           ``0``: no core of its own for each      1
@@ -71,10 +76,10 @@ XDG_CONFIG_HOME                 <config dir> is its ``warren``          ~/.confi
 XDG_STATE_HOME                  the default state dir is its ``warren`` ~/.local/state
 ==============================  ======================================  ==========================
 
-On switches (``WARREN_HTTP_DEBUG``, ``WARREN_PIN_CONTAINERS``) ``1``, ``true``, ``yes``,
-``on`` mean yes and ``0``, ``false``, ``no``, ``off`` mean no. Warren also *sets*
-variables for the function code in a container: ``WARREN_BROKER_URL`` (see above) and
-``WARREN_VOLUME_<NAME>``, the directory of each volume it mounts.
+On switches (``WARREN_HTTP_DEBUG``, ``WARREN_METRICS_PUBLIC``, ``WARREN_PIN_CONTAINERS``)
+``1``, ``true``, ``yes``, ``on`` mean yes and ``0``, ``false``, ``no``, ``off`` mean no.
+Warren also *sets* variables for the function code in a container: ``WARREN_BROKER_URL``
+(see above) and ``WARREN_VOLUME_<NAME>``, the directory of each volume it mounts.
 """
 
 from __future__ import annotations
@@ -223,6 +228,8 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("WARREN_PUBLIC_URL", "public_url", _text, "--public-url"),
     Variable("WARREN_HTTP_DEBUG", "http_debug", _switch),
+    Variable("WARREN_METRICS_PUBLIC", "metrics_public", _switch),
+    Variable("WARREN_DASHBOARD_TOKEN", "dashboard_token", _text),
     Variable("WARREN_EVENT_LOOP", "event_loop", Choice(EVENT_LOOPS)),
     Variable("WARREN_PIN_CONTAINERS", "pin_containers", _switch),
     Variable("WARREN_LOG_LEVEL", "log_level", Choice(LOG_LEVELS, fold=True), "--log-level"),
@@ -272,6 +279,8 @@ class Settings:
     http_port: int = 0
     public_url: str | None = None
     http_debug: bool = False
+    metrics_public: bool = False
+    dashboard_token: str | None = field(default=None, repr=False)
     event_loop: str = "uvloop"
     pin_containers: bool = True
     log_level: str = "info"
@@ -311,8 +320,14 @@ class Settings:
         return cls(config_dir=_home_dir(environ, "XDG_CONFIG_HOME", ".config"), **values)
 
     def for_containers(self) -> Settings:
-        """What an engine gives its containers: its own broker credentials left out."""
-        return replace(self, broker_url=self.container_broker_url, function_broker_url=None)
+        """What an engine gives its containers: its own broker credentials, and the token
+        of its web pages, left out."""
+        return replace(
+            self,
+            broker_url=self.container_broker_url,
+            function_broker_url=None,
+            dashboard_token=None,
+        )
 
 
 _installed: Settings | None = None

@@ -81,6 +81,7 @@ def test_the_module_docstring_lists_every_variable() -> None:
         ("WARREN_LOG_LEVEL", "loud"),
         ("WARREN_PIN_CONTAINERS", "maybe"),
         ("WARREN_HTTP_DEBUG", "2"),
+        ("WARREN_METRICS_PUBLIC", "public"),
         ("WARREN_ENVIRONMENT", "has.dot"),
         ("WARREN_NODE_NAME", "a b"),
     ],
@@ -99,6 +100,7 @@ def test_good_values_are_typed_and_unset_or_empty_ones_keep_their_default() -> N
             "WARREN_LOG_LEVEL": "DEBUG",
             "WARREN_PIN_CONTAINERS": "off",
             "WARREN_HTTP_DEBUG": "yes",
+            "WARREN_METRICS_PUBLIC": "on",
             "WARREN_STOP_GRACE": "",
             "XDG_CONFIG_HOME": "/etc/xdg",
             "XDG_STATE_HOME": "/var/state",
@@ -111,6 +113,7 @@ def test_good_values_are_typed_and_unset_or_empty_ones_keep_their_default() -> N
         False,
         True,
     )
+    assert settings.metrics_public and not Settings().metrics_public
     assert settings.stop_grace == Settings().stop_grace
     assert settings.config_dir == Path("/etc/xdg/warren")
     assert settings.state_dir == Path("/var/state/warren")
@@ -134,9 +137,15 @@ def test_secrets_are_never_shown() -> None:
         Settings.from_environment({"WARREN_BROKER_URL": "http://engine:hunter2@host/"})
     assert "hunter2" not in str(caught.value) and "engine:***@host" in str(caught.value)
     settings = Settings.from_environment(
-        {"WARREN_SECRET_KEY": "s" * 32, "WARREN_BROKER_URL": "amqp://engine:hunter2@host/"}
+        {
+            "WARREN_SECRET_KEY": "s" * 32,
+            "WARREN_BROKER_URL": "amqp://engine:hunter2@host/",
+            "WARREN_DASHBOARD_TOKEN": "t0ken-of-the-dashboard",
+        }
     )
     assert "hunter2" not in repr(settings) and "s" * 32 not in repr(settings)
+    assert settings.dashboard_token == "t0ken-of-the-dashboard"
+    assert "t0ken" not in repr(settings)
     assert redacted_url("amqp://u:p@ss@host/") == "amqp://u:***@host/"
     assert redacted_url("amqp://host/") == "amqp://host/"
 
@@ -149,10 +158,12 @@ def test_containers_get_the_settings_without_the_engines_credentials() -> None:
             "WARREN_FUNCTION_BROKER_URL": "amqp://caller:f@host/",
             "WARREN_CRASH_LIMIT": "7",
             "WARREN_SECRET_KEY_FILE": "/run/key",
+            "WARREN_DASHBOARD_TOKEN": "t0ken-of-the-dashboard",
         }
     )
     shipped = engine.for_containers()
     assert "engine:e" not in str(dataclasses.asdict(shipped))
+    assert "t0ken" not in str(dataclasses.asdict(shipped))  # a function must not read the pages
     assert shipped.broker_url == "amqp://container:c@host/"
     assert shipped.function_broker_url is None
     assert (shipped.crash_limit, shipped.secret_key_file) == (7, Path("/run/key"))

@@ -36,11 +36,23 @@ from warren_engine.pipe.messages import (
     encode,
 )
 from warren_engine.pipe.pipes import EngineLink, PipeReader
+from warren_engine.pipe.tally import SECONDS_BUCKETS, Tally
 from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.pool import ContainerPool
 from warren_engine.publisher import Republisher
 
+
+def _tally() -> Tally:
+    tally = Tally(received=4, succeeded=2, failed=1, retried=3, timed_out=1)
+    for seconds in (0.0004, 0.2, 7.0, 4000.0):
+        tally.run_seconds.observe(seconds)
+    tally.queue_wait.observe(0.03)
+    return tally
+
+
+TALLY = _tally()
+ZEROS = [0] * (len(SECONDS_BUCKETS) + 1)
 QUERIES: list[Query] = [
     AskVerdict("0123456789abcdef0123456789abcdef"),
     Requeue((b"one", b"two"), correlation_id="c", reply_to="r", delay_ms=1500, replaces="m"),
@@ -61,6 +73,7 @@ EVENTS: list[Event] = [
     Ready(),
     Failed("ImportError", "no module named app", "Traceback (most recent call last): ..."),
     Status(running=3, idle_for=0.0, batch=2.5, messages=10, inputs=25),
+    Status(running=0, idle_for=1.5, batch=1.0, messages=2, inputs=2, tally=TALLY),
     Dropped(),
     *(Request(index + 1, query) for index, query in enumerate(QUERIES)),
 ]
@@ -91,14 +104,15 @@ def test_every_kind_is_exercised_and_has_a_tag_of_its_own() -> None:
 
 def test_a_status_report_is_a_short_array_not_a_map() -> None:
     data = encode(Status(running=1, idle_for=0.0, batch=1.0, messages=1, inputs=1))
-    assert unpackb(data) == [Status.TAG, 1, 0.0, 1.0, 1, 1]
-    assert len(data) < 32
+    assert unpackb(data) == [Status.TAG, 1, 0.0, 1.0, 1, 1, 0, 0, 0, 0, 0, ZEROS, 0.0, ZEROS, 0.0]
+    assert len(data) < 96  # four times a second from every container: the tally is flat ints
 
 
 def test_a_whole_number_is_read_as_a_float_where_a_number_is_expected() -> None:
-    decoded = decode_event(packb([Status.TAG, 0, 2, 1, 4, 4]))
+    decoded = decode_event(packb([Status.TAG, 0, 2, 1, 4, 4, 0, 0, 0, 0, 0, ZEROS, 0, ZEROS, 0]))
     assert decoded == Status(running=0, idle_for=2.0, batch=1.0, messages=4, inputs=4)
     assert isinstance(decoded, Status) and type(decoded.idle_for) is float
+    assert type(decoded.tally.run_seconds.total) is float
 
 
 @pytest.mark.parametrize(
@@ -119,6 +133,15 @@ def test_a_whole_number_is_read_as_a_float_where_a_number_is_expected() -> None:
             "Failed message on a container pipe: it ends where a str",
         ),
         (packb([Status.TAG, "3", 0.0, 1.0, 1, 1]), "field 1 is a str, not an int"),
+        (
+            packb([Status.TAG, 0, 0.0, 1.0, 1, 1, 0, 0, 0, 0, 0, [0, 1], 0.0, ZEROS, 0.0]),
+            "field 11 has 2 counts where 18 were expected",
+        ),
+        (
+            packb([Status.TAG, 0, 0.0, 1.0, 1, 1, 0, 0, 0, 0, 0, ZEROS, 0.0, [1.5], 0.0]),
+            "field 13 is a list, not an array of ints",
+        ),
+        (packb([Status.TAG, 0, 0.0, 1.0, 1, 1]), "Status message on a container pipe: it ends"),
         (packb([Status.TAG, True, 0.0, 1.0, 1, 1]), "field 1 is a bool, not an int"),
         (packb([Status.TAG, 1, None, 1.0, 1, 1]), "field 2 is a NoneType, not a number"),
         (packb([Request.TAG, 1, [42]]), "unknown kind 42 on a container pipe where a query"),

@@ -35,13 +35,13 @@ from typing import Any
 
 import structlog
 from warren.client.batch_sizer import TARGET_BATCH_SECONDS
-from warren.client.publisher import BROKER_ERRORS
+from warren.client.publisher import BROKER_ERRORS, published_at
 from warren.config import Settings
 from warren.exceptions import EngineError, WarrenError
 from warren.wire import naming
 from warren.wire.amqp import Channel, Connection, Delivery
 from warren.wire.batching import PrefetchTuner
-from warren.wire.protocol import KIND_CALLS, STATUS_CANCELLED, STATUS_ERROR, CallBatch
+from warren.wire.protocol import KIND_CALLS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, CallBatch
 from warren.wire.session import BrokerSession
 from warren.wire.signing import ENVELOPE_OVERHEAD, MessageExpiredError, signer
 from warren.wire.spec import FunctionSpec
@@ -53,8 +53,9 @@ from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.rejections import Rejections
 from warren_engine.container.replies import HeldMessage, Replies
 from warren_engine.pipe.holdings import HoldingTable
-from warren_engine.pipe.messages import CRASHED, REPLACED, Dropped
+from warren_engine.pipe.messages import CRASHED, REPLACED, Dropped, Status
 from warren_engine.pipe.pipes import EngineLink
+from warren_engine.pipe.tally import Tally
 
 log = structlog.get_logger(__name__)
 
@@ -144,6 +145,7 @@ class Container:
         self.last_active = time.monotonic()
         self.messages_received = 0
         self.inputs_received = 0
+        self.tally = Tally()  # how its inputs ended, reported to the engine (see main)
         self._tuner = PrefetchTuner(config.function.spec.max_inputs)
 
     @property
@@ -158,6 +160,18 @@ class Container:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def status(self) -> Status:
+        """What the container reports to its engine (see :mod:`warren_engine.container.main`)."""
+        idle_for = 0.0 if self.held else time.monotonic() - self.last_active
+        return Status(
+            running=self.held,
+            idle_for=idle_for,
+            batch=self.mean_batch,
+            messages=self.messages_received,
+            inputs=self.inputs_received,
+            tally=self.tally.copy(),
+        )
 
     @property
     def executor(self) -> Executor:
@@ -330,6 +344,8 @@ class Container:
         # redelivered. The engine knows this exit code: not a crash.
         await asyncio.sleep(0)
         await self._replies.drain(REPLACEMENT_FLUSH_SECONDS)
+        with contextlib.suppress(OSError):
+            self._link.send(self.status())  # the last outcomes (the timeout's among them)
         os._exit(EXIT_REPLACED)
 
     # -- intake --------------------------------------------------------------------------
@@ -418,11 +434,14 @@ class Container:
                 self._log.warning("holding_table_full", slots=self._holdings.slots)
                 message.nack(requeue=True)
                 return
-        delivery = HeldMessage(message, batch, len(batch.inputs), expires_at, slot)
+        published = 0.0 if message.redelivered else self._published(message)
+        delivery = HeldMessage(message, batch, len(batch.inputs), expires_at, slot, published)
         self._deliveries.add(delivery)
         self._idle.clear()
         self.messages_received += 1
         self.inputs_received += len(batch.inputs)
+        if published:
+            self.tally.received += len(batch.inputs)  # a caller's message, the first time
         invocation_id, json = batch.invocation_id, batch.json_results
         self.executor.hold(
             [
@@ -435,6 +454,18 @@ class Container:
         new_prefetch = self._tuner.observe(len(batch.inputs), self._per_input() or None)
         if new_prefetch is not None:
             self._own(self._resubscribe(new_prefetch))
+
+    @staticmethod
+    def _published(message: Inbound) -> float:
+        """When the message's caller published it, on the monotonic clock (0: unknown).
+
+        Only a caller's own message says so: the copies the engine publishes of inputs
+        put back (handed back, retried, split after a crash) do not, so their inputs are
+        not received again, and their wait is not counted as a caller's."""
+        wall = published_at(message.message_id)
+        if wall is None:
+            return 0.0
+        return time.monotonic() - max(0.0, time.time() - wall)  # another host's clock may lead
 
     def _acks_may_wait(self) -> bool:
         """Whether an acknowledgement may wait for the next write: only while the broker
@@ -536,6 +567,24 @@ class Container:
             and not job.no_retry
             and delivery.batch.failures < self.config.function.spec.max_retries
         ):
+            self.tally.retried += 1
+            self._timed(job, delivery, seconds)
             self._replies.add(None, delivery, (delivery, job.index, job.fmt, job.data))
         else:
+            if status == STATUS_OK:
+                self.tally.succeeded += 1
+            else:
+                self.tally.failed += 1
+            self._timed(job, delivery, seconds)
             self._replies.add((job.invocation_id, job.index, status, fmt, data, seconds), delivery)
+
+    def _timed(self, job: Job, delivery: HeldMessage, seconds: float) -> None:
+        """Count how long an attempt that ran to its outcome ran, and waited to start."""
+        tally = self.tally
+        if job.timed_out:
+            tally.timed_out += 1
+            seconds = self.last_active - job.started  # reported as it passed its deadline
+        if job.started:
+            tally.run_seconds.observe(seconds)
+            if delivery.published:
+                tally.queue_wait.observe(max(0.0, job.started - delivery.published))

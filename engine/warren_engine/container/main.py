@@ -3,7 +3,8 @@
 The container loads the app's code, connects, and reports on its status pipe (see
 :mod:`warren_engine.pipe.pipes`): first ``Ready`` (or ``Failed`` with the reason, which the pool
 turns into the error ``app.run()`` or the waiting callers get), then every few tenths
-of a second how many inputs it holds and since when it has been idle. It stops when
+of a second how many inputs it holds, since when it has been idle, and how its inputs
+ended (its tally, :mod:`warren_engine.pipe.tally`), and once more as it stops. It stops when
 its lifeline pipe closes, that is when the engine is gone, however it went.
 """
 
@@ -13,7 +14,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -29,7 +29,7 @@ from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.mounts import mount_volumes
 from warren_engine.container.output import capture
 from warren_engine.pipe.holdings import HoldingTable, slots_for
-from warren_engine.pipe.messages import Event, Failed, Ready, Status
+from warren_engine.pipe.messages import Event, Failed, Ready
 from warren_engine.pipe.pipes import EngineLink
 
 log = structlog.get_logger(__name__)
@@ -121,22 +121,19 @@ async def _serve(
     finally:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
+        send(container.status())  # the last outcomes, for the engine's metrics
 
 
 async def _report(container: Container, send: Callable[[Event], None]) -> None:
-    last: tuple[int, float, int] | None = None
+    last: tuple[int, float, int, int] | None = None
     while True:
         await asyncio.sleep(STATUS_PERIOD)
-        now = (container.held, container.last_active, container.messages_received)
+        now = (
+            container.held,
+            container.last_active,
+            container.messages_received,
+            container.tally.outcomes,
+        )
         if now != last:
-            idle_for = 0.0 if container.held else time.monotonic() - container.last_active
-            send(
-                Status(
-                    running=container.held,
-                    idle_for=idle_for,
-                    batch=container.mean_batch,
-                    messages=container.messages_received,
-                    inputs=container.inputs_received,
-                )
-            )
+            send(container.status())
             last = now

@@ -38,10 +38,12 @@ PERSISTENT = 2
 class HeldMessage:
     """A message whose inputs are held; settled when the last of them is accounted for.
 
-    ``slot`` is where the container's holding table records it (None if it does not).
+    ``slot`` is where the container's holding table records it (None if it does not);
+    ``published`` when its caller published it, on this process's monotonic clock (0 if
+    the message does not say, or is a redelivery).
     """
 
-    __slots__ = ("abandoned", "batch", "expires_at", "message", "pending", "slot")
+    __slots__ = ("abandoned", "batch", "expires_at", "message", "pending", "published", "slot")
 
     def __init__(
         self,
@@ -50,12 +52,14 @@ class HeldMessage:
         pending: int,
         expires_at: int,
         slot: int | None = None,
+        published: float = 0.0,
     ) -> None:
         self.message = message
         self.batch = batch
         self.pending = pending
         self.expires_at = expires_at  # what it is put back with keeps it
         self.slot = slot
+        self.published = published
         self.abandoned = False
 
 

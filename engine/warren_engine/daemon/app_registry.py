@@ -62,6 +62,7 @@ from warren_engine.nodes.primary import Nodes, RemotePools, placed_pool
 from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement
+from warren_engine.pool.metrics import EngineMetrics
 from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.pool import ContainerPool
 from warren_engine.publisher import Republisher
@@ -85,6 +86,7 @@ class AppRegistry:
         secrets: SecretStore,
         nodes: Nodes,
         remote: RemotePools,
+        metrics: EngineMetrics,
     ) -> None:
         self.settings = settings
         self.signer = signer(settings)
@@ -105,6 +107,7 @@ class AppRegistry:
         self._apps: dict[tuple[str, str], HostedApp] = {}
         self._lock = asyncio.Lock()
         self._probe = QueueProbe(connection)
+        self.metrics = metrics  # every pool's series, which the gateway serves
 
     # -- registering and stopping ----------------------------------------------------------
 
@@ -380,6 +383,7 @@ class AppRegistry:
             self._provisions.volumes(app.environment, app.specs[key]),
             self.node,
             self._cores if self.settings.pin_containers else None,
+            self.metrics.function(app.environment, app.app, app.specs[key].tag),
         )
         await pool.start(warm)
         return pool

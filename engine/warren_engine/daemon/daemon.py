@@ -43,10 +43,11 @@ from warren_engine.daemon.cancel_listener import CancelListener
 from warren_engine.daemon.control_plane import ControlPlane
 from warren_engine.daemon.gateway import Gateway
 from warren_engine.daemon.secret_store import SecretStore
-from warren_engine.nodes.agent import AgentPools
+from warren_engine.nodes.agent import AgentPools, node_name
 from warren_engine.nodes.primary import Nodes, RemotePools
 from warren_engine.pool import processes as procs
 from warren_engine.pool.cancel_memory import CancelMemory
+from warren_engine.pool.metrics import EngineMetrics
 from warren_engine.pool.node_capacity import Node
 
 log = structlog.get_logger(__name__)
@@ -128,6 +129,9 @@ class Engine:
             # A daemon's endpoints keep their URLs across restarts; an app run's engine
             # (a state directory of its own, removed at exit) takes any free port.
             port_record=None if self._owns_state_dir else self.state_dir / HTTP_PORT_FILE,
+            metrics=registry.metrics,
+            metrics_public=self.settings.metrics_public,
+            token=self.settings.dashboard_token,
         )
         await gateway.start()
         stack.push_async_callback(gateway.close)
@@ -166,6 +170,7 @@ class Engine:
             SecretStore(self.state_dir),
             nodes,
             RemotePools(nodes, client),
+            EngineMetrics(self.join or node_name(self.settings.node_name)),
         )
 
     async def _run_until_stopped(

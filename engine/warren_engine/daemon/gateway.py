@@ -7,6 +7,11 @@ gateway does not unpickle anything). Bad input is a 4xx with a JSON error; an
 exception in the function is a 500 whose body carries the exception's type, message
 and traceback only when the engine runs with ``WARREN_HTTP_DEBUG=1``.
 
+``GET {public url}/metrics``: the engine's Prometheus metrics
+(:mod:`warren_engine.pool.metrics`). Open to anyone only with ``WARREN_METRICS_PUBLIC=1``;
+otherwise a request must bear the dashboard token (``Authorization: Bearer <token>``),
+and gets a 401 without it.
+
 A daemon given no port serves on the one it last served on (recorded in its state
 directory), so deployed endpoints keep their URLs across restarts; a fresh free port if
 that one is taken now.
@@ -15,6 +20,7 @@ that one is taken now.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,7 @@ from warren.wire.protocol import STATUS_ERROR, STATUS_OK
 from warren.wire.spec import ParamKind, WebEndpoint
 
 from warren_engine.daemon.app_registry import AppRegistry
+from warren_engine.pool.metrics import CONTENT_TYPE, EngineMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +54,17 @@ class BadRequest(Exception):
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def bearer_matches(authorization: str | None, token: str | None) -> bool:
+    """Whether an ``Authorization`` header bears ``token`` (``Bearer <token>``); never
+    when there is no token to bear. Compared in constant time."""
+    if not token or not authorization:
+        return False
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +133,9 @@ class Gateway:
         *,
         debug: bool = False,
         port_record: Path | None = None,
+        metrics: EngineMetrics | None = None,
+        metrics_public: bool = False,
+        token: str | None = None,
     ) -> None:
         self._registry = registry
         self._client = client
@@ -123,12 +144,17 @@ class Gateway:
         self._public_url = public_url
         self._debug = debug  # a failed call's response carries its error type and traceback
         self._port_record = port_record  # where the port served on is kept, if anywhere
+        self._metrics = metrics
+        self._metrics_public = metrics_public
+        self._token = token  # what a request for the engine's own pages must bear
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
     async def start(self) -> str:
         """Listen; the public base URL of the endpoints."""
         application = web.Application(client_max_size=self._client.signer.max_size)
+        if self._metrics is not None:
+            application.router.add_get("/metrics", self._serve_metrics)
         application.router.add_route("*", EndpointPath.ROUTE, self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
@@ -180,6 +206,20 @@ class Gateway:
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        if not self._metrics_public and not bearer_matches(
+            request.headers.get("Authorization"), self._token
+        ):
+            return web.Response(
+                status=401,
+                text="the engine's metrics need its dashboard token "
+                "(Authorization: Bearer <WARREN_DASHBOARD_TOKEN>), "
+                "unless it runs with WARREN_METRICS_PUBLIC=1\n",
+                headers={"WWW-Authenticate": 'Bearer realm="warren"'},
+            )
+        return web.Response(body=self._metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def _handle(self, request: web.Request) -> web.Response:
         path = EndpointPath.of(request)

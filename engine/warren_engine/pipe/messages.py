@@ -20,12 +20,14 @@ This module does no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import msgpack
 from warren.exceptions import EngineError
 from warren.wire.codec import packb, unpackb
+
+from warren_engine.pipe.tally import SECONDS_BUCKETS, Histogram, Tally
 
 T = TypeVar("T")
 
@@ -85,6 +87,17 @@ class Fields:
         value = self._take("bytes")
         if type(value) is not bytes:
             raise self._wrong(value, "bytes")
+        return value
+
+    def counts(self, length: int) -> list[int]:
+        """An array of ``length`` ints (a histogram's buckets)."""
+        value = self._take("an array of ints")
+        if type(value) is not list or any(type(item) is not int for item in value):
+            raise self._wrong(value, "an array of ints")
+        if len(value) != length:
+            raise self._malformed(
+                f"field {self._next - 1} has {len(value)} counts where {length} were expected"
+            )
         return value
 
     def blobs(self) -> tuple[bytes, ...]:
@@ -297,7 +310,8 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """How busy the container is, and what it received since it started."""
+    """How busy the container is, what it received since it started, and how its inputs
+    ended (its :class:`~warren_engine.pipe.tally.Tally`, a copy, flattened on the wire)."""
 
     TAG: ClassVar[int] = 3
     running: int  # inputs held
@@ -305,15 +319,50 @@ class Status:
     batch: float  # inputs per message, on average
     messages: int
     inputs: int
+    tally: Tally = field(default_factory=Tally)
 
     def to_wire(self) -> list[Any]:
-        return [self.TAG, self.running, self.idle_for, self.batch, self.messages, self.inputs]
+        tally = self.tally
+        return [
+            self.TAG,
+            self.running,
+            self.idle_for,
+            self.batch,
+            self.messages,
+            self.inputs,
+            tally.received,
+            tally.succeeded,
+            tally.failed,
+            tally.retried,
+            tally.timed_out,
+            tally.run_seconds.counts,
+            tally.run_seconds.total,
+            tally.queue_wait.counts,
+            tally.queue_wait.total,
+        ]
 
     @classmethod
     def from_wire(cls, fields: Fields) -> Status:
         return cls(
-            fields.integer(), fields.number(), fields.number(), fields.integer(), fields.integer()
+            fields.integer(),
+            fields.number(),
+            fields.number(),
+            fields.integer(),
+            fields.integer(),
+            Tally(
+                fields.integer(),
+                fields.integer(),
+                fields.integer(),
+                fields.integer(),
+                fields.integer(),
+                _histogram(fields),
+                _histogram(fields),
+            ),
         )
+
+
+def _histogram(fields: Fields) -> Histogram:
+    return Histogram(fields.counts(len(SECONDS_BUCKETS) + 1), fields.number())
 
 
 @dataclass(frozen=True, slots=True)

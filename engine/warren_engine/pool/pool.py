@@ -11,6 +11,10 @@ The pool also serves its containers' requests (:mod:`warren_engine.pipe.pipes`):
 what they hand back or retry (:mod:`warren_engine.publisher`), and keeps the crash ledger
 (:mod:`warren_engine.pool.crash_ledger`) that tells a container whether a redelivered message was
 running in a container that died.
+
+What its containers tally of their inputs, the containers it starts and the dead
+letters it publishes go to the function's metrics (:mod:`warren_engine.pool.metrics`),
+which read the pool's gauges (:meth:`ContainerPool.gauges`) when they are scraped.
 """
 
 from __future__ import annotations
@@ -47,10 +51,12 @@ from warren_engine.pipe.messages import (
     Status,
     Verdict,
 )
+from warren_engine.pipe.tally import Tally
 from warren_engine.pool.autoscaler import Autoscaling, ContainerView, decide
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement, pinnable
 from warren_engine.pool.crash_ledger import CrashLedger
+from warren_engine.pool.metrics import CRASH_LIMIT, REJECTED, FunctionMetrics, PoolGauges
 from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.processes import ContainerProcess
 from warren_engine.publisher import BROKER_ERRORS, CarriedProperties, Republisher
@@ -78,6 +84,7 @@ class _Member:
     batch: float = 1.0
     messages: int = 0
     inputs: int = 0
+    tally: Tally = field(default_factory=Tally)  # its last report's
 
     def view(self, now: float) -> ContainerView:
         idle = 0.0 if self.running else self.idle_for + (now - self.reported_at)
@@ -106,8 +113,13 @@ class ContainerPool:
         volumes: dict[str, tuple[str, str]] | None = None,
         node: Node | None = None,
         cores: CorePlacement | None = None,
+        metrics: FunctionMetrics | None = None,
     ) -> None:
         self.config = config
+        # The function's series on this node (of its own if the pool is not given them).
+        self._metrics = metrics or FunctionMetrics(
+            (config.environment, config.instance, config.spec.tag)
+        )
         self._cores = cores if cores is not None and pinnable(config.spec) else None
         self._republisher = republisher
         self._environ = environ
@@ -124,6 +136,7 @@ class ContainerPool:
         self._retired_inputs = 0
         self._keys = 0
         self._queued = 0
+        self._queue_messages = 0
         self._stopping = False
         self._poke = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -152,6 +165,7 @@ class ContainerPool:
         """Start ``warm`` containers (waiting until one is ready, if any), then autoscale."""
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
+        self._metrics.attach(self)
         for _ in range(warm):
             self._launch()
         if warm:
@@ -177,6 +191,7 @@ class ContainerPool:
         """Stop every container: each finishes (or requeues) its inputs within the grace."""
         grace = self.config.settings.stop_grace + KILL_WAIT if grace is None else grace
         self._stopping = True
+        self._metrics.detach(self)
         # The autoscaler first: a tick still running would start containers to replace
         # the ones being stopped, and nobody would stop those.
         for task in list(self._tasks):
@@ -223,6 +238,18 @@ class ContainerPool:
             inputs_received=self._retired_inputs + sum(m.inputs for m in members),
         )
 
+    def gauges(self) -> PoolGauges:
+        """What this pool runs now, for the function's metrics."""
+        live = [m for m in self._members.values() if m.process.alive]
+        ready = sum(1 for m in live if m.ready)
+        return PoolGauges(
+            containers_running=ready,
+            containers_starting=len(live) - ready,
+            inputs_running=sum(m.running for m in live),
+            queue_messages=self._queue_messages,
+            queue_inputs=self._queued,
+        )
+
     # -- scaling -----------------------------------------------------------------------
 
     async def _scale_forever(self) -> None:
@@ -242,7 +269,7 @@ class ContainerPool:
                 await asyncio.wait_for(self._poke.wait(), TICK)
 
     async def _tick(self) -> None:
-        messages = await self._queue_depth(self.config.queue)
+        messages = self._queue_messages = await self._queue_depth(self.config.queue)
         live = [m for m in self._members.values() if m.process.alive]
         batch = max((m.batch for m in live), default=1.0)
         self._queued = math.ceil(messages * batch)
@@ -304,6 +331,7 @@ class ContainerPool:
         self._ledger.joined(key, process.holdings)
         member = _Member(key, container_id, process, started_at=time.monotonic())
         self._members[key] = member
+        self._metrics.cold_starts += 1
         self._own(self._watch(member))
         self._log.info("container_spawned", pid=process.pid, container=container_id)
 
@@ -342,6 +370,8 @@ class ContainerPool:
         member.messages = status.messages
         member.inputs = status.inputs
         member.reported_at = time.monotonic()
+        self._metrics.reported(status.tally, member.tally)
+        member.tally = status.tally
 
     def _on_failed(self, key: int, failed: Failed) -> None:
         if key in self._members:
@@ -437,6 +467,9 @@ class ContainerPool:
                 query.message_id, query.correlation_id, query.reply_to, query.type
             ),
         )
+        # A dead letter that stands for a crashed message is one of its inputs, at the
+        # crash limit; any other is a message that failed verification.
+        self._metrics.dead_letter(CRASH_LIMIT if query.replaces else REJECTED)
         if query.replaces:  # now in the queue: the crashed original must not run
             self._ledger.replaced(query.replaces)
         return Done()

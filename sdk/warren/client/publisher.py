@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -49,9 +50,37 @@ def mib(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
+_RANDOM_LOW = (1 << 62) - 1
+
+
 def message_id() -> str:
-    """A random 128-bit id in hex, like a UUID's (what a container's holding table keys)."""
-    return f"{random.getrandbits(128):032x}"
+    """A UUIDv7 (RFC 9562) in hex: the time of the publish in milliseconds, then 74
+    random bits. Unique as a random UUID is (a container's holding table keys it), and it
+    tells the container that runs the message how long it waited (:func:`published_at`).
+    """
+    rest = random.getrandbits(74)
+    value = (
+        (time.time_ns() // 1_000_000) << 80
+        | 0x7 << 76  # the version
+        | (rest >> 62) << 64
+        | 0b10 << 62  # the variant
+        | rest & _RANDOM_LOW
+    )
+    return f"{value:032x}"
+
+
+def published_at(message_id: str | None) -> float | None:
+    """When a message whose id :func:`message_id` made was published, in seconds since the
+    epoch; None for any other id (the engine's copies of inputs it puts back carry random
+    ones: their wait is not a caller's)."""
+    if message_id is None or len(message_id) != 32 or message_id[12] != "7":
+        return None
+    if message_id[16] not in "89ab":
+        return None
+    try:
+        return int(message_id[:12], 16) / 1000
+    except ValueError:
+        return None
 
 
 class Publisher:
