@@ -52,6 +52,7 @@ from warren_engine.container.inbound import Inbound
 from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.rejections import Rejections
 from warren_engine.container.replies import HeldMessage, Replies
+from warren_engine.pipe.gauge import LoadGauge
 from warren_engine.pipe.holdings import HoldingTable
 from warren_engine.pipe.messages import CRASHED, REPLACED, Dropped
 from warren_engine.pipe.pipes import EngineLink
@@ -103,9 +104,11 @@ class Container:
         holdings: HoldingTable,
         on_ready: Callable[[], None] = lambda: None,
         output: LogShipper | None = None,
+        gauge: LoadGauge | None = None,
     ) -> None:
         self.config = config
         self._output = output
+        self._gauge = gauge  # where the executor keeps its counts for the engine
         self._fn = fn
         self._link = link
         self._holdings = holdings
@@ -173,6 +176,7 @@ class Container:
             max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
             skip=self._cancels.skips,
             after_outcomes=self._replies.flush_soon,  # a wake-up's outcomes are all in
+            gauge=self._gauge,
         )
         self._cancels.attach(self._executor, self._exit_for_replacement)
         session = self._session = BrokerSession(
