@@ -143,8 +143,28 @@ def test_the_container_table_has_a_header_and_a_line_per_container_in_aligned_co
         ContainerInfo("0b7c1d22e9aa", "shop", "resize.v1", "gpu-1", 88, 0, 0, 3.0, "starting"),
     )
     header, *rows = cli.container_rows(containers)
-    assert header.split() == "ID APP FUNCTION NODE PID RUNNING HELD STATE UPTIME".split()
-    assert rows[0].split() == "3f2a9c81d0e4 shop square primary 4101 2 5 ready 1m15s".split()
+    assert header.split() == [
+        "ID",
+        "APP",
+        "FUNCTION",
+        "NODE",
+        "PID",
+        "RUNNING",
+        "HELD",
+        "STATE",
+        "UPTIME",
+    ]
+    assert rows[0].split() == [
+        "3f2a9c81d0e4",
+        "shop",
+        "square",
+        "primary",
+        "4101",
+        "2",
+        "5",
+        "ready",
+        "1m15s",
+    ]
     assert rows[1].split()[2:4] == ["resize.v1", "gpu-1"]
     # the pid column is right-aligned: its last digit sits under the header's last letter
     assert rows[1].index("88") + 2 == header.index("PID") + 3 == rows[0].index("4101") + 4
