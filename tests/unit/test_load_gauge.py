@@ -48,6 +48,15 @@ def test_what_one_side_writes_the_other_reads_through_the_same_memory() -> None:
     assert engine_side.read() == (0, 0)
 
 
+def test_the_received_counts_are_kept_apart_from_the_load() -> None:
+    container_side = LoadGauge()
+    engine_side = LoadGauge(container_side.shared)
+    container_side.set(3, 1)
+    container_side.count_received(2, 50)
+    assert engine_side.read() == (3, 1)
+    assert engine_side.received() == (2, 50)
+
+
 def test_a_reader_never_sees_more_running_than_held() -> None:
     gauge = LoadGauge()
     gauge.set(1, 4)  # as a reader between two writes could find them

@@ -427,6 +427,8 @@ class Container:
         self._idle.clear()
         self.messages_received += 1
         self.inputs_received += len(batch.inputs)
+        if self._gauge is not None:  # before any of them runs, so before any result
+            self._gauge.count_received(self.messages_received, self.inputs_received)
         invocation_id, json = batch.invocation_id, batch.json_results
         self.executor.hold(
             [

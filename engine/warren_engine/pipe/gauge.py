@@ -5,15 +5,17 @@ few times a second, and only when something changed. Stats built from them lag b
 to a report period, so ``get_current_stats()`` asked right after a map ended could
 still count the map's last inputs as running. Reporting every change over the pipe
 would cost a system call and an engine wake-up per input. Instead the engine gives
-each container two shared counters (a ``multiprocessing.RawArray``, passed to the
+each container four shared counters (a ``multiprocessing.RawArray``, passed to the
 forked process like its holding table, :mod:`warren_engine.pipe.holdings`): its
-executor writes them where the counts change, before an input's result is handed
-to be published, and the engine reads them when it is asked. A caller that has all
-the results of a map therefore never sees their inputs counted.
+executor writes the inputs held and running where they change, before an input's
+result is handed to be published; the container counts the messages and inputs it
+received as it takes each message; and the engine reads them when it is asked. A
+caller that has all the results of a map therefore never sees their inputs counted
+as running, and always sees them counted as received.
 
 Each counter is one aligned 64-bit word written by plain stores, so a reader sees
-either the old or the new value of each; the two are read one after the other, and
-``running`` is clamped to ``held`` so a reader between the two writes never sees more
+either the old or the new value of each; they are read one after the other, and
+``running`` is clamped to ``held`` so a reader between two writes never sees more
 running than held.
 """
 
@@ -24,14 +26,15 @@ import multiprocessing
 from typing import Any
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_HELD, _RUNNING = 0, 1
+_HELD, _RUNNING, _MESSAGES, _INPUTS = range(4)
 
 
 class LoadGauge:
-    """A container's inputs held (running, or waiting for a slot) and running."""
+    """A container's inputs held (running, or waiting for a slot) and running, and the
+    messages and inputs it received since it started."""
 
     def __init__(self, shared: Any = None) -> None:
-        self.shared = shared if shared is not None else _CONTEXT.RawArray(ctypes.c_int64, 2)
+        self.shared = shared if shared is not None else _CONTEXT.RawArray(ctypes.c_int64, 4)
         self._view = memoryview(self.shared).cast("B").cast("q")
 
     def set(self, held: int, running: int) -> None:
@@ -45,3 +48,14 @@ class LoadGauge:
         view = self._view
         held = view[_HELD]
         return held, min(view[_RUNNING], held)
+
+    def count_received(self, messages: int, inputs: int) -> None:
+        """The container's side: it has received this many messages and inputs in all."""
+        view = self._view
+        view[_MESSAGES] = messages
+        view[_INPUTS] = inputs
+
+    def received(self) -> tuple[int, int]:
+        """The engine's side: ``(messages, inputs)`` the container received in all."""
+        view = self._view
+        return view[_MESSAGES], view[_INPUTS]

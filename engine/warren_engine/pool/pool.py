@@ -84,8 +84,6 @@ class _Member:
     idle_for: float = 0.0
     reported_at: float = field(default_factory=time.monotonic)
     batch: float = 1.0
-    messages: int = 0
-    inputs: int = 0
     kill_by: asyncio.TimerHandle | None = None  # set when it was asked to stop on its own
 
     def view(self, now: float) -> ContainerView:
@@ -237,6 +235,8 @@ class ContainerPool:
             queued = self._queued
         members = [m for m in self._members.values() if m.process.alive]
         loads = [m.process.gauge.read() for m in members]
+        # Every member until its exit is handled, which is when it joins the retired.
+        received = [m.process.gauge.received() for m in self._members.values()]
         return PoolStats(
             queued_inputs=queued,
             running_inputs=sum(running for _, running in loads),
@@ -244,8 +244,8 @@ class ContainerPool:
             containers=len(members),
             pids=tuple(sorted(m.process.pid for m in members)),
             autoscaler=self.autoscaling.to_settings(),
-            messages_received=self._retired_messages + sum(m.messages for m in members),
-            inputs_received=self._retired_inputs + sum(m.inputs for m in members),
+            messages_received=self._retired_messages + sum(r[0] for r in received),
+            inputs_received=self._retired_inputs + sum(r[1] for r in received),
         )
 
     def containers(self, app: str, function: str, node: str) -> list[ContainerInfo]:
@@ -395,8 +395,6 @@ class ContainerPool:
         member.running = status.running
         member.idle_for = status.idle_for
         member.batch = status.batch
-        member.messages = status.messages
-        member.inputs = status.inputs
         member.reported_at = time.monotonic()
 
     def _on_failed(self, key: int, failed: Failed) -> None:
@@ -428,8 +426,9 @@ class ContainerPool:
         if self._members.pop(member.key, None) is not None:
             self._node.release(self.config.spec)
             self._give_core(member.container_id)
-        self._retired_messages += member.messages
-        self._retired_inputs += member.inputs
+        messages, inputs = member.process.gauge.received()
+        self._retired_messages += messages
+        self._retired_inputs += inputs
         deliberate = self._stopping or member.stopping or code == EXIT_REPLACED
         if not deliberate and self._ledger.holding(member.key):
             self._log.error(
