@@ -216,3 +216,11 @@ def test_right_after_a_map_ends_no_input_is_counted_running_held_or_queued(
     status = orjson.loads(warren_cli("app", "status", APP, "--json").stdout)
     shown = status["functions"][function.tag]
     assert (shown["running_inputs"], shown["held_inputs"], shown["queued_inputs"]) == (0, 0, 0)
+
+
+def test_listing_the_containers_of_an_app_that_does_not_run_is_not_found(
+    engine: EngineProcess,
+) -> None:
+    done = warren_cli("container", "list", "--app", "no-such-app", check=False)
+    assert done.returncode != 0
+    assert "NotFoundError" in done.stderr and "no-such-app" in done.stderr

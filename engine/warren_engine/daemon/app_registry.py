@@ -255,6 +255,10 @@ class AppRegistry:
         name or instance): this node's (named ``node``), and those of the agents that run
         their placed pools. An agent that cannot be asked is named in the errors."""
         apps = self._apps_named(environment, app_name)
+        if app_name is not None and not apps:
+            raise exceptions.NotFoundError(
+                f"no app {app_name!r} runs in environment {environment!r}"
+            )
         found = [
             info
             for app in apps
@@ -277,13 +281,21 @@ class AppRegistry:
                 info = pool.stop_container(container, app.instance, key, node)
                 if info is not None:
                     return info
+        unasked = []
         for agent in sorted({agent for app in apps for agent in app.remote.values()}):
-            info = await self._remote.stop_container(agent, StopContainer(environment, container))
+            try:
+                info = await self._remote.stop_container(
+                    agent, StopContainer(environment, container)
+                )
+            except exceptions.WarrenError as exc:
+                unasked.append(f"node {agent}: {type(exc).__name__}: {exc}")
+                continue
             if info is not None:
                 return info
+        unreachable = f"; could not ask {', '.join(unasked)}" if unasked else ""
         raise exceptions.NotFoundError(
             f"no container {container!r} runs in environment {environment!r} "
-            "(warren container list shows their ids)"
+            f"(warren container list shows their ids){unreachable}"
         )
 
     def _apps_named(self, environment: str, app_name: str | None) -> list[HostedApp]:

@@ -169,6 +169,8 @@ class RemotePools:
         agent = self.nodes.agents[node]
         try:
             return await self._client.control(request, queue=agent.queue, timeout=AGENT_TIMEOUT)
+        except NotFoundError:  # its pools of the app were dropped meanwhile
+            return ContainerListing(())
         except WarrenError as exc:
             return ContainerListing((), (f"node {agent.name}: {type(exc).__name__}: {exc}",))
 
