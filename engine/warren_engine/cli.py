@@ -8,6 +8,8 @@
     warren deploy path/to/app.py [--name N]    deploy (or redeploy) an app; its web URLs
     warren app list | status NAME | stop NAME  deployed apps (--json for machines)
     warren app logs NAME [--since 10m] [-f]    what a deployed app's functions printed
+    warren container list [--app NAME]         containers: id, function, node, pid, inputs, uptime
+    warren container stop ID                   stop one gracefully (its pool replaces it if needed)
     warren secret create NAME KEY=VALUE ...    a secret the engine keeps (Secret.from_name)
     warren secret list | delete NAME           its secrets (names and keys, never values)
     warren engine                              the engine daemon (also: python -m warren_engine)
@@ -39,13 +41,16 @@ from warren.config import Settings
 from warren.exceptions import WarrenError
 from warren.wire.control import (
     AppDeployed,
+    ContainerInfo,
     CreateSecret,
     DeleteSecret,
     GetAppStatus,
     ListApps,
+    ListContainers,
     ListSecrets,
     Request,
     StopApp,
+    StopContainer,
 )
 
 from warren_engine import log_view, logs
@@ -299,17 +304,19 @@ def app_list(environment: str | None, as_json: bool) -> None:
 @_env_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def app_status(name: str, environment: str | None, as_json: bool) -> None:
-    """Per function: inputs queued, inputs running, containers."""
+    """Per function, now: inputs queued, running, held by containers (running or about to
+    start), and containers."""
     _use_environment(environment)
     status = _control(lambda environment: GetAppStatus(environment, name))
     if as_json:
         _echo_json(status.as_dict())
         return
     click.echo(f"{status.app} ({status.environment})")
-    click.echo(f"  {'function':<24} {'queued':>8} {'running':>8} {'containers':>10}")
+    click.echo(f"  {'function':<24} {'queued':>8} {'running':>8} {'held':>8} {'containers':>10}")
     for tag, stats in sorted(status.functions.items()):
         click.echo(
-            f"  {tag:<24} {stats.queued_inputs:>8} {stats.running_inputs:>8} {stats.containers:>10}"
+            f"  {tag:<24} {stats.queued_inputs:>8} {stats.running_inputs:>8} "
+            f"{stats.held_inputs:>8} {stats.containers:>10}"
         )
 
 
@@ -346,6 +353,87 @@ def app_logs(
             asyncio.run(log_view.show_logs(name, function, start, follow, as_json))
     except WarrenError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@main.group("container")
+def container_group() -> None:
+    """Containers of the environment's apps, on every node: list, stop."""
+
+
+def format_uptime(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``, ``3d04h``: two units at most."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def container_rows(containers: tuple[ContainerInfo, ...]) -> list[str]:
+    """The table ``warren container list`` prints: a header, then a line per container."""
+    header = ("ID", "APP", "FUNCTION", "NODE", "PID", "RUNNING", "HELD", "STATE", "UPTIME")
+    cells = [header] + [
+        (
+            info.id,
+            info.app,
+            info.function,
+            info.node,
+            str(info.pid),
+            str(info.running_inputs),
+            str(info.held_inputs),
+            info.state,
+            format_uptime(info.uptime),
+        )
+        for info in containers
+    ]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    numeric = {4, 5, 6}
+    return [
+        "  ".join(
+            cell.rjust(width) if column in numeric else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in cells
+    ]
+
+
+@container_group.command("list")
+@click.option("--app", "app_name", default=None, help="Only this app's containers.")
+@_env_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def container_list(app_name: str | None, environment: str | None, as_json: bool) -> None:
+    """One line per container: its id (the one its log lines carry), app, function, node,
+    pid, inputs running and held, state and uptime."""
+    _use_environment(environment)
+    listing = _control(lambda environment: ListContainers(environment, app_name))
+    for error in listing.errors:
+        click.echo(f"warning: {error}", err=True)
+    if as_json:
+        _echo_json([info.as_dict() for info in listing.containers])
+        return
+    for row in container_rows(listing.containers):
+        click.echo(row)
+
+
+@container_group.command("stop")
+@click.argument("container_id", metavar="ID")
+@_env_option
+def container_stop(container_id: str, environment: str | None) -> None:
+    """Stop a container gracefully: it takes no new input, its running inputs finish (the
+    ones it held and had not started go back to the queue), and its pool starts another
+    if the load still needs one."""
+    _use_environment(environment)
+    info = _control(lambda environment: StopContainer(environment, container_id))
+    click.echo(
+        f"stopping container {info.id} of {info.app}.{info.function} on {info.node} "
+        f"(pid {info.pid}, {info.running_inputs} inputs running)"
+    )
 
 
 # Everything after SCRIPT is the entrypoint's (--help included): run's options come first.

@@ -351,7 +351,11 @@ class Function(MapMethods[P, R], Generic[P, R, L]):
 
     @property
     def get_current_stats(self) -> Method[[], dict[str, Any]]:
-        """Backlog (inputs queued), running inputs and containers of this function, now."""
+        """This function's pool now: inputs queued, running and held (taken by a container,
+        running or about to start), containers and their pids, autoscaler settings::
+
+            stats = square.get_current_stats()   # {"queued_inputs": 0, "running_inputs": 2, ...}
+        """
         return Method(self._get_current_stats, f"{self.tag}.get_current_stats")
 
     async def _get_current_stats(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 import warren
 from support import EngineProcess, engine_running, stop_all_apps, wait_until
 from warren.client.connection import Client
-from warren.wire.control import ListNodes, NodeInfo
+from warren.wire.control import ListContainers, ListNodes, NodeInfo, StopContainer
 
 app = warren.App("test-nodes")
 
@@ -65,3 +65,30 @@ def test_a_variant_runs_on_the_node_of_its_region_and_a_region_no_node_has_fails
     # Stopping the app drops the agent's pool too
     stop_all_apps()
     assert wait_until(lambda: not agent.containers(), 20)
+
+
+def test_containers_of_a_pool_placed_on_an_agent_are_listed_and_stopped_through_the_primary(
+    two_nodes: tuple[EngineProcess, EngineProcess],
+) -> None:
+    primary, agent = two_nodes
+    app.deploy()
+    handle = warren.Function.from_name("test-nodes", "where")
+    in_us = handle.with_options(region="us").remote()  # its pool runs on the agent
+
+    async def control(request: Any) -> Any:
+        async with Client.connect() as client:
+            return await client.control(request)
+
+    # When the primary is asked for the app's containers
+    listing = asyncio.run(control(ListContainers("main", "test-nodes")))
+    # Then the agent's are among them, named by its node, with their pids
+    assert listing.errors == ()
+    on_agent = [info for info in listing.containers if info.node == "us-1"]
+    assert [info.pid for info in on_agent] == [in_us["pid"]]
+    assert {info.pid for info in listing.containers if info.node == "primary"} == {
+        p.pid for p in primary.containers()
+    }
+    # And stopping it through the primary stops it on the agent
+    stopped = asyncio.run(control(StopContainer("main", on_agent[0].id)))
+    assert (stopped.id, stopped.node, stopped.state) == (on_agent[0].id, "us-1", "stopping")
+    assert wait_until(lambda: in_us["pid"] not in {p.pid for p in agent.containers()}, 20)

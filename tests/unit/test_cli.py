@@ -9,6 +9,7 @@ import click
 import pytest
 import warren
 from click.testing import CliRunner
+from warren.wire.control import ContainerInfo
 from warren_engine import cli
 from warren_engine.user_script import load_script
 
@@ -125,3 +126,46 @@ def test_web_urls_are_the_deployed_apps_web_endpoints(tmp_path: Path) -> None:
         f"http://127.0.0.1:8123/{app.environment}/renamed/hello"
     ]
     assert packed.web_urls("renamed", "") == []
+
+
+def test_uptime_is_shown_in_at_most_two_units() -> None:
+    assert [cli.format_uptime(s) for s in (0.4, 42, 185, 7620, 273600)] == [
+        "0s",
+        "42s",
+        "3m05s",
+        "2h07m",
+        "3d04h",
+    ]
+
+
+def test_the_container_table_has_a_header_and_a_line_per_container_in_aligned_columns() -> None:
+    containers = (
+        ContainerInfo("3f2a9c81d0e4", "shop", "square", "primary", 4101, 2, 5, 75.0, "ready"),
+        ContainerInfo("0b7c1d22e9aa", "shop", "resize.v1", "gpu-1", 88, 0, 0, 3.0, "starting"),
+    )
+    header, *rows = cli.container_rows(containers)
+    assert header.split() == [
+        "ID",
+        "APP",
+        "FUNCTION",
+        "NODE",
+        "PID",
+        "RUNNING",
+        "HELD",
+        "STATE",
+        "UPTIME",
+    ]
+    assert rows[0].split() == [
+        "3f2a9c81d0e4",
+        "shop",
+        "square",
+        "primary",
+        "4101",
+        "2",
+        "5",
+        "ready",
+        "1m15s",
+    ]
+    assert rows[1].split()[2:4] == ["resize.v1", "gpu-1"]
+    # the pid column is right-aligned: its last digit sits under the header's last letter
+    assert rows[1].index("88") + 2 == header.index("PID") + 3 == rows[0].index("4101") + 4

@@ -19,6 +19,8 @@ from warren.wire.control import (
     AppStopped,
     AutoscalerChanges,
     AutoscalerSettings,
+    ContainerInfo,
+    ContainerListing,
     CreateSecret,
     DeleteSecret,
     DeployApp,
@@ -33,6 +35,7 @@ from warren.wire.control import (
     HostPool,
     JoinNode,
     ListApps,
+    ListContainers,
     ListNodes,
     ListSecrets,
     NodeInfo,
@@ -46,6 +49,7 @@ from warren.wire.control import (
     SecretKeys,
     SecretListing,
     StopApp,
+    StopContainer,
     UpdateAutoscaler,
     UpdatePool,
     VariantDescription,
@@ -65,7 +69,8 @@ POOL = PoolName("main", "shop", "f", "v123")
 PLACED = PlacedPool("main", "shop", "f.v123", 1712.5)
 SETTINGS = AutoscalerSettings(0, 4, 1, 30.0)
 OFFER = NodeOffer(8.0, 16384, {"H100": 2}, "eu", None)
-STATS = PoolStats(2, 1, 1, (41, 42), SETTINGS, 10, 30)
+STATS = PoolStats(2, 1, 1, (41, 42), SETTINGS, 10, 30, held_inputs=3)
+CONTAINER = ContainerInfo("3f2a9c81d0e4", "shop", "f.v123", "primary", 41, 1, 3, 12.5, "ready")
 STATUS = AppStatus("shop", "main", "shop", False, 1712.5, {"f": STATS})
 
 EXAMPLES: dict[type[Request[Any]], Request[Any]] = {
@@ -77,6 +82,8 @@ EXAMPLES: dict[type[Request[Any]], Request[Any]] = {
     DescribeFunction: DescribeFunction("main", "shop", "f"),
     EnsureVariant: EnsureVariant("main", "shop", "f", {"timeout": 5, "env": {"X": None}}),
     FunctionStats: FunctionStats(POOL),
+    ListContainers: ListContainers("main", "shop"),
+    StopContainer: StopContainer("main", "3f2a9c81d0e4"),
     UpdateAutoscaler: UpdateAutoscaler(POOL, AutoscalerChanges(max_containers=2)),
     CreateSecret: CreateSecret("main", "db", {"PASSWORD": "hunter2"}),
     ListSecrets: ListSecrets("main"),
@@ -102,6 +109,8 @@ REPLIES: dict[type[Any], object] = {
     Done: Done(),
     SecretListing: SecretListing((SecretKeys("db", ("PASSWORD",)),)),
     NodeListing: NodeListing((NodeInfo("primary", OFFER, True, 0),)),
+    ContainerListing: ContainerListing((CONTAINER,), ("node us-1: EngineNotFoundError: gone",)),
+    ContainerInfo: CONTAINER,
 }
 
 

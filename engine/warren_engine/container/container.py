@@ -52,6 +52,7 @@ from warren_engine.container.inbound import Inbound
 from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.rejections import Rejections
 from warren_engine.container.replies import HeldMessage, Replies
+from warren_engine.pipe.gauge import LoadGauge
 from warren_engine.pipe.holdings import HoldingTable
 from warren_engine.pipe.messages import CRASHED, REPLACED, Dropped, Status
 from warren_engine.pipe.pipes import EngineLink
@@ -104,9 +105,11 @@ class Container:
         holdings: HoldingTable,
         on_ready: Callable[[], None] = lambda: None,
         output: LogShipper | None = None,
+        gauge: LoadGauge | None = None,
     ) -> None:
         self.config = config
         self._output = output
+        self._gauge = gauge  # where the executor keeps its counts for the engine
         self._fn = fn
         self._link = link
         self._holdings = holdings
@@ -187,6 +190,7 @@ class Container:
             max_result_size=self._signer.max_size - ENVELOPE_OVERHEAD,
             skip=self._cancels.skips,
             after_outcomes=self._replies.flush_soon,  # a wake-up's outcomes are all in
+            gauge=self._gauge,
         )
         self._cancels.attach(self._executor, self._exit_for_replacement)
         session = self._session = BrokerSession(
@@ -442,6 +446,8 @@ class Container:
         self.inputs_received += len(batch.inputs)
         if published:
             self.tally.received += len(batch.inputs)  # a caller's message, the first time
+        if self._gauge is not None:  # before any of them runs, so before any result
+            self._gauge.count_received(self.messages_received, self.inputs_received)
         invocation_id, json = batch.invocation_id, batch.json_results
         self.executor.hold(
             [

@@ -20,6 +20,11 @@ A job's timeout counts from when it starts, not from when it was held.
 
 Inputs not started yet can be taken back (:meth:`Executor.take_back`): the container
 hands them to other containers when it holds more work than it should.
+
+Wherever the count of inputs held or running changes, the runner writes it to the
+container's load gauge (:mod:`warren_engine.pipe.gauge`), before the outcome is
+reported: the engine reads the gauge for its stats, so an input whose result has
+been published is never counted there.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from warren.wire.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.output import current_input
+from warren_engine.pipe.gauge import LoadGauge
 
 # Weight of the newest run time in the executor's running mean.
 SMOOTHING = 0.2
@@ -108,8 +114,10 @@ class Executor:
         max_result_size: int | None = None,
         skip: Skip = lambda job: False,
         after_outcomes: Callable[[], None] = lambda: None,
+        gauge: LoadGauge | None = None,
     ) -> None:
         self._fn = fn
+        gauge = gauge if gauge is not None else LoadGauge()
         self._max_result_size = max_result_size
         self._spec = spec
         self._on_done = on_done
@@ -120,7 +128,7 @@ class Executor:
         self._watchdog: asyncio.Task[None] | None = None
         self._runner: _Tasks | _Threads
         if spec.is_async:
-            self._runner = _Tasks(self._loop, self._call_async, spec, self._finished, skip)
+            self._runner = _Tasks(self._loop, self._call_async, spec, self._finished, skip, gauge)
         else:
             self._runner = _Threads(
                 self._loop,
@@ -128,6 +136,7 @@ class Executor:
                 spec,
                 self._finished,
                 skip,
+                gauge,
                 after_outcomes,
                 lambda: self._per_input,
             )
@@ -290,7 +299,8 @@ class Executor:
 
 
 class _Runner:
-    """What both runners share: the jobs held and not started, in their order."""
+    """What both runners share: the jobs held and not started, in their order, and the
+    gauge their counts are written to."""
 
     def __init__(
         self,
@@ -298,11 +308,13 @@ class _Runner:
         spec: FunctionSpec,
         finished: Callable[[Outcome], None],
         skip: Skip,
+        gauge: LoadGauge,
     ) -> None:
         self._loop = loop
         self._spec = spec
         self._finished = finished
         self._skip = skip
+        self._gauge = gauge
         self._queue: collections.deque[Job] = collections.deque()
 
     @property
@@ -333,18 +345,24 @@ class _Tasks(_Runner):
         spec: FunctionSpec,
         finished: Callable[[Outcome], None],
         skip: Skip,
+        gauge: LoadGauge,
     ) -> None:
-        super().__init__(loop, spec, finished, skip)
+        super().__init__(loop, spec, finished, skip, gauge)
         self._run = run
         self._slots: dict[asyncio.Task[None], Job | None] = {}
+        self._busy = 0  # slots running a job: counted, not summed, on every change
         self._closing = False
 
     @property
     def running(self) -> int:
-        return sum(1 for job in self._slots.values() if job is not None)
+        return self._busy
+
+    def _measure(self) -> None:
+        self._gauge.set(len(self._queue) + self._busy, self._busy)
 
     def hold(self, jobs: list[Job]) -> None:
         self._queue.extend(jobs)
+        self._measure()
         wanted = min(self._spec.max_inputs, len(self._slots) + len(self._queue))
         for _ in range(wanted - len(self._slots)):
             slot = self._loop.create_task(self._slot())
@@ -365,11 +383,14 @@ class _Tasks(_Runner):
         while queue and not self._closing:
             job = queue.popleft()
             if self._skip(job):
+                self._measure()
                 self._finished(_skipped(job))
                 continue
             job.started = time.monotonic()
             job.deadline = self._loop.time() + self._spec.timeout
             self._slots[slot] = job
+            self._busy += 1
+            self._measure()
             try:
                 outcome = await self._run(job)
             except asyncio.CancelledError:
@@ -379,6 +400,8 @@ class _Tasks(_Runner):
                 outcome = self._outcome(job)
             finally:
                 self._slots[slot] = None
+                self._busy -= 1
+                self._measure()
             self._finished(outcome)
 
     def _outcome(self, job: Job) -> Outcome:
@@ -393,7 +416,9 @@ class _Tasks(_Runner):
         return _skipped(job)
 
     def take_back(self, keep: int) -> list[Job]:
-        return self._take_from_queue(keep)
+        taken = self._take_from_queue(keep)
+        self._measure()
+        return taken
 
     def longest_running(self, now: float) -> float:
         return max((now - job.started for job in self._slots.values() if job), default=0.0)
@@ -437,10 +462,11 @@ class _Threads(_Runner):
         spec: FunctionSpec,
         finished: Callable[[Outcome], None],
         skip: Skip,
+        gauge: LoadGauge,
         after_outcomes: Callable[[], None],
         per_input: Callable[[], float | None],
     ) -> None:
-        super().__init__(loop, spec, finished, skip)
+        super().__init__(loop, spec, finished, skip, gauge)
         self._run = run
         self._after_outcomes = after_outcomes
         self._per_input = per_input
@@ -465,9 +491,15 @@ class _Threads(_Runner):
     def running(self) -> int:
         return len(self._running)
 
+    def _measure(self) -> None:
+        """Write the counts to the gauge (under the lock: the threads change them too)."""
+        running = len(self._running)
+        self._gauge.set(len(self._queue) + running, running)
+
     def hold(self, jobs: list[Job]) -> None:
         with self._lock:
             self._queue.extend(jobs)
+            self._measure()
             busy = len(self._running) + len(self._queue)
             new_threads = max(0, min(self._spec.max_inputs, busy) - len(self._threads))
             wakes = min(self._idle, len(jobs))
@@ -482,7 +514,9 @@ class _Threads(_Runner):
 
     def take_back(self, keep: int) -> list[Job]:
         with self._lock:  # the threads take jobs from the queue too
-            return self._take_from_queue(keep)
+            taken = self._take_from_queue(keep)
+            self._measure()
+            return taken
 
     def longest_running(self, now: float) -> float:
         with self._lock:
@@ -522,6 +556,7 @@ class _Threads(_Runner):
                     job.started = time.monotonic()
                     job.deadline = job.started + self._spec.timeout
                     self._running.add(job)
+                    self._measure()
                     return job
                 if self._closed:
                     return None
@@ -533,6 +568,7 @@ class _Threads(_Runner):
             outcome = _skipped(job) if self._skip(job) else self._run(job)
             with self._lock:
                 self._running.discard(job)
+                self._measure()
                 self._done.append(outcome)
                 wake = not self._wake_scheduled and not (self._collecting and self._queue)
                 self._wake_scheduled = self._wake_scheduled or wake

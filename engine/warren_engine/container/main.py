@@ -28,6 +28,7 @@ from warren_engine.container.limits import apply_limits
 from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.mounts import mount_volumes
 from warren_engine.container.output import capture
+from warren_engine.pipe.gauge import LoadGauge
 from warren_engine.pipe.holdings import HoldingTable, slots_for
 from warren_engine.pipe.messages import Event, Failed, Ready
 from warren_engine.pipe.pipes import EngineLink
@@ -57,6 +58,7 @@ def forked_main(
     replies: Connection,
     lifeline: Connection,
     holdings: Any,
+    gauge: Any,
 ) -> None:
     """Run one container (the target of the forked process)."""
     os.dup2(2, 1)  # what bypasses sys.stdout goes where the engine's logs go, not to a pipe
@@ -88,7 +90,7 @@ def forked_main(
         sys.exit(EXIT_BAD_CODE)
     table = HoldingTable(slots_for(config.function.spec.max_inputs), holdings)
     with event_loop.runner(config.function.settings.event_loop) as runner:
-        runner.run(_serve(config, fn, link, lifeline, table, output))
+        runner.run(_serve(config, fn, link, lifeline, table, output, LoadGauge(gauge)))
 
 
 async def _serve(
@@ -98,6 +100,7 @@ async def _serve(
     lifeline: Connection,
     holdings: HoldingTable,
     output: LogShipper,
+    gauge: LoadGauge,
 ) -> None:
     loop = asyncio.get_running_loop()
     link.attach(loop)
@@ -108,7 +111,9 @@ async def _serve(
         except OSError:
             container.request_stop()  # the engine is gone
 
-    container = Container(config, fn, link, holdings, on_ready=lambda: send(Ready()), output=output)
+    container = Container(
+        config, fn, link, holdings, on_ready=lambda: send(Ready()), output=output, gauge=gauge
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, container.request_stop)
     loop.add_reader(lifeline.fileno(), container.request_stop)  # readable only at EOF

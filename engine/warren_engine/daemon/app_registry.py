@@ -36,10 +36,14 @@ from warren.wire.control import (
     AppBundle,
     AppStatus,
     AutoscalerChanges,
+    ContainerInfo,
+    ContainerListing,
     HostPool,
+    ListContainers,
     PlacedPool,
     PoolName,
     PoolStats,
+    StopContainer,
 )
 from warren.wire.signing import signer
 from warren.wire.spec import FunctionSpec
@@ -229,7 +233,7 @@ class AppRegistry:
         return (app, spec) if app is not None and spec is not None else None
 
     async def status(self, app: HostedApp) -> AppStatus:
-        functions = {key: pool.stats() for key, pool in app.pools.items()}
+        functions = {key: await pool.stats() for key, pool in app.pools.items()}
         for key in list(app.remote):
             functions[key] = await self.pool_stats(app, key)
         return AppStatus(
@@ -245,7 +249,65 @@ class AppRegistry:
         node = app.remote.get(key)
         if node is not None:
             return await self._remote.stats(app, key, node)
-        return app.pools[key].stats()
+        return await app.pools[key].stats()
+
+    async def containers(
+        self, environment: str, app_name: str | None, node: str
+    ) -> ContainerListing:
+        """The containers of ``environment``'s apps (or of the one named ``app_name``, by its
+        name or instance): this node's (named ``node``), and those of the agents that run
+        their placed pools. An agent that cannot be asked is named in the errors."""
+        apps = self._apps_named(environment, app_name)
+        if app_name is not None and not apps:
+            raise exceptions.NotFoundError(
+                f"no app {app_name!r} runs in environment {environment!r}"
+            )
+        found = [
+            info
+            for app in apps
+            for key, pool in app.pools.items()
+            for info in pool.containers(app.instance, key, node)
+        ]
+        errors: list[str] = []
+        for agent in sorted({agent for app in apps for agent in app.remote.values()}):
+            listing = await self._remote.containers(agent, ListContainers(environment, app_name))
+            found.extend(listing.containers)
+            errors.extend(listing.errors)
+        found.sort(key=lambda info: (info.app, info.function, info.node, -info.uptime))
+        return ContainerListing(tuple(found), tuple(errors))
+
+    async def stop_container(self, environment: str, container: str, node: str) -> ContainerInfo:
+        """Stop one container of ``environment``'s apps gracefully, here or on an agent."""
+        apps = self._apps_named(environment, None)
+        for app in apps:
+            for key, pool in app.pools.items():
+                info = pool.stop_container(container, app.instance, key, node)
+                if info is not None:
+                    return info
+        unasked = []
+        for agent in sorted({agent for app in apps for agent in app.remote.values()}):
+            try:
+                info = await self._remote.stop_container(
+                    agent, StopContainer(environment, container)
+                )
+            except exceptions.WarrenError as exc:
+                unasked.append(f"node {agent}: {type(exc).__name__}: {exc}")
+                continue
+            if info is not None:
+                return info
+        unreachable = f"; could not ask {', '.join(unasked)}" if unasked else ""
+        raise exceptions.NotFoundError(
+            f"no container {container!r} runs in environment {environment!r} "
+            f"(warren container list shows their ids){unreachable}"
+        )
+
+    def _apps_named(self, environment: str, app_name: str | None) -> list[HostedApp]:
+        environment = naming.check_part("environment", environment)
+        return [
+            app
+            for (env, _), app in sorted(self._apps.items())
+            if env == environment and app_name in (None, app.app, app.instance)
+        ]
 
     async def update_autoscaler(
         self, app: HostedApp, key: str, changes: AutoscalerChanges
@@ -516,8 +578,8 @@ class AppRegistry:
             raise exceptions.NotFoundError(f"node {node} runs no pool {pool.key!r}")
         return app.pools[pool.key]
 
-    def placed_stats(self, pool: PlacedPool, node: str) -> PoolStats:
-        return self._placed_pool(pool, node).stats()
+    async def placed_stats(self, pool: PlacedPool, node: str) -> PoolStats:
+        return await self._placed_pool(pool, node).stats()
 
     def update_placed(self, pool: PlacedPool, node: str, settings: Autoscaling) -> None:
         self._placed_pool(pool, node).update(settings)

@@ -25,6 +25,8 @@ from warren.wire.control import (
     AppStatus,
     AppStopped,
     AutoscalerSettings,
+    ContainerInfo,
+    ContainerListing,
     CreateSecret,
     DeleteSecret,
     DeployApp,
@@ -39,6 +41,7 @@ from warren.wire.control import (
     HostPool,
     JoinNode,
     ListApps,
+    ListContainers,
     ListNodes,
     ListSecrets,
     NodeListing,
@@ -47,6 +50,7 @@ from warren.wire.control import (
     Request,
     SecretListing,
     StopApp,
+    StopContainer,
     UpdateAutoscaler,
     UpdatePool,
     VariantDescription,
@@ -62,6 +66,7 @@ from warren_engine.daemon.cancel_listener import CancelListener
 from warren_engine.daemon.gateway import Gateway
 from warren_engine.daemon.secret_store import redacted
 from warren_engine.nodes.agent import AgentPools
+from warren_engine.nodes.primary import PRIMARY_NODE
 from warren_engine.publisher import BROKER_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -97,6 +102,8 @@ class ControlPlane:
             DescribeFunction: self._describe_function,
             EnsureVariant: self._ensure_variant,
             FunctionStats: self._function_stats,
+            ListContainers: self._list_containers,
+            StopContainer: self._stop_container,
             UpdateAutoscaler: self._update_autoscaler,
             CreateSecret: self._create_secret,
             ListSecrets: self._list_secrets,
@@ -193,6 +200,18 @@ class ControlPlane:
         app, key = self._registry.find_pool(request.pool)
         return await self._registry.pool_stats(app, key)
 
+    @property
+    def _node_name(self) -> str:
+        return self._agent.name if self._agent is not None else PRIMARY_NODE
+
+    async def _list_containers(self, request: ListContainers) -> ContainerListing:
+        return await self._registry.containers(request.environment, request.app, self._node_name)
+
+    async def _stop_container(self, request: StopContainer) -> ContainerInfo:
+        return await self._registry.stop_container(
+            request.environment, request.container, self._node_name
+        )
+
     async def _update_autoscaler(self, request: UpdateAutoscaler) -> AutoscalerSettings:
         app, key = self._registry.find_pool(request.pool)
         settings = await self._registry.update_autoscaler(app, key, request.changes)
@@ -243,7 +262,7 @@ class ControlPlane:
         return Done()
 
     async def _pool_stats(self, request: GetPoolStats) -> PoolStats:
-        return self._agent_pools().pool_stats(request)
+        return await self._agent_pools().pool_stats(request)
 
     async def _update_pool(self, request: UpdatePool) -> Done:
         self._agent_pools().update_pool(request)

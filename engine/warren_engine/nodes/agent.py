@@ -47,8 +47,8 @@ class AgentPools:
     async def drop_pool(self, request: DropPool) -> None:
         await self._registry.drop_placed(request.pool)
 
-    def pool_stats(self, request: GetPoolStats) -> PoolStats:
-        return self._registry.placed_stats(request.pool, self.name)
+    async def pool_stats(self, request: GetPoolStats) -> PoolStats:
+        return await self._registry.placed_stats(request.pool, self.name)
 
     def update_pool(self, request: UpdatePool) -> None:
         self._registry.update_placed(

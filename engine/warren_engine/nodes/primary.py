@@ -23,16 +23,20 @@ from dataclasses import dataclass, field
 
 import structlog
 from warren.client.connection import Client
-from warren.exceptions import InvalidError, WarrenError
+from warren.exceptions import InvalidError, NotFoundError, WarrenError
 from warren.wire.control import (
     AutoscalerSettings,
+    ContainerInfo,
+    ContainerListing,
     DropPool,
     GetPoolStats,
     HostPool,
     JoinNode,
+    ListContainers,
     NodeInfo,
     PlacedPool,
     PoolStats,
+    StopContainer,
     UpdatePool,
 )
 from warren.wire.spec import FunctionSpec
@@ -42,6 +46,8 @@ from warren_engine.pool.node_capacity import Node
 
 log = structlog.get_logger(__name__)
 
+# The primary's own node, as node listings and container listings name it.
+PRIMARY_NODE = "primary"
 HEARTBEAT_SECONDS = 2.0
 HEARTBEATS_MISSED = 3
 AGENT_TIMEOUT = 120.0  # placing a pool starts containers, which may import a lot
@@ -98,7 +104,7 @@ class Nodes:
         raise InvalidError(problem)
 
     def listing(self) -> tuple[NodeInfo, ...]:
-        local = NodeInfo("primary", self.local.offer(), alive=True, pools=0)
+        local = NodeInfo(PRIMARY_NODE, self.local.offer(), alive=True, pools=0)
         agents = [
             NodeInfo(a.name, a.node.offer(), a.alive, len(a.pools)) for a in self.agents.values()
         ]
@@ -157,6 +163,24 @@ class RemotePools:
         except WarrenError as exc:
             return PoolStats(node=agent.name, error=str(exc))
         return dataclasses.replace(stats, node=agent.name)
+
+    async def containers(self, node: str, request: ListContainers) -> ContainerListing:
+        """An agent's containers; none, and the reason, if it cannot be asked."""
+        agent = self.nodes.agents[node]
+        try:
+            return await self._client.control(request, queue=agent.queue, timeout=AGENT_TIMEOUT)
+        except NotFoundError:  # its pools of the app were dropped meanwhile
+            return ContainerListing(())
+        except WarrenError as exc:
+            return ContainerListing((), (f"node {agent.name}: {type(exc).__name__}: {exc}",))
+
+    async def stop_container(self, node: str, request: StopContainer) -> ContainerInfo | None:
+        """Ask an agent to stop one of its containers (None: it runs no such container)."""
+        agent = self.nodes.agents[node]
+        try:
+            return await self._client.control(request, queue=agent.queue, timeout=AGENT_TIMEOUT)
+        except NotFoundError:
+            return None
 
     async def update(
         self, app: HostedApp, key: str, node: str, settings: AutoscalerSettings

@@ -7,6 +7,13 @@ inputs first. Containers that die young are restarted with a growing back-off, s
 crash loop does not spin. If containers cannot even load the app's code, the inputs
 queued meanwhile are answered with that error rather than left waiting.
 
+Its stats and its list of containers are read when asked, not from the last tick or
+the last status report: the queue's depth from the broker, and each container's inputs
+held and running from its load gauge (:mod:`warren_engine.pipe.gauge`), so that they
+are true at the moment of the question (none running once a map has its results).
+One container can be stopped on its own (``warren container stop``); it finishes what
+it runs, and the next tick replaces it if the load still asks for it.
+
 The pool also serves its containers' requests (:mod:`warren_engine.pipe.pipes`): it publishes
 what they hand back or retry (:mod:`warren_engine.publisher`), and keeps the crash ledger
 (:mod:`warren_engine.pool.crash_ledger`) that tells a container whether a redelivered message was
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 import uuid
@@ -30,7 +38,7 @@ from typing import Any
 
 import structlog
 from warren import exceptions
-from warren.wire.control import PoolStats
+from warren.wire.control import ContainerInfo, PoolStats
 
 from warren_engine.container.container import EXIT_REPLACED, ContainerConfig, FunctionConfig
 from warren_engine.pipe.messages import (
@@ -85,10 +93,19 @@ class _Member:
     messages: int = 0
     inputs: int = 0
     tally: Tally = field(default_factory=Tally)  # its last report's
+    kill_by: asyncio.TimerHandle | None = None  # set when it was asked to stop on its own
 
     def view(self, now: float) -> ContainerView:
         idle = 0.0 if self.running else self.idle_for + (now - self.reported_at)
         return ContainerView(self.key, self.running, idle, self.stopping)
+
+    def info(self, app: str, function: str, node: str) -> ContainerInfo:
+        held, running = self.process.gauge.read()
+        state = "stopping" if self.stopping else "ready" if self.ready else "starting"
+        uptime = time.monotonic() - self.started_at
+        return ContainerInfo(
+            self.container_id, app, function, node, self.process.pid, running, held, uptime, state
+        )
 
 
 QueueDepth = Callable[[str], Awaitable[int]]
@@ -226,16 +243,26 @@ class ContainerPool:
             if lost:
                 self._log.error("containers_not_reaped", count=len(lost))
 
-    def stats(self) -> PoolStats:
+    async def stats(self) -> PoolStats:
+        """The pool now: the queue's depth asked afresh (the last tick's if the broker is
+        away), the containers' inputs from their gauges."""
+        try:
+            queued = self._inputs_in(await self._queue_depth(self.config.queue))
+        except BROKER_ERRORS:
+            queued = self._queued
         members = [m for m in self._members.values() if m.process.alive]
+        loads = [m.process.gauge.read() for m in members]
+        # Every member until its exit is handled, which is when it joins the retired.
+        received = [m.process.gauge.received() for m in self._members.values()]
         return PoolStats(
-            queued_inputs=self._queued,
-            running_inputs=sum(m.running for m in members),
+            queued_inputs=queued,
+            running_inputs=sum(running for _, running in loads),
+            held_inputs=sum(held for held, _ in loads),
             containers=len(members),
             pids=tuple(sorted(m.process.pid for m in members)),
             autoscaler=self.autoscaling.to_settings(),
-            messages_received=self._retired_messages + sum(m.messages for m in members),
-            inputs_received=self._retired_inputs + sum(m.inputs for m in members),
+            messages_received=self._retired_messages + sum(r[0] for r in received),
+            inputs_received=self._retired_inputs + sum(r[1] for r in received),
         )
 
     def gauges(self) -> PoolGauges:
@@ -245,10 +272,36 @@ class ContainerPool:
         return PoolGauges(
             containers_running=ready,
             containers_starting=len(live) - ready,
-            inputs_running=sum(m.running for m in live),
+            inputs_running=sum(m.process.gauge.read()[1] for m in live),
             queue_messages=self._queue_messages,
             queue_inputs=self._queued,
         )
+
+    def containers(self, app: str, function: str, node: str) -> list[ContainerInfo]:
+        """Its live containers, oldest first (``app``, ``function`` and ``node`` name it)."""
+        members = sorted(
+            (m for m in self._members.values() if m.process.alive), key=lambda m: m.started_at
+        )
+        return [member.info(app, function, node) for member in members]
+
+    def stop_container(
+        self, container_id: str, app: str, function: str, node: str
+    ) -> ContainerInfo | None:
+        """Stop one container gracefully, as a scale-down does (None: not one of this
+        pool's). It finishes its running inputs within the stop grace, or is killed (what
+        it held is then redelivered); the next tick starts a replacement if one is needed."""
+        member = next((m for m in self._members.values() if m.container_id == container_id), None)
+        if member is None or not member.process.alive:
+            return None
+        info = member.info(app, function, node)
+        if not member.stopping:
+            member.stopping = True
+            member.process.terminate()
+            grace = self.config.settings.stop_grace + KILL_WAIT
+            member.kill_by = asyncio.get_running_loop().call_later(grace, member.process.kill)
+            self._log.info("container_stop_asked", pid=member.process.pid, container=container_id)
+            self._poke.set()
+        return dataclasses.replace(info, state="stopping")
 
     # -- scaling -----------------------------------------------------------------------
 
@@ -271,8 +324,7 @@ class ContainerPool:
     async def _tick(self) -> None:
         messages = self._queue_messages = await self._queue_depth(self.config.queue)
         live = [m for m in self._members.values() if m.process.alive]
-        batch = max((m.batch for m in live), default=1.0)
-        self._queued = math.ceil(messages * batch)
+        self._queued = self._inputs_in(messages)
         if self._load_error is not None and messages:
             answered = await self._answer_queued(self.config.queue, str(self._load_error))
             self._log.error("inputs_failed_fast", inputs=answered, reason=str(self._load_error))
@@ -292,6 +344,12 @@ class ContainerPool:
         if decision.start and now >= self._next_launch:
             for _ in range(decision.start):
                 self._launch()
+
+    def _inputs_in(self, messages: int) -> int:
+        """The inputs ``messages`` queued messages hold, by the batches containers see."""
+        live = [m for m in self._members.values() if m.process.alive]
+        batch = max((m.batch for m in live), default=1.0)
+        return math.ceil(messages * batch)
 
     # -- members -----------------------------------------------------------------------
 
@@ -367,8 +425,6 @@ class ContainerPool:
         member.running = status.running
         member.idle_for = status.idle_for
         member.batch = status.batch
-        member.messages = status.messages
-        member.inputs = status.inputs
         member.reported_at = time.monotonic()
         self._metrics.reported(status.tally, member.tally)
         member.tally = status.tally
@@ -397,11 +453,14 @@ class ContainerPool:
         )
         code = await member.process.wait()
         ready_by.cancel()
+        if member.kill_by is not None:
+            member.kill_by.cancel()
         if self._members.pop(member.key, None) is not None:
             self._node.release(self.config.spec)
             self._give_core(member.container_id)
-        self._retired_messages += member.messages
-        self._retired_inputs += member.inputs
+        messages, inputs = member.process.gauge.received()
+        self._retired_messages += messages
+        self._retired_inputs += inputs
         deliberate = self._stopping or member.stopping or code == EXIT_REPLACED
         if not deliberate and self._ledger.holding(member.key):
             self._log.error(

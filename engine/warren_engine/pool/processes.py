@@ -11,7 +11,8 @@ it failed), then how busy it is, and sends requests; a *replies* pipe for the en
 answers (both described in :mod:`warren_engine.pipe.pipes`); a *lifeline* whose other end only
 the engine holds, so a container notices at once when its engine dies and stops,
 whatever killed the engine; and its holding table (:mod:`warren_engine.pipe.holdings`), shared
-memory in which it records the messages it holds.
+memory in which it records the messages it holds; and its load gauge
+(:mod:`warren_engine.pipe.gauge`), the counts of inputs it holds and runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import structlog
 from warren.exceptions import EngineError
 
 from warren_engine.container.container import ContainerConfig
+from warren_engine.pipe.gauge import LoadGauge
 from warren_engine.pipe.holdings import HoldingTable, slots_for
 from warren_engine.pipe.messages import Event, Reply, decode_event, encode
 from warren_engine.pipe.pipes import PipeReader
@@ -67,6 +69,7 @@ class ContainerProcess:
         replies_reader, replies_writer = _CONTEXT.Pipe(duplex=False)
         lifeline_reader, lifeline_writer = _CONTEXT.Pipe(duplex=False)
         self.holdings = HoldingTable(slots_for(config.function.spec.max_inputs))
+        self.gauge = LoadGauge()
         self._process = _CONTEXT.Process(
             target=forked_main,
             args=(
@@ -75,6 +78,7 @@ class ContainerProcess:
                 replies_reader,
                 lifeline_reader,
                 self.holdings.shared,
+                self.gauge.shared,
             ),
             name=f"warren-container-{config.container_id}",
             daemon=False,

@@ -73,7 +73,11 @@ class AutoscalerChanges:
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     """One pool, now. ``node`` is the agent node that runs it (None: the engine itself);
-    ``error`` says why that node could not be asked (and then the figures are zeros)."""
+    ``error`` says why that node could not be asked (and then the figures are zeros).
+
+    ``running_inputs`` are inputs a function is running; ``held_inputs`` adds those its
+    containers took from the queue and will start as slots free up (a batch, or a
+    prefetch): an input is queued, held or done."""
 
     queued_inputs: int = 0
     running_inputs: int = 0
@@ -85,12 +89,43 @@ class PoolStats:
     inputs_received: int = 0
     node: str | None = None
     error: str | None = None
+    held_inputs: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for people and JSON (``get_current_stats``); unset parts left out."""
         data = dataclasses.asdict(self)
         data["pids"] = list(self.pids)
         return {key: value for key, value in data.items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """One container process, now. ``id`` is the one its log lines carry
+    (``warren app logs``); ``app`` is the app's instance, ``function`` its pool's key (the
+    function's tag, or ``tag.variant``), ``node`` the engine node it runs on. ``state``
+    is ``starting`` (loading the app's code), ``ready`` or ``stopping``."""
+
+    id: str
+    app: str
+    function: str
+    node: str
+    pid: int
+    running_inputs: int
+    held_inputs: int
+    uptime: float  # seconds since it was started
+    state: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (``warren container list --json``)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerListing:
+    """Containers, and the nodes that could not be asked for theirs (and why)."""
+
+    containers: tuple[ContainerInfo, ...]
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +337,29 @@ class FunctionStats(Request[PoolStats]):
 
 
 @dataclass(frozen=True, slots=True)
+class ListContainers(Request[ContainerListing]):
+    """The containers of an environment's apps (of one app, by its name or instance), on
+    every node; a primary asks its agents for theirs."""
+
+    OP: ClassVar[str] = "list_containers"
+    REPLY: ClassVar[type[Any]] = ContainerListing
+    environment: str
+    app: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopContainer(Request[ContainerInfo]):
+    """Stop one container gracefully: it takes no more inputs, hands back those it has not
+    started, finishes the running ones; its pool starts another if it needs one. The
+    reply is the container as it was asked to stop; no such container is ``NotFoundError``."""
+
+    OP: ClassVar[str] = "stop_container"
+    REPLY: ClassVar[type[Any]] = ContainerInfo
+    environment: str
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateAutoscaler(Request[AutoscalerSettings]):
     OP: ClassVar[str] = "update_autoscaler"
     REPLY: ClassVar[type[Any]] = AutoscalerSettings
@@ -399,6 +457,8 @@ REQUESTS: Final[dict[str, type[Request[Any]]]] = {
         DescribeFunction,
         EnsureVariant,
         FunctionStats,
+        ListContainers,
+        StopContainer,
         UpdateAutoscaler,
         CreateSecret,
         ListSecrets,
