@@ -17,9 +17,12 @@ from typing import Any
 import aio_pika
 import pytest
 import warren
+from aio_pika.abc import HeadersType
 from support import EngineProcess, engine_running, forget_environment, queue_depth
 from warren.config import settings
-from warren.wire import naming
+from warren.wire import naming, topology
+from warren_engine.daemon.dead_letters import MIN_ID_CHARS, dead_input_id
+from warren_engine.publisher import SOURCE_QUEUE_HEADER
 
 ENVIRONMENT = f"test-dead-{uuid.uuid4().hex[:8]}"
 WARREN = str(Path(sys.executable).with_name("warren"))
@@ -155,3 +158,69 @@ def test_an_input_dead_lettered_by_the_crash_limit_is_listed_retried_after_a_fix
     assert "purged 1 dead-lettered inputs" in dead("purge", "--yes").stdout
     assert listed() == {"inputs": [], "total": 0}
     assert "no dead-lettered inputs" in dead("list").stdout
+
+
+def forge_dead_letters(bodies: list[bytes], reason: str) -> None:
+    """Put messages no engine signed in the test environment's dead-letter queue."""
+
+    async def publish() -> None:
+        connection = await aio_pika.connect(settings().broker_url)
+        try:
+            channel = await connection.channel()
+            await topology.declare_dead_letters(channel, ENVIRONMENT)
+            source = naming.function_queue(ENVIRONMENT, "test-dead-letters", "settle")
+            headers: HeadersType = {topology.REASON_HEADER: reason, SOURCE_QUEUE_HEADER: source}
+            for body in bodies:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(body, headers=headers),
+                    routing_key=naming.dead_letter_queue(ENVIRONMENT),
+                )
+        finally:
+            await connection.close()
+
+    asyncio.run(publish())
+
+
+def sharing_a_prefix() -> tuple[bytes, bytes]:
+    """Two bodies whose ids start with the same shortest prefix a user may type."""
+    seen: dict[str, bytes] = {}
+    for n in range(1_000_000):
+        body = f"forged {n}".encode()
+        prefix = dead_input_id(body)[:MIN_ID_CHARS]
+        if prefix in seen:
+            return seen[prefix], body
+        seen[prefix] = body
+    raise AssertionError("no two ids share a prefix")
+
+
+def test_messages_no_key_vouches_for_are_listed_and_shown_but_never_decoded_or_retried(
+    engine: EngineProcess,
+) -> None:
+    # An environment with no dead-letter queue (yet) has nothing to list or purge
+    assert listed() == {"inputs": [], "total": 0}
+    assert "purged 0 dead-lettered inputs" in dead("purge", "--yes").stdout
+    # Given dead letters this engine's key never signed: one twice, and two whose ids
+    # share their first digits
+    twins = sharing_a_prefix()
+    forge_dead_letters([b"forged", b"forged", *twins], "rejected: the message is not signed")
+    # When the queue is listed, identical messages are one input with two copies
+    listing = listed()
+    assert listing["total"] == 4
+    by_id = {entry["id"]: entry for entry in listing["inputs"]}
+    forged = by_id[dead_input_id(b"forged")]
+    assert forged["copies"] == 2 and not forged["verified"] and forged["invocation"] is None
+    assert forged["reason"] == "rejected: the message is not signed"
+    # And show says why it is not decoded
+    shown = json.loads(dead("show", forged["id"], "--json").stdout)
+    assert shown["arguments"] == [] and shown["problem"].startswith("rejected: malformed")
+    # Then a retry is refused with the reason, and a prefix naming two inputs is refused
+    refused = dead("retry", forged["id"], ok=False)
+    assert refused.returncode != 0 and "cannot be retried: rejected" in refused.stderr
+    prefix = dead_input_id(twins[0])[:MIN_ID_CHARS]
+    ambiguous = dead("show", prefix, ok=False)
+    assert ambiguous.returncode != 0 and "names several dead inputs" in ambiguous.stderr
+    # And nothing left the queue, in its order
+    assert [entry["id"] for entry in listed()["inputs"]] == [
+        entry["id"] for entry in listing["inputs"]
+    ]
+    assert listed()["total"] == 4
