@@ -1,15 +1,17 @@
-"""The command line's own logic: version, entrypoint selection and options, web URLs."""
+"""The command line's own logic: version, entrypoint selection and options, web URLs,
+the confirmation a purge asks for."""
 
 from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 import warren
 from click.testing import CliRunner
-from warren.wire.control import AppDeployed, AppStatus
+from warren.wire.control import AppDeployed, AppStatus, DeadInputsPurged, PurgeDeadInputs
 from warren_engine import cli
 
 SCRIPT = '''
@@ -125,3 +127,26 @@ def test_web_urls_are_the_deployed_apps_web_endpoints(tmp_path: Path) -> None:
         "http://127.0.0.1:8123/dev/renamed/hello"
     ]
     assert cli.web_urls(app, AppDeployed(status, "")) == []
+
+
+@pytest.mark.parametrize(("answer", "sent"), [("n\n", False), ("y\n", True)])
+def test_dead_purge_asks_first_and_sends_nothing_unless_confirmed(
+    monkeypatch: pytest.MonkeyPatch, answer: str, sent: bool
+) -> None:
+    requests: list[object] = []
+
+    def control(request: Any) -> DeadInputsPurged:
+        requests.append(request("main"))
+        return DeadInputsPurged(3)
+
+    monkeypatch.setattr(cli, "_use_environment", lambda environment: None)
+    monkeypatch.setattr(cli, "_control", control)
+    result = CliRunner().invoke(cli.main, ["dead", "purge"], input=answer)
+    assert "remove every dead-lettered input of environment" in result.output
+    if sent:
+        assert result.exit_code == 0
+        assert requests == [PurgeDeadInputs("main")]
+        assert "purged 3 dead-lettered inputs" in result.output
+    else:
+        assert result.exit_code == 1 and "Aborted" in result.output
+        assert requests == []
