@@ -390,7 +390,13 @@ def dead_group() -> None:
 
 @dead_group.command("list")
 @_env_option
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Read at most this many messages of the queue.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dead_list(environment: str | None, limit: int, as_json: bool) -> None:
     """The environment's dead-letter queue: id, function, since when, size, reason."""

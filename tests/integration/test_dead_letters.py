@@ -210,6 +210,11 @@ def test_messages_no_key_vouches_for_are_listed_and_shown_but_never_decoded_or_r
     forged = by_id[dead_input_id(b"forged")]
     assert forged["copies"] == 2 and not forged["verified"] and forged["invocation"] is None
     assert forged["reason"] == "rejected: the message is not signed"
+    # ...and a listing with a limit reads only so many messages, and says what it left
+    limited = json.loads(dead("list", "--limit", "2", "--json").stdout)
+    assert [(e["id"], e["copies"]) for e in limited["inputs"]] == [(forged["id"], 2)]
+    assert limited["total"] == 4
+    assert "... and 2 more messages (see --limit)" in dead("list", "--limit", "2").stdout
     # And show says why it is not decoded
     shown = json.loads(dead("show", forged["id"], "--json").stdout)
     assert shown["arguments"] == [] and shown["problem"].startswith("rejected: malformed")

@@ -304,13 +304,16 @@ class _Pass:
         self._unsettled: dict[int, AbstractIncomingMessage] = {}
         self._latest: AbstractIncomingMessage | None = None  # the last one not kept
 
-    async def messages(self, keep: Callable[[DeadMessage], bool]) -> Copies:
-        """Take every message there was when the reading began; the ones ``keep`` wants
-        are returned (for the caller to settle), the others only noted."""
+    async def messages(
+        self, keep: Callable[[DeadMessage], bool], at_most: int | None = None
+    ) -> Copies:
+        """Take every message there was when the reading began (or the first ``at_most``);
+        the ones ``keep`` wants are returned (for the caller to settle), the others only
+        noted."""
         kept: Copies = []
         if self._queue is None:
             return kept
-        for _ in range(self.count):
+        for _ in range(self.count if at_most is None else min(self.count, at_most)):
             message = await self._queue.get(no_ack=False, fail=False)
             if message is None:
                 break
@@ -361,7 +364,8 @@ class DeadLetters:
         self._lock = asyncio.Lock()
 
     async def list(self, environment: str, limit: int = LIST_LIMIT) -> DeadInputListing:
-        """The first ``limit`` distinct dead inputs of the environment, in queue order."""
+        """The dead inputs among the first ``limit`` messages of the environment's queue,
+        in queue order; ``total`` counts them all."""
         if limit < 1:
             raise InvalidError(f"limit must be at least 1, got {limit}")
         found: list[DeadInput] = []
@@ -371,7 +375,7 @@ class DeadLetters:
             return False
 
         async with self._pass(environment) as reading:
-            await reading.messages(note)
+            await reading.messages(note, at_most=limit)
         return listing(found, reading.count, limit)
 
     async def show(self, environment: str, dead_id: str) -> DeadInputDetail:

@@ -219,8 +219,8 @@ class DeadInput:
 
 @dataclass(frozen=True, slots=True)
 class DeadInputListing:
-    """The first ``limit`` distinct messages of a dead-letter queue; ``total`` counts
-    every message it held when it was read (more than listed past the limit)."""
+    """The dead inputs among the first ``limit`` messages of a dead-letter queue;
+    ``total`` counts every message it held when it was read (more past the limit)."""
 
     inputs: tuple[DeadInput, ...]
     total: int
