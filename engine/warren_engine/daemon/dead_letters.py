@@ -35,7 +35,8 @@ failed verification is refused with the reason. It goes to the queue its functio
 *now* (a redeployed app keeps its queue names; a variant reset by a redeploy, or an app
 no longer running, is a ``NotFoundError``), under a new message id (the crash ledger
 remembers the old one as replaced), persistent and confirmed; only then is it taken off
-the dead-letter queue, so a failure halfway leaves it there. It still carries its crash
+the dead-letter queue, so a failure halfway leaves it there (an engine that dies between
+the two leaves it in both: at least once, as everywhere). It still carries its crash
 count, at the limit: if it crashes once more it is dead-lettered again at once.
 
 Where the retried input's result goes: a spawned call's result queue is durable and
