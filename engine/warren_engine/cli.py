@@ -12,6 +12,8 @@
     warren container stop ID                   stop one gracefully (its pool replaces it if needed)
     warren secret create NAME KEY=VALUE ...    a secret the engine keeps (Secret.from_name)
     warren secret list | delete NAME           its secrets (names and keys, never values)
+    warren dead list | show ID | retry ID | purge
+                                               dead-lettered inputs: see why, run again, drop
     warren engine                              the engine daemon (also: python -m warren_engine)
     warren --version                           the installed version
 
@@ -47,13 +49,17 @@ from warren.wire.control import (
     GetAppStatus,
     ListApps,
     ListContainers,
+    ListDeadInputs,
     ListSecrets,
+    PurgeDeadInputs,
     Request,
+    RetryDeadInput,
+    ShowDeadInput,
     StopApp,
     StopContainer,
 )
 
-from warren_engine import log_view, logs
+from warren_engine import dead_view, log_view, logs
 from warren_engine.user_script import load_script, single_app
 
 
@@ -434,6 +440,71 @@ def container_stop(container_id: str, environment: str | None) -> None:
         f"stopping container {info.id} of {info.app}.{info.function} on {info.node} "
         f"(pid {info.pid}, {info.running_inputs} inputs running)"
     )
+
+
+@main.group("dead")
+def dead_group() -> None:
+    """Dead-lettered inputs (crash limit, failed checks, expired): list, show, retry, purge."""
+
+
+@dead_group.command("list")
+@_env_option
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Read at most this many messages of the queue.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dead_list(environment: str | None, limit: int, as_json: bool) -> None:
+    """The environment's dead-letter queue: id, function, since when, size, reason."""
+    _use_environment(environment)
+    listing = _control(lambda environment: ListDeadInputs(environment, limit))
+    if as_json:
+        _echo_json({"inputs": [dead.as_dict() for dead in listing.inputs], "total": listing.total})
+        return
+    for line in dead_view.listing_lines(listing, config.settings().environment):
+        click.echo(line)
+
+
+@dead_group.command("show")
+@click.argument("dead_id", metavar="ID")
+@_env_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dead_show(dead_id: str, environment: str | None, as_json: bool) -> None:
+    """One dead input: its properties, reason, and its arguments unless pickled."""
+    _use_environment(environment)
+    shown = _control(lambda environment: ShowDeadInput(environment, dead_id))
+    if as_json:
+        _echo_json(shown.as_dict())
+        return
+    for line in dead_view.detail_lines(shown):
+        click.echo(line)
+
+
+@dead_group.command("retry")
+@click.argument("dead_id", metavar="ID")
+@_env_option
+def dead_retry(dead_id: str, environment: str | None) -> None:
+    """Send a dead input, still signed as it was, to its function's current queue."""
+    _use_environment(environment)
+    retried = _control(lambda environment: RetryDeadInput(environment, dead_id))
+    goes = "its spawned call gets the new result" if retried.stored_result else "it runs again"
+    click.echo(f"retried {retried.id} on {retried.queue}: {goes}")
+
+
+@dead_group.command("purge")
+@_env_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def dead_purge(environment: str | None, yes: bool) -> None:
+    """Remove every dead-lettered input of the environment, for good."""
+    _use_environment(environment)
+    target = config.settings().environment
+    if not yes:
+        click.confirm(f"remove every dead-lettered input of environment {target!r}?", abort=True)
+    purged = _control(PurgeDeadInputs).purged
+    click.echo(f"purged {purged} dead-lettered inputs from environment {target!r}")
 
 
 # Everything after SCRIPT is the entrypoint's (--help included): run's options come first.

@@ -10,6 +10,7 @@ queue, so no container holds an input during its backoff.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -55,8 +56,9 @@ def call_message(body: bytes, correlation_id: str | None, reply_to: str | None) 
 def dead_letter_message(
     body: bytes, *, reason: str, source_queue: str, carried: CarriedProperties
 ) -> aio_pika.Message:
-    """A persistent copy of a message for the dead-letter queue, saying why it is there.
-    Its headers are a dict because aio-pika takes them as one."""
+    """A persistent copy of a message for the dead-letter queue, saying why it is there,
+    from where, and (its timestamp) since when. Its headers are a dict because aio-pika
+    takes them as one."""
     return aio_pika.Message(
         body,
         message_id=carried.message_id,
@@ -64,6 +66,7 @@ def dead_letter_message(
         reply_to=carried.reply_to,
         type=carried.type,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        timestamp=time.time(),
         headers={topology.REASON_HEADER: reason, SOURCE_QUEUE_HEADER: source_queue},
     )
 

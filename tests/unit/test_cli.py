@@ -1,15 +1,17 @@
-"""The command line's own logic: version, entrypoint selection and options, web URLs."""
+"""The command line's own logic: version, entrypoint selection and options, web URLs,
+the confirmation a purge asks for."""
 
 from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 import warren
 from click.testing import CliRunner
-from warren.wire.control import ContainerInfo
+from warren.wire.control import ContainerInfo, DeadInputsPurged, PurgeDeadInputs
 from warren_engine import cli
 from warren_engine.user_script import load_script
 
@@ -169,3 +171,26 @@ def test_the_container_table_has_a_header_and_a_line_per_container_in_aligned_co
     assert rows[1].split()[2:4] == ["resize.v1", "gpu-1"]
     # the pid column is right-aligned: its last digit sits under the header's last letter
     assert rows[1].index("88") + 2 == header.index("PID") + 3 == rows[0].index("4101") + 4
+
+
+@pytest.mark.parametrize(("answer", "sent"), [("n\n", False), ("y\n", True)])
+def test_dead_purge_asks_first_and_sends_nothing_unless_confirmed(
+    monkeypatch: pytest.MonkeyPatch, answer: str, sent: bool
+) -> None:
+    requests: list[object] = []
+
+    def control(request: Any) -> DeadInputsPurged:
+        requests.append(request("main"))
+        return DeadInputsPurged(3)
+
+    monkeypatch.setattr(cli, "_use_environment", lambda environment: None)
+    monkeypatch.setattr(cli, "_control", control)
+    result = CliRunner().invoke(cli.main, ["dead", "purge"], input=answer)
+    assert "remove every dead-lettered input of environment" in result.output
+    if sent:
+        assert result.exit_code == 0
+        assert requests == [PurgeDeadInputs("main")]
+        assert "purged 3 dead-lettered inputs" in result.output
+    else:
+        assert result.exit_code == 1 and "Aborted" in result.output
+        assert requests == []

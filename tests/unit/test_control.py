@@ -22,6 +22,12 @@ from warren.wire.control import (
     ContainerInfo,
     ContainerListing,
     CreateSecret,
+    DeadArgument,
+    DeadInput,
+    DeadInputDetail,
+    DeadInputListing,
+    DeadInputRetried,
+    DeadInputsPurged,
     DeleteSecret,
     DeployApp,
     DescribeFunction,
@@ -36,6 +42,7 @@ from warren.wire.control import (
     JoinNode,
     ListApps,
     ListContainers,
+    ListDeadInputs,
     ListNodes,
     ListSecrets,
     NodeInfo,
@@ -44,10 +51,13 @@ from warren.wire.control import (
     PlacedPool,
     PoolName,
     PoolStats,
+    PurgeDeadInputs,
     RegisterApp,
     Request,
+    RetryDeadInput,
     SecretKeys,
     SecretListing,
+    ShowDeadInput,
     StopApp,
     StopContainer,
     UpdateAutoscaler,
@@ -72,6 +82,7 @@ OFFER = NodeOffer(8.0, 16384, {"H100": 2}, "eu", None)
 STATS = PoolStats(2, 1, 1, (41, 42), SETTINGS, 10, 30, held_inputs=3)
 CONTAINER = ContainerInfo("3f2a9c81d0e4", "shop", "f.v123", "primary", 41, 1, 3, 12.5, "ready")
 STATUS = AppStatus("shop", "main", "shop", False, 1712.5, {"f": STATS})
+DEAD = DeadInput("3f2a9c1b7e4d", "crashed", 412, True, "shop", "f", "q", 1712.0, "inv", (0,), 3)
 
 EXAMPLES: dict[type[Request[Any]], Request[Any]] = {
     RegisterApp: RegisterApp(BUNDLE, lease="warren.v1.lease.x"),
@@ -94,6 +105,10 @@ EXAMPLES: dict[type[Request[Any]], Request[Any]] = {
     DropPool: DropPool(PLACED),
     GetPoolStats: GetPoolStats(PLACED),
     UpdatePool: UpdatePool(PLACED, SETTINGS),
+    ListDeadInputs: ListDeadInputs("main", limit=10),
+    ShowDeadInput: ShowDeadInput("main", "3f2a"),
+    RetryDeadInput: RetryDeadInput("main", "3f2a9c1b7e4d"),
+    PurgeDeadInputs: PurgeDeadInputs("main"),
 }
 
 REPLIES: dict[type[Any], object] = {
@@ -111,6 +126,17 @@ REPLIES: dict[type[Any], object] = {
     NodeListing: NodeListing((NodeInfo("primary", OFFER, True, 0),)),
     ContainerListing: ContainerListing((CONTAINER,), ("node us-1: EngineNotFoundError: gone",)),
     ContainerInfo: CONTAINER,
+    DeadInputListing: DeadInputListing((DEAD, DeadInput("00ff00ff00ff", "?", 3)), 7),
+    DeadInputDetail: DeadInputDetail(
+        DEAD,
+        {"x-warren-reason": "crashed"},
+        (DeadArgument(0, "msgpack", 5, "(1,) {}"), DeadArgument(1, "pickle", 900)),
+        reply_to="warren.v1.main.call.c1",
+        expires_at=1713.0,
+        stored_result=True,
+    ),
+    DeadInputRetried: DeadInputRetried("3f2a9c1b7e4d", "warren.v1.main.fn.shop.f", True),
+    DeadInputsPurged: DeadInputsPurged(2),
 }
 
 

@@ -33,3 +33,29 @@ def test_environments_are_name_prefixes_that_keep_apps_apart() -> None:
 def test_parts_that_would_break_the_dotted_names_are_refused(bad: str) -> None:
     with pytest.raises(InvalidError, match="invalid app name"):
         naming.function_queue("main", bad, "f")
+
+
+def test_a_function_queue_s_name_gives_back_its_app_function_and_variant() -> None:
+    assert naming.function_of_queue(naming.function_queue("main", "shop", "pay")) == (
+        "main",
+        "shop",
+        "pay",
+        None,
+    )
+    variant = naming.function_queue("dev", "shop", "pay", "v1a")
+    assert naming.function_of_queue(variant) == ("dev", "shop", "pay", "v1a")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        naming.dead_letter_queue("main"),
+        naming.result_queue("main", "c1"),
+        naming.call_queue("main", "call1"),
+        "warren.v0.main.fn.shop.pay",
+        "other.v1.main.fn.shop.pay",
+        "",
+    ],
+)
+def test_a_name_that_is_no_function_queue_gives_none(name: str) -> None:
+    assert naming.function_of_queue(name) is None

@@ -3,6 +3,8 @@ identity, and says why and where from."""
 
 from __future__ import annotations
 
+import time
+
 import aio_pika
 from warren.wire import topology
 from warren_engine.pipe.messages import DeadLetter
@@ -11,6 +13,7 @@ from warren_engine.publisher import CarriedProperties, dead_letter_message
 
 def test_a_dead_letter_carries_over_the_original_s_properties_and_says_why() -> None:
     carried = CarriedProperties("m-1", "c-1", "results.q", "calls")
+    before = int(time.time())
     message = dead_letter_message(
         b"body", reason="crashed 3 times", source_queue="fn.q", carried=carried
     )
@@ -23,6 +26,9 @@ def test_a_dead_letter_carries_over_the_original_s_properties_and_says_why() -> 
     assert message.body == b"body"
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.headers == {topology.REASON_HEADER: "crashed 3 times", "x-warren-queue": "fn.q"}
+    # When it was dead-lettered, to the second AMQP timestamps carry
+    assert message.timestamp is not None
+    assert before <= message.timestamp.timestamp() <= time.time()
 
 
 def test_a_dead_letter_of_a_message_nobody_vouches_for_carries_no_properties() -> None:

@@ -50,6 +50,7 @@ from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.container import FunctionConfig
 from warren_engine.daemon.container_environment import Provisions
+from warren_engine.daemon.dead_letters import DeadLetters
 from warren_engine.daemon.failed_inputs import answer_queued
 from warren_engine.daemon.hosted_app import (
     HostedApp,
@@ -112,6 +113,8 @@ class AppRegistry:
         self._lock = asyncio.Lock()
         self._probe = QueueProbe(connection)
         self.metrics = metrics  # every pool's series, which the gateway serves
+        # The environments' dead-letter queues; a retry goes to the queues these apps have now.
+        self.dead_letters = DeadLetters(connection, self.signer, self.current_queue)
 
     # -- registering and stopping ----------------------------------------------------------
 
@@ -231,6 +234,11 @@ class AppRegistry:
         app = self._apps.get((environment, instance))
         spec = app.specs.get(tag) if app is not None else None
         return (app, spec) if app is not None and spec is not None else None
+
+    def current_queue(self, environment: str, instance: str, key: str) -> str | None:
+        """The queue of an app's function (or variant) now, if the app runs here and has it."""
+        found = self.function(environment, instance, key)
+        return found[0].queue(key) if found is not None else None
 
     async def status(self, app: HostedApp) -> AppStatus:
         functions = {key: await pool.stats() for key, pool in app.pools.items()}

@@ -28,6 +28,10 @@ from warren.wire.control import (
     ContainerInfo,
     ContainerListing,
     CreateSecret,
+    DeadInputDetail,
+    DeadInputListing,
+    DeadInputRetried,
+    DeadInputsPurged,
     DeleteSecret,
     DeployApp,
     DescribeFunction,
@@ -42,13 +46,17 @@ from warren.wire.control import (
     JoinNode,
     ListApps,
     ListContainers,
+    ListDeadInputs,
     ListNodes,
     ListSecrets,
     NodeListing,
     PoolStats,
+    PurgeDeadInputs,
     RegisterApp,
     Request,
+    RetryDeadInput,
     SecretListing,
+    ShowDeadInput,
     StopApp,
     StopContainer,
     UpdateAutoscaler,
@@ -114,6 +122,10 @@ class ControlPlane:
             DropPool: self._drop_pool,
             GetPoolStats: self._pool_stats,
             UpdatePool: self._update_pool,
+            ListDeadInputs: self._list_dead_inputs,
+            ShowDeadInput: self._show_dead_input,
+            RetryDeadInput: self._retry_dead_input,
+            PurgeDeadInputs: self._purge_dead_inputs,
         }
         unhandled = set(REQUESTS.values()) - set(self._handlers)
         if unhandled:
@@ -230,6 +242,20 @@ class ControlPlane:
     async def _delete_secret(self, request: DeleteSecret) -> Done:
         self._registry.secrets.delete(request.environment, request.name)
         return Done()
+
+    # -- dead-lettered inputs (warren_engine.daemon.dead_letters) -------------------------
+
+    async def _list_dead_inputs(self, request: ListDeadInputs) -> DeadInputListing:
+        return await self._registry.dead_letters.list(request.environment, request.limit)
+
+    async def _show_dead_input(self, request: ShowDeadInput) -> DeadInputDetail:
+        return await self._registry.dead_letters.show(request.environment, request.id)
+
+    async def _retry_dead_input(self, request: RetryDeadInput) -> DeadInputRetried:
+        return await self._registry.dead_letters.retry(request.environment, request.id)
+
+    async def _purge_dead_inputs(self, request: PurgeDeadInputs) -> DeadInputsPurged:
+        return DeadInputsPurged(await self._registry.dead_letters.purge(request.environment))
 
     # -- several nodes (warren_engine.nodes) ---------------------------------------------
 

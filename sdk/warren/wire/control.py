@@ -219,6 +219,100 @@ class NodeListing:
     nodes: tuple[NodeInfo, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class DeadInput:
+    """One message in an environment's dead-letter queue, as ``warren dead list`` and the
+    dashboard show it.
+
+    ``id`` is a hash of the message's body (:mod:`warren_engine.daemon.dead_letters`): the
+    same whatever its position, across listings and engine restarts. ``app`` is the app
+    instance whose queue it came from (a deployed app's name), ``function`` the pool's key
+    (``tag`` or ``tag.variant``). What is inside the body (the invocation, the inputs'
+    indexes, the crash count) is read only when this engine's key vouches for it
+    (``verified``); ``copies`` counts identical messages, which are listed once.
+    """
+
+    id: str
+    reason: str
+    size: int  # bytes of the message's body
+    verified: bool = False
+    app: str | None = None
+    function: str | None = None
+    queue: str | None = None
+    dead_at: float | None = None  # Unix time, when the dead letter recorded one
+    invocation: str | None = None
+    inputs: tuple[int, ...] = ()
+    crashes: int = 0
+    copies: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for people and JSON (``warren dead list --json``, the dashboard)."""
+        data = dataclasses.asdict(self)
+        data["inputs"] = list(self.inputs)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class DeadInputListing:
+    """The dead inputs among the first ``limit`` messages of a dead-letter queue;
+    ``total`` counts every message it held when it was read (more past the limit)."""
+
+    inputs: tuple[DeadInput, ...]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadArgument:
+    """One input's arguments, as far as they can be shown without running code: their
+    wire format and size, and for msgpack or JSON a ``repr`` of the decoded
+    ``(args, kwargs)`` (shortened). A pickle is never loaded, so never shown."""
+
+    index: int
+    format: str  # "msgpack", "pickle", "json" or "unknown"
+    size: int
+    preview: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadInputDetail:
+    """Everything ``warren dead show`` says of one dead input. ``problem`` says why this
+    engine's key does not vouch for it (then it cannot be retried), ``expires_at`` when
+    its signature stops being valid, ``stored_result`` whether its result goes to a
+    spawned call's durable queue (else to a caller that may have left)."""
+
+    input: DeadInput
+    headers: dict[str, str]
+    arguments: tuple[DeadArgument, ...] = ()
+    message_id: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    type: str | None = None
+    problem: str | None = None
+    expires_at: float | None = None
+    stored_result: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for people and JSON (``warren dead show --json``)."""
+        data = dataclasses.asdict(self)
+        data["input"] = self.input.as_dict()
+        data["arguments"] = [dataclasses.asdict(argument) for argument in self.arguments]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class DeadInputRetried:
+    """A dead input sent back: ``queue`` is the function queue it went to."""
+
+    id: str
+    queue: str
+    stored_result: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadInputsPurged:
+    purged: int  # messages removed from the dead-letter queue
+
+
 # -- what requests carry -----------------------------------------------------------------
 
 
@@ -446,6 +540,42 @@ class UpdatePool(Request[Done]):
     settings: AutoscalerSettings
 
 
+@dataclass(frozen=True, slots=True)
+class ListDeadInputs(Request[DeadInputListing]):
+    """The environment's dead-letter queue, read without taking anything off it."""
+
+    OP: ClassVar[str] = "list_dead_inputs"
+    REPLY: ClassVar[type[Any]] = DeadInputListing
+    environment: str
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ShowDeadInput(Request[DeadInputDetail]):
+    OP: ClassVar[str] = "show_dead_input"
+    REPLY: ClassVar[type[Any]] = DeadInputDetail
+    environment: str
+    id: str  # a DeadInput's id, or a prefix of it that names one
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDeadInput(Request[DeadInputRetried]):
+    """Send a dead input, as it was signed, to the current queue of its function, and take
+    it off the dead-letter queue."""
+
+    OP: ClassVar[str] = "retry_dead_input"
+    REPLY: ClassVar[type[Any]] = DeadInputRetried
+    environment: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeDeadInputs(Request[DeadInputsPurged]):
+    OP: ClassVar[str] = "purge_dead_inputs"
+    REPLY: ClassVar[type[Any]] = DeadInputsPurged
+    environment: str
+
+
 REQUESTS: Final[dict[str, type[Request[Any]]]] = {
     cls.OP: cls
     for cls in (
@@ -469,6 +599,10 @@ REQUESTS: Final[dict[str, type[Request[Any]]]] = {
         DropPool,
         GetPoolStats,
         UpdatePool,
+        ListDeadInputs,
+        ShowDeadInput,
+        RetryDeadInput,
+        PurgeDeadInputs,
     )
 }
 

@@ -98,6 +98,16 @@ def function_queue(environment: str, app: str, function: str, variant: str | Non
     return name
 
 
+def function_of_queue(name: str) -> tuple[str, str, str, str | None] | None:
+    """``(environment, app instance, function, variant)`` of a function queue's name (the
+    inverse of :func:`function_queue`); None for a name that is not one."""
+    parts = name.split(".")
+    if not name.startswith(f"{PREFIX}.") or len(parts) not in (6, 7) or parts[3] != "fn":
+        return None
+    variant = parts[6] if len(parts) == 7 else None
+    return parts[2], parts[4], parts[5], variant
+
+
 def environment_of(name: str) -> str:
     """The environment a ``warren.v1.<env>.…`` queue or exchange belongs to."""
     parts = name.split(".")
