@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from warren.wire.spec import FunctionSpec
-from warren_engine.pool.cores import CorePlacement, pinnable
+from warren_engine.pool.cores import CorePlacement, pin_process, pinnable
 
 
 def test_containers_go_to_the_least_loaded_core_and_spread_again_when_some_exit() -> None:
@@ -51,3 +54,9 @@ def test_a_rebalance_never_puts_two_containers_of_one_function_on_one_core() -> 
     assert cores.loads() == {0: 2, 1: 2}
     # Then it is not the other container of a: each function is still spread
     assert cores.where("a-1") != cores.where("a-2")
+
+
+def test_pinning_a_process_that_has_just_exited_does_nothing() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pin_process(gone.pid, 0)  # its /proc entry is gone: no error

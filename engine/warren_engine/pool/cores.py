@@ -34,8 +34,12 @@ def pinnable(spec: FunctionSpec) -> bool:
 
 def pin_process(pid: int, core: int) -> None:
     """Put every thread of process ``pid`` on ``core`` (a thread's affinity is its own)."""
-    threads = Path(f"/proc/{pid}/task")
-    ids = [int(t.name) for t in threads.iterdir()] if threads.is_dir() else [pid]
+    try:
+        ids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except FileNotFoundError:
+        return  # it has exited (a container stopping as its neighbour moves)
+    except OSError:
+        ids = [pid]  # no /proc here: the process alone
     for thread in ids:
         with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
             os.sched_setaffinity(thread, {core})
