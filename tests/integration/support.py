@@ -213,8 +213,10 @@ def engine_running(
         yield daemon
     finally:
         if daemon.process is not None and daemon.process.poll() is None:
-            stop_all_apps()
-            daemon.stop()
+            try:
+                stop_all_apps()
+            finally:  # a daemon left running would take the next test's control queue
+                daemon.stop()
 
 
 def forget_environment(environment: str) -> None:
