@@ -38,6 +38,7 @@ from warren_engine.pipe.messages import (
     Event,
     Failed,
     Query,
+    Raised,
     Ready,
     Refused,
     Reply,
@@ -51,6 +52,7 @@ from warren_engine.pool.autoscaler import Autoscaling, ContainerView, decide
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement, pinnable
 from warren_engine.pool.crash_ledger import CrashLedger
+from warren_engine.pool.failure_log import FailureLog
 from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.processes import ContainerProcess
 from warren_engine.publisher import BROKER_ERRORS, CarriedProperties, Republisher
@@ -115,6 +117,7 @@ class ContainerPool:
         self._node = node or Node()
         self._waiting_for_capacity = False
         self._ledger = CrashLedger()
+        self.failures = FailureLog()  # the last inputs that raised, for the dashboard
         self.autoscaling = autoscaling
         self._cancels = cancels
         self._queue_depth = queue_depth
@@ -139,6 +142,7 @@ class ContainerPool:
             Ready: self._on_ready,
             Status: self._on_report,
             Failed: self._on_failed,
+            Raised: self._on_raised,
         }
         self._serve: dict[type[Query], QueryHandler] = {
             AskVerdict: self._verdict,
@@ -342,6 +346,11 @@ class ContainerPool:
         member.messages = status.messages
         member.inputs = status.inputs
         member.reported_at = time.monotonic()
+
+    def _on_raised(self, key: int, raised: Raised) -> None:
+        member = self._members.get(key)
+        if member is not None:
+            self.failures.add(member.container_id, raised)
 
     def _on_failed(self, key: int, failed: Failed) -> None:
         if key in self._members:
