@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,17 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import ChannelLockedResource
 from warren import exceptions
 from warren.client.connection import Client
-from warren.config import RECONNECT_INTERVAL, Settings
+from warren.config import RECONNECT_INTERVAL, Settings, hide_engine_only_variables
 from warren.wire import naming
 
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.cancel_listener import CancelListener
 from warren_engine.daemon.control_plane import ControlPlane
+from warren_engine.daemon.dashboard.access import DashboardAccess
+from warren_engine.daemon.dashboard.dashboard import Dashboard
 from warren_engine.daemon.gateway import Gateway
 from warren_engine.daemon.secret_store import SecretStore
-from warren_engine.nodes.agent import AgentPools
+from warren_engine.nodes.agent import AgentPools, node_name
 from warren_engine.nodes.primary import Nodes, RemotePools
 from warren_engine.pool import processes as procs
 from warren_engine.pool.cancel_memory import CancelMemory
@@ -118,6 +121,7 @@ class Engine:
         cancel_memory = CancelMemory()
         registry = await self._registry(connection, channel, client, cancel_memory)
         stack.push_async_callback(registry.shutdown)
+        dashboard = self._dashboard(registry, client, lambda: gateway.base_url)
         gateway = Gateway(
             registry,
             client,
@@ -128,9 +132,14 @@ class Engine:
             # A daemon's endpoints keep their URLs across restarts; an app run's engine
             # (a state directory of its own, removed at exit) takes any free port.
             port_record=None if self._owns_state_dir else self.state_dir / HTTP_PORT_FILE,
+            dashboard=dashboard,
         )
         await gateway.start()
         stack.push_async_callback(gateway.close)
+        if dashboard is not None and gateway.base_url:
+            dashboard.start()
+            stack.push_async_callback(dashboard.close)
+            _announce(dashboard.access, gateway.base_url)
         agent = AgentPools(registry, self.join) if self.join else None
         if agent is None:
             await registry.restore()
@@ -168,6 +177,23 @@ class Engine:
             RemotePools(nodes, client),
         )
 
+    def _dashboard(
+        self, registry: AppRegistry, client: Client, base_url: Callable[[], str]
+    ) -> Dashboard | None:
+        """A daemon's dashboard (its token kept in the state directory unless configured);
+        an engine of one ``app.run()`` has one only when ``WARREN_DASHBOARD_TOKEN`` is set."""
+        state_dir = None if self._owns_state_dir else self.state_dir
+        access = DashboardAccess.for_engine(self.settings.dashboard_token, state_dir)
+        if access is None:
+            return None
+        return Dashboard(
+            access,
+            registry,
+            client.session,
+            local_node=node_name(self.settings.node_name),
+            base_url=base_url,
+        )
+
     async def _run_until_stopped(
         self, registry: AppRegistry, agent: AgentPools | None, client: Client
     ) -> None:
@@ -191,6 +217,16 @@ class Engine:
         self._stop.set()
 
 
+def _announce(access: DashboardAccess, base_url: str) -> None:
+    """Tell the operator where the dashboard is: on stderr, once, and in no log record."""
+    if access.kept_in is not None:  # made here: its URL is the way in
+        where = f"{base_url}/?token={access.token}"
+    else:  # configured: the operator has it already
+        where = f"{base_url}/ (token: WARREN_DASHBOARD_TOKEN)"
+    sys.stderr.write(f"dashboard: {where}\n")
+    sys.stderr.flush()
+
+
 def _keep_engine_credentials_from_containers(config: Settings) -> None:
     """Containers are forked from a server started after this: with its own container
     user configured, the engine's credentials must not be in their environment.
@@ -199,6 +235,7 @@ def _keep_engine_credentials_from_containers(config: Settings) -> None:
     ``WARREN_FUNCTION_BROKER_URL`` (a caller's rights) if set, else the container URL.
     Written for the containers' code only: the engine itself keeps ``config``.
     """
+    hide_engine_only_variables()  # the dashboard's token
     if config.container_broker_url != config.broker_url:
         functions_url = config.function_broker_url or config.container_broker_url
         os.environ["WARREN_BROKER_URL"] = functions_url

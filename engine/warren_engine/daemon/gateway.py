@@ -7,6 +7,9 @@ gateway does not unpickle anything). Bad input is a 4xx with a JSON error; an
 exception in the function is a 500 whose body carries the exception's type, message
 and traceback only when the engine runs with ``WARREN_HTTP_DEBUG=1``.
 
+The engine's dashboard (:mod:`warren_engine.daemon.dashboard`), when it has one, is served
+at ``/`` and under ``/_dashboard/``, which no web endpoint's path can be.
+
 A daemon given no port serves on the one it last served on (recorded in its state
 directory), so deployed endpoints keep their URLs across restarts; a fresh free port if
 that one is taken now.
@@ -32,6 +35,7 @@ from warren.wire.protocol import STATUS_ERROR, STATUS_OK
 from warren.wire.spec import ParamKind, WebEndpoint
 
 from warren_engine.daemon.app_registry import AppRegistry
+from warren_engine.daemon.dashboard.dashboard import Dashboard
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +119,7 @@ class Gateway:
         *,
         debug: bool = False,
         port_record: Path | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         self._registry = registry
         self._client = client
@@ -123,12 +128,15 @@ class Gateway:
         self._public_url = public_url
         self._debug = debug  # a failed call's response carries its error type and traceback
         self._port_record = port_record  # where the port served on is kept, if anywhere
+        self._dashboard = dashboard  # served at / and under /_dashboard/, if any
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
     async def start(self) -> str:
         """Listen; the public base URL of the endpoints."""
         application = web.Application(client_max_size=self._client.signer.max_size)
+        if self._dashboard is not None:
+            self._dashboard.mount(application.router)
         application.router.add_route("*", EndpointPath.ROUTE, self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
