@@ -23,6 +23,7 @@ from warren_engine.pipe.messages import (
     Event,
     Failed,
     Query,
+    Raised,
     Ready,
     Refused,
     Reply,
@@ -61,6 +62,7 @@ EVENTS: list[Event] = [
     Ready(),
     Failed("ImportError", "no module named app", "Traceback (most recent call last): ..."),
     Status(running=3, idle_for=0.0, batch=2.5, messages=10, inputs=25),
+    Raised(1.7e9, "0123abcd", 4, 2, True, "ValueError", "bad", "Traceback ...", unreported=3),
     Dropped(),
     *(Request(index + 1, query) for index, query in enumerate(QUERIES)),
 ]
@@ -121,6 +123,7 @@ def test_a_whole_number_is_read_as_a_float_where_a_number_is_expected() -> None:
         (packb([Status.TAG, "3", 0.0, 1.0, 1, 1]), "field 1 is a str, not an int"),
         (packb([Status.TAG, True, 0.0, 1.0, 1, 1]), "field 1 is a bool, not an int"),
         (packb([Status.TAG, 1, None, 1.0, 1, 1]), "field 2 is a NoneType, not a number"),
+        (packb([Raised.TAG, 1.0, "c", 0, 1, 1, "E", "m", "t", 0]), "field 5 is a int, not a bool"),
         (packb([Request.TAG, 1, [42]]), "unknown kind 42 on a container pipe where a query"),
         (packb([Request.TAG, 1, "verdict"]), "field 2 is a str, not a query"),
         (packb([Request.TAG, 1, [Verdict.TAG, "crashed"]]), "where a query belongs"),

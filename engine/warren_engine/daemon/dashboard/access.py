@@ -96,7 +96,8 @@ class DashboardAccess:
             return refused(request)
         query = request.url.query.copy()
         query.popall(TOKEN_PARAMETER)
-        response = web.HTTPSeeOther(str(request.rel_url.with_query(query)))
+        target = str(request.rel_url.with_query(query))
+        response = web.Response(status=303, headers={"Location": target})
         response.set_cookie(
             cookie_name(request),
             cookie_value(self.token),

@@ -37,7 +37,7 @@ from warren.wire.session import BrokerSession
 
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.dashboard.access import DashboardAccess, refused
-from warren_engine.daemon.dashboard.dead_letters import DeadLetterSource, entry_dict
+from warren_engine.daemon.dashboard.dead_letters import DeadLetterSource, panel
 from warren_engine.daemon.dashboard.history import PERIOD, History, PoolRef
 from warren_engine.daemon.dashboard.log_tail import LogTail
 from warren_engine.daemon.dashboard.overview import overview
@@ -224,16 +224,7 @@ class Dashboard:
 
     async def _dead_letter_panel(self, request: web.Request) -> web.StreamResponse:
         environment = request.query.get("environment") or self._registry.settings.environment
-        if self._dead_letters is None:
-            return _json({"environment": environment, "available": False, "entries": []})
-        entries = await self._dead_letters(environment, DEAD_LETTERS_SHOWN)
-        return _json(
-            {
-                "environment": environment,
-                "available": True,
-                "entries": [entry_dict(entry) for entry in entries],
-            }
-        )
+        return _json(await panel(self._dead_letters, environment, DEAD_LETTERS_SHOWN))
 
     # -- what the overview adds ----------------------------------------------------------
 

@@ -50,3 +50,15 @@ def entry_dict(entry: DeadLetterEntry) -> dict[str, object]:
         "reason": entry.reason,
         "dead_lettered_at": entry.dead_lettered_at,
     }
+
+
+async def panel(source: DeadLetterSource | None, environment: str, limit: int) -> dict[str, object]:
+    """What the page's panel shows: ``available`` is False when the engine has no source."""
+    if source is None:
+        return {"environment": environment, "available": False, "entries": []}
+    entries = await source(environment, limit)
+    return {
+        "environment": environment,
+        "available": True,
+        "entries": [entry_dict(entry) for entry in entries[:limit]],
+    }
