@@ -7,11 +7,14 @@ README shows the one committed).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import stat
+import subprocess
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,15 @@ from urllib.error import HTTPError
 from urllib.parse import urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
 
+import aio_pika
 import pytest
 import warren
-from support import REPO, EngineProcess, engine_running, wait_until
+from support import REPO, EngineProcess, engine_running, forget_environment, wait_until
+from warren.config import settings
+from warren.wire import topology
+from warren.wire.amqp import Connection
+from warren.wire.session import BrokerSession
+from warren_engine.daemon.dashboard.log_tail import LogTail
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +121,9 @@ def test_without_the_token_the_page_and_every_data_endpoint_answer_401(
         assert status == 200, (name, body)
         assert headers["Content-Type"].startswith("application/json")
         assert headers["Cache-Control"] == "no-store"
+    # And a pool named with what no name can be is a 400, not a look at the broker
+    bad = f"{dashboard.base}/_dashboard/api/logs?environment=../x&instance=a&function=b"
+    assert http_get(bad, bearer)[0] == 400
 
 
 def test_the_token_in_the_address_becomes_a_strict_cookie_and_leaves_the_address(
@@ -137,6 +149,72 @@ def test_a_made_token_is_kept_in_the_state_directory_for_its_user_only(
     kept = dashboard.engine.state_dir / "dashboard-token"
     assert kept.read_text().strip() == dashboard.token
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
+TAIL_ENVIRONMENT = "test-dashboard-tail"
+
+
+def _rabbitmqctl(*args: str) -> list[list[str]]:
+    listed = subprocess.run(
+        ["rabbitmqctl", *args, "-q", "--no-table-headers"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line.split("\t") for line in listed.stdout.splitlines() if "\t" in line]
+
+
+def _consumers_of(connection_name: str) -> int:
+    """Consumers on the channels of the connection of this name (the broker's count)."""
+    mark = f'{{"connection_name","{connection_name}"}}'
+    ours = [
+        row[0]
+        for row in _rabbitmqctl("list_connections", "name", "client_properties")
+        if mark in row[1]
+    ]
+    return sum(
+        int(count)
+        for name, count in _rabbitmqctl("list_channels", "name", "consumer_count")
+        if any(name.startswith(f"{connection} (") for connection in ours)
+    )
+
+
+@pytest.fixture
+async def log_stream() -> AsyncIterator[str]:
+    """A log stream of the test's own environment, forgotten after."""
+    connection = await aio_pika.connect(settings().broker_url)
+    try:
+        await topology.declare_log_stream(await connection.channel(), TAIL_ENVIRONMENT)
+    finally:
+        await connection.close()
+    yield TAIL_ENVIRONMENT
+    await asyncio.to_thread(forget_environment, TAIL_ENVIRONMENT)
+
+
+async def test_a_log_tail_nobody_asks_for_stops_reading_the_stream(log_stream: str) -> None:
+    # Given a log tail of an environment's stream, on a connection of its own
+    name = f"test-dashboard-tail-{uuid.uuid4().hex[:8]}"
+    session = BrokerSession(settings().broker_url, name, _nothing_to_set_up)
+    await session.start()
+    try:
+        tail = LogTail(session, idle=0.3)
+        assert await asyncio.to_thread(_consumers_of, name) == 0
+        # When lines are asked for, Then it reads the stream, with a consumer
+        assert await tail.lines(log_stream, "app", "square") == ()
+        assert await asyncio.to_thread(_consumers_of, name) == 1
+        await tail.close_idle()  # asked for just now: kept
+        assert await asyncio.to_thread(_consumers_of, name) == 1
+        # When nobody asks for a while, Then it stops reading
+        await asyncio.sleep(0.5)
+        await tail.close_idle()
+        assert await asyncio.to_thread(_consumers_of, name) == 0
+        await tail.close()
+    finally:
+        await session.close()
+
+
+async def _nothing_to_set_up(connection: Connection, first: bool) -> None:
+    pass
 
 
 # -- in a browser ---------------------------------------------------------------------------

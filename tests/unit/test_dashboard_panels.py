@@ -87,3 +87,12 @@ async def test_the_dead_letter_panel_lists_what_its_source_returns_with_reasons(
 
 async def test_without_a_source_the_panel_says_it_has_none_to_show() -> None:
     assert await panel(None, "dev", 50) == {"environment": "dev", "available": False, "entries": []}
+
+
+async def test_a_source_that_fails_is_shown_as_its_error_not_a_broken_page() -> None:
+    async def source(environment: str, limit: int) -> Sequence[DeadLetterEntry]:
+        raise ConnectionError("the broker is away")
+
+    shown = await panel(source, "main", 50)
+    assert shown["available"] is True and shown["entries"] == []
+    assert shown["error"] == "ConnectionError: the broker is away"

@@ -32,6 +32,8 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from warren.exceptions import InvalidError
+from warren.names import check_part
 from warren.wire.control import AppStatus, PoolStats
 from warren.wire.session import BrokerSession
 
@@ -74,14 +76,29 @@ class BadQuery(Exception):
     pass
 
 
+def _name(request: web.Request, name: str, default: str = "") -> str:
+    value = request.query.get(name, default)
+    if "." in value:  # a variant's key: its function's tag, a dot, the variant's name
+        tag, _, variant = value.partition(".")
+        return f"{_checked(name, tag)}.{_checked(name, variant)}"
+    return _checked(name, value)
+
+
+def _checked(name: str, value: str) -> str:
+    try:
+        return check_part(name, value)
+    except InvalidError as exc:
+        raise BadQuery(str(exc)) from None
+
+
 def _pool_ref(request: web.Request, *, required: bool) -> PoolRef | None:
     names = ("environment", "instance", "function")
-    given = [request.query.get(name, "") for name in names]
-    if not any(given) and not required:
+    if not required and not any(request.query.get(name) for name in names):
         return None
-    if not all(given):
+    if not all(request.query.get(name) for name in names):
         raise BadQuery("name the pool: environment, instance and function")
-    return given[0], given[1], given[2]
+    environment, instance, key = (_name(request, name) for name in names)
+    return environment, instance, key
 
 
 class Dashboard:
@@ -223,7 +240,7 @@ class Dashboard:
         return _json({"function": tag, "lines": [line.as_dict() for line in lines]})
 
     async def _dead_letter_panel(self, request: web.Request) -> web.StreamResponse:
-        environment = request.query.get("environment") or self._registry.settings.environment
+        environment = _name(request, "environment", self._registry.settings.environment)
         return _json(await panel(self._dead_letters, environment, DEAD_LETTERS_SHOWN))
 
     # -- what the overview adds ----------------------------------------------------------

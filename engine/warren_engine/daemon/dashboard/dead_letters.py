@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 
 class DeadLetterEntry(Protocol):
     """One dead-lettered message, as the panel shows it."""
@@ -53,10 +57,20 @@ def entry_dict(entry: DeadLetterEntry) -> dict[str, object]:
 
 
 async def panel(source: DeadLetterSource | None, environment: str, limit: int) -> dict[str, object]:
-    """What the page's panel shows: ``available`` is False when the engine has no source."""
+    """What the page's panel shows: ``available`` is False when the engine has no source,
+    and ``error`` says why the source could not be read, if it could not."""
     if source is None:
         return {"environment": environment, "available": False, "entries": []}
-    entries = await source(environment, limit)
+    try:
+        entries = await source(environment, limit)
+    except Exception as exc:  # the reader's own failure: the panel says it, the page goes on
+        log.warning("dead_letters_not_read", environment=environment, reason=str(exc))
+        return {
+            "environment": environment,
+            "available": True,
+            "entries": [],
+            "error": f"{type(exc).__name__}: {exc}",
+        }
     return {
         "environment": environment,
         "available": True,

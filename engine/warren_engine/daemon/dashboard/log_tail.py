@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from warren.client.log_reader import LogReader
@@ -52,14 +52,16 @@ class TailLine:
         }
 
 
-@dataclass(slots=True)
-class _Environment:
-    reader: LogReader
-    asked_at: float
-    lines: dict[tuple[str, str], deque[TailLine]] = field(default_factory=dict)
+class _Kept:
+    """The newest lines of each function of one environment."""
+
+    __slots__ = ("by_function",)
+
+    def __init__(self) -> None:
+        self.by_function: dict[tuple[str, str], deque[TailLine]] = {}
 
     def add(self, batch: LogBatch) -> None:
-        kept = self.lines.setdefault((batch.app, batch.function), deque(maxlen=LINES))
+        kept = self.by_function.setdefault((batch.app, batch.function), deque(maxlen=LINES))
         if batch.dropped:
             text = f"[warren] {batch.dropped} lines dropped"
             kept.append(TailLine(time.time(), "stderr", batch.container, "", -1, text))
@@ -69,9 +71,17 @@ class _Environment:
             kept.append(TailLine(line.time, stream, batch.container, line.call, line.index, text))
 
 
+@dataclass(slots=True)
+class _Environment:
+    reader: LogReader
+    kept: _Kept
+    asked_at: float
+
+
 class LogTail:
-    def __init__(self, session: BrokerSession) -> None:
+    def __init__(self, session: BrokerSession, *, idle: float = IDLE) -> None:
         self._session = session
+        self._idle = idle
         self._environments: dict[str, _Environment] = {}
         self._lock = asyncio.Lock()
 
@@ -86,28 +96,26 @@ class LogTail:
                 if kept is None:
                     return ()
             kept.asked_at = now
-            return tuple(kept.lines.get((instance, function), ()))
+            return tuple(kept.kept.by_function.get((instance, function), ()))
 
     async def _open(self, environment: str, now: float) -> _Environment | None:
-        holder: list[_Environment] = []
-        reader = LogReader(lambda batch: holder[0].add(batch), since=time.time() - LOOK_BACK)
-        kept = _Environment(reader, now)
-        holder.append(kept)
+        kept = _Kept()
+        reader = LogReader(kept.add, since=time.time() - LOOK_BACK)
         try:
             await reader.start(self._session, environment)
         except (BrokerError, OSError) as exc:  # no stream yet (no app ran), or the broker is away
             log.info("log_tail_not_started", environment=environment, reason=str(exc))
             await reader.close()
             return None
-        self._environments[environment] = kept
-        return kept
+        opened = self._environments[environment] = _Environment(reader, kept, now)
+        return opened
 
     async def close_idle(self) -> None:
-        """Close the readers nobody asked for lines in ``IDLE`` seconds."""
+        """Close the readers nobody asked for lines in ``IDLE`` seconds (``idle``)."""
         async with self._lock:
             now = time.monotonic()
             for environment, kept in list(self._environments.items()):
-                if now - kept.asked_at > IDLE:
+                if now - kept.asked_at > self._idle:
                     del self._environments[environment]
                     await kept.reader.close()
 

@@ -259,6 +259,10 @@ function drawDeadLetters(data) {
     box.append(element("p", "This engine has no dead-letter reader to show (use warren dead list).", "notice"));
     return;
   }
+  if (data.error) {
+    box.append(element("p", `The dead-letter queue could not be read: ${data.error}`, "notice"));
+    return;
+  }
   if (!data.entries.length) {
     box.append(element("p", "empty", "muted"));
     return;
@@ -295,19 +299,23 @@ async function refresh() {
   refreshing = true;
   try {
     latest = await get("overview");
-    const environment = selected ? selected.environment : latest.apps.length ? latest.apps[0].environment : "";
-    const [historyData, failures, logs, dead] = await Promise.all([
-      get("history" + query(selected)),
-      get("failures" + query(selected)),
-      selected ? get("logs" + query(selected)) : Promise.resolve(null),
-      get("dead-letters" + (environment ? `?environment=${encodeURIComponent(environment)}` : "")),
-    ]);
     drawTotals(latest);
     drawPools(latest);
-    drawHistory(historyData);
-    drawFailures(failures);
-    drawLog(logs);
-    drawDeadLetters(dead);
+    const environment = selected ? selected.environment : latest.apps.length ? latest.apps[0].environment : "";
+    // Each panel on its own: one that fails leaves the others live.
+    const panels = [
+      [get("history" + query(selected)), drawHistory],
+      [get("failures" + query(selected)), drawFailures],
+      [selected ? get("logs" + query(selected)) : Promise.resolve(null), drawLog],
+      [get("dead-letters" + (environment ? `?environment=${encodeURIComponent(environment)}` : "")), drawDeadLetters],
+    ];
+    const settled = await Promise.allSettled(panels.map(([pending]) => pending));
+    const failed = [];
+    settled.forEach((outcome, index) => {
+      if (outcome.status === "fulfilled") panels[index][1](outcome.value);
+      else failed.push(outcome.reason);
+    });
+    if (failed.length) throw failed[0];
     document.getElementById("updated").textContent = `updated ${clock(Date.now() / 1000)}`;
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
     problem("");
