@@ -191,23 +191,30 @@ async def log_stream() -> AsyncIterator[str]:
     await asyncio.to_thread(forget_environment, TAIL_ENVIRONMENT)
 
 
+async def _settles_at(name: str, expected: int) -> bool:
+    """Whether the connection's consumers come to ``expected`` (the broker counts a stream's
+    consumer a moment after it answers the consume)."""
+    return await asyncio.to_thread(wait_until, lambda: _consumers_of(name) == expected, 10, 0.2)
+
+
 async def test_a_log_tail_nobody_asks_for_stops_reading_the_stream(log_stream: str) -> None:
     # Given a log tail of an environment's stream, on a connection of its own
     name = f"test-dashboard-tail-{uuid.uuid4().hex[:8]}"
     session = BrokerSession(settings().broker_url, name, _nothing_to_set_up)
     await session.start()
     try:
-        tail = LogTail(session, idle=0.3)
-        assert await asyncio.to_thread(_consumers_of, name) == 0
+        tail = LogTail(session, idle=1.0)
+        assert _consumers_of(name) == 0
         # When lines are asked for, Then it reads the stream, with a consumer
         assert await tail.lines(log_stream, "app", "square") == ()
-        assert await asyncio.to_thread(_consumers_of, name) == 1
+        assert await _settles_at(name, 1)
+        await tail.lines(log_stream, "app", "square")
         await tail.close_idle()  # asked for just now: kept
-        assert await asyncio.to_thread(_consumers_of, name) == 1
+        assert _consumers_of(name) == 1
         # When nobody asks for a while, Then it stops reading
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.2)
         await tail.close_idle()
-        assert await asyncio.to_thread(_consumers_of, name) == 0
+        assert await _settles_at(name, 0)
         await tail.close()
     finally:
         await session.close()
@@ -341,5 +348,8 @@ def _keep_screenshot(browser: Any, checker: Any, path: Path) -> None:
         time.sleep(3)
     _until(browser, lambda d: "checking" in _text(d, "#log"))
     browser.find_element(By.CSS_SELECTOR, "#failures details.failure summary").click()
+    time.sleep(POLL_SETTLE)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, int(height) + 16)
     time.sleep(POLL_SETTLE)
     path.write_bytes(browser.get_screenshot_as_png())
