@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from warren.wire.control import AppStatus, AutoscalerSettings, PoolStats
-from warren_engine.daemon.dashboard.dead_letters import DeadLetterEntry, DeadLetterSource, panel
+from warren_engine.daemon.dashboard.dead_letter_panel import (
+    DeadLetterListing,
+    DeadLetterSource,
+    panel,
+)
 from warren_engine.daemon.dashboard.history import PoolRef
 from warren_engine.daemon.dashboard.overview import overview
 
@@ -53,20 +56,28 @@ def test_the_overview_lists_each_apps_pools_with_their_node_pids_and_failures() 
 
 @dataclass(frozen=True)
 class Entry:
-    """What a dead-letter reader returns: anything with these attributes will do."""
+    """What a dead-letter reader lists: anything with these attributes will do."""
 
     id: str
-    function: str
     reason: str
-    dead_lettered_at: float | None
+    app: str | None
+    function: str | None
+    dead_at: float | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    inputs: tuple[Entry, ...]
+    total: int
 
 
 async def test_the_dead_letter_panel_lists_what_its_source_returns_with_reasons() -> None:
     asked: list[tuple[str, int]] = []
 
-    async def source(environment: str, limit: int) -> Sequence[DeadLetterEntry]:
+    async def source(environment: str, limit: int) -> DeadLetterListing:
         asked.append((environment, limit))
-        return [Entry("m-1", "resize", "crashed its container 3 times", 12.5)]
+        entry = Entry("3f2a9c1b7d0e", "crashed its container 3 times", "shop", "resize", 12.5)
+        return Listing((entry,), total=7)
 
     typed: DeadLetterSource = source
     shown = await panel(typed, "main", 50)
@@ -74,25 +85,28 @@ async def test_the_dead_letter_panel_lists_what_its_source_returns_with_reasons(
     assert shown == {
         "environment": "main",
         "available": True,
+        "total": 7,
         "entries": [
             {
-                "id": "m-1",
-                "function": "resize",
+                "id": "3f2a9c1b7d0e",
                 "reason": "crashed its container 3 times",
-                "dead_lettered_at": 12.5,
+                "app": "shop",
+                "function": "resize",
+                "dead_at": 12.5,
             }
         ],
     }
 
 
-async def test_without_a_source_the_panel_says_it_has_none_to_show() -> None:
-    assert await panel(None, "dev", 50) == {"environment": "dev", "available": False, "entries": []}
-
-
 async def test_a_source_that_fails_is_shown_as_its_error_not_a_broken_page() -> None:
-    async def source(environment: str, limit: int) -> Sequence[DeadLetterEntry]:
+    async def source(environment: str, limit: int) -> DeadLetterListing:
         raise ConnectionError("the broker is away")
 
     shown = await panel(source, "main", 50)
     assert shown["available"] is True and shown["entries"] == []
     assert shown["error"] == "ConnectionError: the broker is away"
+
+
+async def test_without_a_source_the_panel_says_it_has_none_to_show() -> None:
+    shown = await panel(None, "dev", 50)
+    assert shown == {"environment": "dev", "available": False, "entries": [], "total": 0}

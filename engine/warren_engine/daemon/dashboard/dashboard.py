@@ -39,7 +39,7 @@ from warren.wire.session import BrokerSession
 
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.dashboard.access import DashboardAccess, refused
-from warren_engine.daemon.dashboard.dead_letters import DeadLetterSource, panel
+from warren_engine.daemon.dashboard.dead_letter_panel import DeadLetterSource, panel
 from warren_engine.daemon.dashboard.history import PERIOD, History, PoolRef
 from warren_engine.daemon.dashboard.log_tail import LogTail
 from warren_engine.daemon.dashboard.overview import overview

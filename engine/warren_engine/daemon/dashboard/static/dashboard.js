@@ -273,13 +273,17 @@ function drawDeadLetters(data) {
   table.append(head);
   for (const entry of data.entries) {
     const row = element("tr");
+    const where = entry.function ? `${entry.app ? `${entry.app}.` : ""}${entry.function}` : "-";
     row.append(
       element("td", entry.id),
-      element("td", entry.function),
+      element("td", where),
       element("td", entry.reason),
-      element("td", entry.dead_lettered_at ? clock(entry.dead_lettered_at) : "-"),
+      element("td", entry.dead_at ? clock(entry.dead_at) : "-"),
     );
     table.append(row);
+  }
+  if (data.total > data.entries.length) {
+    box.append(element("p", `the first ${data.entries.length} of ${data.total} messages`, "muted"));
   }
   box.append(table);
 }
