@@ -124,6 +124,8 @@ def test_without_the_token_the_page_and_every_data_endpoint_answer_401(
     # And a pool named with what no name can be is a 400, not a look at the broker
     bad = f"{dashboard.base}/_dashboard/api/logs?environment=../x&instance=a&function=b"
     assert http_get(bad, bearer)[0] == 400
+    unknown = f"{dashboard.base}/_dashboard/api/logs?environment=elsewhere&instance=a&function=b"
+    assert http_get(unknown, bearer)[0] == 404
 
 
 def test_the_token_in_the_address_becomes_a_strict_cookie_and_leaves_the_address(

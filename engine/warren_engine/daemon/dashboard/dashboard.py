@@ -235,7 +235,9 @@ class Dashboard:
         assert pool is not None
         environment, instance, key = pool
         found = self._registry.function(environment, instance, key)
-        tag = found[1].tag if found is not None else key
+        if found is None:  # no stream is read for a name nothing here has
+            return _json({"error": f"no function {instance}.{key} in {environment}"}, status=404)
+        tag = found[1].tag
         lines = await self._logs.lines(environment, instance, tag)
         return _json({"function": tag, "lines": [line.as_dict() for line in lines]})
 
