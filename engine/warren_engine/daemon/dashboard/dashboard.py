@@ -148,12 +148,16 @@ class Dashboard:
     # -- sampling ----------------------------------------------------------------------
 
     async def _sample_forever(self) -> None:
+        failing: str | None = None  # said once, not every two seconds while it lasts
         while True:
             try:
                 await self._sample()
                 await self._logs.close_idle()
-            except Exception:
-                log.exception("dashboard_sample_failed")
+                failing = None
+            except Exception as exc:
+                if f"{type(exc).__name__}: {exc}" != failing:
+                    failing = f"{type(exc).__name__}: {exc}"
+                    log.warning("dashboard_sample_failed", reason=failing)
             await asyncio.sleep(PERIOD)
 
     async def _sample(self) -> tuple[AppStatus, ...]:
