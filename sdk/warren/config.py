@@ -51,8 +51,10 @@ WARREN_HTTP_DEBUG               ``1``: a failed web call's response     0
 WARREN_METRICS_PUBLIC           ``1``: ``<http base>/metrics`` answers  0
                                 anyone (else only a request bearing
                                 the dashboard token)
-WARREN_DASHBOARD_TOKEN          the token the engine's web pages ask    none
-                                for (``Authorization: Bearer ...``)
+WARREN_DASHBOARD_TOKEN          the token the engine's dashboard asks   one made and kept in the
+                                for (a secret; an engine run by         state dir, printed when
+                                ``app.run()`` has a dashboard only      the daemon starts
+                                when it is set)
 WARREN_EVENT_LOOP               ``uvloop`` (where installed) or         uvloop
                                 ``asyncio``: Warren's own event loops
 WARREN_PIN_CONTAINERS           ``0``: no core of its own for each      1
@@ -86,7 +88,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -181,6 +183,19 @@ def _url(source: str, raw: str) -> str:
     return raw
 
 
+MIN_TOKEN_LENGTH = 16
+
+
+def _token(source: str, raw: str) -> str:
+    if len(raw) < MIN_TOKEN_LENGTH or raw != raw.strip():
+        # The value is a secret: the message says what is wrong, never what it is.
+        raise ConfigError(
+            f"{source} must be at least {MIN_TOKEN_LENGTH} characters, "
+            "without spaces around it (secrets.token_urlsafe() makes a good one)"
+        )
+    return raw
+
+
 def _name_part(kind: str) -> Callable[[str, str], str]:
     def check(source: str, raw: str) -> str:
         try:
@@ -229,7 +244,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WARREN_PUBLIC_URL", "public_url", _text, "--public-url"),
     Variable("WARREN_HTTP_DEBUG", "http_debug", _switch),
     Variable("WARREN_METRICS_PUBLIC", "metrics_public", _switch),
-    Variable("WARREN_DASHBOARD_TOKEN", "dashboard_token", _text),
+    Variable("WARREN_DASHBOARD_TOKEN", "dashboard_token", _token),
     Variable("WARREN_EVENT_LOOP", "event_loop", Choice(EVENT_LOOPS)),
     Variable("WARREN_PIN_CONTAINERS", "pin_containers", _switch),
     Variable("WARREN_LOG_LEVEL", "log_level", Choice(LOG_LEVELS, fold=True), "--log-level"),
@@ -328,6 +343,19 @@ class Settings:
             function_broker_url=None,
             dashboard_token=None,
         )
+
+
+ENGINE_ONLY = ("WARREN_DASHBOARD_TOKEN",)
+"""Variables an engine reads and its containers (the functions' code) have no use for."""
+
+
+def hide_engine_only_variables(environ: MutableMapping[str, str] | None = None) -> None:
+    """Remove :data:`ENGINE_ONLY` variables from ``environ`` (default: this process's
+    environment): an engine does so after reading its settings, before it starts the
+    process its containers are forked from, so that a function cannot read them."""
+    environ = os.environ if environ is None else environ
+    for name in ENGINE_ONLY:
+        environ.pop(name, None)
 
 
 _installed: Settings | None = None

@@ -343,3 +343,19 @@ def test_an_engine_with_an_unusable_gpu_list_fails_when_it_is_made_before_any_io
     # When an engine is made from them, Then it refuses at once, naming the variable
     with pytest.raises(ConfigError, match="WARREN_GPUS"):
         daemon.Engine(bad)
+
+
+def test_the_dashboard_token_is_a_secret_checked_for_length_and_kept_from_containers() -> None:
+    # A short token is refused without being shown
+    with pytest.raises(ConfigError, match="WARREN_DASHBOARD_TOKEN must be at least 16") as caught:
+        Settings.from_environment({"WARREN_DASHBOARD_TOKEN": "hunter2"})
+    assert "hunter2" not in str(caught.value)
+    # A good one is in the settings, not in their repr, and not in a container's
+    token = "t0ken-of-the-dashboard-0123456789"
+    settings = Settings.from_environment({"WARREN_DASHBOARD_TOKEN": token})
+    assert settings.dashboard_token == token and token not in repr(settings)
+    assert settings.for_containers().dashboard_token is None
+    # And an engine takes it out of the environment its containers inherit
+    environ = {"WARREN_DASHBOARD_TOKEN": token, "WARREN_ENVIRONMENT": "dev"}
+    config.hide_engine_only_variables(environ)
+    assert environ == {"WARREN_ENVIRONMENT": "dev"}

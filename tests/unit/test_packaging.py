@@ -42,6 +42,9 @@ def test_installing_the_project_puts_only_warren_and_warren_engine_into_site_pac
     assert (target / "warren" / "py.typed").exists()
     assert (target / "warren" / "wire" / "codec.py").exists()
     assert (target / "warren_engine" / "container" / "main.py").exists()
+    # And the dashboard's page, script and style sheet, which the engine serves from there
+    static = target / "warren_engine" / "daemon" / "dashboard" / "static"
+    assert {"index.html", "dashboard.js", "dashboard.css"} <= {p.name for p in static.iterdir()}
     # And the console script is warren, and `import warren` works from that directory alone
     assert (target / "bin" / "warren").exists()
     probe = subprocess.run(

@@ -23,6 +23,7 @@ from warren_engine.pipe.messages import (
     Event,
     Failed,
     Query,
+    Raised,
     Ready,
     Refused,
     Reply,
@@ -74,6 +75,7 @@ EVENTS: list[Event] = [
     Failed("ImportError", "no module named app", "Traceback (most recent call last): ..."),
     Status(running=3, idle_for=0.0, batch=2.5, messages=10, inputs=25),
     Status(running=0, idle_for=1.5, batch=1.0, messages=2, inputs=2, tally=TALLY),
+    Raised(1.7e9, "0123abcd", 4, 2, True, "ValueError", "bad", "Traceback ...", unreported=3),
     Dropped(),
     *(Request(index + 1, query) for index, query in enumerate(QUERIES)),
 ]
@@ -144,6 +146,7 @@ def test_a_whole_number_is_read_as_a_float_where_a_number_is_expected() -> None:
         (packb([Status.TAG, 0, 0.0, 1.0, 1, 1]), "Status message on a container pipe: it ends"),
         (packb([Status.TAG, True, 0.0, 1.0, 1, 1]), "field 1 is a bool, not an int"),
         (packb([Status.TAG, 1, None, 1.0, 1, 1]), "field 2 is a NoneType, not a number"),
+        (packb([Raised.TAG, 1.0, "c", 0, 1, 1, "E", "m", "t", 0]), "field 5 is a int, not a bool"),
         (packb([Request.TAG, 1, [42]]), "unknown kind 42 on a container pipe where a query"),
         (packb([Request.TAG, 1, "verdict"]), "field 2 is a str, not a query"),
         (packb([Request.TAG, 1, [Verdict.TAG, "crashed"]]), "where a query belongs"),

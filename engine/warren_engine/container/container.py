@@ -48,6 +48,7 @@ from warren.wire.spec import FunctionSpec
 
 from warren_engine.container.cancels import Cancels
 from warren_engine.container.executor import STATUS_ABANDONED, Executor, Job
+from warren_engine.container.failure_reports import FailureReports
 from warren_engine.container.inbound import Inbound
 from warren_engine.container.log_shipper import LogShipper
 from warren_engine.container.rejections import Rejections
@@ -130,6 +131,7 @@ class Container:
             log=self._log,
         )
         self._executor: Executor | None = None
+        self._failures = FailureReports(link.send)
         self._cancels = Cancels(config.cancelled, self._signer, self._log)
         self._exiting: asyncio.Task[None] | None = None
         self._session: BrokerSession | None = None
@@ -563,16 +565,15 @@ class Container:
             self._idle.set()
         self.last_active = time.monotonic()
         delivery: HeldMessage = job.delivery
+        if status == STATUS_ERROR and not self._cancels.skips(job):
+            attempt = delivery.batch.failures + 1
+            self._failures.report(job.invocation_id, job.index, attempt, self._retries(job), data)
         if status == STATUS_ABANDONED:
             delivery.abandoned = True
             self._replies.add(None, delivery)
         elif status == STATUS_CANCELLED or self._cancels.skips(job):
             self._replies.add(None, delivery)
-        elif (
-            status == STATUS_ERROR
-            and not job.no_retry
-            and delivery.batch.failures < self.config.function.spec.max_retries
-        ):
+        elif status == STATUS_ERROR and self._retries(job):
             self.tally.retried += 1
             self._timed(job, delivery, seconds)
             self._replies.add(None, delivery, (delivery, job.index, job.fmt, job.data))
@@ -594,3 +595,8 @@ class Container:
             tally.run_seconds.observe(seconds)
             if delivery.published:
                 tally.queue_wait.observe(max(0.0, job.started - delivery.published))
+
+    def _retries(self, job: Job) -> bool:
+        """Whether a failed attempt of ``job`` is run again (its retries are not spent)."""
+        failures: int = job.delivery.batch.failures
+        return not job.no_retry and failures < self.config.function.spec.max_retries

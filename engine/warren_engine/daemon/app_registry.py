@@ -67,6 +67,7 @@ from warren_engine.nodes.primary import Nodes, RemotePools, placed_pool
 from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement
+from warren_engine.pool.failure_log import FailureLog
 from warren_engine.pool.metrics import EngineMetrics
 from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.pool import ContainerPool
@@ -316,6 +317,12 @@ class AppRegistry:
             for (env, _), app in sorted(self._apps.items())
             if env == environment and app_name in (None, app.app, app.instance)
         ]
+
+    def failure_log(self, environment: str, instance: str, key: str) -> FailureLog | None:
+        """The last failures of a pool this node runs (None: no such pool here)."""
+        app = self._apps.get((environment, instance))
+        pool = app.pools.get(key) if app is not None else None
+        return pool.failures if pool is not None else None
 
     async def update_autoscaler(
         self, app: HostedApp, key: str, changes: AutoscalerChanges

@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,14 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import ChannelLockedResource
 from warren import exceptions
 from warren.client.connection import Client
-from warren.config import RECONNECT_INTERVAL, Settings
+from warren.config import RECONNECT_INTERVAL, Settings, hide_engine_only_variables
 from warren.wire import naming
 
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.cancel_listener import CancelListener
 from warren_engine.daemon.control_plane import ControlPlane
+from warren_engine.daemon.dashboard.access import DashboardAccess
+from warren_engine.daemon.dashboard.dashboard import Dashboard
 from warren_engine.daemon.gateway import Gateway
 from warren_engine.daemon.secret_store import SecretStore
 from warren_engine.nodes.agent import AgentPools, node_name
@@ -119,6 +122,7 @@ class Engine:
         cancel_memory = CancelMemory()
         registry = await self._registry(connection, channel, client, cancel_memory)
         stack.push_async_callback(registry.shutdown)
+        dashboard = self._dashboard(registry, client, lambda: gateway.base_url)
         gateway = Gateway(
             registry,
             client,
@@ -131,10 +135,17 @@ class Engine:
             port_record=None if self._owns_state_dir else self.state_dir / HTTP_PORT_FILE,
             metrics=registry.metrics,
             metrics_public=self.settings.metrics_public,
-            token=self.settings.dashboard_token,
+            token=dashboard.access.token
+            if dashboard is not None
+            else self.settings.dashboard_token,
+            dashboard=dashboard,
         )
         await gateway.start()
         stack.push_async_callback(gateway.close)
+        if dashboard is not None and gateway.base_url:
+            dashboard.start()
+            stack.push_async_callback(dashboard.close)
+            _announce(dashboard.access, gateway.base_url)
         agent = AgentPools(registry, self.join) if self.join else None
         if agent is None:
             await registry.restore()
@@ -173,6 +184,24 @@ class Engine:
             EngineMetrics(self.join or node_name(self.settings.node_name)),
         )
 
+    def _dashboard(
+        self, registry: AppRegistry, client: Client, base_url: Callable[[], str]
+    ) -> Dashboard | None:
+        """A daemon's dashboard (its token kept in the state directory unless configured);
+        an engine of one ``app.run()`` has one only when ``WARREN_DASHBOARD_TOKEN`` is set."""
+        state_dir = None if self._owns_state_dir else self.state_dir
+        access = DashboardAccess.for_engine(self.settings.dashboard_token, state_dir)
+        if access is None:
+            return None
+        return Dashboard(
+            access,
+            registry,
+            client.session,
+            local_node=node_name(self.settings.node_name),
+            base_url=base_url,
+            dead_letters=registry.dead_letters.list,
+        )
+
     async def _run_until_stopped(
         self, registry: AppRegistry, agent: AgentPools | None, client: Client
     ) -> None:
@@ -196,6 +225,16 @@ class Engine:
         self._stop.set()
 
 
+def _announce(access: DashboardAccess, base_url: str) -> None:
+    """Tell the operator where the dashboard is: on stderr, once, and in no log record."""
+    if access.kept_in is not None:  # made here: its URL is the way in
+        where = f"{base_url}/?token={access.token}"
+    else:  # configured: the operator has it already
+        where = f"{base_url}/ (token: WARREN_DASHBOARD_TOKEN)"
+    sys.stderr.write(f"dashboard: {where}\n")
+    sys.stderr.flush()
+
+
 def _keep_engine_credentials_from_containers(config: Settings) -> None:
     """Containers are forked from a server started after this: with its own container
     user configured, the engine's credentials must not be in their environment.
@@ -204,6 +243,7 @@ def _keep_engine_credentials_from_containers(config: Settings) -> None:
     ``WARREN_FUNCTION_BROKER_URL`` (a caller's rights) if set, else the container URL.
     Written for the containers' code only: the engine itself keeps ``config``.
     """
+    hide_engine_only_variables()  # the dashboard's token
     if config.container_broker_url != config.broker_url:
         functions_url = config.function_broker_url or config.container_broker_url
         os.environ["WARREN_BROKER_URL"] = functions_url

@@ -12,6 +12,9 @@ and traceback only when the engine runs with ``WARREN_HTTP_DEBUG=1``.
 otherwise a request must bear the dashboard token (``Authorization: Bearer <token>``),
 and gets a 401 without it.
 
+The engine's dashboard (:mod:`warren_engine.daemon.dashboard`), when it has one, is served
+at ``/`` and under ``/_dashboard/``, which no web endpoint's path can be.
+
 A daemon given no port serves on the one it last served on (recorded in its state
 directory), so deployed endpoints keep their URLs across restarts; a fresh free port if
 that one is taken now.
@@ -20,7 +23,6 @@ that one is taken now.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,8 @@ from warren.wire.protocol import STATUS_ERROR, STATUS_OK
 from warren.wire.spec import ParamKind, WebEndpoint
 
 from warren_engine.daemon.app_registry import AppRegistry
+from warren_engine.daemon.dashboard.access import authorized
+from warren_engine.daemon.dashboard.dashboard import Dashboard
 from warren_engine.pool.metrics import CONTENT_TYPE, EngineMetrics
 
 log = structlog.get_logger(__name__)
@@ -54,17 +58,6 @@ class BadRequest(Exception):
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def bearer_matches(authorization: str | None, token: str | None) -> bool:
-    """Whether an ``Authorization`` header bears ``token`` (``Bearer <token>``); never
-    when there is no token to bear. Compared in constant time."""
-    if not token or not authorization:
-        return False
-    scheme, _, given = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +129,7 @@ class Gateway:
         metrics: EngineMetrics | None = None,
         metrics_public: bool = False,
         token: str | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         self._registry = registry
         self._client = client
@@ -147,6 +141,7 @@ class Gateway:
         self._metrics = metrics
         self._metrics_public = metrics_public
         self._token = token  # what a request for the engine's own pages must bear
+        self._dashboard = dashboard  # served at / and under /_dashboard/, if any
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -155,6 +150,8 @@ class Gateway:
         application = web.Application(client_max_size=self._client.signer.max_size)
         if self._metrics is not None:
             application.router.add_get("/metrics", self._serve_metrics)
+        if self._dashboard is not None:
+            self._dashboard.mount(application.router)
         application.router.add_route("*", EndpointPath.ROUTE, self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
@@ -209,9 +206,7 @@ class Gateway:
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         assert self._metrics is not None
-        if not self._metrics_public and not bearer_matches(
-            request.headers.get("Authorization"), self._token
-        ):
+        if not self._metrics_public and not (self._token and authorized(request, self._token)):
             return web.Response(
                 status=401,
                 text="the engine's metrics need its dashboard token "

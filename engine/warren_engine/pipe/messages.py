@@ -1,8 +1,9 @@
 """The messages a container and its engine exchange on their pipes.
 
 A container writes **events** on its status pipe: :class:`Ready` or :class:`Failed`
-once, then :class:`Status` reports, :class:`Dropped` when its broker connection went,
-and :class:`Request` for what only the engine may do (one of the **queries**
+once, then :class:`Status` reports, :class:`Raised` when an input's attempt raised,
+:class:`Dropped` when its broker connection went, and :class:`Request` for what only
+the engine may do (one of the **queries**
 :class:`AskVerdict`, :class:`Requeue`, :class:`DeadLetter`). The engine writes
 **replies** on the replies pipe: :class:`Answered` carrying a **response**
 (:class:`Verdict` or :class:`Done`), or :class:`Refused` saying why not.
@@ -75,6 +76,12 @@ class Fields:
         value = self._take("a str")
         if type(value) is not str:
             raise self._wrong(value, "a str")
+        return value
+
+    def switch(self) -> bool:
+        value = self._take("a bool")
+        if type(value) is not bool:
+            raise self._wrong(value, "a bool")
         return value
 
     def maybe_text(self) -> str | None:
@@ -395,12 +402,63 @@ class Request:
         return cls(fields.integer(), fields.nested(_QUERIES, "a query"))
 
 
-Event: TypeAlias = Ready | Failed | Status | Dropped | Request
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """An attempt of an input raised: when (a Unix time), which input, which attempt,
+    whether it will be retried, and its exception's type, message and traceback.
+
+    The engine keeps the last few per pool for the dashboard: the caller's result has the
+    whole record, but the engine never reads result queues. ``unreported`` counts the
+    failures the container left out since its previous report (over its report budget).
+    """
+
+    TAG: ClassVar[int] = 8
+    time: float
+    call: str
+    index: int
+    attempt: int
+    retrying: bool
+    error_type: str
+    message: str
+    traceback: str
+    unreported: int = 0
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.TAG,
+            self.time,
+            self.call,
+            self.index,
+            self.attempt,
+            self.retrying,
+            self.error_type,
+            self.message,
+            self.traceback,
+            self.unreported,
+        ]
+
+    @classmethod
+    def from_wire(cls, fields: Fields) -> Raised:
+        return cls(
+            fields.number(),
+            fields.text(),
+            fields.integer(),
+            fields.integer(),
+            fields.switch(),
+            fields.text(),
+            fields.text(),
+            fields.text(),
+            fields.integer(),
+        )
+
+
+Event: TypeAlias = Ready | Failed | Status | Raised | Dropped | Request
 
 _EVENTS: dict[int, Kind[Event]] = {
     Ready.TAG: ("Ready", Ready.from_wire),
     Failed.TAG: ("Failed", Failed.from_wire),
     Status.TAG: ("Status", Status.from_wire),
+    Raised.TAG: ("Raised", Raised.from_wire),
     Dropped.TAG: ("Dropped", Dropped.from_wire),
     Request.TAG: ("Request", Request.from_wire),
 }

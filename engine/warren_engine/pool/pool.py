@@ -50,6 +50,7 @@ from warren_engine.pipe.messages import (
     Event,
     Failed,
     Query,
+    Raised,
     Ready,
     Refused,
     Reply,
@@ -64,6 +65,7 @@ from warren_engine.pool.autoscaler import Autoscaling, ContainerView, decide
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement, pinnable
 from warren_engine.pool.crash_ledger import CrashLedger
+from warren_engine.pool.failure_log import FailureLog
 from warren_engine.pool.metrics import CRASH_LIMIT, REJECTED, FunctionMetrics, PoolGauges
 from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.processes import ContainerProcess
@@ -144,6 +146,7 @@ class ContainerPool:
         self._node = node or Node()
         self._waiting_for_capacity = False
         self._ledger = CrashLedger()
+        self.failures = FailureLog()  # the last inputs that raised, for the dashboard
         self.autoscaling = autoscaling
         self._cancels = cancels
         self._queue_depth = queue_depth
@@ -169,6 +172,7 @@ class ContainerPool:
             Ready: self._on_ready,
             Status: self._on_report,
             Failed: self._on_failed,
+            Raised: self._on_raised,
         }
         self._serve: dict[type[Query], QueryHandler] = {
             AskVerdict: self._verdict,
@@ -428,6 +432,11 @@ class ContainerPool:
         member.reported_at = time.monotonic()
         self._metrics.reported(status.tally, member.tally)
         member.tally = status.tally
+
+    def _on_raised(self, key: int, raised: Raised) -> None:
+        member = self._members.get(key)
+        if member is not None:
+            self.failures.add(member.container_id, raised)
 
     def _on_failed(self, key: int, failed: Failed) -> None:
         if key in self._members:
