@@ -42,6 +42,7 @@ from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.cancel_listener import CancelListener
 from warren_engine.daemon.control_plane import ControlPlane
 from warren_engine.daemon.gateway import Gateway
+from warren_engine.daemon.health import Health
 from warren_engine.daemon.secret_store import SecretStore
 from warren_engine.nodes.agent import AgentPools, node_name
 from warren_engine.nodes.primary import Nodes, RemotePools
@@ -119,6 +120,7 @@ class Engine:
         cancel_memory = CancelMemory()
         registry = await self._registry(connection, channel, client, cancel_memory)
         stack.push_async_callback(registry.shutdown)
+        health = Health(connection, channel)
         gateway = Gateway(
             registry,
             client,
@@ -132,6 +134,7 @@ class Engine:
             metrics=registry.metrics,
             metrics_public=self.settings.metrics_public,
             token=self.settings.dashboard_token,
+            health=health,
         )
         await gateway.start()
         stack.push_async_callback(gateway.close)
@@ -146,6 +149,7 @@ class Engine:
         stack.push_async_callback(control.close)
         stack.callback(log.info, "engine_stopping")
         await queue.consume(control.on_message)
+        health.consuming()
         log.info("engine_started", control_queue=self.control_queue, pid=os.getpid())
         sys.stdout.write(f"READY {self.control_queue}\n")
         sys.stdout.flush()

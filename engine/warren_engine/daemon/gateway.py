@@ -12,6 +12,9 @@ and traceback only when the engine runs with ``WARREN_HTTP_DEBUG=1``.
 otherwise a request must bear the dashboard token (``Authorization: Bearer <token>``),
 and gets a 401 without it.
 
+``GET {public url}/healthz``: 200 while the engine's broker connection is up and its
+control plane consumes, else 503 (:mod:`warren_engine.daemon.health`); no token, no data.
+
 A daemon given no port serves on the one it last served on (recorded in its state
 directory), so deployed endpoints keep their URLs across restarts; a fresh free port if
 that one is taken now.
@@ -38,6 +41,7 @@ from warren.wire.protocol import STATUS_ERROR, STATUS_OK
 from warren.wire.spec import ParamKind, WebEndpoint
 
 from warren_engine.daemon.app_registry import AppRegistry
+from warren_engine.daemon.health import Health
 from warren_engine.pool.metrics import CONTENT_TYPE, EngineMetrics
 
 log = structlog.get_logger(__name__)
@@ -136,6 +140,7 @@ class Gateway:
         metrics: EngineMetrics | None = None,
         metrics_public: bool = False,
         token: str | None = None,
+        health: Health | None = None,
     ) -> None:
         self._registry = registry
         self._client = client
@@ -147,6 +152,7 @@ class Gateway:
         self._metrics = metrics
         self._metrics_public = metrics_public
         self._token = token  # what a request for the engine's own pages must bear
+        self._health = health
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -155,6 +161,8 @@ class Gateway:
         application = web.Application(client_max_size=self._client.signer.max_size)
         if self._metrics is not None:
             application.router.add_get("/metrics", self._serve_metrics)
+        if self._health is not None:
+            application.router.add_get("/healthz", self._serve_health)
         application.router.add_route("*", EndpointPath.ROUTE, self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
@@ -220,6 +228,12 @@ class Gateway:
                 headers={"WWW-Authenticate": 'Bearer realm="warren"'},
             )
         return web.Response(body=self._metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _serve_health(self, request: web.Request) -> web.Response:
+        assert self._health is not None
+        if self._health.ok:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="unavailable\n")
 
     async def _handle(self, request: web.Request) -> web.Response:
         path = EndpointPath.of(request)
