@@ -45,6 +45,7 @@ from warren_engine.daemon.control_plane import ControlPlane
 from warren_engine.daemon.dashboard.access import DashboardAccess
 from warren_engine.daemon.dashboard.dashboard import Dashboard
 from warren_engine.daemon.gateway import Gateway
+from warren_engine.daemon.health import Health
 from warren_engine.daemon.secret_store import SecretStore
 from warren_engine.nodes.agent import AgentPools, node_name
 from warren_engine.nodes.primary import Nodes, RemotePools
@@ -123,6 +124,7 @@ class Engine:
         registry = await self._registry(connection, channel, client, cancel_memory)
         stack.push_async_callback(registry.shutdown)
         dashboard = self._dashboard(registry, client, lambda: gateway.base_url)
+        health = Health(connection, channel)
         gateway = Gateway(
             registry,
             client,
@@ -139,6 +141,7 @@ class Engine:
             if dashboard is not None
             else self.settings.dashboard_token,
             dashboard=dashboard,
+            health=health,
         )
         await gateway.start()
         stack.push_async_callback(gateway.close)
@@ -157,6 +160,7 @@ class Engine:
         stack.push_async_callback(control.close)
         stack.callback(log.info, "engine_stopping")
         await queue.consume(control.on_message)
+        health.consuming()
         log.info("engine_started", control_queue=self.control_queue, pid=os.getpid())
         sys.stdout.write(f"READY {self.control_queue}\n")
         sys.stdout.flush()

@@ -15,6 +15,9 @@ and gets a 401 without it.
 The engine's dashboard (:mod:`warren_engine.daemon.dashboard`), when it has one, is served
 at ``/`` and under ``/_dashboard/``, which no web endpoint's path can be.
 
+``GET {public url}/healthz``: 200 while the engine's broker connection is up and its
+control plane consumes, else 503 (:mod:`warren_engine.daemon.health`); no token, no data.
+
 A daemon given no port serves on the one it last served on (recorded in its state
 directory), so deployed endpoints keep their URLs across restarts; a fresh free port if
 that one is taken now.
@@ -42,6 +45,7 @@ from warren.wire.spec import ParamKind, WebEndpoint
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.dashboard.access import authorized
 from warren_engine.daemon.dashboard.dashboard import Dashboard
+from warren_engine.daemon.health import Health
 from warren_engine.pool.metrics import CONTENT_TYPE, EngineMetrics
 
 log = structlog.get_logger(__name__)
@@ -130,6 +134,7 @@ class Gateway:
         metrics_public: bool = False,
         token: str | None = None,
         dashboard: Dashboard | None = None,
+        health: Health | None = None,
     ) -> None:
         self._registry = registry
         self._client = client
@@ -142,6 +147,7 @@ class Gateway:
         self._metrics_public = metrics_public
         self._token = token  # what a request for the engine's own pages must bear
         self._dashboard = dashboard  # served at / and under /_dashboard/, if any
+        self._health = health
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -152,6 +158,8 @@ class Gateway:
             application.router.add_get("/metrics", self._serve_metrics)
         if self._dashboard is not None:
             self._dashboard.mount(application.router)
+        if self._health is not None:
+            application.router.add_get("/healthz", self._serve_health)
         application.router.add_route("*", EndpointPath.ROUTE, self._handle)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
@@ -215,6 +223,12 @@ class Gateway:
                 headers={"WWW-Authenticate": 'Bearer realm="warren"'},
             )
         return web.Response(body=self._metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _serve_health(self, request: web.Request) -> web.Response:
+        assert self._health is not None
+        if self._health.ok:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="unavailable\n")
 
     async def _handle(self, request: web.Request) -> web.Response:
         path = EndpointPath.of(request)
