@@ -594,15 +594,17 @@ _engine_options = [
         help="debug, info, warning, error or critical (WARREN_LOG_LEVEL).",
     ),
     click.option(
-        "--join",
-        is_flag=True,
-        default=False,
-        help="Join the engine daemon as an agent node: run the pools it places here.",
+        "--env",
+        "engine_environments",
+        default=None,
+        help="The environments this node serves, comma-separated "
+        "(WARREN_ENGINE_ENVIRONMENTS; default: WARREN_ENVIRONMENT's, main).",
     ),
     click.option(
         "--node-name",
         default=None,
-        help="This agent node's name (WARREN_NODE_NAME, default: the host name).",
+        help="This node's name, unique among the nodes (WARREN_NODE_NAME; default: "
+        "the host name and the process id).",
     ),
     click.option("--region", default=None, help="This node's region label (WARREN_REGION)."),
     click.option("--cloud", default=None, help="This node's cloud label (WARREN_CLOUD)."),
@@ -630,15 +632,14 @@ _engine_options = [
 ]
 
 
-def _serve(run_id: str | None, parent_pid: int | None, join: bool, **flags: Any) -> None:
+def _serve(run_id: str | None, parent_pid: int | None, **flags: Any) -> None:
     from warren_engine.daemon.daemon import run_engine
-    from warren_engine.nodes.agent import node_name
 
     settings = command_settings(**flags)  # --http-port over WARREN_HTTP_PORT, and so on
     logs.configure(settings.log_level)
-    # A daemon's deployed apps must outlive it; an app run's engine or an agent keeps
-    # what it needs in a directory of its own unless told where.
-    keeps_state = flags.get("state_dir") is not None or (run_id is None and not join)
+    # A daemon's state (code it runs, secrets, the dashboard's token, its HTTP port) is
+    # kept; an app run's engine keeps what it needs in a directory of its own.
+    keeps_state = flags.get("state_dir") is not None or run_id is None
     try:
         with event_loop.runner(settings.event_loop) as runner:
             runner.run(
@@ -647,7 +648,6 @@ def _serve(run_id: str | None, parent_pid: int | None, join: bool, **flags: Any)
                     run_id=run_id,
                     parent_pid=parent_pid,
                     state_dir=settings.state_dir if keeps_state else None,
-                    join=node_name(settings.node_name) if join else None,
                 )
             )
     except WarrenError as exc:

@@ -209,6 +209,21 @@ def _name_part(kind: str) -> Callable[[str, str], str]:
 _POSITIVE = Number(0, above=True)
 
 
+def _name_list(kind: str) -> Callable[[str, str], tuple[str, ...]]:
+    """Comma-separated names, each a valid name part (``a,b``)."""
+
+    def check(source: str, raw: str) -> tuple[str, ...]:
+        names = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if not names:
+            raise ConfigError(f"{source}: expected one {kind} or more, comma-separated")
+        try:
+            return tuple(dict.fromkeys(check_part(kind, name) for name in names))
+        except InvalidError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    return check
+
+
 @dataclass(frozen=True, slots=True)
 class Variable:
     """One setting: the variable it is read from, the field it fills, how it is checked,
@@ -251,6 +266,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WARREN_LOG_RATE", "log_rate", Number(1024, integer=True)),
     Variable("WARREN_STATE_DIR", "state_dir", _path, "--state-dir"),
     Variable("WARREN_NODE_NAME", "node_name", _name_part("node name"), "--node-name"),
+    Variable(
+        "WARREN_ENGINE_ENVIRONMENTS", "engine_environments", _name_list("environment"), "--env"
+    ),
     Variable("WARREN_NODE_CPUS", "node_cpus", _POSITIVE),
     Variable("WARREN_NODE_MEMORY", "node_memory", Number(1, integer=True)),
     Variable("WARREN_GPUS", "gpus", _text, "--gpus"),
@@ -302,6 +320,8 @@ class Settings:
     log_rate: int = 1024 * 1024
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "warren")
     node_name: str | None = None
+    # The environments an engine node serves (empty: WARREN_ENVIRONMENT's alone).
+    engine_environments: tuple[str, ...] = ()
     node_cpus: float | None = None
     node_memory: int | None = None
     gpus: str = ""

@@ -15,7 +15,8 @@
     │   └── ResultExpiredError    a spawned call's result outlived its retention period
     ├── ConnectionError ......... the broker cannot be reached, or the connection was lost
     ├── EngineError ............. the engine refused a request or could not be started
-    │   └── EngineNotFoundError   no engine listens on the control queue
+    │   ├── EngineNotFoundError   no engine listens on the control queue
+    │   └── EnvironmentNotServedError   the engine asked does not serve that environment
     ├── ExecutionError .......... the call was accepted but could not produce a value
     │   ├── FunctionTimeoutError  the function ran past its timeout
     │   ├── CallCancelledError    the call was cancelled (FunctionCall.cancel)
@@ -38,6 +39,7 @@ __all__ = [
     "DeserializationError",
     "EngineError",
     "EngineNotFoundError",
+    "EnvironmentNotServedError",
     "ExecutionError",
     "FunctionTimeoutError",
     "InvalidError",
@@ -117,6 +119,10 @@ class EngineError(WarrenError):
 
 class EngineNotFoundError(EngineError):
     """No engine is listening: start one with ``warren engine``."""
+
+
+class EnvironmentNotServedError(EngineError):
+    """The engine node asked does not serve that environment (``warren engine --env``)."""
 
 
 class ExecutionError(WarrenError):

@@ -79,7 +79,7 @@ class Definition(Generic[P, V]):
 
     def control_queue(self) -> str:
         run = self.app._run
-        return run.control_queue if run is not None else naming.control_queue()
+        return run.control_queue if run is not None else naming.control_queue(self.app.environment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class Reference:
         return self.target
 
     def control_queue(self) -> str:
-        return naming.control_queue()
+        return naming.control_queue(self.target.environment)
 
 
 @dataclass(slots=True)
@@ -123,7 +123,7 @@ class ByName:
         return self.found
 
     def control_queue(self) -> str:
-        return naming.control_queue()
+        return naming.control_queue(self.environment)
 
 
 class AutoscalerUpdate(Protocol):

@@ -1,20 +1,20 @@
-"""The app registry: the apps an engine hosts, their queues, their pools, their records.
+"""The app registry: the apps this engine node runs, their queues, their pools.
 
-It is the one owner of :class:`~warren_engine.daemon.hosted_app.HostedApp` state: the
-control plane, the gateway and the node code ask it, and it alone changes an app.
+It is the one owner of :class:`~warren_engine.daemon.hosted_app.HostedApp` state on its
+node: the control plane, the gateway and the dashboard ask it, and it alone changes an
+app, as it applies the entries of each environment's registry
+(:mod:`warren_engine.cluster.entries`) in the order the registry gives them. Every node
+applies the same entries, so each runs its part of every app: a pool for each function
+the node can run (its labels, GPUs and capacity fit), sized to the node's share of the
+pool (:mod:`warren_engine.cluster.shares`).
 
 An app is *ephemeral* (``app.run()``: its queues carry a run id and go when it stops)
-or *deployed* (``warren deploy``/``app.deploy()``: its queues carry the app's name,
-its record is kept on disk, and it comes back when the engine restarts). Stopping an
-app answers the inputs still queued with an error and deletes its queues, so a later
-call fails fast with not-found. A redeploy starts the new code's containers, then
-stops the old ones (they finish what they run), removes the queues of functions the
-new code no longer has, and resets ``update_autoscaler`` overrides.
-
-A function is refused at registration when this engine cannot run it: its timeout
-is past the broker's (see :mod:`warren_engine.daemon.hosted_app`), a secret or volume it
-names does not
-exist, or the node lacks the GPUs, labels or capacity it asks for.
+or *deployed* (``warren deploy``/``app.deploy()``: its queues carry the app's name, and
+it comes back when engines restart, since the registry keeps it). A redeploy starts
+the new code's containers, then stops the old ones (they finish what they run).
+What is done once for the cluster (answering queued inputs of a stopped app, removing
+its queues) is done by the node that took the request: see
+:mod:`warren_engine.daemon.app_changes`.
 """
 
 from __future__ import annotations
@@ -22,49 +22,35 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from warren import exceptions
 from warren.config import Settings
 from warren.wire import naming, topology
-from warren.wire.code_bundle import check_python
 from warren.wire.control import (
-    AppBundle,
     AppStatus,
-    AutoscalerChanges,
     ContainerInfo,
     ContainerListing,
-    HostPool,
-    ListContainers,
-    PlacedPool,
     PoolName,
     PoolStats,
-    StopContainer,
 )
 from warren.wire.signing import signer
 from warren.wire.spec import FunctionSpec
 
+from warren_engine.cluster.cluster import Cluster
+from warren_engine.cluster.entries import AppPut, AppRemoved, Entry, Synced
+from warren_engine.cluster.membership import PoolBeat
+from warren_engine.cluster.slots import Slots, remove_slots
 from warren_engine.container.container import FunctionConfig
 from warren_engine.daemon.container_environment import Provisions
 from warren_engine.daemon.dead_letters import DeadLetters
 from warren_engine.daemon.failed_inputs import answer_queued
-from warren_engine.daemon.hosted_app import (
-    HostedApp,
-    check_timeouts,
-    merged_changes,
-    pool_key,
-    specs_by_key,
-    with_changes,
-)
-from warren_engine.daemon.leases import watch_leases
-from warren_engine.daemon.records import AppRecords
+from warren_engine.daemon.hosted_app import HostedApp, pool_key, specs_by_key
 from warren_engine.daemon.secret_store import SecretStore
-from warren_engine.nodes.primary import Nodes, RemotePools, placed_pool
-from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.cores import CorePlacement
 from warren_engine.pool.failure_log import FailureLog
@@ -76,8 +62,7 @@ from warren_engine.queue_probe import QueueProbe
 
 log = structlog.get_logger(__name__)
 
-# How many containers a new pool starts with, by pool key.
-Warm = Callable[[str], int]
+AppKey = tuple[str, str]  # (environment, instance)
 
 
 class AppRegistry:
@@ -90,8 +75,7 @@ class AppRegistry:
         state_dir: Path,
         cancels: CancelMemory,
         secrets: SecretStore,
-        nodes: Nodes,
-        remote: RemotePools,
+        cluster: Cluster,
         metrics: EngineMetrics,
     ) -> None:
         self.settings = settings
@@ -99,113 +83,161 @@ class AppRegistry:
         self._connection = connection
         self._channel = channel
         # Shared by the pools' republishers: a channel with publisher confirms.
-        self._publisher = publisher
+        self.publisher = publisher
         self.state_dir = state_dir
-        self._records = AppRecords(state_dir)
         self.secrets = secrets
-        self.nodes = nodes
-        self.node: Node = nodes.local
+        self.cluster = cluster
+        self.node: Node = cluster.node
+        self.name = cluster.name
         self._cores = CorePlacement()
         self._provisions = Provisions(state_dir, secrets, self.node)
         self.environ = self._provisions.environ
-        self._remote = remote
         self._cancels = cancels
-        self._apps: dict[tuple[str, str], HostedApp] = {}
-        self._lock = asyncio.Lock()
+        self._apps: dict[AppKey, HostedApp] = {}
+        self._folded: dict[AppKey, AppPut] = {}  # read at start, before the node's Synced
+        self._slot_channel: AbstractChannel | None = None
         self._probe = QueueProbe(connection)
         self.metrics = metrics  # every pool's series, which the gateway serves
         # The environments' dead-letter queues; a retry goes to the queues these apps have now.
         self.dead_letters = DeadLetters(connection, self.signer, self.current_queue)
+        self._appliers: dict[type[Any], Callable[[Any, bool], Awaitable[None]]] = {
+            AppPut: self._apply_put,
+            AppRemoved: self._apply_removed,
+            Synced: self._apply_synced,
+        }
 
-    # -- registering and stopping ----------------------------------------------------------
-
-    async def register(
-        self, bundle: AppBundle, *, ephemeral: bool, lease: str | None = None
-    ) -> HostedApp:
-        check_python(bundle.code)
-        environment = naming.check_part("environment", bundle.environment)
-        app_name = naming.check_part("app name", bundle.app)
-        instance = naming.check_part("app instance", bundle.instance if ephemeral else app_name)
-        specs = specs_by_key(bundle.functions)
-        self._check(environment, specs)
-        if ephemeral:
-            code_path = self.state_dir / "runs" / environment / instance / "code.msgpack"
-            code_path.parent.mkdir(parents=True, exist_ok=True)
-            code_path.write_bytes(bundle.code)
-        else:
-            code_path = self._records.save_code(environment, app_name, bundle.code)
-        app = HostedApp(
-            environment,
-            app_name,
-            instance,
-            specs,
-            code_path,
-            ephemeral,
-            bundle.sys_path,
-            lease=lease if ephemeral else None,
-        )
-        async with self._lock:
-            previous = self._apps.get((environment, instance))
-            try:
-                await self._start(app, self._warm(app, at_least=1))
-            except BaseException:
-                await self._discard_queues(app, keep=set(previous.specs) if previous else set())
-                raise
-            if previous is not None:
-                await self._replace(previous, app)
-            if not ephemeral:
-                self._records.save(app.record())
-                self._records.prune_code(environment, app_name, keep=code_path)
-            self._apps[(environment, instance)] = app
-        log.info("app_registered", app=app_name, instance=instance, ephemeral=ephemeral)
-        return app
-
-    async def restore(self) -> None:
-        """Bring back the deployed apps recorded on disk (after an engine restart)."""
-        for record in self._records.load_all():
-            app = HostedApp.restored(record, self._records.code_path(record))
-            environment, name = app.environment, app.app
-            try:
-                self._check(environment, app.specs, placing=False)  # agents may not have joined
-                await self._start(app, self._warm(app, at_least=0), restoring=True)
-            except exceptions.WarrenError as exc:
-                log.error("app_not_restored", app=name, environment=environment, reason=str(exc))
-                continue
-            self._apps[(environment, name)] = app
-            log.info("app_restored", app=name, environment=environment)
-
-    async def stop(self, environment: str, name: str) -> int:
-        """Stop an app (by its name if deployed, by its run's instance if ephemeral)."""
-        async with self._lock:
-            app = self._apps.pop((environment, name), None)
-            if app is None:
-                raise exceptions.NotFoundError(
-                    f"no app {name!r} is running in environment {environment!r}"
-                )
-            answered = await self._stop_app(app, remove=True)
-        return answered
+    async def start(self) -> None:
+        """Read every environment's registry and start what it holds, then follow it."""
+        self._slot_channel = await self._connection.channel()
+        await self.cluster.start(self.apply, self.pool_beats)
 
     async def shutdown(self) -> None:
-        """Engine stopping: ephemeral apps go; deployed ones keep their queued inputs."""
-        async with self._lock:
-            for key, app in list(self._apps.items()):
-                # A deployed app's pools on agents run on while this engine restarts.
-                await self._stop_app(
-                    app, remove=app.ephemeral and app.owned, drop_remote=app.ephemeral
-                )
-                del self._apps[key]
+        """This node stopping: its pools stop (their queued inputs stay for the others, or
+        for the next start)."""
+        for app in list(self._apps.values()):
+            await self._stop_pools(app)
+        self._apps.clear()
+        await self.cluster.close()
         await self._probe.close()
+
+    # -- applying the registry -------------------------------------------------------------
+
+    async def apply(self, entry: Entry, live: bool) -> None:
+        await self._appliers[type(entry)](entry, live)
+
+    async def _apply_synced(self, entry: Synced, live: bool) -> None:
+        """This node has read what was there when it started: run it."""
+        folded, self._folded = self._folded, {}
+        for put in folded.values():
+            try:
+                await self._apply_put(put, True, restoring=True)
+            except exceptions.WarrenError as exc:
+                log.error(
+                    "app_not_restored", app=put.app, environment=put.environment, reason=str(exc)
+                )
+            else:
+                log.info("app_restored", app=put.app, environment=put.environment)
+
+    async def _apply_put(self, entry: AppPut, live: bool, *, restoring: bool = False) -> None:
+        key = (entry.environment, entry.instance)
+        if not live:
+            self._folded[key] = entry
+            return
+        previous = self._apps.get(key)
+        if previous is not None and previous.deployed_at == entry.deployed_at:
+            await self._amend(previous, entry)
+            return
+        if previous is not None and previous.deployed_at > entry.deployed_at:
+            return  # an older deploy, read after a newer one
+        app = self._hosted(entry)
+        here = entry.node == self.name and not restoring
+        await self._start(app, at_least=1 if here else 0, strict=here)
+        if previous is not None:
+            await self._stop_pools(previous)
+            self._forget_code(previous, keep=app.code_path)
+        self._apps[key] = app
+        log.info("app_registered", app=app.app, instance=app.instance, ephemeral=app.ephemeral)
+
+    async def _apply_removed(self, entry: AppRemoved, live: bool) -> None:
+        key = (entry.environment, entry.instance)
+        if not live:
+            folded = self._folded.get(key)
+            if folded is not None and folded.deployed_at <= entry.deployed_at:
+                del self._folded[key]
+            return
+        app = self._apps.get(key)
+        if app is None or app.deployed_at > entry.deployed_at:
+            return
+        del self._apps[key]
+        await self._stop_pools(app)
+        self._forget_code(app)
+        log.info("app_stopped", app=app.app, instance=app.instance, reason=entry.reason)
+
+    async def _amend(self, app: HostedApp, entry: AppPut) -> None:
+        """The same deploy, changed: variants made, autoscaler settings updated."""
+        specs = specs_by_key(entry.functions)
+        app.overrides = dict(entry.overrides)
+        here = entry.node == self.name
+        for key, spec in specs.items():
+            if key not in app.specs:
+                app.specs[key] = spec
+                try:
+                    await self._place_pool(app, key, await self.prepare(app.environment), 0)
+                except Exception:
+                    app.specs.pop(key, None)
+                    app.pools.pop(key, None)
+                    if here:
+                        raise
+                    log.exception("variant_not_started", app=app.app, function=key)
+        for key, pool in app.pools.items():
+            pool.update(app.autoscaling(key, self.node.cpus))
+            pool.bound(self.slots_of(app, key), max_is_per_node=not app.max_is_set(key))
+
+    def _hosted(self, entry: AppPut) -> HostedApp:
+        code_path = (
+            self.state_dir
+            / "apps"
+            / entry.environment
+            / entry.instance
+            / f"code-{entry.deployed_at:.6f}.msgpack"
+        )
+        code_path.parent.mkdir(parents=True, exist_ok=True)
+        if not code_path.exists():
+            code_path.write_bytes(entry.code)
+        return HostedApp(
+            entry.environment,
+            entry.app,
+            entry.instance,
+            specs_by_key(entry.functions),
+            code_path,
+            entry.ephemeral,
+            entry.sys_path,
+            overrides=dict(entry.overrides),
+            deployed_at=entry.deployed_at,
+            lease=entry.lease,
+        )
+
+    def _forget_code(self, app: HostedApp, keep: Path | None = None) -> None:
+        if app.code_path != keep:
+            app.code_path.unlink(missing_ok=True)
+        directory = app.code_path.parent
+        if keep is None or keep.parent != directory:
+            shutil.rmtree(directory, ignore_errors=True)
 
     # -- queries -----------------------------------------------------------------------
 
-    def environments(self) -> set[str]:
-        return {environment for environment, _ in self._apps}
+    def environments(self) -> tuple[str, ...]:
+        return self.cluster.environments
+
+    def apps(self) -> list[HostedApp]:
+        return [app for _, app in sorted(self._apps.items())]
 
     def __len__(self) -> int:
         return len(self._apps)
 
     def find(self, environment: str, name: str, tag: str | None = None) -> HostedApp:
         environment = naming.check_part("environment", environment)
+        self.cluster.log(environment)  # raises if this node does not serve it
         app = self._apps.get((environment, name))
         if app is None:
             what = f"function {name}.{tag}" if tag else f"app {name!r}"
@@ -221,12 +253,16 @@ class AppRegistry:
         """The app and pool key a request names (a function, or one of its variants)."""
         app = self.find(pool.environment, pool.instance, pool.tag)
         key = pool_key(pool.tag, pool.variant)
-        if key not in app.pools and key not in app.remote:
+        if key not in app.specs:
             raise exceptions.NotFoundError(
                 f"{app.app}.{pool.tag} has no variant {pool.variant!r} (any more): "
                 "it was reset by a redeploy; use with_options again"
             )
         return app, key
+
+    def hosted(self, environment: str, instance: str) -> HostedApp | None:
+        """The app of that instance, if its environment's registry has it."""
+        return self._apps.get((environment, instance))
 
     def function(
         self, environment: str, instance: str, tag: str
@@ -242,30 +278,59 @@ class AppRegistry:
         return found[0].queue(key) if found is not None else None
 
     async def status(self, app: HostedApp) -> AppStatus:
-        functions = {key: await pool.stats() for key, pool in app.pools.items()}
-        for key in list(app.remote):
-            functions[key] = await self.pool_stats(app, key)
+        functions = {key: await self.pool_stats(app, key) for key in app.specs}
         return AppStatus(
-            app.app, app.environment, app.instance, app.ephemeral, app.deployed_at, functions
+            app.app,
+            app.environment,
+            app.instance,
+            app.ephemeral,
+            app.deployed_at,
+            functions,
+            leader=self.cluster.leader(app.environment),
+            nodes=tuple(beat.name for beat in self.cluster.membership.nodes()),
         )
 
     async def statuses(self, environment: str | None) -> tuple[AppStatus, ...]:
-        """Every app's status (of one environment, or of all)."""
-        apps = [app for (env, _), app in sorted(self._apps.items()) if environment in (None, env)]
+        """Every app's status (of one environment, or of all this node serves)."""
+        if environment is not None:
+            self.cluster.log(environment)
+        apps = [app for app in self.apps() if environment in (None, app.environment)]
         return tuple([await self.status(app) for app in apps])
 
     async def pool_stats(self, app: HostedApp, key: str) -> PoolStats:
-        node = app.remote.get(key)
-        if node is not None:
-            return await self._remote.stats(app, key, node)
-        return await app.pools[key].stats()
+        """A pool on every node: this node's stats asked afresh, the others' from their
+        last heartbeat."""
+        pool = app.pools.get(key)
+        if pool is not None:
+            here = await pool.stats()
+        else:
+            queued = await self.queue_depth(app.queue(key))
+            here = PoolStats(
+                queued_inputs=queued,
+                autoscaler=app.autoscaling(key, self.node.cpus).to_settings(),
+            )
+        elsewhere = self.cluster.elsewhere(app.queue(key))
+        if not elsewhere:
+            return dataclasses.replace(here, nodes={self.name: here.containers} if pool else {})
+        nodes = {name: beat.containers for name, beat in elsewhere}
+        if pool is not None:
+            nodes[self.name] = here.containers
+        return dataclasses.replace(
+            here,
+            running_inputs=here.running_inputs + sum(b.running for _, b in elsewhere),
+            held_inputs=here.held_inputs + sum(b.held for _, b in elsewhere),
+            containers=here.containers + sum(b.containers for _, b in elsewhere),
+            pids=tuple(sorted((*here.pids, *(p for _, b in elsewhere for p in b.pids)))),
+            nodes=dict(sorted(nodes.items())),
+        )
 
-    async def containers(
-        self, environment: str, app_name: str | None, node: str
-    ) -> ContainerListing:
+    def pool_beats(self) -> tuple[PoolBeat, ...]:
+        """What this node runs of each pool, for its heartbeat."""
+        return tuple(pool.beat() for app in self._apps.values() for pool in app.pools.values())
+
+    def containers(self, environment: str, app_name: str | None) -> ContainerListing:
         """The containers of ``environment``'s apps (or of the one named ``app_name``, by its
-        name or instance): this node's (named ``node``), and those of the agents that run
-        their placed pools. An agent that cannot be asked is named in the errors."""
+        name or instance) on this node."""
         apps = self._apps_named(environment, app_name)
         if app_name is not None and not apps:
             raise exceptions.NotFoundError(
@@ -275,47 +340,25 @@ class AppRegistry:
             info
             for app in apps
             for key, pool in app.pools.items()
-            for info in pool.containers(app.instance, key, node)
+            for info in pool.containers(app.instance, key, self.name)
         ]
-        errors: list[str] = []
-        for agent in sorted({agent for app in apps for agent in app.remote.values()}):
-            listing = await self._remote.containers(agent, ListContainers(environment, app_name))
-            found.extend(listing.containers)
-            errors.extend(listing.errors)
-        found.sort(key=lambda info: (info.app, info.function, info.node, -info.uptime))
-        return ContainerListing(tuple(found), tuple(errors))
+        return ContainerListing(tuple(found))
 
-    async def stop_container(self, environment: str, container: str, node: str) -> ContainerInfo:
-        """Stop one container of ``environment``'s apps gracefully, here or on an agent."""
-        apps = self._apps_named(environment, None)
-        for app in apps:
+    def stop_container(self, environment: str, container: str) -> ContainerInfo | None:
+        """Stop one container of ``environment``'s apps on this node, if it runs it."""
+        for app in self._apps_named(environment, None):
             for key, pool in app.pools.items():
-                info = pool.stop_container(container, app.instance, key, node)
+                info = pool.stop_container(container, app.instance, key, self.name)
                 if info is not None:
                     return info
-        unasked = []
-        for agent in sorted({agent for app in apps for agent in app.remote.values()}):
-            try:
-                info = await self._remote.stop_container(
-                    agent, StopContainer(environment, container)
-                )
-            except exceptions.WarrenError as exc:
-                unasked.append(f"node {agent}: {type(exc).__name__}: {exc}")
-                continue
-            if info is not None:
-                return info
-        unreachable = f"; could not ask {', '.join(unasked)}" if unasked else ""
-        raise exceptions.NotFoundError(
-            f"no container {container!r} runs in environment {environment!r} "
-            f"(warren container list shows their ids){unreachable}"
-        )
+        return None
 
     def _apps_named(self, environment: str, app_name: str | None) -> list[HostedApp]:
         environment = naming.check_part("environment", environment)
         return [
             app
-            for (env, _), app in sorted(self._apps.items())
-            if env == environment and app_name in (None, app.app, app.instance)
+            for app in self.apps()
+            if app.environment == environment and app_name in (None, app.app, app.instance)
         ]
 
     def failure_log(self, environment: str, instance: str, key: str) -> FailureLog | None:
@@ -324,96 +367,52 @@ class AppRegistry:
         pool = app.pools.get(key) if app is not None else None
         return pool.failures if pool is not None else None
 
-    async def update_autoscaler(
-        self, app: HostedApp, key: str, changes: AutoscalerChanges
-    ) -> Autoscaling:
-        merged = merged_changes(app.overrides.get(key), changes)
-        settings = with_changes(app.autoscaling(key, self.node.cpus), merged)  # validates
-        app.overrides[key] = merged
-        node = app.remote.get(key)
-        if node is not None:
-            await self._remote.update(app, key, node, settings.to_settings())
-        else:
-            app.pools[key].update(settings)
-        if not app.ephemeral:
-            self._records.save(app.record())
-        log.info("autoscaler_updated", app=app.app, function=key, **dataclasses.asdict(settings))
-        return settings
-
     async def queue_depth(self, name: str) -> int:
         """Messages ready in a queue (0 if it does not exist)."""
         return await self._probe.depth(name)
 
-    async def watch_leases(self) -> None:
-        """Stop ephemeral apps whose client is gone (see :mod:`warren_engine.daemon.leases`)."""
-        await watch_leases(self._apps, self._probe, self.stop)
+    async def lease_held(self, lease: str) -> bool:
+        exists, _ = await self._probe.look(lease)
+        return exists
 
     # -- pools -------------------------------------------------------------------------
 
-    def _warm(self, app: HostedApp, *, at_least: int) -> Warm:
-        return lambda key: max(at_least, app.autoscaling(key, self.node.cpus).min_containers)
+    def runs_here(self, spec: FunctionSpec) -> bool:
+        return self.node.problem(spec) is None
 
-    async def _start(self, app: HostedApp, warm: Warm, *, restoring: bool = False) -> None:
+    async def _start(self, app: HostedApp, *, at_least: int, strict: bool) -> None:
+        """Start the pools of ``app`` this node can run. ``strict``: a pool that fails to
+        start fails the whole (this node took the request, and answers its caller)."""
         republisher = await self.prepare(app.environment)
-        # Every placement runs to its end before a failure is acted on: then stopping the
-        # app's pools stops all that were made.
+        keys = list(app.specs)
         outcomes = await asyncio.gather(
-            *(
-                self._place_pool(app, key, republisher, warm(key), restoring=restoring)
-                for key in list(app.specs)
-            ),
+            *(self._place_pool(app, key, republisher, at_least) for key in keys),
             return_exceptions=True,
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        if failures:
+        if not failures:
+            return
+        if strict:
             await self._stop_pools(app)
             raise failures[0]
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("pool_not_started", app=app.app, function=key, reason=str(outcome))
 
     async def _place_pool(
-        self,
-        app: HostedApp,
-        key: str,
-        republisher: Republisher,
-        warm: int,
-        *,
-        restoring: bool = False,
+        self, app: HostedApp, key: str, republisher: Republisher, at_least: int
     ) -> None:
-        """Start a pool on this node, or on an agent node that offers what it asks for.
-
-        When restoring, a pool no node can take yet waits for an agent to join (its
-        queue keeps the inputs meanwhile).
-        """
-        try:
-            where = self.nodes.place(app.specs[key])
-        except exceptions.InvalidError:
-            if not restoring:
-                raise
-            await topology.declare_function_queue(
-                self._channel, app.environment, app.queue(key), self.settings.queue_type
-            )
-            app.pending.add(key)
-            log.warning("pool_waiting_for_a_node", app=app.app, function=key)
-            return
-        if where is None:
-            await self._add_pool(app, key, republisher, warm)
-            return
+        """Declare a pool's queue, and run the pool here if this node can."""
+        spec = app.specs[key]
         await topology.declare_function_queue(
             self._channel, app.environment, app.queue(key), self.settings.queue_type
         )
-        app.remote[key] = where
-        environ = self.environ(app.environment, app.specs[key])
-        await self._remote.host(app, key, where, warm, environ)
-
-    def _check(
-        self, environment: str, specs: dict[str, FunctionSpec], *, placing: bool = True
-    ) -> None:
-        """Refuse what no node can run: timeouts past the broker's, missing secrets..."""
-        check_timeouts(specs, self.settings.broker_consumer_timeout)
-        for spec in specs.values():
-            local = self.nodes.place(spec) is None if placing else False  # raises if no node
-            self.environ(environment, spec)
-            if local:
-                self._provisions.volumes(environment, spec)
+        if not self.runs_here(spec):
+            log.info("pool_left_to_other_nodes", app=app.app, function=key)
+            return
+        share = self.cluster.share(app.queue(key))
+        warm = max(at_least, share.of(app.autoscaling(key, self.node.cpus).min_containers))
+        await self._add_pool(app, key, republisher, warm)
 
     async def prepare(self, environment: str) -> Republisher:
         """Declare what an environment's pools need; the publisher they share."""
@@ -422,22 +421,26 @@ class AppRegistry:
         await topology.declare_replies_exchange(self._channel)
         await topology.declare_requeue(self._channel, environment)
         await topology.declare_log_stream(self._channel, environment)
-        return Republisher(self._publisher, environment)
+        return Republisher(self.publisher, environment)
+
+    def slots_of(self, app: HostedApp, key: str) -> Slots | None:
+        """The pool's slots, if its ``max_containers`` is set (a cluster-wide bound)."""
+        if not app.max_is_set(key):
+            return None
+        assert self._slot_channel is not None, "start() first"
+        return Slots(
+            self._slot_channel,
+            app.queue(key),
+            self.settings.queue_type,
+            app.deployed_at,
+            lambda: app.autoscaling(key, self.node.cpus).max_containers,
+        )
 
     async def _add_pool(
-        self,
-        app: HostedApp,
-        key: str,
-        republisher: Republisher,
-        warm: int,
-        environ: dict[str, str | None] | None = None,
+        self, app: HostedApp, key: str, republisher: Republisher, warm: int
     ) -> ContainerPool:
-        """Declare the queue of one of ``app``'s pools, and make and start the pool here.
-        ``environ`` sets the containers' environment (an agent gets it from its primary)."""
+        """Make and start one of ``app``'s pools here."""
         queue = app.queue(key)
-        await topology.declare_function_queue(
-            self._channel, app.environment, queue, self.settings.queue_type
-        )
         app.pools[key] = pool = ContainerPool(
             FunctionConfig(
                 self.settings.container_broker_url,
@@ -454,195 +457,42 @@ class AppRegistry:
             self.queue_depth,
             self._answer_queued,
             republisher,
-            (lambda: environ)
-            if environ is not None
-            else lambda: self.environ(app.environment, app.specs[key]),
+            lambda: self.environ(app.environment, app.specs[key]),
             self._provisions.volumes(app.environment, app.specs[key]),
             self.node,
             self._cores if self.settings.pin_containers else None,
             self.metrics.function(app.environment, app.app, app.specs[key].tag),
+            share=lambda: self.cluster.share(queue),
+            slots=self.slots_of(app, key),
+            max_is_per_node=not app.max_is_set(key),
         )
-        await pool.start(warm)
+        try:
+            await pool.start(warm)
+        except BaseException:
+            app.pools.pop(key, None)
+            raise
         return pool
 
-    async def ensure_variant(
-        self, app: HostedApp, tag: str, options: dict[str, Any]
-    ) -> FunctionSpec:
-        """The variant of ``tag`` these options make: created (queue and pool) if new."""
-        async with self._lock:
-            if self._apps.get((app.environment, app.instance)) is not app:
-                raise exceptions.NotFoundError(
-                    f"app {app.app!r} was stopped or redeployed meanwhile: call again"
-                )
-            spec = app.specs[tag].with_overrides(options)
-            key = pool_key(tag, spec.variant)
-            if key in app.specs:
-                return app.specs[key]
-            self._check(app.environment, {key: spec})
-            app.specs[key] = spec
-            try:
-                await self._place_pool(app, key, await self.prepare(app.environment), 0)
-            except BaseException:
-                app.specs.pop(key, None)
-                app.pools.pop(key, None)
-                app.remote.pop(key, None)
-                raise
-            if not app.ephemeral:
-                self._records.save(app.record())
-        log.info("variant_created", app=app.app, function=tag, variant=spec.variant)
-        return spec
-
-    async def _discard_queues(self, app: HostedApp, keep: set[str]) -> None:
-        """Remove the queues a failed registration declared (not those still in use)."""
-        for tag in set(app.specs) - keep:
-            await answer_queued(
-                self._connection,
-                app.queue(tag),
-                f"{app.app} did not start",
-                self.signer,
-                delete=True,
-            )
+    def check_volumes(self, environment: str, spec: FunctionSpec) -> None:
+        self.environ(environment, spec)
+        if self.runs_here(spec):
+            self._provisions.volumes(environment, spec)
 
     async def _answer_queued(self, queue: str, reason: str) -> int:
         return await answer_queued(self._connection, queue, reason, self.signer)
 
-    async def _replace(self, previous: HostedApp, app: HostedApp) -> None:
-        await self._stop_pools(previous)
-        # Functions the new code lacks, and every variant (a redeploy resets them).
-        for key in set(previous.specs) - set(app.specs):
-            await answer_queued(
-                self._connection,
-                previous.queue(key),
-                f"{app.app}.{key} was removed",
-                self.signer,
-                delete=True,
-            )
-
-    async def _stop_pools(self, app: HostedApp, *, drop_remote: bool = True) -> None:
-        remote = list(app.remote.items()) if drop_remote else []
-        for key, _ in remote:
-            del app.remote[key]
-        await asyncio.gather(
-            *(pool.stop() for pool in app.pools.values()),
-            *(self._remote.drop(app, key, node) for key, node in remote),
-        )
-        app.pools.clear()
-
-    async def _stop_app(self, app: HostedApp, *, remove: bool, drop_remote: bool = True) -> int:
-        await self._stop_pools(app, drop_remote=drop_remote)
+    async def remove_queues(self, app: HostedApp, keys: set[str], reason: str) -> int:
+        """Answer what is queued for these pools with an error, and delete their queues
+        (the node that took the request does this, once for the cluster)."""
         answered = 0
-        if remove:
-            for key in app.specs:
-                answered += await answer_queued(
-                    self._connection,
-                    app.queue(key),
-                    f"app {app.app!r} stopped",
-                    self.signer,
-                    delete=True,
-                )
-            if app.ephemeral:
-                shutil.rmtree(app.code_path.parent, ignore_errors=True)
-            elif app.owned:
-                self._records.remove(app.environment, app.app)
-        log.info("app_stopped", app=app.app, instance=app.instance, inputs_answered=answered)
+        for key in keys:
+            answered += await answer_queued(
+                self._connection, app.queue(key), reason, self.signer, delete=True
+            )
+            if app.max_is_set(key):
+                await remove_slots(self._channel, app.queue(key))
         return answered
 
-    # -- several nodes (warren_engine.nodes): a primary's side -----------------------------
-
-    def adopt(self, name: str, running: set[PlacedPool]) -> list[tuple[HostedApp, str]]:
-        """On an agent's heartbeat: adopt the pools it runs that wait for a node (this
-        primary restarted), give it the waiting ones it can run; the pools placed on it
-        that it does not run (it restarted, or they are new) are to be sent to it."""
-        agent = self.nodes.agents[name]
-        send = []
-        for app in self._apps.values():
-            for key in list(app.pending):
-                if placed_pool(app, key) in running or agent.node.problem(app.specs[key]) is None:
-                    app.pending.discard(key)
-                    app.remote[key] = name
-            for key, node in app.remote.items():
-                if node == name and placed_pool(app, key) not in running:
-                    send.append((app, key))
-        return send
-
-    async def rehost(self, name: str, running: set[PlacedPool]) -> None:
-        """Send an agent the pools placed on it that it does not run."""
-        for app, key in self.adopt(name, running):
-            log.warning("pool_placed_again", app=app.app, function=key, node=name)
-            try:
-                environ = self.environ(app.environment, app.specs[key])
-                await self._remote.host(app, key, name, 0, environ)
-            except exceptions.WarrenError as exc:  # the next heartbeat tries again
-                log.warning("pool_not_placed", app=app.app, function=key, reason=str(exc))
-
-    # -- several nodes: an agent's side ----------------------------------------------------
-
-    @staticmethod
-    def _slot(pool: PlacedPool) -> tuple[str, str]:
-        # Each deploy (generation) of an app is an app of its own here: a redeploy's pools
-        # start beside the old ones, which the primary drops once the new ones run.
-        return pool.environment, f"{pool.instance}#{pool.generation}"
-
-    def placed(self) -> tuple[PlacedPool, ...]:
-        """The pools this agent runs for its primary."""
-        return tuple(placed_pool(app, key) for app in self._apps.values() for key in app.pools)
-
-    def _placed_pool(self, pool: PlacedPool, node: str) -> ContainerPool:
-        app = self._apps.get(self._slot(pool))
-        if app is None or pool.key not in app.pools:
-            raise exceptions.NotFoundError(f"node {node} runs no pool {pool.key!r}")
-        return app.pools[pool.key]
-
-    async def placed_stats(self, pool: PlacedPool, node: str) -> PoolStats:
-        return await self._placed_pool(pool, node).stats()
-
-    def update_placed(self, pool: PlacedPool, node: str, settings: Autoscaling) -> None:
-        self._placed_pool(pool, node).update(settings)
-
-    # No lock for these: each change is made between two awaits, so none sees another's
-    # half done, and one pool's start (its containers' imports) does not hold up another's.
-
-    async def host_placed(self, request: HostPool) -> None:
-        """Run a pool the primary placed here (nothing if it runs already)."""
-        pool = request.pool
-        app = self._apps.get(self._slot(pool))
-        if app is None:
-            generation = str(pool.generation).replace(".", "-")
-            code_path = (
-                self.state_dir / "nodes" / pool.environment / pool.instance / generation
-            ) / "code.msgpack"
-            code_path.parent.mkdir(parents=True, exist_ok=True)
-            code_path.write_bytes(request.code)
-            app = HostedApp(
-                pool.environment,
-                request.app,
-                pool.instance,
-                {},
-                code_path,
-                ephemeral=True,
-                sys_path=request.sys_path,
-                owned=False,
-                deployed_at=pool.generation,
-            )
-            self._apps[self._slot(pool)] = app
-        if pool.key in app.specs:
-            return  # placed here already (a heartbeat raced the original request)
-        app.specs[pool.key] = request.spec
-        try:
-            republisher = await self.prepare(pool.environment)
-            await self._add_pool(app, pool.key, republisher, request.warm, request.environ)
-        except BaseException:
-            app.specs.pop(pool.key, None)
-            raise
-        log.info("pool_hosted", app=app.app, function=pool.key)
-
-    async def drop_placed(self, pool: PlacedPool) -> None:
-        app = self._apps.get(self._slot(pool))
-        if app is None or pool.key not in app.pools:
-            return
-        await app.pools.pop(pool.key).stop()
-        app.specs.pop(pool.key, None)
-        if not app.pools and self._apps.get(self._slot(pool)) is app:
-            del self._apps[self._slot(pool)]
-            shutil.rmtree(app.code_path.parent, ignore_errors=True)
-        log.info("pool_dropped", app=app.app, function=pool.key)
+    async def _stop_pools(self, app: HostedApp) -> None:
+        await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
+        app.pools.clear()

@@ -7,8 +7,8 @@ caller by name (a :mod:`warren.exceptions` class), any other as ``EngineError``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +16,8 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from warren import exceptions
+from warren.client.connection import Client
+from warren.wire import naming
 from warren.wire.codec import Envelope
 from warren.wire.control import (
     REQUESTS,
@@ -36,19 +38,16 @@ from warren.wire.control import (
     DeployApp,
     DescribeFunction,
     Done,
-    DropPool,
     EnsureVariant,
     FunctionDescription,
     FunctionStats,
     GetAppStatus,
-    GetPoolStats,
-    HostPool,
-    JoinNode,
     ListApps,
     ListContainers,
     ListDeadInputs,
     ListNodes,
     ListSecrets,
+    NodeInfo,
     NodeListing,
     PoolStats,
     PurgeDeadInputs,
@@ -60,7 +59,6 @@ from warren.wire.control import (
     StopApp,
     StopContainer,
     UpdateAutoscaler,
-    UpdatePool,
     VariantDescription,
     decode_request,
     encode_failure,
@@ -69,13 +67,14 @@ from warren.wire.control import (
 from warren.wire.protocol import KIND_CONTROL
 from warren.wire.signing import CONTROL_MAX_SIZE, Signer
 
+from warren_engine.daemon.app_changes import AppChanges
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.cancel_listener import CancelListener
 from warren_engine.daemon.gateway import Gateway
 from warren_engine.daemon.secret_store import redacted
-from warren_engine.nodes.agent import AgentPools
-from warren_engine.nodes.primary import PRIMARY_NODE
 from warren_engine.publisher import BROKER_ERRORS
+
+PEER_TIMEOUT = 10.0  # a peer asked for its containers answers from memory
 
 log = structlog.get_logger(__name__)
 
@@ -87,20 +86,21 @@ class ControlPlane:
     def __init__(
         self,
         registry: AppRegistry,
+        changes: AppChanges,
         cancels: CancelListener,
         gateway: Gateway,
         channel: AbstractRobustChannel,
         signer: Signer,
-        agent: AgentPools | None,
+        client: Client,
     ) -> None:
         self._registry = registry
+        self._changes = changes
+        self._cluster = registry.cluster
         self._cancels = cancels
         self._gateway = gateway
         self._channel = channel
         self._signer = signer
-        self._agent = agent
-        # Agents being sent their pools, one pass at a time per agent (by name).
-        self._rehosting: dict[str, asyncio.Task[None]] = {}
+        self._client = client  # to ask peers for their containers
         self._handlers: dict[type[Request[Any]], Handler] = {
             RegisterApp: self._register_app,
             DeployApp: self._deploy_app,
@@ -116,12 +116,7 @@ class ControlPlane:
             CreateSecret: self._create_secret,
             ListSecrets: self._list_secrets,
             DeleteSecret: self._delete_secret,
-            JoinNode: self._join_node,
             ListNodes: self._list_nodes,
-            HostPool: self._host_pool,
-            DropPool: self._drop_pool,
-            GetPoolStats: self._pool_stats,
-            UpdatePool: self._update_pool,
             ListDeadInputs: self._list_dead_inputs,
             ShowDeadInput: self._show_dead_input,
             RetryDeadInput: self._retry_dead_input,
@@ -130,11 +125,6 @@ class ControlPlane:
         unhandled = set(REQUESTS.values()) - set(self._handlers)
         if unhandled:
             raise TypeError(f"control operations without a handler: {sorted(map(str, unhandled))}")
-
-    async def close(self) -> None:
-        for task in self._rehosting.values():
-            task.cancel()
-        await asyncio.gather(*self._rehosting.values(), return_exceptions=True)
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         # Acknowledged at once: a request may take long (stopping an app waits for its
@@ -177,18 +167,18 @@ class ControlPlane:
     # -- apps --------------------------------------------------------------------------
 
     async def _register_app(self, request: RegisterApp) -> AppRegistered:
-        app = await self._registry.register(request.bundle, ephemeral=True, lease=request.lease)
+        app = await self._changes.register(request.bundle, ephemeral=True, lease=request.lease)
         await self._cancels.listen(app.environment)
         return AppRegistered(app.instance, self._web_base)
 
     async def _deploy_app(self, request: DeployApp) -> AppDeployed:
-        app = await self._registry.register(request.bundle, ephemeral=False)
+        app = await self._changes.register(request.bundle, ephemeral=False)
         await self._cancels.listen(app.environment)
         return AppDeployed(await self._registry.status(app), self._web_base)
 
     async def _stop_app(self, request: StopApp) -> AppStopped:
         app = self._registry.find(request.environment, request.instance)
-        return AppStopped(await self._registry.stop(app.environment, app.instance))
+        return AppStopped(await self._changes.stop(app.environment, app.instance))
 
     async def _list_apps(self, request: ListApps) -> AppListing:
         return AppListing(await self._registry.statuses(request.environment))
@@ -205,28 +195,73 @@ class ControlPlane:
 
     async def _ensure_variant(self, request: EnsureVariant) -> VariantDescription:
         app = self._registry.find(request.environment, request.instance, request.tag)
-        spec = await self._registry.ensure_variant(app, request.tag, dict(request.options))
+        spec = await self._changes.ensure_variant(app, request.tag, dict(request.options))
         return VariantDescription(app.instance, redacted(spec))
 
     async def _function_stats(self, request: FunctionStats) -> PoolStats:
         app, key = self._registry.find_pool(request.pool)
         return await self._registry.pool_stats(app, key)
 
-    @property
-    def _node_name(self) -> str:
-        return self._agent.name if self._agent is not None else PRIMARY_NODE
-
     async def _list_containers(self, request: ListContainers) -> ContainerListing:
-        return await self._registry.containers(request.environment, request.app, self._node_name)
+        """This node's containers, and (asked by a client) every live peer's."""
+        here = self._registry.containers(request.environment, request.app)
+        if request.here_only:
+            return here
+        found, errors = list(here.containers), []
+        for peer in self._peers(request.environment):
+            asked = dataclasses.replace(request, here_only=True)
+            try:
+                listing = await self._ask(peer, asked)
+            except exceptions.NotFoundError:
+                continue  # it runs nothing of that app
+            except exceptions.WarrenError as exc:
+                errors.append(f"node {peer}: {type(exc).__name__}: {exc}")
+                continue
+            found.extend(listing.containers)
+        if request.app is not None and not found and not errors:
+            raise exceptions.NotFoundError(
+                f"no app {request.app!r} runs in environment {request.environment!r}"
+            )
+        found.sort(key=lambda info: (info.app, info.function, info.node, -info.uptime))
+        return ContainerListing(tuple(found), tuple(errors))
 
     async def _stop_container(self, request: StopContainer) -> ContainerInfo:
-        return await self._registry.stop_container(
-            request.environment, request.container, self._node_name
+        info = self._registry.stop_container(request.environment, request.container)
+        if info is not None:
+            return info
+        unasked = []
+        if not request.here_only:
+            for peer in self._peers(request.environment):
+                try:
+                    found: ContainerInfo = await self._ask(
+                        peer, dataclasses.replace(request, here_only=True)
+                    )
+                    return found
+                except exceptions.NotFoundError:
+                    continue
+                except exceptions.WarrenError as exc:
+                    unasked.append(f"node {peer}: {type(exc).__name__}: {exc}")
+        unreachable = f"; could not ask {', '.join(unasked)}" if unasked else ""
+        raise exceptions.NotFoundError(
+            f"no container {request.container!r} runs in environment {request.environment!r} "
+            f"(warren container list shows their ids){unreachable}"
+        )
+
+    def _peers(self, environment: str) -> list[str]:
+        return [
+            beat.name
+            for beat in self._cluster.membership.others()
+            if environment in beat.environments
+        ]
+
+    async def _ask(self, peer: str, request: Any) -> Any:
+        return await self._client.control(
+            request, queue=naming.node_queue(peer), timeout=PEER_TIMEOUT
         )
 
     async def _update_autoscaler(self, request: UpdateAutoscaler) -> AutoscalerSettings:
         app, key = self._registry.find_pool(request.pool)
-        settings = await self._registry.update_autoscaler(app, key, request.changes)
+        settings = await self._changes.update_autoscaler(app, key, request.changes)
         return settings.to_settings()
 
     # -- secrets -----------------------------------------------------------------------
@@ -257,39 +292,19 @@ class ControlPlane:
     async def _purge_dead_inputs(self, request: PurgeDeadInputs) -> DeadInputsPurged:
         return DeadInputsPurged(await self._registry.dead_letters.purge(request.environment))
 
-    # -- several nodes (warren_engine.nodes) ---------------------------------------------
-
-    async def _join_node(self, request: JoinNode) -> Done:
-        """An agent's heartbeat: answered at once; pools it lacks are sent in the background,
-        one pass at a time per agent."""
-        agent = self._registry.nodes.joined(request)
-        if agent.name not in self._rehosting:
-            task = asyncio.create_task(self._registry.rehost(agent.name, set(agent.pools)))
-            self._rehosting[agent.name] = task
-            task.add_done_callback(lambda _: self._rehosting.pop(agent.name, None))
-        return Done()
+    # -- the engine nodes --------------------------------------------------------------
 
     async def _list_nodes(self, request: ListNodes) -> NodeListing:
-        return NodeListing(self._registry.nodes.listing())
-
-    def _agent_pools(self) -> AgentPools:
-        if self._agent is None:
-            raise exceptions.InvalidError("this engine is not an agent node (warren engine --join)")
-        return self._agent
-
-    async def _host_pool(self, request: HostPool) -> Done:
-        agent = self._agent_pools()
-        await self._cancels.listen(request.pool.environment)
-        await agent.host_pool(request)
-        return Done()
-
-    async def _drop_pool(self, request: DropPool) -> Done:
-        await self._agent_pools().drop_pool(request)
-        return Done()
-
-    async def _pool_stats(self, request: GetPoolStats) -> PoolStats:
-        return await self._agent_pools().pool_stats(request)
-
-    async def _update_pool(self, request: UpdatePool) -> Done:
-        self._agent_pools().update_pool(request)
-        return Done()
+        nodes = [
+            NodeInfo(
+                beat.name,
+                beat.offer,
+                alive=True,
+                pools=len(beat.pools),
+                environments=beat.environments,
+                leads=beat.leads,
+            )
+            for beat in self._cluster.membership.nodes()
+            if request.environment is None or request.environment in beat.environments
+        ]
+        return NodeListing(tuple(nodes))

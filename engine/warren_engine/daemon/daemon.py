@@ -1,19 +1,25 @@
-"""The engine daemon: the process that answers control requests and hosts apps.
+"""The engine daemon: one engine node, which answers control requests and hosts apps.
 
 It makes its parts once connected, each with what it needs, and closes them in the
-reverse order: the client it calls agents and web endpoints with, the app registry
-(:mod:`warren_engine.daemon.app_registry`), the HTTP gateway, the cancel listener, and
-the control plane (:mod:`warren_engine.daemon.control_plane`) that answers requests.
+reverse order: the client it calls peers and web endpoints with, its place in the
+cluster (:mod:`warren_engine.cluster.cluster`), the app registry
+(:mod:`warren_engine.daemon.app_registry`) and the changes made to it
+(:mod:`warren_engine.daemon.app_changes`), the HTTP gateway, the cancel listener, and the
+control plane (:mod:`warren_engine.daemon.control_plane`) that answers requests.
 
-It listens on an *exclusive* control queue, so the queue exists exactly while an
-engine is connected: a client that publishes a request with ``mandatory=True`` learns
-at once whether an engine is there. The daemon uses ``warren.v1.control``; an engine
-started by ``app.run()`` for one script uses a private ``warren.v1.control.<run>`` and
-follows its parent process (it stops when the parent dies).
+A daemon serves the environments it is started for (``--env a,b``, default
+``WARREN_ENVIRONMENT``'s): it consumes ``warren.v1.<env>.control`` for each, beside the
+other nodes that serve it, and ``warren.v1.node.<name>``, its own queue, where its
+peers ask it for its containers. Control queues are auto-deleted with their last
+consumer, so a client that publishes a request with ``mandatory=True`` learns at once
+whether any engine serves the environment. An engine started by ``app.run()`` for one
+script is a node alone: it uses a private ``warren.v1.control.<run>``, keeps its
+registry in memory, and follows its parent process (it stops when the parent dies).
 
 On SIGTERM it stops taking inputs: containers finish what they run and exit, deployed
-apps' queued inputs stay queued for the next start, ephemeral apps are stopped; then
-it exits 0. Deployed apps come back on the next start (see :mod:`warren_engine.daemon.records`).
+apps' queued inputs stay queued for the other nodes or the next start; a node alone
+stops its ephemeral apps. Then it exits 0. Deployed apps come back on the next start,
+from the registry.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -32,13 +39,16 @@ from typing import Any
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import ChannelLockedResource
 from warren import exceptions
 from warren.client.connection import Client
 from warren.config import RECONNECT_INTERVAL, Settings, hide_engine_only_variables
 from warren.wire import naming
+from warren.wire.signing import signer
 
+from warren_engine.cluster.cluster import Cluster
+from warren_engine.daemon.app_changes import AppChanges
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.cancel_listener import CancelListener
 from warren_engine.daemon.control_plane import ControlPlane
@@ -47,8 +57,6 @@ from warren_engine.daemon.dashboard.dashboard import Dashboard
 from warren_engine.daemon.gateway import Gateway
 from warren_engine.daemon.health import Health
 from warren_engine.daemon.secret_store import SecretStore
-from warren_engine.nodes.agent import AgentPools, node_name
-from warren_engine.nodes.primary import Nodes, RemotePools
 from warren_engine.pool import processes as procs
 from warren_engine.pool.cancel_memory import CancelMemory
 from warren_engine.pool.metrics import EngineMetrics
@@ -69,14 +77,18 @@ class Engine:
         run_id: str | None = None,
         parent_pid: int | None = None,
         state_dir: Path | None = None,
-        join: str | None = None,
     ) -> None:
         self.settings = config
         # What this node offers, from the settings: a bad WARREN_GPUS fails here, at start.
         self.node = Node.from_settings(config)
-        # An agent node (``join`` is its name) listens on a queue of its own.
-        self.join = join
-        self.control_queue = naming.node_queue(join) if join else naming.control_queue(run_id)
+        self.name = node_name(config.node_name)
+        self.environments = config.engine_environments or (config.environment,)
+        self.run_id = run_id
+        self.control_queues = (
+            [naming.control_queue(self.environments[0], run_id)]
+            if run_id is not None
+            else [naming.control_queue(environment) for environment in self.environments]
+        )
         self.parent_pid = parent_pid
         self._owns_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="warren-engine-"))
@@ -110,19 +122,26 @@ class Engine:
     ) -> None:
         """Make the engine's parts, each closed by ``stack`` in the reverse order."""
         channel = await connection.channel()
-        try:
-            queue = await channel.declare_queue(self.control_queue, exclusive=True)
-        except ChannelLockedResource:
-            raise exceptions.EngineError(
-                f"another engine already listens on {self.control_queue!r}"
-            ) from None
-        # The gateway and the primary's messages to agents go through the broker like any
-        # client's.
+        queues = await self._declare_queues(channel)
+        # The gateway and the node's questions to its peers go through the broker like
+        # any client's.
         client = await Client(self.settings).open()
         stack.push_async_callback(client.close)
         cancel_memory = CancelMemory()
-        registry = await self._registry(connection, channel, client, cancel_memory)
-        stack.push_async_callback(registry.shutdown)
+        publisher = await connection.channel(publisher_confirms=True)
+        cluster = self._cluster(connection, publisher)
+        registry = AppRegistry(
+            self.settings,
+            connection,
+            channel,
+            publisher,
+            self.state_dir,
+            cancel_memory,
+            SecretStore(self.state_dir),
+            cluster,
+            EngineMetrics(self.name),
+        )
+        changes = AppChanges(registry, cluster)
         dashboard = self._dashboard(registry, client, lambda: gateway.base_url)
         health = Health(connection, channel)
         gateway = Gateway(
@@ -149,43 +168,53 @@ class Engine:
             dashboard.start()
             stack.push_async_callback(dashboard.close)
             _announce(dashboard.access, gateway.base_url)
-        agent = AgentPools(registry, self.join) if self.join else None
-        if agent is None:
-            await registry.restore()
+        await registry.start()  # reads the registries: the deployed apps come back
+        stack.push_async_callback(registry.shutdown)
+        stack.push_async_callback(changes.leave)
         seals = registry.signer
         cancels = CancelListener(channel, seals, cancel_memory)
-        for environment in registry.environments():
+        for environment in self.environments:
             await cancels.listen(environment)
-        control = ControlPlane(registry, cancels, gateway, channel, seals, agent)
-        stack.push_async_callback(control.close)
+        control = ControlPlane(registry, changes, cancels, gateway, channel, seals, client)
         stack.callback(log.info, "engine_stopping")
-        await queue.consume(control.on_message)
+        for queue in queues:
+            await queue.consume(control.on_message)
         health.consuming()
-        log.info("engine_started", control_queue=self.control_queue, pid=os.getpid())
-        sys.stdout.write(f"READY {self.control_queue}\n")
+        names = [queue.name for queue in queues]
+        log.info("engine_started", node=self.name, control_queues=names, pid=os.getpid())
+        sys.stdout.write(f"READY {' '.join(names)}\n")
         sys.stdout.flush()
         os.dup2(2, 1)  # nothing more for whoever reads our stdout: keep it from filling up
-        await self._run_until_stopped(registry, agent, client)
+        await self._run_until_stopped(changes)
 
-    async def _registry(
-        self,
-        connection: AbstractRobustConnection,
-        channel: AbstractRobustChannel,
-        client: Client,
-        cancels: CancelMemory,
-    ) -> AppRegistry:
-        nodes = Nodes(self.node)
-        return AppRegistry(
-            self.settings,
+    async def _declare_queues(self, channel: AbstractRobustChannel) -> list[AbstractQueue]:
+        """The control queues this node takes requests from (its own one first, exclusive:
+        a second node of the same name, or of the same run, is refused)."""
+        own = self.control_queues[0] if self.run_id is not None else naming.node_queue(self.name)
+        try:
+            queues: list[AbstractQueue] = [await channel.declare_queue(own, exclusive=True)]
+        except ChannelLockedResource:
+            raise exceptions.EngineError(
+                f"another engine already listens on {own!r} (give each node its own --node-name)"
+            ) from None
+        if self.run_id is None:
+            for name in self.control_queues:  # shared with the environment's other nodes
+                queues.append(await channel.declare_queue(name, auto_delete=True))
+        return queues
+
+    def _cluster(
+        self, connection: AbstractRobustConnection, publisher: AbstractRobustChannel
+    ) -> Cluster:
+        if self.run_id is not None:
+            return Cluster.alone(self.name, self.environments, self.node)
+        return Cluster.of_peers(
+            self.name,
+            self.environments,
+            self.node,
             connection,
-            channel,
-            await connection.channel(publisher_confirms=True),
-            self.state_dir,
-            cancels,
-            SecretStore(self.state_dir),
-            nodes,
-            RemotePools(nodes, client),
-            EngineMetrics(self.join or node_name(self.settings.node_name)),
+            publisher,
+            signer(self.settings),
+            self.settings.queue_type,
         )
 
     def _dashboard(
@@ -201,17 +230,13 @@ class Engine:
             access,
             registry,
             client.session,
-            local_node=node_name(self.settings.node_name),
+            local_node=self.name,
             base_url=base_url,
             dead_letters=registry.dead_letters.list,
         )
 
-    async def _run_until_stopped(
-        self, registry: AppRegistry, agent: AgentPools | None, client: Client
-    ) -> None:
-        watchers = [asyncio.create_task(registry.watch_leases())]
-        if agent is not None:
-            watchers.append(asyncio.create_task(agent.keep_joining(client)))
+    async def _run_until_stopped(self, changes: AppChanges) -> None:
+        watchers = [asyncio.create_task(changes.watch_leases())]
         if self.parent_pid:
             watchers.append(asyncio.create_task(self._watch_parent()))
         try:
@@ -227,6 +252,13 @@ class Engine:
             await asyncio.sleep(PARENT_POLL_SECONDS)
         log.warning("engine_orphaned", parent=self.parent_pid)
         self._stop.set()
+
+
+def node_name(configured: str | None) -> str:
+    """This node's name: as configured, else the host's name and this process's id (two
+    nodes on one machine must differ)."""
+    name = configured or f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+    return naming.check_part("node name", name)
 
 
 def _announce(access: DashboardAccess, base_url: str) -> None:

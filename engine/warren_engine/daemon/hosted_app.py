@@ -1,4 +1,4 @@
-"""An app as an engine hosts it: its functions and variants, their pools, its record.
+"""An app as an engine node hosts it: its functions and variants, and its pools here.
 
 A function whose timeout the broker would not let run to the end is refused at
 registration: RabbitMQ (before 3.12) closes the channel of a consumer that holds a
@@ -20,7 +20,7 @@ from warren.wire import naming
 from warren.wire.control import AutoscalerChanges
 from warren.wire.spec import FunctionSpec
 
-from warren_engine.daemon.records import DeploymentRecord
+from warren_engine.cluster.entries import AppPut
 from warren_engine.pool.autoscaler import Autoscaling
 from warren_engine.pool.pool import ContainerPool
 
@@ -100,13 +100,7 @@ class HostedApp:
     sys_path: tuple[str, ...] = ()
     # update_autoscaler's, by pool key: until the next deploy.
     overrides: dict[str, AutoscalerChanges] = field(default_factory=dict)
-    pools: dict[str, ContainerPool] = field(default_factory=dict)
-    # Pools placed on agent nodes: key -> node name (see warren_engine.nodes.primary); and restored
-    # pools that wait for a node able to run them to join.
-    remote: dict[str, str] = field(default_factory=dict)
-    pending: set[str] = field(default_factory=set)
-    # False for an app an agent runs pools of for its primary: the queues are not its.
-    owned: bool = True
+    pools: dict[str, ContainerPool] = field(default_factory=dict)  # those on this node
     deployed_at: float = field(default_factory=time.time)
     lease: str | None = None
 
@@ -126,29 +120,26 @@ class HostedApp:
         )
         return with_changes(base, self.overrides.get(key))
 
-    def record(self) -> DeploymentRecord:
-        """What the engine keeps of this (deployed) app on disk."""
-        return DeploymentRecord(
+    def max_is_set(self, key: str) -> bool:
+        """Whether ``max_containers`` bounds the pool on all nodes together (set on the
+        function, or by ``update_autoscaler``); unset, it is per node (its cores)."""
+        override = self.overrides.get(key)
+        changed = override is not None and override.max_containers is not None
+        return changed or self.specs[key].max_containers is not None
+
+    def entry(self, entry_id: str, node: str, code: bytes) -> AppPut:
+        """This app as a registry entry (with ``code``, which it keeps on disk)."""
+        return AppPut(
+            entry_id,
             self.environment,
             self.app,
+            self.instance,
+            self.ephemeral,
             tuple(self.specs.values()),
-            self.code_path.name,
+            code,
             self.sys_path,
             dict(self.overrides),
             self.deployed_at,
-        )
-
-    @classmethod
-    def restored(cls, record: DeploymentRecord, code_path: Path) -> HostedApp:
-        """The deployed app ``record`` describes, its code at ``code_path``, no pools yet."""
-        return cls(
-            record.environment,
-            record.app,
-            record.app,
-            specs_by_key(record.specs),
-            code_path,
-            ephemeral=False,
-            sys_path=record.sys_path,
-            overrides=dict(record.overrides),
-            deployed_at=record.deployed_at,
+            self.lease,
+            node,
         )

@@ -10,6 +10,8 @@ in a status or list reply: listing shows names and keys.
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -19,7 +21,19 @@ from warren.wire import naming
 from warren.wire.control import SecretKeys
 from warren.wire.spec import FunctionSpec, InlineSecret, NamedSecret, RedactedSecret, SecretRef
 
-from warren_engine.daemon.records import write_atomically
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class SecretStore:

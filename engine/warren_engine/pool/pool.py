@@ -40,6 +40,9 @@ import structlog
 from warren import exceptions
 from warren.wire.control import ContainerInfo, PoolStats
 
+from warren_engine.cluster.membership import PoolBeat
+from warren_engine.cluster.shares import Share
+from warren_engine.cluster.slots import Slots, Token
 from warren_engine.container.container import EXIT_REPLACED, ContainerConfig, FunctionConfig
 from warren_engine.pipe.messages import (
     Answered,
@@ -78,6 +81,7 @@ START_TIMEOUT = 120.0
 KILL_WAIT = 5.0
 MIN_HEALTHY_SECONDS = 5.0
 MAX_BACKOFF = 30.0
+SLOT_RETRY = 0.5  # seconds between asks for a slot while all are taken
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +100,7 @@ class _Member:
     inputs: int = 0
     tally: Tally = field(default_factory=Tally)  # its last report's
     kill_by: asyncio.TimerHandle | None = None  # set when it was asked to stop on its own
+    token: Token | None = None  # its slot, when the pool's max_containers is cluster-wide
 
     def view(self, now: float) -> ContainerView:
         idle = 0.0 if self.running else self.idle_for + (now - self.reported_at)
@@ -133,8 +138,17 @@ class ContainerPool:
         node: Node | None = None,
         cores: CorePlacement | None = None,
         metrics: FunctionMetrics | None = None,
+        share: Callable[[], Share] = Share,
+        slots: Slots | None = None,
+        max_is_per_node: bool = True,
     ) -> None:
         self.config = config
+        # This node's place among those that run the pool, and the pool's slots: see
+        # warren_engine.cluster.shares and warren_engine.cluster.slots.
+        self._share = share
+        self._slots = slots
+        self._max_is_per_node = max_is_per_node
+        self._no_slot_until = 0.0
         # The function's series on this node (of its own if the pool is not given them).
         self._metrics = metrics or FunctionMetrics(
             (config.environment, config.instance, config.spec.tag)
@@ -187,9 +201,10 @@ class ContainerPool:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         self._metrics.attach(self)
+        launched = 0
         for _ in range(warm):
-            self._launch()
-        if warm:
+            launched += await self._launch_with_slot()
+        if launched:
             try:
                 await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
             except TimeoutError:
@@ -208,6 +223,13 @@ class ContainerPool:
         self.autoscaling = autoscaling
         self._poke.set()
 
+    def bound(self, slots: Slots | None, *, max_is_per_node: bool) -> None:
+        """Bound the pool by cluster-wide slots from now on (None: by its own settings)."""
+        if (slots is None) != (self._slots is None):
+            self._slots = slots
+        self._max_is_per_node = max_is_per_node
+        self._poke.set()
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop every container: each finishes (or requeues) its inputs within the grace."""
         grace = self.config.settings.stop_grace + KILL_WAIT if grace is None else grace
@@ -221,9 +243,7 @@ class ContainerPool:
         members = list(self._members.values())
         await self._terminate(members, grace)
         for member in members:  # their _watch tasks were cancelled above
-            if self._members.pop(member.key, None) is not None:
-                self._node.release(self.config.spec)
-                self._give_core(member.container_id)
+            await self._retire(member)
         if self._requests:
             await asyncio.wait(set(self._requests), timeout=KILL_WAIT)
 
@@ -267,6 +287,18 @@ class ContainerPool:
             autoscaler=self.autoscaling.to_settings(),
             messages_received=self._retired_messages + sum(r[0] for r in received),
             inputs_received=self._retired_inputs + sum(r[1] for r in received),
+        )
+
+    def beat(self) -> PoolBeat:
+        """What this pool runs on this node, for the node's heartbeat."""
+        members = [m for m in self._members.values() if m.process.alive]
+        loads = [m.process.gauge.read() for m in members]
+        return PoolBeat(
+            self.config.queue,
+            len(members),
+            sum(running for _, running in loads),
+            sum(held for held, _ in loads),
+            tuple(sorted(m.process.pid for m in members)),
         )
 
     def gauges(self) -> PoolGauges:
@@ -332,22 +364,61 @@ class ContainerPool:
         if self._load_error is not None and messages:
             answered = await self._answer_queued(self.config.queue, str(self._load_error))
             self._log.error("inputs_failed_fast", inputs=answered, reason=str(self._load_error))
+        await self._keep_slots(live)
         now = time.monotonic()
+        share = self._share()
+        settings = share.settings(self.autoscaling, max_is_per_node=self._max_is_per_node)
+        if settings is None:  # this node's share is no container: the others run them
+            for member in live:
+                if not member.stopping:
+                    self._scale_down(member)
+            return
         decision = decide(
-            self.autoscaling,
+            settings,
             self.config.spec.max_inputs,
-            self._queued,
+            share.of(self._queued),
             [m.view(now) for m in live if m.ready],
             starting=sum(1 for m in live if not m.ready and not m.stopping),
         )
         for key in decision.stop:
-            member = self._members[key]
-            member.stopping = True
-            member.process.terminate()
-            self._log.info("container_scaled_down", pid=member.process.pid)
+            self._scale_down(self._members[key])
         if decision.start and now >= self._next_launch:
             for _ in range(decision.start):
-                self._launch()
+                if not await self._launch_with_slot():
+                    break
+
+    def _scale_down(self, member: _Member) -> None:
+        member.stopping = True
+        member.process.terminate()
+        self._log.info("container_scaled_down", pid=member.process.pid)
+
+    async def _keep_slots(self, live: list[_Member]) -> None:
+        """Take a slot again for each container whose slot went with a lost channel; stop
+        those for which none is left (another node took it meanwhile)."""
+        if self._slots is None:
+            return
+        for member in live:
+            if member.stopping or (member.token is not None and member.token.held):
+                continue
+            member.token = await self._slots.take()
+            if member.token is None:
+                self._log.warning("container_lost_its_slot", pid=member.process.pid)
+                self._scale_down(member)
+
+    async def _launch_with_slot(self) -> bool:
+        """Start a container if a slot is free (always, without slots): whether it did."""
+        token = None
+        if self._slots is not None:
+            if time.monotonic() < self._no_slot_until:
+                return False
+            token = await self._slots.take()
+            if token is None:  # all taken: ask the broker again in a while, not every tick
+                self._no_slot_until = time.monotonic() + SLOT_RETRY
+                return False
+        if not self._launch(token) and token is not None:
+            await self._slots.give_back(token)  # type: ignore[union-attr]
+            return False
+        return True
 
     def _inputs_in(self, messages: int) -> int:
         """The inputs ``messages`` queued messages hold, by the batches containers see."""
@@ -357,9 +428,9 @@ class ContainerPool:
 
     # -- members -----------------------------------------------------------------------
 
-    def _launch(self) -> None:
+    def _launch(self, token: Token | None = None) -> bool:
         if self._stopping:
-            return
+            return False
         container_id = uuid.uuid4().hex[:12]
         cancelled = tuple(self._cancels.recent())
         environ = self._environ()  # may hold secrets: never logged
@@ -367,7 +438,7 @@ class ContainerPool:
             if not self._waiting_for_capacity:
                 self._log.warning("container_waiting_for_capacity", node=self._node.labels())
             self._waiting_for_capacity = True
-            return  # the next tick tries again
+            return False  # the next tick tries again
         self._waiting_for_capacity = False
         self._keys += 1
         key = self._keys
@@ -391,11 +462,12 @@ class ContainerPool:
         if self._cores is not None:
             self._cores.started(container_id, process.pid)
         self._ledger.joined(key, process.holdings)
-        member = _Member(key, container_id, process, started_at=time.monotonic())
+        member = _Member(key, container_id, process, started_at=time.monotonic(), token=token)
         self._members[key] = member
         self._metrics.cold_starts += 1
         self._own(self._watch(member))
         self._log.info("container_spawned", pid=process.pid, container=container_id)
+        return True
 
     def _on_status(self, key: int, event: Event) -> None:
         self._on_event[type(event)](key, event)
@@ -464,9 +536,7 @@ class ContainerPool:
         ready_by.cancel()
         if member.kill_by is not None:
             member.kill_by.cancel()
-        if self._members.pop(member.key, None) is not None:
-            self._node.release(self.config.spec)
-            self._give_core(member.container_id)
+        await self._retire(member)
         messages, inputs = member.process.gauge.received()
         self._retired_messages += messages
         self._retired_inputs += inputs
@@ -541,6 +611,16 @@ class ContainerPool:
         if query.replaces:  # now in the queue: the crashed original must not run
             self._ledger.replaced(query.replaces)
         return Done()
+
+    async def _retire(self, member: _Member) -> None:
+        """A member has exited: its capacity, core and slot are free again."""
+        if self._members.pop(member.key, None) is None:
+            return
+        self._node.release(self.config.spec)
+        self._give_core(member.container_id)
+        token, member.token = member.token, None
+        if token is not None and self._slots is not None:
+            await self._slots.give_back(token)
 
     def _give_core(self, container_id: str) -> None:
         if self._cores is not None:

@@ -114,12 +114,18 @@ async def start_run(client: Client, app: PackedApp) -> RunHandle:
         reply = await client.control(request, timeout=REGISTER_TIMEOUT)
         log.debug("app_registered", app=app.name, instance=instance, engine="daemon")
         return RunHandle(
-            client, app.environment, instance, naming.control_queue(), None, lease, reply.web_base
+            client,
+            app.environment,
+            instance,
+            naming.control_queue(app.environment),
+            None,
+            lease,
+            reply.web_base,
         )
     except EngineNotFoundError:
         pass  # no daemon listening: start our own engine
-    control_queue = naming.control_queue(run_id)
-    engine = await _start_engine(client, run_id)
+    control_queue = naming.control_queue(app.environment, run_id)
+    engine = await _start_engine(client, run_id, app.environment)
     try:
         reply = await client.control(request, queue=control_queue, timeout=REGISTER_TIMEOUT)
     except BaseException:
@@ -172,7 +178,7 @@ async def stop_run(client: Client, handle: RunHandle) -> None:
             await _stop_engine(handle.engine)
 
 
-async def _start_engine(client: Client, run_id: str) -> subprocess.Popen[bytes]:
+async def _start_engine(client: Client, run_id: str, environment: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["WARREN_BROKER_URL"] = client.settings.broker_url
     env.setdefault("WARREN_LOG_LEVEL", "warning")
@@ -185,6 +191,8 @@ async def _start_engine(client: Client, run_id: str) -> subprocess.Popen[bytes]:
         run_id,
         "--parent-pid",
         str(os.getpid()),
+        "--env",
+        environment,
     ]
     # A session of its own: Ctrl-C in the user's terminal reaches the client, which then
     # stops the app and this engine in order, instead of killing the engine mid-call.

@@ -317,7 +317,7 @@ class Client:
         correlation_id = uuid.uuid4().hex
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._control[correlation_id] = waiter
-        target = queue or naming.control_queue()
+        target = queue or naming.control_queue(request.scope or self.environment)
         try:
             try:
                 await self.publisher.publish(

@@ -41,6 +41,13 @@ class Request(Generic[R]):
     OP: ClassVar[str]
     REPLY: ClassVar[type[Any]]
 
+    @property
+    def scope(self) -> str | None:
+        """The environment this request is for: its engines' control queue takes it.
+        None: any the engine serves (the client sends it to its own environment's)."""
+        environment = getattr(self, "environment", None)
+        return environment if isinstance(environment, str) else None
+
 
 # -- what replies carry ------------------------------------------------------------------
 
@@ -72,8 +79,8 @@ class AutoscalerChanges:
 
 @dataclass(frozen=True, slots=True)
 class PoolStats:
-    """One pool, now. ``node`` is the agent node that runs it (None: the engine itself);
-    ``error`` says why that node could not be asked (and then the figures are zeros).
+    """One pool, now, on every engine node together; ``nodes`` gives its containers by
+    node. ``node`` and ``error`` name a node that could not be asked, and why.
 
     ``running_inputs`` are inputs a function is running; ``held_inputs`` adds those its
     containers took from the queue and will start as slots free up (a batch, or a
@@ -90,6 +97,7 @@ class PoolStats:
     node: str | None = None
     error: str | None = None
     held_inputs: int = 0
+    nodes: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for people and JSON (``get_current_stats``); unset parts left out."""
@@ -136,6 +144,8 @@ class AppStatus:
     ephemeral: bool
     deployed_at: float
     functions: dict[str, PoolStats]
+    leader: str | None = None  # the engine node that leads the app's environment
+    nodes: tuple[str, ...] = ()  # the engine nodes up, as the node asked sees them
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for people and JSON (``warren app status --json``)."""
@@ -146,6 +156,8 @@ class AppStatus:
             "ephemeral": self.ephemeral,
             "deployed_at": self.deployed_at,
             "functions": {key: stats.as_dict() for key, stats in self.functions.items()},
+            "leader": self.leader,
+            "nodes": list(self.nodes),
         }
 
 
@@ -211,7 +223,9 @@ class NodeInfo:
     name: str
     node: NodeOffer
     alive: bool
-    pools: int  # pools the node runs for the primary
+    pools: int  # the pools it runs
+    environments: tuple[str, ...] = ()
+    leads: tuple[str, ...] = ()  # the environments it leads
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,17 +353,6 @@ class PoolName:
     variant: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PlacedPool:
-    """A pool a primary placed on an agent node. ``generation`` (the app's deploy time)
-    tells a redeploy's pools from the ones they replace."""
-
-    environment: str
-    instance: str
-    key: str
-    generation: float
-
-
 # -- the operations ----------------------------------------------------------------------
 
 
@@ -362,6 +365,10 @@ class RegisterApp(Request[AppRegistered]):
     bundle: AppBundle
     lease: str | None = None  # a queue the client holds while connected
 
+    @property
+    def scope(self) -> str | None:
+        return self.bundle.environment
+
 
 @dataclass(frozen=True, slots=True)
 class DeployApp(Request[AppDeployed]):
@@ -370,6 +377,10 @@ class DeployApp(Request[AppDeployed]):
     OP: ClassVar[str] = "deploy_app"
     REPLY: ClassVar[type[Any]] = AppDeployed
     bundle: AppBundle
+
+    @property
+    def scope(self) -> str | None:
+        return self.bundle.environment
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,16 +440,21 @@ class FunctionStats(Request[PoolStats]):
     REPLY: ClassVar[type[Any]] = PoolStats
     pool: PoolName
 
+    @property
+    def scope(self) -> str | None:
+        return self.pool.environment
+
 
 @dataclass(frozen=True, slots=True)
 class ListContainers(Request[ContainerListing]):
     """The containers of an environment's apps (of one app, by its name or instance), on
-    every node; a primary asks its agents for theirs."""
+    every node: the node asked lists its own and asks the others for theirs."""
 
     OP: ClassVar[str] = "list_containers"
     REPLY: ClassVar[type[Any]] = ContainerListing
     environment: str
     app: str | None = None
+    here_only: bool = False  # from a peer: the asked node's own, not the others'
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +467,7 @@ class StopContainer(Request[ContainerInfo]):
     REPLY: ClassVar[type[Any]] = ContainerInfo
     environment: str
     container: str
+    here_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +476,10 @@ class UpdateAutoscaler(Request[AutoscalerSettings]):
     REPLY: ClassVar[type[Any]] = AutoscalerSettings
     pool: PoolName
     changes: AutoscalerChanges
+
+    @property
+    def scope(self) -> str | None:
+        return self.pool.environment
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,58 +507,12 @@ class DeleteSecret(Request[Done]):
 
 
 @dataclass(frozen=True, slots=True)
-class JoinNode(Request[Done]):
-    """An agent node's heartbeat to its primary: what it offers, which pools it runs."""
-
-    OP: ClassVar[str] = "join_node"
-    REPLY: ClassVar[type[Any]] = Done
-    name: str
-    queue: str
-    node: NodeOffer
-    pools: tuple[PlacedPool, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class ListNodes(Request[NodeListing]):
+    """The engine nodes up, as the node asked sees them (from their heartbeats)."""
+
     OP: ClassVar[str] = "list_nodes"
     REPLY: ClassVar[type[Any]] = NodeListing
-
-
-@dataclass(frozen=True, slots=True)
-class HostPool(Request[Done]):
-    """A primary to an agent: run this pool (secrets resolved in ``environ``)."""
-
-    OP: ClassVar[str] = "host_pool"
-    REPLY: ClassVar[type[Any]] = Done
-    pool: PlacedPool
-    app: str
-    spec: FunctionSpec
-    code: bytes
-    sys_path: tuple[str, ...]
-    environ: dict[str, str | None] = field(repr=False)  # may hold secrets: never shown
-    warm: int
-
-
-@dataclass(frozen=True, slots=True)
-class DropPool(Request[Done]):
-    OP: ClassVar[str] = "drop_pool"
-    REPLY: ClassVar[type[Any]] = Done
-    pool: PlacedPool
-
-
-@dataclass(frozen=True, slots=True)
-class GetPoolStats(Request[PoolStats]):
-    OP: ClassVar[str] = "pool_stats"
-    REPLY: ClassVar[type[Any]] = PoolStats
-    pool: PlacedPool
-
-
-@dataclass(frozen=True, slots=True)
-class UpdatePool(Request[Done]):
-    OP: ClassVar[str] = "update_pool"
-    REPLY: ClassVar[type[Any]] = Done
-    pool: PlacedPool
-    settings: AutoscalerSettings
+    environment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,12 +568,7 @@ REQUESTS: Final[dict[str, type[Request[Any]]]] = {
         CreateSecret,
         ListSecrets,
         DeleteSecret,
-        JoinNode,
         ListNodes,
-        HostPool,
-        DropPool,
-        GetPoolStats,
-        UpdatePool,
         ListDeadInputs,
         ShowDeadInput,
         RetryDeadInput,
@@ -771,3 +741,15 @@ def _decode_scalar(hint: Any, value: Any, where: str) -> Any:
     raise DeserializationError(
         f"malformed {where}: expected {hint.__name__}, got {type(value).__name__}"
     )
+
+
+def record_fields(record: object) -> dict[str, Any]:
+    """A wire dataclass as plain data (what control messages carry), for other typed
+    messages built of the same parts (the engine nodes' registry entries and heartbeats)."""
+    return _fields(record)
+
+
+def decode_fields(cls: type[R], value: Any, where: str) -> R:
+    """The ``cls`` that :func:`record_fields` made ``value`` of, every field checked;
+    ``DeserializationError`` saying where it is malformed."""
+    return _decode_record(cls, value, where)

@@ -8,11 +8,14 @@ may not contain dots.
 
 ::
 
-    warren.v1.control                         engine daemon control queue
     warren.v1.control.<run>                   a private engine started for one app run
-    warren.v1.node.<name>                     an agent engine node (warren engine --join)
+    warren.v1.node.<name>                     one engine node's own requests (its peers')
+    warren.v1.nodes                           fanout exchange: engine nodes' heartbeats
     warren.v1.dlx                             dead-letter exchange (direct)
     warren.v1.replies                         direct exchange: results, to result queues
+    warren.v1.<env>.control                   the control queue of an environment's engines
+    warren.v1.<env>.registry                  stream: the environment's deployed apps
+    warren.v1.<env>.leader                    single-active-consumer queue: who leads
     warren.v1.<env>.dead                      dead-letter queue of an environment
     warren.v1.<env>.cancel                    fanout exchange: cancelled invocations
     warren.v1.<env>.delay                     headers exchange: retries waiting their backoff
@@ -21,6 +24,7 @@ may not contain dots.
     warren.v1.<env>.orphans                   retries whose function queue is gone (answered)
     warren.v1.<env>.fn.<app>.<function>       a function's input queue
     warren.v1.<env>.fn.<app>.<function>.<v>   ... of a variant made by with_options
+    warren.v1.<env>.slots.<app>.<function>... its container slots (max_containers tokens)
     warren.v1.<env>.results.<client>          a client's result queue
     warren.v1.<env>.results.<client>.marker   ... and its broker-restart marker
     warren.v1.<env>.lease.<client>            exists while the client is connected
@@ -41,16 +45,40 @@ PROTOCOL_VERSION = 1
 PREFIX = f"warren.v{PROTOCOL_VERSION}"
 
 
-def control_queue(run_id: str | None = None) -> str:
-    """The engine daemon's control queue, or the private one of an engine started for a run."""
-    if run_id is None:
-        return f"{PREFIX}.control"
-    return f"{PREFIX}.control.{check_part('run id', run_id)}"
+def control_queue(environment: str, run_id: str | None = None) -> str:
+    """The control queue of an environment's engine nodes (every node serving it consumes
+    it), or the private one of an engine started for one app run."""
+    if run_id is not None:
+        return f"{PREFIX}.control.{check_part('run id', run_id)}"
+    return f"{PREFIX}.{check_part('environment', environment)}.control"
 
 
 def node_queue(name: str) -> str:
-    """The control queue of an agent engine node."""
+    """One engine node's own queue: what its peers ask of it alone (its containers)."""
     return f"{PREFIX}.node.{check_part('node name', name)}"
+
+
+def nodes_exchange() -> str:
+    """The fanout exchange every engine node sends its heartbeats to."""
+    return f"{PREFIX}.nodes"
+
+
+def registry_stream(environment: str) -> str:
+    """The stream that keeps an environment's deployed apps (every node reads it)."""
+    return f"{PREFIX}.{check_part('environment', environment)}.registry"
+
+
+def leader_queue(environment: str) -> str:
+    """The single-active-consumer queue whose active consumer leads the environment."""
+    return f"{PREFIX}.{check_part('environment', environment)}.leader"
+
+
+def slots_queue(function_queue_name: str) -> str:
+    """Where a function's container slots wait to be taken (one token per container)."""
+    head, _, tail = function_queue_name.partition(".fn.")
+    if not tail or not head.startswith(f"{PREFIX}."):
+        raise InvalidError(f"{function_queue_name!r} is not a function queue")
+    return f"{head}.slots.{tail}"
 
 
 def dead_letter_exchange() -> str:
