@@ -67,7 +67,10 @@ WARREN_LOG_RATE                 characters per second a container       1048576
                                 and the drop is counted)
 WARREN_STATE_DIR                where an engine daemon records its      $XDG_STATE_HOME/warren
                                 apps, secrets, volumes (``--state-dir``)
-WARREN_NODE_NAME                an agent node's name (``--node-name``)  the host name
+WARREN_NODE_NAME                this engine node's name, unique         host-pid
+                                (``--node-name``)
+WARREN_ENGINE_ENVIRONMENTS      environments an engine node serves,     WARREN_ENVIRONMENT
+                                comma-separated (``warren engine --env``)
 WARREN_NODE_CPUS                cores this engine node offers           the machine's
 WARREN_NODE_MEMORY              MiB this engine node offers             the machine's
 WARREN_GPUS                     GPUs it offers, e.g. ``H100:2`` or      none

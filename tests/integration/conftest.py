@@ -8,12 +8,44 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import support
 from support import EngineProcess, engine_running
 
 
 @pytest.fixture(autouse=True)
 def _needs_broker(broker_url: str) -> None:
     """Every integration test runs against the real RabbitMQ."""
+
+
+def _module_environments(module: object) -> list[str]:
+    names = ["main"]
+    for attribute in ("ENVIRONMENT", "TAIL_ENVIRONMENT"):
+        value = getattr(module, attribute, None)
+        if isinstance(value, str):
+            names.append(value)
+    return names
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine_environments(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The engines a module starts serve main and its ENVIRONMENT (and TAIL_ENVIRONMENT);
+    set before its module-scoped fixtures start any (autouse fixtures come first)."""
+    support.ENGINE_ENVIRONMENTS[:] = _module_environments(request.module)
+    yield
+    support.ENGINE_ENVIRONMENTS[:] = ["main"]
+
+
+@pytest.fixture(autouse=True)
+def _marked_environments(request: pytest.FixtureRequest) -> Iterator[None]:
+    """...and those a test's ``engine_environments`` marker names."""
+    marker = request.node.get_closest_marker("engine_environments")
+    if marker is None:
+        yield
+        return
+    names = [*_module_environments(request.module), *marker.args]
+    support.ENGINE_ENVIRONMENTS[:] = list(dict.fromkeys(names))
+    yield
+    support.ENGINE_ENVIRONMENTS[:] = _module_environments(request.module)
 
 
 @pytest.fixture

@@ -135,6 +135,11 @@ def queue_names() -> list[str]:
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
 
 
+# The environments the engines a test starts serve (``warren engine --env``), unless it
+# says otherwise: set for each test by conftest from its module's ENVIRONMENT.
+ENGINE_ENVIRONMENTS: list[str] = ["main"]
+
+
 class EngineProcess:
     """A real engine daemon process whose state survives restarts (same state dir)."""
 
@@ -147,7 +152,11 @@ class EngineProcess:
     ) -> None:
         self.state_dir = state_dir
         self.args = args
-        self.env = {**os.environ, **(env or {})}
+        self.env = {
+            **os.environ,
+            "WARREN_ENGINE_ENVIRONMENTS": ",".join(ENGINE_ENVIRONMENTS),
+            **(env or {}),
+        }
         self.log = log  # where its stderr (and its containers') goes, if not to the test's
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -208,6 +217,7 @@ def engine_running(
     """A real engine daemon for the block; the apps it hosts are stopped (queues removed)
     after. Containers get 2 s to finish their inputs when stopped (``WARREN_STOP_GRACE``)."""
     daemon = EngineProcess(state_dir, {"WARREN_STOP_GRACE": "2", **(env or {})}, log, args)
+    forget_registries(daemon.env["WARREN_ENGINE_ENVIRONMENTS"].split(","))
     daemon.start()
     try:
         yield daemon
@@ -217,6 +227,27 @@ def engine_running(
                 stop_all_apps()
             finally:  # a daemon left running would take the next test's control queue
                 daemon.stop()
+
+
+def forget_registries(environments: list[str]) -> None:
+    """Start from no deployed app: each test's engines read registries of their own, as
+    each had a state directory of its own before the registry moved to the broker."""
+    from warren.wire import naming
+
+    async def remove() -> None:
+        connection = await aio_pika.connect(settings().broker_url)
+        try:
+            for environment in environments:
+                for queue in (
+                    naming.registry_stream(environment),
+                    naming.leader_queue(environment),
+                ):
+                    async with connection.channel() as channel:
+                        await channel.queue_delete(queue)
+        finally:
+            await connection.close()
+
+    asyncio.run(remove())
 
 
 def forget_environment(environment: str) -> None:
@@ -232,6 +263,8 @@ def forget_environment(environment: str) -> None:
                 naming.dead_letter_queue(environment),
                 naming.orphans(environment),
                 naming.log_stream(environment),
+                naming.registry_stream(environment),
+                naming.leader_queue(environment),
             ):
                 async with connection.channel() as channel:
                     await channel.queue_delete(queue)
@@ -241,6 +274,8 @@ def forget_environment(environment: str) -> None:
                 naming.delay_exchange(environment),
                 naming.cancel_exchange(environment),
                 naming.log_stream(environment),
+                naming.registry_stream(environment),
+                naming.leader_queue(environment),
             ):
                 with contextlib.suppress(ChannelNotFoundEntity):
                     async with connection.channel() as channel:

@@ -103,6 +103,7 @@ def test_from_name_of_an_app_not_deployed_raises_not_found_on_first_use(
     assert "never-deployed" in message and "nothing" in message and "'main'" in message
 
 
+@pytest.mark.engine_environments("test-env-a", "test-env-b")
 def test_two_environments_keep_apps_of_the_same_name_apart(engine: EngineProcess) -> None:
     env_a.deploy()
     env_b.deploy()

@@ -32,14 +32,10 @@ from warren.wire.control import (
     DeployApp,
     DescribeFunction,
     Done,
-    DropPool,
     EnsureVariant,
     FunctionDescription,
     FunctionStats,
     GetAppStatus,
-    GetPoolStats,
-    HostPool,
-    JoinNode,
     ListApps,
     ListContainers,
     ListDeadInputs,
@@ -48,7 +44,6 @@ from warren.wire.control import (
     NodeInfo,
     NodeListing,
     NodeOffer,
-    PlacedPool,
     PoolName,
     PoolStats,
     PurgeDeadInputs,
@@ -61,7 +56,6 @@ from warren.wire.control import (
     StopApp,
     StopContainer,
     UpdateAutoscaler,
-    UpdatePool,
     VariantDescription,
     decode_reply,
     decode_request,
@@ -76,12 +70,11 @@ from warren.wire.spec import FunctionSpec
 SPEC = FunctionSpec("f", is_async=False, max_containers=3, env={"A": "1", "B": None}, region=["eu"])
 BUNDLE = AppBundle("main", "shop", "shop-run-1", (SPEC,), b"\x00code", ("/srv",))
 POOL = PoolName("main", "shop", "f", "v123")
-PLACED = PlacedPool("main", "shop", "f.v123", 1712.5)
 SETTINGS = AutoscalerSettings(0, 4, 1, 30.0)
 OFFER = NodeOffer(8.0, 16384, {"H100": 2}, "eu", None)
-STATS = PoolStats(2, 1, 1, (41, 42), SETTINGS, 10, 30, held_inputs=3)
+STATS = PoolStats(2, 1, 1, (41, 42), SETTINGS, 10, 30, held_inputs=3, nodes={"n1": 1})
 CONTAINER = ContainerInfo("3f2a9c81d0e4", "shop", "f.v123", "primary", 41, 1, 3, 12.5, "ready")
-STATUS = AppStatus("shop", "main", "shop", False, 1712.5, {"f": STATS})
+STATUS = AppStatus("shop", "main", "shop", False, 1712.5, {"f": STATS}, "n1", ("n1", "n2"))
 DEAD = DeadInput("3f2a9c1b7e4d", "crashed", 412, True, "shop", "f", "q", 1712.0, "inv", (0,), 3)
 
 EXAMPLES: dict[type[Request[Any]], Request[Any]] = {
@@ -93,18 +86,13 @@ EXAMPLES: dict[type[Request[Any]], Request[Any]] = {
     DescribeFunction: DescribeFunction("main", "shop", "f"),
     EnsureVariant: EnsureVariant("main", "shop", "f", {"timeout": 5, "env": {"X": None}}),
     FunctionStats: FunctionStats(POOL),
-    ListContainers: ListContainers("main", "shop"),
+    ListContainers: ListContainers("main", "shop", here_only=True),
     StopContainer: StopContainer("main", "3f2a9c81d0e4"),
     UpdateAutoscaler: UpdateAutoscaler(POOL, AutoscalerChanges(max_containers=2)),
     CreateSecret: CreateSecret("main", "db", {"PASSWORD": "hunter2"}),
     ListSecrets: ListSecrets("main"),
     DeleteSecret: DeleteSecret("main", "db"),
-    JoinNode: JoinNode("us-1", "warren.v1.node.us-1", OFFER, (PLACED,)),
-    ListNodes: ListNodes(),
-    HostPool: HostPool(PLACED, "shop", SPEC, b"code", ("/srv",), {"A": "1", "B": None}, 1),
-    DropPool: DropPool(PLACED),
-    GetPoolStats: GetPoolStats(PLACED),
-    UpdatePool: UpdatePool(PLACED, SETTINGS),
+    ListNodes: ListNodes("main"),
     ListDeadInputs: ListDeadInputs("main", limit=10),
     ShowDeadInput: ShowDeadInput("main", "3f2a"),
     RetryDeadInput: RetryDeadInput("main", "3f2a9c1b7e4d"),
@@ -123,7 +111,7 @@ REPLIES: dict[type[Any], object] = {
     AutoscalerSettings: SETTINGS,
     Done: Done(),
     SecretListing: SecretListing((SecretKeys("db", ("PASSWORD",)),)),
-    NodeListing: NodeListing((NodeInfo("primary", OFFER, True, 0),)),
+    NodeListing: NodeListing((NodeInfo("vm-1", OFFER, True, 2, ("main",), ("main",)),)),
     ContainerListing: ContainerListing((CONTAINER,), ("node us-1: EngineNotFoundError: gone",)),
     ContainerInfo: CONTAINER,
     DeadInputListing: DeadInputListing((DEAD, DeadInput("00ff00ff00ff", "?", 3)), 7),
@@ -181,8 +169,7 @@ def test_a_float_field_written_as_an_int_is_read_as_a_float() -> None:
     assert isinstance(settings.scaledown_window, float)
 
 
-GENERATION = {"environment": "m", "instance": "i", "key": "k", "generation": "soon"}
-OFFER_FIELDS = {"cpus": 1, "memory": 1, "gpus": {}, "region": None, "cloud": None}
+BUNDLE_FIELDS = fields_of(EXAMPLES[DeployApp])["bundle"]
 
 
 @pytest.mark.parametrize(
@@ -201,22 +188,27 @@ OFFER_FIELDS = {"cpus": 1, "memory": 1, "gpus": {}, "region": None, "cloud": Non
             "stop_app.instance: expected str, got int",
         ),
         (body("delete_secret", {"environment": True, "name": "x"}), "expected str, got bool"),
-        (body("drop_pool", {"pool": GENERATION}), "drop_pool.pool.generation: expected float"),
+        (
+            body("function_stats", {"pool": {"environment": "m", "instance": "i", "tag": 3}}),
+            "function_stats.pool.tag: expected str, got int",
+        ),
         (
             body("create_secret", {"environment": "m", "name": "n", "values": {"A": 1}}),
             r"values\['A'\]: expected str",
         ),
         (
-            body("join_node", {"name": "n", "queue": "q", "node": OFFER_FIELDS, "pools": "all"}),
-            "join_node.pools: expected a list",
+            body(
+                "register_app",
+                fields_of(EXAMPLES[RegisterApp], bundle={**BUNDLE_FIELDS, "functions": [3]}),
+            ),
+            "register_app.bundle.functions\\[0\\]: expected a function spec",
         ),
         (
-            body("host_pool", fields_of(EXAMPLES[HostPool], spec=3)),
-            "host_pool.spec: expected a function spec",
-        ),
-        (
-            body("host_pool", fields_of(EXAMPLES[HostPool], code="not bytes")),
-            "host_pool.code: expected bytes, got str",
+            body(
+                "register_app",
+                fields_of(EXAMPLES[RegisterApp], bundle={**BUNDLE_FIELDS, "code": "not bytes"}),
+            ),
+            "register_app.bundle.code: expected bytes, got str",
         ),
         (
             body("register_app", {"bundle": {"environment": "main"}}),

@@ -45,6 +45,13 @@ RULES: dict[str, tuple[str, ...]] = {
         "warren_engine.publisher",
         "warren_engine.queue_probe",
     ),
+    # An engine node among its peers: above the pools it shares out, below the daemon.
+    "warren_engine.cluster": (
+        *FOUNDATION,
+        "warren.wire",
+        "warren_engine.pool",
+        "warren_engine.cluster",
+    ),
 }
 
 

@@ -9,8 +9,12 @@ from warren.wire import naming
 
 def test_every_name_carries_the_protocol_version() -> None:
     names = [
-        naming.control_queue(),
-        naming.control_queue("run1"),
+        naming.control_queue("main"),
+        naming.control_queue("main", "run1"),
+        naming.registry_stream("main"),
+        naming.leader_queue("main"),
+        naming.nodes_exchange(),
+        naming.slots_queue(naming.function_queue("main", "app", "fn")),
         naming.dead_letter_exchange(),
         naming.dead_letter_queue("main"),
         naming.cancel_exchange("main"),

@@ -11,7 +11,7 @@ from warren.options import (
     check_options,
     check_variant_options,
 )
-from warren.wire.control import JoinNode, NodeOffer
+from warren.wire.control import NodeOffer
 from warren.wire.spec import (
     OVERRIDABLE,
     FunctionSpec,
@@ -21,7 +21,8 @@ from warren.wire.spec import (
     parse_gpu,
     variant_name,
 )
-from warren_engine.nodes.primary import Nodes
+from warren_engine.cluster.cluster import Cluster
+from warren_engine.cluster.membership import NodeBeat
 from warren_engine.pool.node_capacity import Node
 
 
@@ -111,14 +112,17 @@ def test_a_variant_cannot_change_the_options_fixed_per_deploy() -> None:
         check_variant_options(nope=1)
 
 
-def test_a_pool_goes_to_the_first_node_that_offers_what_it_asks() -> None:
-    nodes = Nodes(Node(cpus=2, memory=1024, region="eu"))
-    nodes.joined(JoinNode("gpu-1", "q", NodeOffer(8, 4096, {"H100": 4}, "us", None)))
-    assert nodes.place(FunctionSpec("f", False, region=["eu"])) is None
-    assert nodes.place(FunctionSpec("f", False, gpu="H100:2")) == "gpu-1"
-    assert nodes.place(FunctionSpec("f", False, cpu=[4.0, None])) == "gpu-1"
-    with pytest.raises(InvalidError, match=r"region ap.*gpu-1 \(region us, H100:4\)"):
-        nodes.place(FunctionSpec("f", False, region=["ap"]))
+def test_a_node_knows_which_of_its_peers_offer_what_a_function_asks() -> None:
+    here = Node(cpus=2, memory=1024, region="eu")
+    cluster = Cluster("eu-1", ("main",), here, {})
+    cluster.membership.heard(
+        NodeBeat("gpu-1", ("main",), NodeOffer(8, 4096, {"H100": 4}, "us", None))
+    )
+    assert here.problem(FunctionSpec("f", False, region=["eu"])) is None
+    assert cluster.can_run_elsewhere(FunctionSpec("f", False, gpu="H100:2")) == "gpu-1"
+    assert cluster.can_run_elsewhere(FunctionSpec("f", False, cpu=[4.0, None])) == "gpu-1"
+    assert cluster.can_run_elsewhere(FunctionSpec("f", False, region=["ap"])) is None
+    assert cluster.describe_others() == ["gpu-1 (region us, H100:4)"]
 
 
 def test_a_node_reserves_requests_within_its_capacity() -> None:

@@ -8,8 +8,8 @@ broker only:
   (:mod:`warren_engine.cluster.registry_log`), which every node reads and applies;
 - heartbeats tell each node which others are up and what they run
   (:mod:`warren_engine.cluster.membership`), so that a pool spreads over every node
-  that can run it (:mod:`warren_engine.cluster.shares`) within its cluster-wide
-  ``max_containers`` (:mod:`warren_engine.cluster.slots`);
+  that can run it (:mod:`warren_engine.pool.shares`) within its cluster-wide
+  ``max_containers`` (:mod:`warren_engine.pool.slots`);
 - a single-active-consumer queue chooses each environment's leader
   (:mod:`warren_engine.cluster.leadership`), for what must happen once.
 
@@ -30,8 +30,8 @@ from warren.wire.spec import FunctionSpec
 from warren_engine.cluster.leadership import Leadership
 from warren_engine.cluster.membership import Heartbeats, Membership, NodeBeat, PoolBeat
 from warren_engine.cluster.registry_log import Apply, Log, MemoryLog, StreamLog
-from warren_engine.cluster.shares import Share
 from warren_engine.pool.node_capacity import Node
+from warren_engine.pool.shares import Share
 
 
 class Cluster:

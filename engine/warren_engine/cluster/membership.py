@@ -4,7 +4,7 @@ Every node sends a :class:`NodeBeat` to the fanout exchange ``warren.v1.nodes`` 
 ``BEAT_SECONDS``, and reads everyone's through a queue of its own (exclusive: it goes
 with the node's connection). A node is alive while its beats keep coming: one not heard
 from for ``BEATS_MISSED`` beats is taken for dead, and the pools it ran are spread over
-the others (:mod:`warren_engine.cluster.shares`). Beats carry what a node runs of each
+the others (:mod:`warren_engine.pool.shares`). Beats carry what a node runs of each
 pool (containers, inputs running and held, pids), so that any node can answer a
 function's stats for the whole cluster, and which environments it leads.
 
@@ -27,6 +27,7 @@ from warren.wire import naming
 from warren.wire.codec import Envelope, packb, unpackb
 from warren.wire.control import NodeOffer, decode_fields, record_fields
 from warren.wire.signing import Signer
+from warren_engine.pool.presence import PoolBeat
 
 log = structlog.get_logger(__name__)
 
@@ -34,17 +35,6 @@ BEAT_SECONDS = 1.0
 BEATS_MISSED = 3
 KIND_BEAT = "node_beat"
 BEAT_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class PoolBeat:
-    """What one node runs of one pool (by its function queue)."""
-
-    queue: str
-    containers: int
-    running: int
-    held: int
-    pids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

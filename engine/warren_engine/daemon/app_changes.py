@@ -2,7 +2,7 @@
 
 A deploy, an ephemeral run, a variant, ``update_autoscaler`` or a stop may reach any
 engine node of the environment; that node checks the request, publishes the slots a
-bounded pool needs (:mod:`warren_engine.cluster.slots`), appends the change to the
+bounded pool needs (:mod:`warren_engine.pool.slots`), appends the change to the
 registry (:mod:`warren_engine.cluster.registry_log`) and waits until it has applied it
 itself, as every node does. It then does what is done once for the cluster: on a stop,
 it answers the inputs still queued with an error and deletes the queues; on a redeploy,
@@ -31,7 +31,6 @@ from warren.wire.spec import FunctionSpec
 from warren_engine.cluster.cluster import Cluster
 from warren_engine.cluster.entries import AppPut, AppRemoved
 from warren_engine.cluster.registry_log import entry_id
-from warren_engine.cluster.slots import add_slots
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.hosted_app import (
     HostedApp,
@@ -43,6 +42,7 @@ from warren_engine.daemon.hosted_app import (
 )
 from warren_engine.daemon.leases import watch_leases
 from warren_engine.pool.autoscaler import Autoscaling
+from warren_engine.pool.slots import add_slots
 
 log = structlog.get_logger(__name__)
 

@@ -6,7 +6,7 @@ app, as it applies the entries of each environment's registry
 (:mod:`warren_engine.cluster.entries`) in the order the registry gives them. Every node
 applies the same entries, so each runs its part of every app: a pool for each function
 the node can run (its labels, GPUs and capacity fit), sized to the node's share of the
-pool (:mod:`warren_engine.cluster.shares`).
+pool (:mod:`warren_engine.pool.shares`).
 
 An app is *ephemeral* (``app.run()``: its queues carry a run id and go when it stops)
 or *deployed* (``warren deploy``/``app.deploy()``: its queues carry the app's name, and
@@ -43,8 +43,6 @@ from warren.wire.spec import FunctionSpec
 
 from warren_engine.cluster.cluster import Cluster
 from warren_engine.cluster.entries import AppPut, AppRemoved, Entry, Synced
-from warren_engine.cluster.membership import PoolBeat
-from warren_engine.cluster.slots import Slots, remove_slots
 from warren_engine.container.container import FunctionConfig
 from warren_engine.daemon.container_environment import Provisions
 from warren_engine.daemon.dead_letters import DeadLetters
@@ -57,6 +55,8 @@ from warren_engine.pool.failure_log import FailureLog
 from warren_engine.pool.metrics import EngineMetrics
 from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.pool import ContainerPool
+from warren_engine.pool.presence import PoolBeat
+from warren_engine.pool.slots import Slots, remove_slots
 from warren_engine.publisher import Republisher
 from warren_engine.queue_probe import QueueProbe
 

@@ -67,6 +67,7 @@ log = structlog.get_logger(__name__)
 PARENT_POLL_SECONDS = 0.5
 PR_SET_PDEATHSIG = 1
 HTTP_PORT_FILE = "http-port"  # in the state directory: the port the gateway last served on
+CONTROL_QUEUE_EXPIRY_MS = 10_000
 
 
 class Engine:
@@ -174,9 +175,11 @@ class Engine:
         seals = registry.signer
         cancels = CancelListener(channel, seals, cancel_memory)
         for environment in self.environments:
+            await registry.prepare(environment)  # its exchanges, before they are bound
             await cancels.listen(environment)
         control = ControlPlane(registry, changes, cancels, gateway, channel, seals, client)
         stack.callback(log.info, "engine_stopping")
+        queues += await self._declare_shared(channel)
         for queue in queues:
             await queue.consume(control.on_message)
         health.consuming()
@@ -197,10 +200,21 @@ class Engine:
             raise exceptions.EngineError(
                 f"another engine already listens on {own!r} (give each node its own --node-name)"
             ) from None
-        if self.run_id is None:
-            for name in self.control_queues:  # shared with the environment's other nodes
-                queues.append(await channel.declare_queue(name, auto_delete=True))
         return queues
+
+    async def _declare_shared(self, channel: AbstractRobustChannel) -> list[AbstractQueue]:
+        """The environments' control queues, shared with their other nodes: declared just
+        before they are consumed, as a queue nobody consumes would swallow requests. Each
+        goes with its last consumer (auto-delete), or once unused for a while if no
+        consumer ever came (a node killed in between)."""
+        if self.run_id is not None:
+            return []
+        return [
+            await channel.declare_queue(
+                name, auto_delete=True, arguments={"x-expires": CONTROL_QUEUE_EXPIRY_MS}
+            )
+            for name in self.control_queues
+        ]
 
     def _cluster(
         self, connection: AbstractRobustConnection, publisher: AbstractRobustChannel

@@ -40,9 +40,6 @@ import structlog
 from warren import exceptions
 from warren.wire.control import ContainerInfo, PoolStats
 
-from warren_engine.cluster.membership import PoolBeat
-from warren_engine.cluster.shares import Share
-from warren_engine.cluster.slots import Slots, Token
 from warren_engine.container.container import EXIT_REPLACED, ContainerConfig, FunctionConfig
 from warren_engine.pipe.messages import (
     Answered,
@@ -71,7 +68,10 @@ from warren_engine.pool.crash_ledger import CrashLedger
 from warren_engine.pool.failure_log import FailureLog
 from warren_engine.pool.metrics import CRASH_LIMIT, REJECTED, FunctionMetrics, PoolGauges
 from warren_engine.pool.node_capacity import Node
+from warren_engine.pool.presence import PoolBeat
 from warren_engine.pool.processes import ContainerProcess
+from warren_engine.pool.shares import Share
+from warren_engine.pool.slots import Slots, Token
 from warren_engine.publisher import BROKER_ERRORS, CarriedProperties, Republisher
 
 log = structlog.get_logger(__name__)
@@ -144,7 +144,7 @@ class ContainerPool:
     ) -> None:
         self.config = config
         # This node's place among those that run the pool, and the pool's slots: see
-        # warren_engine.cluster.shares and warren_engine.cluster.slots.
+        # warren_engine.pool.shares and warren_engine.pool.slots.
         self._share = share
         self._slots = slots
         self._max_is_per_node = max_is_per_node

@@ -9,7 +9,7 @@ alone. Shares of ``n`` over ``k`` nodes add up to ``n`` exactly: the first ``n %
 nodes take one more. When a node dies or joins, the list changes and so do the shares:
 the survivors make up the dead node's containers, a node above its new share stops its
 extras. While two nodes see the list differently (a beat apart), the slots of
-:mod:`warren_engine.cluster.slots` keep ``max_containers`` exact.
+:mod:`warren_engine.pool.slots` keep ``max_containers`` exact.
 
 A ``max_containers`` left unset is per node: one container per core of each node, so
 that adding a node adds its cores.
