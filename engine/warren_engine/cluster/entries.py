@@ -9,9 +9,10 @@ it carries the app's pickled code, which containers unpickle.
 
 ``AppPut`` is an app as it is now, whole (a redeploy is a new ``deployed_at``; the
 same ``deployed_at`` with more specs or other overrides is a variant or an autoscaler
-change of the same deploy). ``AppRemoved`` ends an app. ``Synced`` carries no change:
-a node appends one when it starts and reads until it finds it, to know that it has
-read everything that was there before it.
+change of the same deploy). ``AppRemoved`` ends an app. ``SecretPut`` and
+``SecretRemoved`` create, replace and delete a named secret, its values sealed.
+``Synced`` carries no change: a node appends one when it starts and reads until it
+finds it, to know that it has read everything that was there before it.
 """
 
 from __future__ import annotations
@@ -56,15 +57,35 @@ class AppRemoved:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretPut:
+    """A named secret, created or replaced; its values sealed
+    (:mod:`warren_engine.cluster.sealed_secrets`)."""
+
+    KIND: ClassVar[str] = "secret_put"
+    entry_id: str
+    environment: str
+    name: str
+    sealed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRemoved:
+    KIND: ClassVar[str] = "secret_removed"
+    entry_id: str
+    environment: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Synced:
     KIND: ClassVar[str] = "synced"
     entry_id: str
     node: str
 
 
-Entry = AppPut | AppRemoved | Synced
-ENTRIES: Final[dict[str, type[AppPut] | type[AppRemoved] | type[Synced]]] = {
-    cls.KIND: cls for cls in (AppPut, AppRemoved, Synced)
+Entry = AppPut | AppRemoved | SecretPut | SecretRemoved | Synced
+ENTRIES: Final[dict[str, type[Any]]] = {
+    cls.KIND: cls for cls in (AppPut, AppRemoved, SecretPut, SecretRemoved, Synced)
 }
 
 

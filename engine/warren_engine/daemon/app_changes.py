@@ -1,6 +1,6 @@
 """Requests that change apps, made entries of their environment's registry.
 
-A deploy, an ephemeral run, a variant, ``update_autoscaler`` or a stop may reach any
+A deploy, an ephemeral run, a variant, ``update_autoscaler``, a stop or a secret may reach any
 engine node of the environment; that node checks the request, publishes the slots a
 bounded pool needs (:mod:`warren_engine.pool.slots`), appends the change to the
 registry (:mod:`warren_engine.cluster.registry_log`) and waits until it has applied it
@@ -23,13 +23,14 @@ from typing import Any
 
 import structlog
 from warren import exceptions
+from warren.secrets import check_env_values
 from warren.wire import naming
 from warren.wire.code_bundle import check_python
 from warren.wire.control import AppBundle, AutoscalerChanges
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.cluster.cluster import Cluster
-from warren_engine.cluster.entries import AppPut, AppRemoved
+from warren_engine.cluster.entries import AppPut, AppRemoved, SecretPut, SecretRemoved
 from warren_engine.cluster.registry_log import entry_id
 from warren_engine.daemon.app_registry import AppRegistry
 from warren_engine.daemon.hosted_app import (
@@ -121,6 +122,22 @@ class AppChanges:
         await watch_leases(
             self._registry.apps, self._cluster.leading, self._registry.lease_held, self.stop
         )
+
+    # -- secrets ---------------------------------------------------------------------------
+
+    async def put_secret(self, environment: str, name: str, values: dict[str, str]) -> None:
+        """Create or replace a named secret on every node of the environment."""
+        environment = naming.check_part("environment", environment)
+        name = naming.check_part("secret name", name)
+        checked = check_env_values(values, f"secret {name!r}")
+        sealed = self._registry.sealer.seal(environment, name, checked)
+        await self._cluster.log(environment).append(
+            SecretPut(entry_id(), environment, name, sealed)
+        )
+
+    async def delete_secret(self, environment: str, name: str) -> None:
+        self._registry.secrets.get(environment, name)  # NotFoundError if there is none
+        await self._cluster.log(environment).append(SecretRemoved(entry_id(), environment, name))
 
     # -- changes to an app's pools ---------------------------------------------------------
 

@@ -20,6 +20,7 @@ its queues) is done by the node that took the request: see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 from collections.abc import Awaitable, Callable
@@ -38,11 +39,19 @@ from warren.wire.control import (
     PoolName,
     PoolStats,
 )
-from warren.wire.signing import signer
+from warren.wire.signing import load_key, signer
 from warren.wire.spec import FunctionSpec
 
 from warren_engine.cluster.cluster import Cluster
-from warren_engine.cluster.entries import AppPut, AppRemoved, Entry, Synced
+from warren_engine.cluster.entries import (
+    AppPut,
+    AppRemoved,
+    Entry,
+    SecretPut,
+    SecretRemoved,
+    Synced,
+)
+from warren_engine.cluster.sealed_secrets import SecretSealer
 from warren_engine.container.container import FunctionConfig
 from warren_engine.daemon.container_environment import Provisions
 from warren_engine.daemon.dead_letters import DeadLetters
@@ -86,6 +95,7 @@ class AppRegistry:
         self.publisher = publisher
         self.state_dir = state_dir
         self.secrets = secrets
+        self.sealer = SecretSealer(load_key(settings))
         self.cluster = cluster
         self.node: Node = cluster.node
         self.name = cluster.name
@@ -104,6 +114,8 @@ class AppRegistry:
             AppPut: self._apply_put,
             AppRemoved: self._apply_removed,
             Synced: self._apply_synced,
+            SecretPut: self._apply_secret,
+            SecretRemoved: self._apply_secret_removed,
         }
 
     async def start(self) -> None:
@@ -172,6 +184,18 @@ class AppRegistry:
         await self._stop_pools(app)
         self._forget_code(app)
         log.info("app_stopped", app=app.app, instance=app.instance, reason=entry.reason)
+
+    async def _apply_secret(self, entry: SecretPut, live: bool) -> None:
+        """A secret, in order with the apps (a deploy after it finds it), even while
+        catching up: the store keeps the latest."""
+        values = self.sealer.open(entry.environment, entry.name, entry.sealed)
+        self.secrets.put(entry.environment, entry.name, values)
+        if live:
+            log.info("secret_stored", environment=entry.environment, name=entry.name)
+
+    async def _apply_secret_removed(self, entry: SecretRemoved, live: bool) -> None:
+        with contextlib.suppress(exceptions.NotFoundError):
+            self.secrets.delete(entry.environment, entry.name)
 
     async def _amend(self, app: HostedApp, entry: AppPut) -> None:
         """The same deploy, changed: variants made, autoscaler settings updated."""

@@ -267,15 +267,14 @@ class ControlPlane:
     # -- secrets -----------------------------------------------------------------------
 
     async def _create_secret(self, request: CreateSecret) -> Done:
-        self._registry.secrets.put(request.environment, request.name, dict(request.values))
-        log.info("secret_stored", environment=request.environment, name=request.name)
+        await self._changes.put_secret(request.environment, request.name, dict(request.values))
         return Done()
 
     async def _list_secrets(self, request: ListSecrets) -> SecretListing:
         return SecretListing(self._registry.secrets.listing(request.environment))
 
     async def _delete_secret(self, request: DeleteSecret) -> Done:
-        self._registry.secrets.delete(request.environment, request.name)
+        await self._changes.delete_secret(request.environment, request.name)
         return Done()
 
     # -- dead-lettered inputs (warren_engine.daemon.dead_letters) -------------------------

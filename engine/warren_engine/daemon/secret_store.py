@@ -1,6 +1,8 @@
-"""Named secrets an engine keeps for its containers (``Secret.from_name``).
+"""Named secrets an engine node keeps for its containers (``Secret.from_name``).
 
-``warren secret create NAME KEY=VALUE ...`` stores a secret, per environment, in
+``warren secret create NAME KEY=VALUE ...`` reaches one engine node, which appends the
+secret, sealed, to its environment's registry (:mod:`warren_engine.cluster.sealed_secrets`);
+every node that reads it stores it, per environment, in
 ``<state dir>/secrets/<environment>/<name>.json``, readable by the engine's user only.
 Containers get the values as environment variables when they start, so updating a
 secret reaches the containers started afterwards. Values are never logged and never
