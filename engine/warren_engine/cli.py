@@ -311,18 +311,23 @@ def app_list(environment: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def app_status(name: str, environment: str | None, as_json: bool) -> None:
     """Per function, now: inputs queued, running, held by containers (running or about to
-    start), and containers."""
+    start), and containers (by node when several run it); the engine nodes and which
+    leads."""
     _use_environment(environment)
     status = _control(lambda environment: GetAppStatus(environment, name))
     if as_json:
         _echo_json(status.as_dict())
         return
     click.echo(f"{status.app} ({status.environment})")
+    if status.nodes:
+        click.echo(f"  engine nodes: {', '.join(status.nodes)}; leader: {status.leader or 'none'}")
     click.echo(f"  {'function':<24} {'queued':>8} {'running':>8} {'held':>8} {'containers':>10}")
     for tag, stats in sorted(status.functions.items()):
+        spread = ", ".join(f"{node} {count}" for node, count in stats.nodes.items() if count)
         click.echo(
             f"  {tag:<24} {stats.queued_inputs:>8} {stats.running_inputs:>8} "
             f"{stats.held_inputs:>8} {stats.containers:>10}"
+            + (f"  ({spread})" if len(stats.nodes) > 1 and spread else "")
         )
 
 
