@@ -20,6 +20,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -35,8 +36,11 @@ KUBERNETES_VERSIONS = ("1.28.0", "1.33.0")
 # What this file's rendering understands; anything else would render differently here.
 KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources", "secretGenerator", "images"}
 WORKLOADS = {"Deployment", "StatefulSet"}
-# Warren's pods, by their component label.
-ENGINE, AGENT = "engine", "agent"
+# Warren's pods, by their component label: engine nodes, all peers.
+ENGINE = "engine"
+# A name the Deployment's pods get (<deployment>-<template hash>-<suffix>).
+POD_NAME = "warren-engine-5c7d9b8f6d-x7k2q"
+AMQP_PORT = 5672
 
 Resource = dict[str, Any]
 
@@ -199,7 +203,7 @@ def _name(resource: Resource) -> str:
 def test_every_manifest_is_valid_against_the_schemas_of_its_kind(version: str) -> None:
     resources = _resources()
     kinds = {r["kind"] for r in resources}
-    assert {"Deployment", "StatefulSet", "PodDisruptionBudget", "RabbitmqCluster"} <= kinds
+    assert {"Deployment", "PodDisruptionBudget", "RabbitmqCluster"} <= kinds
 
     for resource in resources:
         try:
@@ -229,7 +233,7 @@ BROKEN = {
         _set("spec.template.spec.containers.0.livenessprobe", {"periodSeconds": 10}),
     ),
     "a probe on a port that is neither a number nor a name": (
-        "StatefulSet",
+        "Deployment",
         _set("spec.template.spec.containers.0.readinessProbe.httpGet.port", [8000]),
     ),
     "a disruption budget whose selector is not an object": (
@@ -330,12 +334,6 @@ def test_services_and_disruption_budgets_select_the_pods_of_a_workload() -> None
         assert len(matched) == 1, f"{_name(resource)} selects {len(matched)} workloads"
 
 
-def test_the_statefulset_is_governed_by_a_headless_service() -> None:
-    agents = _warren_workload(AGENT)
-    service = _one("Service", agents["spec"]["serviceName"])
-    assert service["spec"]["clusterIP"] == "None"
-
-
 # -- the resources against the engine -------------------------------------------------------
 
 
@@ -347,10 +345,9 @@ def _settings_in(container: dict[str, Any]) -> dict[str, str]:
     return {name: value for name, value in given.items() if name.startswith("WARREN_")}
 
 
-@pytest.mark.parametrize("component", [ENGINE, AGENT])
-def test_every_warren_variable_given_is_a_setting_and_has_a_usable_value(component: str) -> None:
+def test_every_warren_variable_given_is_a_setting_and_has_a_usable_value() -> None:
     declared = {variable.name for variable in VARIABLES}
-    given = _settings_in(_container(_warren_workload(component)))
+    given = _settings_in(_container(_warren_workload(ENGINE)))
 
     assert set(given) <= declared, set(given) - declared
     literal = {name: value for name, value in given.items() if "$(" not in value}
@@ -358,9 +355,8 @@ def test_every_warren_variable_given_is_a_setting_and_has_a_usable_value(compone
     Settings.from_environment(literal)  # raises ConfigError on a bad value
 
 
-@pytest.mark.parametrize("component", [ENGINE, AGENT])
-def test_the_probes_ask_the_engine_s_health_on_its_http_port(component: str) -> None:
-    container = _container(_warren_workload(component))
+def test_the_probes_ask_the_engine_s_health_on_its_http_port() -> None:
+    container = _container(_warren_workload(ENGINE))
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
 
     assert ports["http"] == int(_config()["WARREN_HTTP_PORT"])
@@ -369,9 +365,8 @@ def test_the_probes_ask_the_engine_s_health_on_its_http_port(component: str) -> 
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
 
 
-@pytest.mark.parametrize("component", [ENGINE, AGENT])
-def test_the_node_offers_what_its_pod_may_use(component: str) -> None:
-    container = _container(_warren_workload(component))
+def test_the_node_offers_what_its_pod_may_use() -> None:
+    container = _container(_warren_workload(ENGINE))
     env = _env(container)
 
     for variable, resource in (
@@ -385,27 +380,114 @@ def test_the_node_offers_what_its_pod_may_use(component: str) -> None:
     assert container["resources"]["limits"].keys() >= {"cpu", "memory"}
 
 
-def test_one_engine_daemon_runs_and_is_replaced_not_rolled() -> None:
-    # The control queue is exclusive: a second daemon would exit at start.
-    daemon = _warren_workload(ENGINE)
-    assert daemon["kind"] == "Deployment"
-    assert daemon["spec"]["replicas"] == 1
-    assert daemon["spec"]["strategy"] == {"type": "Recreate"}
-    assert "--join" not in _container(daemon)["args"]
+def _engine_pod_labels() -> dict[str, str]:
+    labels = _warren_workload(ENGINE)["spec"]["template"]["metadata"]["labels"]
+    assert isinstance(labels, dict)
+    return labels
 
 
-def test_agents_join_the_daemon_under_names_that_survive_a_restart() -> None:
-    agents = _warren_workload(AGENT)
-    assert agents["kind"] == "StatefulSet"
-    assert _container(agents)["args"] == ["engine", "--join"]
-    node_name = _env(_container(agents))["WARREN_NODE_NAME"]
-    assert node_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+def test_engine_nodes_are_several_peers_rolled_one_pod_at_a_time() -> None:
+    # Peers may overlap: a new pod starts before an old one stops.
+    engines = _warren_workload(ENGINE)
+    assert engines["kind"] == "Deployment"
+    assert engines["spec"]["replicas"] > 1
+    assert engines["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1},
+    }
+    assert _container(engines)["args"] == ["engine"]
 
 
-@pytest.mark.parametrize("component", [ENGINE, AGENT])
-def test_warren_pods_meet_the_restricted_pod_security_standard(component: str) -> None:
-    pod = _warren_workload(component)["spec"]["template"]["spec"]
-    container = _container(_warren_workload(component))
+def test_the_engine_disruption_budget_selects_its_pods_and_lets_at_most_one_go() -> None:
+    replicas = _warren_workload(ENGINE)["spec"]["replicas"]
+    budgets = [
+        r
+        for r in _resources()
+        if r["kind"] == "PodDisruptionBudget"
+        and r["spec"]["selector"]["matchLabels"].items() <= _engine_pod_labels().items()
+    ]
+    assert len(budgets) == 1
+    spec = budgets[0]["spec"]
+    assert "matchExpressions" not in spec["selector"]
+    if "maxUnavailable" in spec:
+        allowed = spec["maxUnavailable"]
+    else:
+        allowed = replicas - spec["minAvailable"]
+    assert isinstance(allowed, int), "a number of pods, not a percentage"
+    assert allowed == 1, "one pod at a time, and a drain is not blocked for good"
+    assert replicas - allowed >= 2
+
+
+def test_each_engine_pod_is_a_node_named_after_the_pod() -> None:
+    # Node names must be unique in the cluster: a pod's name is.
+    node_name = _env(_container(_warren_workload(ENGINE)))["WARREN_NODE_NAME"]
+    assert node_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert Settings.from_environment({"WARREN_NODE_NAME": POD_NAME}).node_name == POD_NAME
+
+
+def test_queues_are_quorum_queues_replicated_over_the_rabbitmq_nodes() -> None:
+    queue_type = _settings_in(_container(_warren_workload(ENGINE)))["WARREN_QUEUE_TYPE"]
+    assert queue_type == "quorum"
+    assert Settings.from_environment({"WARREN_QUEUE_TYPE": queue_type}).queue_type == "quorum"
+    assert _one("RabbitmqCluster")["spec"]["replicas"] >= 3
+
+
+def _broker_hosts(cluster: Resource) -> set[str]:
+    """Where the RabbitmqCluster is reached: the Service the operator makes, named as the
+    cluster (short, or with its namespace), or one of its pods by the headless Service."""
+    name, namespace = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
+    service = {name, f"{name}.{namespace}", f"{name}.{namespace}.svc"}
+    service |= {f"{name}.{namespace}.svc.cluster.local"}
+    pods = {
+        f"{name}-server-{index}.{name}-nodes.{namespace}.svc"
+        for index in range(cluster["spec"]["replicas"])
+    }
+    return service | pods | {f"{pod}.cluster.local" for pod in pods}
+
+
+def test_the_broker_urls_name_the_rabbitmq_cluster() -> None:
+    hosts = _broker_hosts(_one("RabbitmqCluster"))
+    env = _env(_container(_warren_workload(ENGINE)))
+    for variable in ("WARREN_BROKER_URL", "WARREN_CONTAINER_BROKER_URL"):
+        ref = env[variable]["valueFrom"]["secretKeyRef"]
+        value = base64.b64decode(_one("Secret", ref["name"])["data"][ref["key"]]).decode()
+
+        for url in value.split(","):
+            parts = urlsplit(url.strip())
+            assert parts.scheme in {"amqp", "amqps"}, variable
+            assert parts.hostname in hosts, f"{variable}: {parts.hostname}"
+            assert parts.port == AMQP_PORT, variable
+        Settings.from_environment({variable: value})
+
+
+def test_engine_pods_prefer_to_run_on_different_machines() -> None:
+    pod = _warren_workload(ENGINE)["spec"]["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]
+
+    # Preferred, not required: more replicas than machines still run.
+    assert set(anti) == {"preferredDuringSchedulingIgnoredDuringExecution"}
+    (preference,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    term = preference["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"] == {"matchLabels": _engine_pod_labels()}
+
+
+def test_no_agent_remains_every_warren_pod_is_a_peer() -> None:
+    resources = _resources()
+    assert not (DEPLOY / "agent.yaml").exists()
+    assert [_name(r) for r in resources if r["kind"] in WORKLOADS] == ["Deployment/warren-engine"]
+    for resource in resources:
+        labels = resource["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/component") != "agent", _name(resource)
+        assert "agent" not in resource["metadata"]["name"], _name(resource)
+    for template in _pod_templates(resources):
+        for container in template["spec"]["containers"]:
+            assert "--join" not in container.get("command", []) + container.get("args", [])
+
+
+def test_warren_pods_meet_the_restricted_pod_security_standard() -> None:
+    pod = _warren_workload(ENGINE)["spec"]["template"]["spec"]
+    container = _container(_warren_workload(ENGINE))
 
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] > 0
@@ -415,11 +497,8 @@ def test_warren_pods_meet_the_restricted_pod_security_standard(component: str) -
     assert pod["automountServiceAccountToken"] is False
 
 
-@pytest.mark.parametrize("component", [ENGINE, AGENT])
-def test_the_root_file_system_is_read_only_and_what_the_engine_writes_is_a_volume(
-    component: str,
-) -> None:
-    container = _container(_warren_workload(component))
+def test_the_root_file_system_is_read_only_and_what_the_engine_writes_is_a_volume() -> None:
+    container = _container(_warren_workload(ENGINE))
     mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
 
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -430,12 +509,18 @@ def test_the_root_file_system_is_read_only_and_what_the_engine_writes_is_a_volum
     assert mounts[str(key_file.parent)]["readOnly"] is True
 
 
-def test_the_daemon_keeps_its_state_on_a_claim_and_stops_within_its_grace_period() -> None:
-    daemon = _warren_workload(ENGINE)["spec"]["template"]["spec"]
-    state = next(v for v in daemon["volumes"] if v["name"] == "state")
+def test_the_state_directory_is_a_cache_and_pods_stop_within_their_grace_period() -> None:
+    # Deployed apps are in the broker: a pod keeps nothing that a new pod needs.
+    pod = _warren_workload(ENGINE)["spec"]["template"]["spec"]
+    mounts = {
+        m["mountPath"]: m["name"] for m in _container(_warren_workload(ENGINE))["volumeMounts"]
+    }
+    state = next(v for v in pod["volumes"] if v["name"] == mounts[_config()["WARREN_STATE_DIR"]])
 
-    assert state["persistentVolumeClaim"]["claimName"] in _defined("PersistentVolumeClaim")
-    assert daemon["terminationGracePeriodSeconds"] > float(_config()["WARREN_STOP_GRACE"])
+    assert "emptyDir" in state
+    for claim in (r for r in _resources() if r["kind"] == "PersistentVolumeClaim"):
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "every replica mounts it"
+    assert pod["terminationGracePeriodSeconds"] > float(_config()["WARREN_STOP_GRACE"])
 
 
 def test_the_service_account_has_no_api_access() -> None:
@@ -448,9 +533,8 @@ def test_the_image_runs_as_the_user_the_pods_name() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.MULTILINE)
     assert user is not None
-    for component in (ENGINE, AGENT):
-        context = _warren_workload(component)["spec"]["template"]["spec"]["securityContext"]
-        assert (context["runAsUser"], context["runAsGroup"]) == tuple(map(int, user.groups()))
+    context = _warren_workload(ENGINE)["spec"]["template"]["spec"]["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == tuple(map(int, user.groups()))
 
 
 def test_the_broker_is_a_three_node_cluster_whose_consumer_timeout_the_engine_knows() -> None:
