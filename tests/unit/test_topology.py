@@ -172,7 +172,7 @@ def test_a_queue_type_mismatch_names_the_queue_both_types_and_both_ways_out() ->
         f"PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '{QUEUE}' in vhost "
         "'/': received 'quorum' but current is 'classic'"
     )
-    message = str(topology.queue_mismatch(QUEUE, text))
+    message = str(topology.queue_mismatch(QUEUE, "quorum", text))
     assert f"{QUEUE!r} exists as a classic queue" in message
     assert "declares it as a quorum queue" in message
     assert f"rabbitmqctl delete_queue {QUEUE}" in message
@@ -184,7 +184,7 @@ def test_a_queue_declared_without_a_type_counts_as_classic() -> None:
         f"PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '{QUEUE}' in vhost "
         "'/': received the value 'quorum' of type 'longstr' but current is none"
     )
-    assert "exists as a classic queue" in str(topology.queue_mismatch(QUEUE, text))
+    assert "exists as a classic queue" in str(topology.queue_mismatch(QUEUE, "quorum", text))
 
 
 def test_another_argument_s_mismatch_names_the_argument_and_both_values() -> None:
@@ -192,12 +192,34 @@ def test_another_argument_s_mismatch_names_the_argument_and_both_values() -> Non
         f"PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue '{QUEUE}' in "
         "vhost '/': received the value '1000' of type 'short' but current is none"
     )
-    message = str(topology.queue_mismatch(QUEUE, text))
+    message = str(topology.queue_mismatch(QUEUE, "quorum", text))
     assert "x-delivery-limit=none" in message
     assert "x-delivery-limit=1000" in message
 
 
 def test_a_refusal_of_another_shape_is_still_a_queue_mismatch_with_the_broker_s_words() -> None:
-    error = topology.queue_mismatch(QUEUE, "PRECONDITION_FAILED - something else")
+    error = topology.queue_mismatch(QUEUE, "quorum", "PRECONDITION_FAILED - something else")
     assert isinstance(error, exceptions.QueueMismatchError)
     assert "something else" in str(error)
+
+
+def test_a_quorum_queue_declared_classic_is_told_apart_by_its_quorum_only_arguments() -> None:
+    # RabbitMQ may compare x-dead-letter-strategy before x-queue-type
+    text = (
+        f"PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-strategy' for queue '{QUEUE}' "
+        "in vhost '/': received none but current is the value 'at-least-once' of type 'longstr'"
+    )
+    message = str(topology.queue_mismatch(QUEUE, "classic", text))
+    assert f"{QUEUE!r} exists as a quorum queue" in message
+    assert "declares it as a classic queue" in message
+    assert "WARREN_QUEUE_TYPE=quorum again" in message
+
+
+def test_an_older_quorum_queue_without_a_delivery_limit_names_the_argument() -> None:
+    text = (
+        f"PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue '{QUEUE}' in "
+        "vhost '/': received '1000' but current is '5'"
+    )
+    message = str(topology.queue_mismatch(QUEUE, "quorum", text))
+    assert "exists with x-delivery-limit=5" in message
+    assert "declares it with x-delivery-limit=1000" in message

@@ -196,33 +196,37 @@ def _ms(seconds: float) -> int:
 
 # -- a queue that exists with other arguments ---------------------------------------------
 
+_VALUE = r"(?:none|(?:the value )?'(?P<{}>[^']*)'(?: of type '[^']*')?)"
 _INEQUIVALENT = re.compile(
-    r"inequivalent arg '(?P<argument>[^']+)' for queue '(?P<queue>[^']*)' in vhost '[^']*': "
-    r"received (?:the value )?'(?P<declared>[^']*)'(?: of type '[^']*')? "
-    r"but current is (?:'(?P<current>[^']*)'|none)"
+    r"inequivalent arg '(?P<argument>[^']+)' for queue '[^']*' in vhost '[^']*': "
+    rf"received {_VALUE.format('declared')} but current is {_VALUE.format('current')}"
 )
+# Arguments only a quorum queue has (of those Warren sets): a classic declaration of a
+# quorum queue may be refused over one of these before its type is compared.
+_QUORUM_ONLY = frozenset({"x-delivery-limit", "x-dead-letter-strategy", "x-overflow"})
 
 
-def queue_mismatch(queue: str, reply_text: str) -> QueueMismatchError:
-    """The error for the broker's refusal (``reply_text``) to declare ``queue`` again."""
+def queue_mismatch(queue: str, queue_type: str, reply_text: str) -> QueueMismatchError:
+    """The error for the broker's refusal (``reply_text``) to declare ``queue`` again, as
+    a ``queue_type`` queue."""
     found = _INEQUIVALENT.search(reply_text)
     if found is None:
         return QueueMismatchError(f"RabbitMQ refused to declare queue {queue!r}: {reply_text}")
     argument, declared, current = found["argument"], found["declared"], found["current"]
-    if argument == "x-queue-type":
-        current = current or CLASSIC  # a queue declared without a type is classic
+    if argument == "x-queue-type" or (argument in _QUORUM_ONLY and queue_type == CLASSIC):
+        existing = (current or CLASSIC) if argument == "x-queue-type" else QUORUM
         return QueueMismatchError(
-            f"queue {queue!r} exists as a {current} queue, and Warren now declares it as a "
-            f"{declared} queue (WARREN_QUEUE_TYPE={declared}); RabbitMQ cannot change a "
+            f"queue {queue!r} exists as a {existing} queue, and Warren now declares it as a "
+            f"{queue_type} queue (WARREN_QUEUE_TYPE={queue_type}); RabbitMQ cannot change a "
             f"queue's type. Either delete the queue once nothing in it is needed "
             f"(rabbitmqctl delete_queue {queue}; stopping its app removes a function "
-            f"queue), or set WARREN_QUEUE_TYPE={current} again."
+            f"queue), or set WARREN_QUEUE_TYPE={existing} again."
         )
     return QueueMismatchError(
         f"queue {queue!r} exists with {argument}={current or 'none'}, and Warren declares it "
-        f"with {argument}={declared}; RabbitMQ cannot change a queue's arguments. Delete the "
-        f"queue once nothing in it is needed (rabbitmqctl delete_queue {queue}), or run the "
-        f"Warren version and WARREN_QUEUE_TYPE that made it."
+        f"with {argument}={declared or 'none'}; RabbitMQ cannot change a queue's arguments. "
+        f"Delete the queue once nothing in it is needed (rabbitmqctl delete_queue {queue}), "
+        f"or run the Warren version and WARREN_QUEUE_TYPE that made it."
     )
 
 
@@ -230,7 +234,8 @@ async def _declare(channel: AbstractChannel, name: str, arguments: dict[str, Any
     try:
         return await channel.declare_queue(name, durable=True, arguments=arguments)
     except ChannelPreconditionFailed as exc:
-        raise queue_mismatch(name, str(exc)) from None
+        queue_type = arguments.get("x-queue-type", CLASSIC)
+        raise queue_mismatch(name, queue_type, str(exc)) from None
 
 
 async def declare_log_stream(channel: AbstractChannel, environment: str) -> AbstractQueue:
