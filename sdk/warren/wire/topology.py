@@ -203,6 +203,7 @@ _INEQUIVALENT = re.compile(
 )
 # Arguments only a quorum queue has (of those Warren sets): a classic declaration of a
 # quorum queue may be refused over one of these before its type is compared.
+_STOPPING = "; stopping its app removes a function queue"
 _QUORUM_ONLY = frozenset({"x-delivery-limit", "x-dead-letter-strategy", "x-overflow"})
 
 
@@ -214,13 +215,14 @@ def queue_mismatch(queue: str, queue_type: str, reply_text: str) -> QueueMismatc
         return QueueMismatchError(f"RabbitMQ refused to declare queue {queue!r}: {reply_text}")
     argument, declared, current = found["argument"], found["declared"], found["current"]
     if argument == "x-queue-type" or (argument in _QUORUM_ONLY and queue_type == CLASSIC):
+        is_function_queue = naming.function_of_queue(queue) is not None
         existing = (current or CLASSIC) if argument == "x-queue-type" else QUORUM
         return QueueMismatchError(
             f"queue {queue!r} exists as a {existing} queue, and Warren now declares it as a "
             f"{queue_type} queue (WARREN_QUEUE_TYPE={queue_type}); RabbitMQ cannot change a "
             f"queue's type. Either delete the queue once nothing in it is needed "
-            f"(rabbitmqctl delete_queue {queue}; stopping its app removes a function "
-            f"queue), or set WARREN_QUEUE_TYPE={existing} again."
+            f"(rabbitmqctl delete_queue {queue}{_STOPPING * is_function_queue}), or set "
+            f"WARREN_QUEUE_TYPE={existing} again."
         )
     return QueueMismatchError(
         f"queue {queue!r} exists with {argument}={current or 'none'}, and Warren declares it "
