@@ -55,6 +55,19 @@ def queue_types(prefix: str) -> dict[str, str]:
     return {row[0]: row[1] for row in rows if len(row) == 2 and row[0].startswith(prefix)}
 
 
+def queue_arguments(name: str) -> str:
+    """A queue's arguments, as rabbitmqctl prints them (``[{"x-expires",60000},...]``)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_queues", "name", "arguments", "-q", "--no-table-headers"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    rows = (line.split("\t") for line in listed.stdout.splitlines())
+    return next(row[1] for row in rows if len(row) == 2 and row[0] == name)
+
+
 def delete_queues(names: list[str]) -> None:
     async def delete() -> None:
         connection = await aio_pika.connect(settings().broker_url)
@@ -112,6 +125,12 @@ def test_remote_map_spawn_and_retries_run_on_quorum_queues(
         naming.dead_letter_queue(ENVIRONMENT),
     ]
     assert {name: types.get(name) for name in expected} == dict.fromkeys(expected, "quorum")
+    # And the broker gives up on a message only far beyond Warren's crash limit, into the
+    # environment's dead letters, at least once
+    arguments = queue_arguments(function_queues[0])
+    assert f'{{"x-delivery-limit",{topology.DELIVERY_LIMIT}}}' in arguments
+    assert '{"x-dead-letter-strategy","at-least-once"}' in arguments
+    assert f'{{"x-dead-letter-routing-key","{naming.dead_letter_queue(ENVIRONMENT)}"}}' in arguments
     # And the log stream is a stream, as always
     assert types[naming.log_stream(ENVIRONMENT)] == "stream"
 
