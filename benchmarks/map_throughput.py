@@ -12,12 +12,24 @@ Every configuration runs in a fresh client process, so its peak RSS is its own.
 
     python benchmarks/map_throughput.py              # everything (a few minutes)
     python benchmarks/map_throughput.py --quick      # N = 100,000 only, no 2M run
+    python benchmarks/map_throughput.py --queue-types --rounds 3
+        # classic against quorum queues (WARREN_QUEUE_TYPE), alternating, same run:
+        # map calls/s and the p50 of sequential f.remote calls, as quorum / classic
+
+``--queue-type quorum`` runs everything else with quorum queues. Either way the
+workers run in an environment of their own per queue type (``bench-classic``,
+``bench-quorum``): a queue that exists with the other type cannot be declared again
+(``QueueMismatchError``), and that environment is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import os
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +42,9 @@ SIZES = [1_000, 10_000, 100_000]
 BIG = 2_000_000
 
 
-def worker(n: int, containers: int, ordered: bool, kind: str) -> dict[str, Any]:
+def worker(
+    n: int, containers: int, ordered: bool, kind: str, latency_calls: int = 0
+) -> dict[str, Any]:
     import warren
 
     app = warren.App("bench-map")
@@ -56,6 +70,11 @@ def worker(n: int, containers: int, ordered: bool, kind: str) -> dict[str, Any]:
                 raise AssertionError(f"out of order: {value} != {expected}")
             count += 1
         elapsed = time.perf_counter() - started
+        latencies = []
+        for i in range(latency_calls):
+            before = time.perf_counter()
+            noop.remote(i)
+            latencies.append(time.perf_counter() - before)
     if count != n:
         raise AssertionError(f"{count} results for {n} inputs")
     return {
@@ -66,10 +85,85 @@ def worker(n: int, containers: int, ordered: bool, kind: str) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "calls_per_s": round(n / elapsed),
         "client_peak_rss_mib": round(peak_rss_mib(), 1),
+        "queue_type": os.environ.get("WARREN_QUEUE_TYPE", "classic"),
+        **({"remote_p50_ms": round(statistics.median(latencies) * 1000, 3)} if latencies else {}),
     }
 
 
-def run(n: int, containers: int, ordered: bool, kind: str = "async") -> dict[str, Any]:
+def queue_type_environment(queue_type: str) -> dict[str, str]:
+    return {"WARREN_QUEUE_TYPE": queue_type, "WARREN_ENVIRONMENT": f"bench-{queue_type}"}
+
+
+def forget_environment(environment: str) -> None:
+    """Remove what a benchmark's environment leaves on the broker: its dead-letter,
+    orphans and log stream queues and its exchanges (the rest expires by itself)."""
+    import aio_pika
+    from aio_pika.exceptions import ChannelNotFoundEntity
+    from warren.config import settings
+    from warren.wire import naming
+
+    async def remove() -> None:
+        connection = await aio_pika.connect(settings().broker_url)
+        try:
+            async with connection.channel() as channel:
+                for queue in (
+                    naming.dead_letter_queue(environment),
+                    naming.orphans(environment),
+                    naming.log_stream(environment),
+                ):
+                    await channel.queue_delete(queue)
+            for exchange in (
+                naming.orphans(environment),
+                naming.requeue_exchange(environment),
+                naming.delay_exchange(environment),
+                naming.cancel_exchange(environment),
+                naming.log_stream(environment),
+            ):
+                # A missing exchange closes the channel that names it.
+                with contextlib.suppress(ChannelNotFoundEntity):
+                    async with connection.channel() as channel:
+                        await channel.exchange_delete(exchange)
+        finally:
+            await connection.close()
+
+    asyncio.run(remove())
+
+
+def compare_queue_types(rounds: int, n: int, latency_calls: int) -> dict[str, Any]:
+    """Classic and quorum queues in alternation, round after round; medians and ratios."""
+    rows: dict[str, list[dict[str, Any]]] = {"classic": [], "quorum": []}
+    for _ in range(rounds):
+        for queue_type, measured in rows.items():
+            env = queue_type_environment(queue_type)
+            measured.append(run(n, 1, True, "async", env=env, latency_calls=latency_calls))
+    medians = {
+        queue_type: {
+            "calls_per_s": statistics.median(r["calls_per_s"] for r in measured),
+            "remote_p50_ms": statistics.median(r["remote_p50_ms"] for r in measured),
+        }
+        for queue_type, measured in rows.items()
+    }
+    ratios = {
+        "map_calls_per_s_quorum_over_classic": round(
+            medians["quorum"]["calls_per_s"] / medians["classic"]["calls_per_s"], 3
+        ),
+        "remote_p50_quorum_over_classic": round(
+            medians["quorum"]["remote_p50_ms"] / medians["classic"]["remote_p50_ms"], 3
+        ),
+    }
+    print(f"medians: {medians}\nratios: {ratios}")
+    return {"rounds": rows, "medians": medians, "ratios": ratios}
+
+
+def run(
+    n: int,
+    containers: int,
+    ordered: bool,
+    kind: str = "async",
+    *,
+    env: dict[str, str] | None = None,
+    latency_calls: int = 0,
+) -> dict[str, Any]:
     command = [
         sys.executable,
         __file__,
@@ -80,16 +174,26 @@ def run(n: int, containers: int, ordered: bool, kind: str = "async") -> dict[str
         str(containers),
         "--kind",
         kind,
+        "--latency-calls",
+        str(latency_calls),
         *(["--ordered"] if ordered else []),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+        env={**os.environ, **(env or {})},
+    )
     if done.returncode != 0:
         raise SystemExit(f"worker failed:\n{done.stderr}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     rate, rss = figures["calls_per_s"], figures["client_peak_rss_mib"]
+    latency = f", remote p50 {figures['remote_p50_ms']} ms" if latency_calls else ""
     print(
-        f"{kind:>5} n={n:>9,} containers={containers} ordered={ordered!s:>5}: "
-        f"{rate:>8,} calls/s, client peak RSS {rss} MiB"
+        f"{figures['queue_type']:>7} {kind:>5} n={n:>9,} containers={containers} "
+        f"ordered={ordered!s:>5}: {rate:>8,} calls/s, client peak RSS {rss} MiB{latency}"
     )
     return figures
 
@@ -133,11 +237,40 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=1)
     parser.add_argument("--ordered", action="store_true")
     parser.add_argument("--kind", choices=["async", "sync"], default="async")
+    parser.add_argument("--latency-calls", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="N = 100,000 only, no 2M run")
+    parser.add_argument(
+        "--queue-type", choices=["classic", "quorum"], help="run everything with this type"
+    )
+    parser.add_argument(
+        "--queue-types", action="store_true", help="classic against quorum, alternating"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --queue-types")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.n, args.containers, args.ordered, args.kind)))
+        figures = worker(args.n, args.containers, args.ordered, args.kind, args.latency_calls)
+        print(json.dumps(figures))
         return
+    if args.queue_types:
+        try:
+            save("map_queue_types", compare_queue_types(args.rounds, args.n, 300))
+        finally:
+            for queue_type in ("classic", "quorum"):
+                forget_environment(f"bench-{queue_type}")
+        return
+    if args.queue_type is not None:
+        os.environ.update(queue_type_environment(args.queue_type))
+        try:
+            measure(args.quick)
+        finally:
+            forget_environment(f"bench-{args.queue_type}")
+        return
+    measure(args.quick)
+
+
+def measure(quick: bool) -> None:
+    """Throughput by size, containers and order; the reference; memory unless ``quick``."""
+    args = argparse.Namespace(quick=quick)
 
     sizes = [100_000] if args.quick else SIZES
     rows = [run(n, c, o) for n in sizes for c in (1, 2) for o in (True, False)]

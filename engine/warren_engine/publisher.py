@@ -92,9 +92,10 @@ async def dead_letter(
 class Republisher:
     """Publishes into one environment's function queues, delay queues and dead letters."""
 
-    def __init__(self, channel: AbstractChannel, environment: str) -> None:
+    def __init__(self, channel: AbstractChannel, environment: str, queue_type: str) -> None:
         self._channel = channel
         self._environment = environment
+        self._queue_type = queue_type  # of the delay queues it declares
 
     async def requeue(
         self,
@@ -112,7 +113,7 @@ class Republisher:
         else:
             # Declared at every use: a delay queue expires a minute after it was last used.
             exchange = await topology.declare_delay_queue(
-                self._channel, self._environment, delay_ms
+                self._channel, self._environment, delay_ms, self._queue_type
             )
             headers = {topology.DELAY_HEADER: str(delay_ms)}
         messages = [call_message(body, correlation_id, reply_to) for body in bodies]

@@ -19,8 +19,9 @@ WARREN_FUNCTION_BROKER_URL      the URL functions that call functions   WARREN_C
                                 containers: a caller's rights
 WARREN_ENVIRONMENT              environment (name prefix) to work in    main
                                 (``--env``)
-WARREN_QUEUE_TYPE               ``classic`` or ``quorum`` function      classic
-                                queues (decided when a queue is made)
+WARREN_QUEUE_TYPE               ``classic`` or ``quorum`` queues for    classic
+                                calls, results and state (decided when
+                                a queue is made; warren.wire.topology)
 WARREN_RESULT_QUEUE_EXPIRY      seconds an unused result queue lives    600
 WARREN_ENGINE_START_TIMEOUT     seconds to wait for a child engine      60
 WARREN_RESULT_RETENTION         seconds a spawned call's result is kept 86400 (24 hours)

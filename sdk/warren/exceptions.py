@@ -5,6 +5,7 @@
     WarrenError
     ├── InvalidError ............ bad arguments or configuration, caught before anything is sent
     │   ├── ConfigError           a WARREN_* variable (or the flag over it) has an unusable value
+    │   │   └── QueueMismatchError    a queue exists with other arguments (classic vs quorum)
     │   └── BlockingCallInLoopError   a blocking call made inside a running event loop
     ├── SerializationError ...... a value cannot be encoded for the wire
     │   └── MessageTooLargeError  an argument or result above the message size limit
@@ -47,6 +48,7 @@ __all__ = [
     "MessageTooLargeError",
     "NotFoundError",
     "OutOfMemoryError",
+    "QueueMismatchError",
     "RemoteError",
     "ResultExpiredError",
     "SerializationError",
@@ -67,6 +69,13 @@ class ConfigError(InvalidError):
     """A setting (a ``WARREN_*`` variable, or the command-line flag that overrides it) has a
     value Warren cannot use; the message names the variable or flag (and the value, unless
     it is secret)."""
+
+
+class QueueMismatchError(ConfigError):
+    """A queue Warren declares exists on the broker with other arguments: typically a
+    classic queue met by an engine started with ``WARREN_QUEUE_TYPE=quorum``, or the
+    reverse. RabbitMQ cannot change a queue's type; the message names the queue, both
+    values, and the two ways out (delete the queue, or set the variable back)."""
 
 
 class BlockingCallInLoopError(InvalidError):

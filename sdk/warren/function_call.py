@@ -97,7 +97,9 @@ async def spawn_call(
             valid_for=retention,
             # Declared before each attempt: a publish re-sent after a lost connection must
             # not find the result queue missing (a nowait declare may have been lost too).
-            prepare=lambda channel: Publisher.declare_call_queue(channel, ref.queue, retention),
+            prepare=lambda channel: Publisher.declare_call_queue(
+                channel, ref.queue, retention, client.settings.queue_type
+            ),
         )
     except NotFoundError:
         await client.publisher.delete_queue(ref.queue)

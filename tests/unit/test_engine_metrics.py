@@ -105,7 +105,7 @@ def _pool(tag: str, metrics: EngineMetrics) -> ContainerPool:
         CancelMemory(),
         empty,
         never,
-        Republisher(None, "main"),  # type: ignore[arg-type]
+        Republisher(None, "main", "classic"),  # type: ignore[arg-type]
         metrics=metrics.function("main", "shop", tag),
     )
 

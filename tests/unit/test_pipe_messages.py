@@ -245,7 +245,7 @@ def test_the_pool_has_a_handler_for_every_event_and_every_query() -> None:
         CancelMemory(),
         never,
         never,
-        Republisher(None, "env"),  # type: ignore[arg-type]
+        Republisher(None, "env", "classic"),  # type: ignore[arg-type]
     )
     assert set(pool._on_event) == set(get_args(Event))
     assert set(pool._serve) == set(get_args(Query))

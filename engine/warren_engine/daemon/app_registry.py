@@ -440,12 +440,12 @@ class AppRegistry:
 
     async def prepare(self, environment: str) -> Republisher:
         """Declare what an environment's pools need; the publisher they share."""
-        await topology.declare_dead_letters(self._channel, environment)
+        await topology.declare_dead_letters(self._channel, environment, self.settings.queue_type)
         await topology.declare_cancel_exchange(self._channel, environment)
         await topology.declare_replies_exchange(self._channel)
-        await topology.declare_requeue(self._channel, environment)
+        await topology.declare_requeue(self._channel, environment, self.settings.queue_type)
         await topology.declare_log_stream(self._channel, environment)
-        return Republisher(self.publisher, environment)
+        return Republisher(self.publisher, environment, self.settings.queue_type)
 
     def slots_of(self, app: HostedApp, key: str) -> Slots | None:
         """The pool's slots, if its ``max_containers`` is set (a cluster-wide bound)."""

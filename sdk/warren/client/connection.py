@@ -163,7 +163,9 @@ class Client:
         await consumer.declare_queue(
             self.result_queue,
             durable=True,
-            arguments=topology.result_queue_arguments(self.settings.result_queue_expiry),
+            arguments=topology.result_queue_arguments(
+                self.settings.result_queue_expiry, self.settings.queue_type, self.environment
+            ),
         )
         await consumer.bind_queue(self.result_queue, naming.replies_exchange(), self.result_queue)
         await consumer.qos(RESULT_PREFETCH)

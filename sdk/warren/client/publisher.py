@@ -193,7 +193,9 @@ class Publisher:
             raise exceptions.ConnectionError(f"{doing} failed: {closed}") from exc
 
     @staticmethod
-    async def declare_call_queue(channel: Channel, name: str, retention: float) -> None:
+    async def declare_call_queue(
+        channel: Channel, name: str, retention: float, queue_type: str
+    ) -> None:
         """Declare a spawned call's result queue on the publishing channel, without waiting.
 
         The broker handles a channel's methods in order, so the call published next on
@@ -202,7 +204,10 @@ class Publisher:
         saves a round trip per spawn.
         """
         await channel.declare_queue(
-            name, durable=True, arguments=topology.call_queue_arguments(retention), nowait=True
+            name,
+            durable=True,
+            arguments=topology.call_queue_arguments(retention, queue_type),
+            nowait=True,
         )
         await channel.bind_queue(name, naming.replies_exchange(), name, nowait=True)
 
