@@ -27,6 +27,7 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import ChannelInvalidStateError
 from warren.wire import naming
 from warren.wire.codec import packb, unpackb
 
@@ -77,7 +78,10 @@ class Token:
     @property
     def held(self) -> bool:
         """Whether this node still holds it: not if the channel it came on has gone."""
-        return not self.message.channel.is_closed
+        try:
+            return not self.message.channel.is_closed
+        except ChannelInvalidStateError:  # aio-pika's way of saying it is closed
+            return False
 
 
 class Slots:
@@ -100,7 +104,7 @@ class Slots:
 
     async def take(self) -> Token | None:
         """A token, or None if all are taken (by this node or others)."""
-        if self._queue is None or self._queue.channel.is_closed:
+        if self._queue is None:  # the robust channel declares it again after a reconnect
             self._queue = await declare_slots(self._channel, self._queue_name, self._queue_type)
         while True:
             message = await self._queue.get(no_ack=False, fail=False)
