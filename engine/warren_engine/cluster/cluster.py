@@ -28,9 +28,10 @@ from warren import exceptions
 from warren.wire.signing import Signer
 from warren.wire.spec import FunctionSpec
 from warren_engine.cluster.leadership import Leadership
-from warren_engine.cluster.membership import Heartbeats, Membership, NodeBeat, PoolBeat
+from warren_engine.cluster.membership import Heartbeats, Membership, NodeBeat
 from warren_engine.cluster.registry_log import Apply, Log, MemoryLog, StreamLog
 from warren_engine.pool.node_capacity import Node
+from warren_engine.pool.presence import PoolBeat
 from warren_engine.pool.shares import Share
 
 
