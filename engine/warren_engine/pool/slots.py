@@ -27,6 +27,7 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aiormq.exceptions import ChannelInvalidStateError
 from warren.wire import naming
 from warren.wire.codec import packb, unpackb
 
@@ -77,7 +78,10 @@ class Token:
     @property
     def held(self) -> bool:
         """Whether this node still holds it: not if the channel it came on has gone."""
-        return not self.message.channel.is_closed
+        try:
+            return not self.message.channel.is_closed
+        except ChannelInvalidStateError:  # aio-pika's way of saying it is closed
+            return False
 
 
 class Slots:
