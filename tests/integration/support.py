@@ -149,9 +149,11 @@ class EngineProcess:
         env: dict[str, str] | None = None,
         log: Path | None = None,
         args: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = state_dir
         self.args = args
+        self.prefix = prefix  # what the engine runs under (``ip netns exec NS``, say)
         self.env = {
             **os.environ,
             "WARREN_ENGINE_ENVIRONMENTS": ",".join(ENGINE_ENVIRONMENTS),
@@ -169,6 +171,7 @@ class EngineProcess:
         stderr = open(self.log, "ab") if self.log is not None else None  # noqa: SIM115
         self.process = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-P",
                 "-m",

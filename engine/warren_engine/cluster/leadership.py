@@ -79,9 +79,16 @@ class Leadership:
     async def _tick_forever(self, channel: aio_pika.abc.AbstractChannel) -> None:
         name = naming.leader_queue(self.environment)
         while True:
-            with contextlib.suppress(Exception):  # the connection is coming back
-                await channel.default_exchange.publish(
-                    aio_pika.Message(b"", expiration=LEASE_SECONDS), routing_key=name
-                )
+            try:
+                async with asyncio.timeout(LEASE_SECONDS):  # as the beats (membership)
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(b"", expiration=LEASE_SECONDS), routing_key=name
+                    )
+            except asyncio.CancelledError:  # a call of a stuck connection, or ours
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+            except Exception as exc:  # the connection is coming back
+                log.debug("leader_tick_not_sent", reason=str(exc))
             self.leading  # noqa: B018 (logs a change of leader as it happens)
             await asyncio.sleep(TICK_SECONDS)

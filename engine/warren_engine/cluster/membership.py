@@ -165,6 +165,21 @@ class Heartbeats:
         while True:
             await asyncio.sleep(BEAT_SECONDS)
             try:
-                await self._send(exchange)
+                # Bounded: a publish begun on a connection that went silent may never end,
+                # and a node that stopped beating would never rejoin its peers.
+                async with asyncio.timeout(BEAT_SECONDS * BEATS_MISSED):
+                    await self._send(exchange)
+            except asyncio.CancelledError:
+                # aiormq cancels the calls of a connection it found stuck: only our own
+                # cancellation ends the beats.
+                if _cancelling():
+                    raise
+                log.debug("node_beat_not_sent", reason="its connection was found stuck")
             except Exception as exc:  # the connection is coming back: beat again then
                 log.debug("node_beat_not_sent", reason=str(exc))
+
+
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled (not a call it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

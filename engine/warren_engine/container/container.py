@@ -39,7 +39,7 @@ from warren.client.publisher import BROKER_ERRORS, published_at
 from warren.config import Settings
 from warren.exceptions import EngineError, WarrenError
 from warren.wire import naming
-from warren.wire.amqp import Channel, Connection, Delivery
+from warren.wire.amqp import NODE_HEARTBEAT_SECONDS, Channel, Connection, Delivery
 from warren.wire.batching import PrefetchTuner
 from warren.wire.protocol import KIND_CALLS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, CallBatch
 from warren.wire.session import BrokerSession
@@ -196,7 +196,10 @@ class Container:
         )
         self._cancels.attach(self._executor, self._exit_for_replacement)
         session = self._session = BrokerSession(
-            self.config.function.broker_url, f"container-{self.config.container_id}", self._setup
+            self.config.function.broker_url,
+            f"container-{self.config.container_id}",
+            self._setup,
+            heartbeat=NODE_HEARTBEAT_SECONDS,  # what it holds goes back soon if it is cut off
         )
         await session.start()
         # Deliveries die with their connection (the broker requeues them): the engine's

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 from warren.client import event_loop
+from warren.wire.amqp import ConnectionLost
 from warren.wire.code_bundle import load_app_code
 
 from warren_engine.container.container import Container, ContainerConfig
@@ -36,6 +37,7 @@ from warren_engine.pipe.pipes import EngineLink
 log = structlog.get_logger(__name__)
 
 EXIT_BAD_CODE = 3
+EXIT_NO_BROKER = 5
 STATUS_PERIOD = 0.25
 
 
@@ -120,6 +122,12 @@ async def _serve(
     reporter = loop.create_task(_report(container, send))
     try:
         await container.run()
+    except (ConnectionLost, OSError, TimeoutError) as exc:
+        # Not the code's fault (a node cut off from the broker starts containers that
+        # cannot connect): an exit the pool backs off from, not a failure to load, which
+        # would fail the queued inputs.
+        log.warning("container_broker_unreachable", reason=f"{type(exc).__name__}: {exc}")
+        raise SystemExit(EXIT_NO_BROKER) from exc
     except Exception as exc:
         send(_failure(exc))
         raise

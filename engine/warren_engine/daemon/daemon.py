@@ -45,6 +45,7 @@ from warren import exceptions
 from warren.client.connection import Client
 from warren.config import RECONNECT_INTERVAL, Settings, hide_engine_only_variables
 from warren.wire import naming
+from warren.wire.amqp import CONNECT_TIMEOUT, NODE_HEARTBEAT_SECONDS
 from warren.wire.signing import signer
 
 from warren_engine.cluster.cluster import Cluster
@@ -104,6 +105,10 @@ class Engine:
         connection = await aio_pika.connect_robust(
             self.settings.broker_url,
             reconnect_interval=RECONNECT_INTERVAL,
+            # Its slot tokens go back to the broker soon if this node is cut off from it;
+            # each attempt to come back gives up in time (a partition drops the SYNs).
+            heartbeat=NODE_HEARTBEAT_SECONDS,
+            timeout=CONNECT_TIMEOUT,
             client_properties={"connection_name": "warren-engine"},
         )
         try:

@@ -81,6 +81,9 @@ START_TIMEOUT = 120.0
 KILL_WAIT = 5.0
 MIN_HEALTHY_SECONDS = 5.0
 MAX_BACKOFF = 30.0
+# A tick that waits longer than this for the broker gives up: the connection it started
+# on went silent (this node was cut off from the broker) and its calls may never end.
+TICK_TIMEOUT = 10.0
 SLOT_RETRY = 0.5  # seconds between asks for a slot while all are taken
 
 
@@ -345,11 +348,17 @@ class ContainerPool:
         broker_away = False
         while not self._stopping:
             try:
-                await self._tick()
+                async with asyncio.timeout(TICK_TIMEOUT):
+                    await self._tick()
                 broker_away = False
-            except BROKER_ERRORS as exc:  # the engine's connection is coming back
+            except (*BROKER_ERRORS, TimeoutError) as exc:  # the connection is coming back
                 if not broker_away:
                     self._log.warning("autoscaler_waiting_for_broker", reason=str(exc))
+                broker_away = True
+            except asyncio.CancelledError:  # aiormq cancels the calls of a stuck connection
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
                 broker_away = True
             except Exception:
                 self._log.exception("autoscaler_tick_failed")

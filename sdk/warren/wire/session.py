@@ -18,7 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 
 from warren.config import RECONNECT_INTERVAL
-from warren.wire.amqp import BrokerError, Channel, Connection, ConnectionLost
+from warren.wire.amqp import (
+    HEARTBEAT_SECONDS,
+    BrokerError,
+    Channel,
+    Connection,
+    ConnectionLost,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -33,11 +39,13 @@ class BrokerSession:
         setup: Setup,
         *,
         reconnect_interval: float = RECONNECT_INTERVAL,
+        heartbeat: int = HEARTBEAT_SECONDS,
     ) -> None:
         self.url = url
         self.name = name
         self._setup = setup
         self._interval = reconnect_interval
+        self._heartbeat = heartbeat
         self._connection: Connection | None = None
         self._ready = asyncio.Event()
         self._closed = False
@@ -82,7 +90,7 @@ class BrokerSession:
         self._ready.set()  # whoever waits learns it is closed
 
     async def _connect(self, *, first: bool) -> Connection:
-        connection = await Connection.open(self.url, self.name)
+        connection = await Connection.open(self.url, self.name, heartbeat=self._heartbeat)
         try:
             await self._setup(connection, first)
         except BaseException:
