@@ -14,6 +14,7 @@ import pytest
 import warren
 from support import EngineProcess, engine_running, forget_environment, stop_all_apps, wait_until
 from warren.client.connection import Client
+from warren.wire import naming
 from warren.wire.control import ListContainers, ListNodes, NodeInfo, StopContainer
 
 ENVIRONMENT = f"test-placement-{uuid.uuid4().hex[:8]}"
@@ -40,6 +41,15 @@ def nodes() -> list[NodeInfo]:
     return list(asyncio.run(control(ListNodes(ENVIRONMENT))).nodes)
 
 
+def sees_both(node: str) -> bool:
+    async def ask() -> set[str]:
+        async with Client.connect(environment=ENVIRONMENT) as client:
+            listing = await client.control(ListNodes(ENVIRONMENT), queue=naming.node_queue(node))
+            return {info.name for info in listing.nodes}
+
+    return asyncio.run(ask()) == {"eu-1", "us-1"}
+
+
 @contextlib.contextmanager
 def two_labelled_nodes(tmp_path: Path) -> Iterator[tuple[EngineProcess, EngineProcess]]:
     """Two peer engine nodes of the environment, one labelled eu and one us."""
@@ -52,7 +62,9 @@ def two_labelled_nodes(tmp_path: Path) -> Iterator[tuple[EngineProcess, EnginePr
         )
         us.start()
         try:
-            assert wait_until(lambda: {n.name for n in nodes()} == {"eu-1", "us-1"}, 20)
+            # Each node has heard the other (whichever takes a request must know both).
+            for name in ("eu-1", "us-1"):
+                assert wait_until(lambda name=name: sees_both(name), 20)
             yield eu, us
         finally:
             us.stop()

@@ -2,9 +2,9 @@
 
 Every node sends a :class:`NodeBeat` to the fanout exchange ``warren.v1.nodes`` each
 ``BEAT_SECONDS``, and reads everyone's through a queue of its own (exclusive: it goes
-with the node's connection). A node is alive while its beats keep coming: one not heard
-from for ``BEATS_MISSED`` beats is taken for dead, and the pools it ran are spread over
-the others (:mod:`warren_engine.pool.shares`). Beats carry what a node runs of each
+with the node's connection). A node is alive while its beats keep coming: one not
+heard from for ``BEATS_MISSED`` beats (5 s) is taken for dead, and the pools it ran are
+spread over the others (:mod:`warren_engine.pool.shares`). Beats carry what a node runs of each
 pool (containers, inputs running and held, pids), so that any node can answer a
 function's stats for the whole cluster, and which environments it leads.
 
@@ -32,7 +32,7 @@ from warren_engine.pool.presence import PoolBeat
 log = structlog.get_logger(__name__)
 
 BEAT_SECONDS = 1.0
-BEATS_MISSED = 3
+BEATS_MISSED = 5  # a loaded machine may delay a beat or two: 5 s of silence is death
 KIND_BEAT = "node_beat"
 BEAT_VERSION = 1
 

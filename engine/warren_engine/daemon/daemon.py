@@ -179,9 +179,11 @@ class Engine:
         stack.push_async_callback(changes.leave)
         seals = registry.signer
         cancels = CancelListener(channel, seals, cancel_memory)
-        for environment in self.environments:
-            await registry.prepare(environment)  # its exchanges, before they are bound
-            await cancels.listen(environment)
+        if self.run_id is None:  # an app run's engine listens when its app comes, whose
+            # caller then hears of a queue that cannot be declared
+            for environment in self.environments:
+                await registry.prepare(environment)  # what the listener binds to
+                await cancels.listen(environment)
         control = ControlPlane(registry, changes, cancels, gateway, channel, seals, client)
         stack.callback(log.info, "engine_stopping")
         queues += await self._declare_shared(channel)
