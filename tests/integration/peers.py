@@ -12,8 +12,9 @@ from typing import TypeVar
 
 import aio_pika
 import psutil
-from support import EngineProcess, forget_environment, queue_names, settings, wait_until
+from support import EngineProcess, forget_environment, queue_names, wait_until
 from warren.client.connection import Client
+from warren.config import settings
 from warren.wire.control import AppStatus, GetAppStatus, ListApps, ListNodes, Request, StopApp
 
 R = TypeVar("R")
