@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,10 @@ from typing import TypeVar
 
 import aio_pika
 import psutil
-from support import EngineProcess, forget_environment, queue_names, wait_until
+from support import EngineProcess, forget_environment, wait_until
 from warren.client.connection import Client
 from warren.config import settings
+from warren.wire import naming
 from warren.wire.control import AppStatus, GetAppStatus, ListApps, ListNodes, Request, StopApp
 
 R = TypeVar("R")
@@ -53,9 +55,23 @@ def app_status(environment: str, name: str) -> AppStatus:
     return ask(environment, GetAppStatus(environment, name))
 
 
-def node_names(environment: str) -> set[str]:
-    """The nodes up, as the node that answers sees them."""
-    listing = ask(environment, ListNodes(environment))
+def leader(environment: str, app: str, other_than: str | None = None) -> str:
+    """The node that leads ``environment`` as ``app``'s status names it, once one does
+    (and it is not ``other_than``)."""
+    named: list[str | None] = [None]
+
+    def known() -> bool:
+        named[0] = app_status(environment, app).leader
+        return named[0] not in (None, other_than)
+
+    assert wait_until(known, 15), f"no leader (other than {other_than}): {named[0]}"
+    assert named[0] is not None
+    return named[0]
+
+
+def node_names(environment: str, asked: str) -> set[str]:
+    """The nodes up, as node ``asked`` sees them."""
+    listing = ask(environment, ListNodes(environment), queue=naming.node_queue(asked))
     return {info.name for info in listing.nodes if info.alive}
 
 
@@ -92,7 +108,9 @@ def peers(root: Path, environment: str, names: list[str]) -> Iterator[dict[str, 
     try:
         for daemon in daemons.values():
             daemon.start()
-        assert wait_until(lambda: node_names(environment) >= set(names), 15), "nodes never met"
+        assert wait_until(
+            lambda: all(node_names(environment, n) >= set(names) for n in names), 15
+        ), "nodes never met"
         yield daemons
     finally:
         stop_nodes(environment, list(daemons.values()))
@@ -114,11 +132,23 @@ def stop_nodes(environment: str, daemons: list[EngineProcess]) -> None:
 
 
 def forget_peers_environment(environment: str) -> None:
-    """:func:`support.forget_environment`, and every queue left whose name is in the
-    environment (its slots queues, and function queues of a node killed mid-test)."""
+    """:func:`support.forget_environment`, and every queue of the environment that nobody
+    consumes any more: its slots queues, say, and the result queues of the clients the
+    helpers here open for each request (a client of the test's process that is still
+    connected keeps its own; it expires by itself)."""
     forget_environment(environment)
     prefix = f"warren.v1.{environment}."
-    left = [name for name in queue_names() if name.startswith(prefix)]
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_queues", "name", "consumers", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    left = [
+        name
+        for name, consumers in (line.split() for line in listed.stdout.splitlines() if line.strip())
+        if name.startswith(prefix) and consumers == "0"
+    ]
 
     async def remove() -> None:
         connection = await aio_pika.connect(settings().broker_url)
