@@ -234,7 +234,7 @@ def test_engines_of_two_environments_on_one_broker_never_take_each_others_reques
             forget_peers_environment(nowhere)
 
 
-def test_a_deployed_app_comes_back_from_the_registry_when_every_node_restarts(
+def test_a_deployed_app_comes_back_from_the_registry_on_a_new_node_with_an_empty_state_dir(
     tmp_path: Path,
 ) -> None:
     """Given an app deployed on the only node of an environment
