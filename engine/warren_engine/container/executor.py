@@ -55,7 +55,7 @@ from warren.wire.codec import (
 from warren.wire.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from warren.wire.spec import FunctionSpec
 
-from warren_engine.container.output import current_input
+from warren_engine.container.output import current_input, sync_input
 from warren_engine.pipe.gauge import LoadGauge
 
 # Weight of the newest run time in the executor's running mean.
@@ -274,7 +274,7 @@ class Executor:
 
     def _call_sync(self, job: Job) -> Outcome:
         started = time.perf_counter()
-        token = current_input.set((job.invocation_id, job.index))  # this worker thread's
+        sync_input.job = job  # what it prints is tagged with this input (a thread-local)
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = self._fn(*args, **kwargs)
@@ -282,7 +282,7 @@ class Executor:
         except BaseException as exc:
             return self._failed(job, exc, started)
         finally:
-            current_input.reset(token)
+            sync_input.job = None
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
 
     def _failed(self, job: Job, exc: BaseException, started: float) -> Outcome:
@@ -476,6 +476,7 @@ class _Threads(_Runner):
         # the function itself). Whoever hands out a token takes that thread off idle.
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._running: set[Job] = set()
+        self._busy = 0  # threads running a job or going on to the next (see _measure)
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
@@ -492,9 +493,12 @@ class _Threads(_Runner):
         return len(self._running)
 
     def _measure(self) -> None:
-        """Write the counts to the gauge (under the lock: the threads change them too)."""
-        running = len(self._running)
-        self._gauge.set(len(self._queue) + running, running)
+        """Write the counts to the gauge (under the lock: the threads change them too).
+
+        Running there is the threads busy: running a job, or between one and the next
+        (a thread that goes on to the next job does not write again)."""
+        held = len(self._queue) + len(self._running)
+        self._gauge.set(held, min(self._busy, held))
 
     def hold(self, jobs: list[Job]) -> None:
         with self._lock:
@@ -548,7 +552,10 @@ class _Threads(_Runner):
         for _ in range(wakes):
             self._wake.put(None)
 
-    def _next(self) -> Job | None:
+    def _next(self, busy: bool) -> Job | None:
+        """The next job for a thread; ``busy`` if it just ended one (the gauge still
+        counts it running: a job ended is written by :meth:`_deliver`, before its outcome
+        is reported, and a thread that goes on to the next job changes nothing there)."""
         while True:
             with self._lock:
                 if self._queue:
@@ -556,19 +563,25 @@ class _Threads(_Runner):
                     job.started = time.monotonic()
                     job.deadline = job.started + self._spec.timeout
                     self._running.add(job)
-                    self._measure()
+                    if not busy:  # one more running
+                        self._busy += 1
+                        self._measure()
                     return job
+                if busy:  # one fewer running: it goes idle
+                    self._busy -= 1
+                    self._measure()
+                    busy = False
                 if self._closed:
                     return None
                 self._idle += 1
             self._wake.get()
 
     def _work(self) -> None:
-        while (job := self._next()) is not None:
+        job = self._next(False)
+        while job is not None:
             outcome = _skipped(job) if self._skip(job) else self._run(job)
             with self._lock:
                 self._running.discard(job)
-                self._measure()
                 self._done.append(outcome)
                 wake = not self._wake_scheduled and not (self._collecting and self._queue)
                 self._wake_scheduled = self._wake_scheduled or wake
@@ -577,6 +590,7 @@ class _Threads(_Runner):
                     self._loop.call_soon_threadsafe(self._deliver)
                 except RuntimeError:
                     return  # the loop is closed: the container is going away
+            job = self._next(True)
 
     def _deliver(self) -> None:
         per_input = self._per_input()
@@ -584,6 +598,7 @@ class _Threads(_Runner):
         with self._lock:
             outcomes = list(self._done)
             self._done.clear()
+            self._measure()  # once per wake-up: none of these outcomes is counted any more
             self._wake_scheduled = False
             # Decided with the outcomes taken, under the lock: an outcome added without a
             # wake-up is always one a collection still armed will take.

@@ -10,9 +10,11 @@ caller line by line whatever ``PYTHONUNBUFFERED`` says (bytes written to their
 ``stderr``. The engine's own structured logs were bound to the real ``stderr`` before
 this runs, and stay there: they never mix with what the function wrote.
 
-:data:`current_input` says which input is running: the executor sets it around each
-call, in the slot task of an async function (tasks it starts inherit it) and in the
-worker thread of a sync one. A part-written line is kept per thread, so two threads
+:func:`running_input` says which input is running. The executor sets
+:data:`current_input` around each call in the slot task of an async function (tasks it
+starts inherit it); in the worker thread of a sync one it sets the job being run on
+:data:`sync_input`, a thread-local (one attribute store per input, not a context
+variable's set and reset). A part-written line is kept per thread, so two threads
 printing at once do not splice their lines together.
 """
 
@@ -36,6 +38,26 @@ QUIET_LOGGERS = ("aio_pika", "aiormq", "asyncio")
 current_input: contextvars.ContextVar[tuple[str, int]] = contextvars.ContextVar(
     "warren_current_input", default=("", NO_INDEX)
 )
+
+
+class _Job(Protocol):
+    invocation_id: str
+    index: int
+
+
+class _SyncInput(threading.local):
+    job: _Job | None = None  # the job a sync worker thread runs
+
+
+sync_input = _SyncInput()
+
+
+def running_input() -> tuple[str, int]:
+    """The call and index of the input running where this is asked."""
+    job = sync_input.job
+    if job is not None:
+        return job.invocation_id, job.index
+    return current_input.get()
 
 
 class LineSink(Protocol):
