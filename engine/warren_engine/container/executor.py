@@ -254,8 +254,9 @@ class Executor:
 
     async def _call_async(self, job: Job) -> Outcome:
         started = time.perf_counter()
-        # What the function prints is tagged with this input (the slot task's context).
-        token = current_input.set((job.invocation_id, job.index))
+        # What the function prints is tagged with this input: the slot task's context, a
+        # copy of its own, so the next job's set replaces it (no reset needed).
+        current_input.set((job.invocation_id, job.index))
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = await self._fn(*args, **kwargs)
@@ -268,21 +269,16 @@ class Executor:
             return self._failed(job, error, started)
         except BaseException as exc:
             return self._failed(job, exc, started)
-        finally:
-            current_input.reset(token)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
 
     def _call_sync(self, job: Job) -> Outcome:
         started = time.perf_counter()
-        sync_input.job = job  # what it prints is tagged with this input (a thread-local)
-        try:
+        try:  # what it prints is tagged with this input: see _Threads._work
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = self._fn(*args, **kwargs)
             fmt, data = self._encode_result(value, job.json)
         except BaseException as exc:
             return self._failed(job, exc, started)
-        finally:
-            sync_input.job = None
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
 
     def _failed(self, job: Job, exc: BaseException, started: float) -> Outcome:
@@ -577,9 +573,14 @@ class _Threads(_Runner):
             self._wake.get()
 
     def _work(self) -> None:
+        # The job this thread runs, for what it prints (output.running_input).
+        cell: list[Any] = [None]
+        sync_input.cell = cell
         job = self._next(False)
         while job is not None:
+            cell[0] = job
             outcome = _skipped(job) if self._skip(job) else self._run(job)
+            cell[0] = None
             with self._lock:
                 self._running.discard(job)
                 self._done.append(outcome)

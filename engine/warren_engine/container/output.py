@@ -11,11 +11,11 @@ caller line by line whatever ``PYTHONUNBUFFERED`` says (bytes written to their
 this runs, and stay there: they never mix with what the function wrote.
 
 :func:`running_input` says which input is running. The executor sets
-:data:`current_input` around each call in the slot task of an async function (tasks it
-starts inherit it); in the worker thread of a sync one it sets the job being run on
-:data:`sync_input`, a thread-local (one attribute store per input, not a context
-variable's set and reset). A part-written line is kept per thread, so two threads
-printing at once do not splice their lines together.
+:data:`current_input` before each call in the slot task of an async function (tasks it
+starts inherit it); a worker thread of a sync one keeps the job it runs in a cell of
+its own, found through :data:`sync_input` (a thread-local set once per thread: an item
+store per input, not a context variable's set and reset). A part-written line is kept
+per thread, so two threads printing at once do not splice their lines together.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class _Job(Protocol):
 
 
 class _SyncInput(threading.local):
-    job: _Job | None = None  # the job a sync worker thread runs
+    cell: list[_Job | None] | None = None  # a sync worker thread's: the job it runs
 
 
 sync_input = _SyncInput()
@@ -54,8 +54,8 @@ sync_input = _SyncInput()
 
 def running_input() -> tuple[str, int]:
     """The call and index of the input running where this is asked."""
-    job = sync_input.job
-    if job is not None:
+    cell = sync_input.cell
+    if cell is not None and (job := cell[0]) is not None:
         return job.invocation_id, job.index
     return current_input.get()
 
