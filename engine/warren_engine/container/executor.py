@@ -21,10 +21,13 @@ A job's timeout counts from when it starts, not from when it was held.
 Inputs not started yet can be taken back (:meth:`Executor.take_back`): the container
 hands them to other containers when it holds more work than it should.
 
-Wherever the count of inputs held or running changes, the runner writes it to the
-container's load gauge (:mod:`warren_engine.pipe.gauge`), before the outcome is
-reported: the engine reads the gauge for its stats, so an input whose result has
-been published is never counted there.
+The runner writes the count of inputs held and running to the container's load gauge
+(:mod:`warren_engine.pipe.gauge`) before an outcome is reported: the engine reads the
+gauge for its stats, so an input whose result has been published is never counted
+there. It writes no more than that needs: inputs held, when a slot or thread starts
+running or stops, and, as outcomes are reported, once per input of an async function
+and once per wake-up of the loop for a sync one (a thread going on from one input to
+the next writes nothing).
 """
 
 from __future__ import annotations
@@ -347,6 +350,9 @@ class _Tasks(_Runner):
         self._run = run
         self._slots: dict[asyncio.Task[None], Job | None] = {}
         self._busy = 0  # slots running a job: counted, not summed, on every change
+        # Slots running a job or going on to the next, as the gauge counts them running:
+        # a slot that ends a job and takes the next writes the gauge once, not twice.
+        self._counted = 0
         self._closing = False
 
     @property
@@ -354,7 +360,8 @@ class _Tasks(_Runner):
         return self._busy
 
     def _measure(self) -> None:
-        self._gauge.set(len(self._queue) + self._busy, self._busy)
+        held = len(self._queue) + self._busy
+        self._gauge.set(held, min(self._counted, held))
 
     def hold(self, jobs: list[Job]) -> None:
         self._queue.extend(jobs)
@@ -376,29 +383,44 @@ class _Tasks(_Runner):
 
     async def _run_held(self, slot: asyncio.Task[None]) -> None:
         queue = self._queue
-        while queue and not self._closing:
-            job = queue.popleft()
-            if self._skip(job):
+        counted = False  # whether the gauge counts this slot running
+        try:
+            while queue and not self._closing:
+                job = queue.popleft()
+                if self._skip(job):
+                    if counted:
+                        self._counted -= 1
+                        counted = False
+                    self._measure()
+                    self._finished(_skipped(job))
+                    continue
+                job.started = time.monotonic()
+                job.deadline = self._loop.time() + self._spec.timeout
+                self._slots[slot] = job
+                self._busy += 1
+                if not counted:  # one more running
+                    self._counted += 1
+                    counted = True
+                    self._measure()
+                try:
+                    outcome = await self._run(job)
+                except asyncio.CancelledError:
+                    if not (job.timed_out or job.cancel_requested or job.abandoned):
+                        raise  # the slot itself is cancelled: not for one job
+                    slot.uncancel()
+                    outcome = self._outcome(job)
+                finally:
+                    self._slots[slot] = None
+                    self._busy -= 1
+                    if not queue or self._closing:  # it stops: one fewer running
+                        self._counted -= 1
+                        counted = False
+                    self._measure()  # before the outcome is reported
+                self._finished(outcome)
+        finally:
+            if counted:  # the queue was emptied another way (taken back, cancelled)
+                self._counted -= 1
                 self._measure()
-                self._finished(_skipped(job))
-                continue
-            job.started = time.monotonic()
-            job.deadline = self._loop.time() + self._spec.timeout
-            self._slots[slot] = job
-            self._busy += 1
-            self._measure()
-            try:
-                outcome = await self._run(job)
-            except asyncio.CancelledError:
-                if not (job.timed_out or job.cancel_requested or job.abandoned):
-                    raise  # the slot itself is cancelled: not for one job
-                slot.uncancel()
-                outcome = self._outcome(job)
-            finally:
-                self._slots[slot] = None
-                self._busy -= 1
-                self._measure()
-            self._finished(outcome)
 
     def _outcome(self, job: Job) -> Outcome:
         started = job.deadline - self._spec.timeout
