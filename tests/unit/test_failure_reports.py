@@ -75,7 +75,7 @@ def test_a_pool_keeps_its_last_failures_newest_first_and_counts_them_all() -> No
         log.add("container-1", raised)
     recent = log.recent()
     assert len(recent) == LIMIT
-    assert [attempt.index for attempt in recent[:2]] == [LIMIT + 4, LIMIT + 3]
+    assert [attempt.raised.index for attempt in recent[:2]] == [LIMIT + 4, LIMIT + 3]
     assert (
         recent[0].container == "container-1" and recent[0].as_dict()["message"] == f"m{LIMIT + 4}"
     )

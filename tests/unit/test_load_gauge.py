@@ -121,3 +121,37 @@ async def test_inputs_taken_back_leave_the_gauge_at_once() -> None:
     assert gauge.read() == (2, 1)
     release.set()
     await executor.close()
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_an_input_that_follows_others_on_the_same_slot_is_counted_running(
+    is_async: bool,
+) -> None:
+    # Given one slot, three fast inputs, then one that blocks
+    release = threading.Event()
+
+    def work_sync(x: int) -> int:
+        if x == 3:
+            release.wait(10)
+        return x
+
+    async def work_async(x: int) -> int:
+        while x == 3 and not release.is_set():
+            await asyncio.sleep(0.005)
+        return x
+
+    gauge = LoadGauge()
+    watcher = Watcher(gauge, 4)
+    work: Any = work_async if is_async else work_sync
+    executor = Executor(work, FunctionSpec("work", is_async, max_inputs=1), watcher, gauge=gauge)
+    executor.hold(_jobs(4))
+    # Then once the fast ones are reported, the blocked one is held and running
+    for _ in range(200):
+        if watcher.reported == 3 and watcher.engine_side.read() == (1, 1):
+            break
+        await asyncio.sleep(0.005)
+    assert (watcher.reported, watcher.engine_side.read()) == (3, (1, 1))
+    release.set()
+    await asyncio.wait_for(watcher.all_in.wait(), 10)
+    assert watcher.engine_side.read() == (0, 0)
+    await executor.close()

@@ -69,6 +69,9 @@ SUSPECT_RETRY_DELAY = 1.0
 # waiting beyond what runs; what is beyond goes back to the queue for other containers.
 HOLD_SECONDS = 0.25
 HOLD_CHECK_SECONDS = 0.05
+# Run times and waits observed are sorted into their buckets as each report is sent, or
+# when a message arrives with more than this many of either waiting (no report sent).
+FOLD_OVER = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,8 @@ class Container:
         self.messages_received = 0
         self.inputs_received = 0
         self.tally = Tally()  # how its inputs ended, reported to the engine (see main)
+        self._observe_run = self.tally.run_seconds.observe  # per input: no lookups
+        self._observe_wait = self.tally.queue_wait.observe
         self._tuner = PrefetchTuner(config.function.spec.max_inputs)
 
     @property
@@ -451,6 +456,7 @@ class Container:
         self.inputs_received += len(batch.inputs)
         if published:
             self.tally.received += len(batch.inputs)  # a caller's message, the first time
+        self.tally.fold(over=FOLD_OVER)  # what it keeps between two reports stays bounded
         if self._gauge is not None:  # before any of them runs, so before any result
             self._gauge.count_received(self.messages_received, self.inputs_received)
         invocation_id, json = batch.invocation_id, batch.json_results
@@ -581,11 +587,18 @@ class Container:
             self._timed(job, delivery, seconds)
             self._replies.add(None, delivery, (delivery, job.index, job.fmt, job.data))
         else:
+            tally = self.tally
             if status == STATUS_OK:
-                self.tally.succeeded += 1
+                tally.succeeded += 1
             else:
-                self.tally.failed += 1
-            self._timed(job, delivery, seconds)
+                tally.failed += 1
+            started = job.started
+            if job.timed_out:
+                self._timed(job, delivery, seconds)
+            elif started:  # what _timed does, inline: this is the path of every input
+                self._observe_run(seconds)
+                if delivery.published:  # a negative wait (clocks) counts as 0
+                    self._observe_wait(started - delivery.published)
             self._replies.add((job.invocation_id, job.index, status, fmt, data, seconds), delivery)
 
     def _timed(self, job: Job, delivery: HeldMessage, seconds: float) -> None:
@@ -596,8 +609,8 @@ class Container:
             seconds = self.last_active - job.started  # reported as it passed its deadline
         if job.started:
             tally.run_seconds.observe(seconds)
-            if delivery.published:
-                tally.queue_wait.observe(max(0.0, job.started - delivery.published))
+            if delivery.published:  # a negative wait (clocks) counts as 0
+                tally.queue_wait.observe(job.started - delivery.published)
 
     def _retries(self, job: Job) -> bool:
         """Whether a failed attempt of ``job`` is run again (its retries are not spent)."""

@@ -21,10 +21,13 @@ A job's timeout counts from when it starts, not from when it was held.
 Inputs not started yet can be taken back (:meth:`Executor.take_back`): the container
 hands them to other containers when it holds more work than it should.
 
-Wherever the count of inputs held or running changes, the runner writes it to the
-container's load gauge (:mod:`warren_engine.pipe.gauge`), before the outcome is
-reported: the engine reads the gauge for its stats, so an input whose result has
-been published is never counted there.
+The runner writes the count of inputs held and running to the container's load gauge
+(:mod:`warren_engine.pipe.gauge`) before an outcome is reported: the engine reads the
+gauge for its stats, so an input whose result has been published is never counted
+there. It writes no more than that needs: inputs held, when a slot or thread starts
+running or stops, and, as outcomes are reported, once per input of an async function
+and once per wake-up of the loop for a sync one (a thread going on from one input to
+the next writes nothing).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from warren.wire.codec import (
 from warren.wire.protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from warren.wire.spec import FunctionSpec
 
-from warren_engine.container.output import current_input
+from warren_engine.container.output import current_input, sync_input
 from warren_engine.pipe.gauge import LoadGauge
 
 # Weight of the newest run time in the executor's running mean.
@@ -254,8 +257,9 @@ class Executor:
 
     async def _call_async(self, job: Job) -> Outcome:
         started = time.perf_counter()
-        # What the function prints is tagged with this input (the slot task's context).
-        token = current_input.set((job.invocation_id, job.index))
+        # What the function prints is tagged with this input: the slot task's context, a
+        # copy of its own, so the next job's set replaces it (no reset needed).
+        current_input.set((job.invocation_id, job.index))
         try:
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = await self._fn(*args, **kwargs)
@@ -268,21 +272,16 @@ class Executor:
             return self._failed(job, error, started)
         except BaseException as exc:
             return self._failed(job, exc, started)
-        finally:
-            current_input.reset(token)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
 
     def _call_sync(self, job: Job) -> Outcome:
         started = time.perf_counter()
-        token = current_input.set((job.invocation_id, job.index))  # this worker thread's
-        try:
+        try:  # what it prints is tagged with this input: see _Threads._work
             args, kwargs = decode_call_args(job.fmt, job.data)
             value = self._fn(*args, **kwargs)
             fmt, data = self._encode_result(value, job.json)
         except BaseException as exc:
             return self._failed(job, exc, started)
-        finally:
-            current_input.reset(token)
         return (job, STATUS_OK, fmt, data, time.perf_counter() - started)
 
     def _failed(self, job: Job, exc: BaseException, started: float) -> Outcome:
@@ -351,6 +350,9 @@ class _Tasks(_Runner):
         self._run = run
         self._slots: dict[asyncio.Task[None], Job | None] = {}
         self._busy = 0  # slots running a job: counted, not summed, on every change
+        # Slots running a job or going on to the next, as the gauge counts them running:
+        # a slot that ends a job and takes the next writes the gauge once, not twice.
+        self._counted = 0
         self._closing = False
 
     @property
@@ -358,7 +360,8 @@ class _Tasks(_Runner):
         return self._busy
 
     def _measure(self) -> None:
-        self._gauge.set(len(self._queue) + self._busy, self._busy)
+        held = len(self._queue) + self._busy
+        self._gauge.set(held, min(self._counted, held))
 
     def hold(self, jobs: list[Job]) -> None:
         self._queue.extend(jobs)
@@ -380,29 +383,44 @@ class _Tasks(_Runner):
 
     async def _run_held(self, slot: asyncio.Task[None]) -> None:
         queue = self._queue
-        while queue and not self._closing:
-            job = queue.popleft()
-            if self._skip(job):
+        counted = False  # whether the gauge counts this slot running
+        try:
+            while queue and not self._closing:
+                job = queue.popleft()
+                if self._skip(job):
+                    if counted:
+                        self._counted -= 1
+                        counted = False
+                    self._measure()
+                    self._finished(_skipped(job))
+                    continue
+                job.started = time.monotonic()
+                job.deadline = self._loop.time() + self._spec.timeout
+                self._slots[slot] = job
+                self._busy += 1
+                if not counted:  # one more running
+                    self._counted += 1
+                    counted = True
+                    self._measure()
+                try:
+                    outcome = await self._run(job)
+                except asyncio.CancelledError:
+                    if not (job.timed_out or job.cancel_requested or job.abandoned):
+                        raise  # the slot itself is cancelled: not for one job
+                    slot.uncancel()
+                    outcome = self._outcome(job)
+                finally:
+                    self._slots[slot] = None
+                    self._busy -= 1
+                    if not queue or self._closing:  # it stops: one fewer running
+                        self._counted -= 1
+                        counted = False
+                    self._measure()  # before the outcome is reported
+                self._finished(outcome)
+        finally:
+            if counted:  # the queue was emptied another way (taken back, cancelled)
+                self._counted -= 1
                 self._measure()
-                self._finished(_skipped(job))
-                continue
-            job.started = time.monotonic()
-            job.deadline = self._loop.time() + self._spec.timeout
-            self._slots[slot] = job
-            self._busy += 1
-            self._measure()
-            try:
-                outcome = await self._run(job)
-            except asyncio.CancelledError:
-                if not (job.timed_out or job.cancel_requested or job.abandoned):
-                    raise  # the slot itself is cancelled: not for one job
-                slot.uncancel()
-                outcome = self._outcome(job)
-            finally:
-                self._slots[slot] = None
-                self._busy -= 1
-                self._measure()
-            self._finished(outcome)
 
     def _outcome(self, job: Job) -> Outcome:
         started = job.deadline - self._spec.timeout
@@ -476,6 +494,7 @@ class _Threads(_Runner):
         # the function itself). Whoever hands out a token takes that thread off idle.
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._running: set[Job] = set()
+        self._busy = 0  # threads running a job or going on to the next (see _measure)
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
@@ -492,9 +511,12 @@ class _Threads(_Runner):
         return len(self._running)
 
     def _measure(self) -> None:
-        """Write the counts to the gauge (under the lock: the threads change them too)."""
-        running = len(self._running)
-        self._gauge.set(len(self._queue) + running, running)
+        """Write the counts to the gauge (under the lock: the threads change them too).
+
+        Running there is the threads busy: running a job, or between one and the next
+        (a thread that goes on to the next job does not write again)."""
+        held = len(self._queue) + len(self._running)
+        self._gauge.set(held, min(self._busy, held))
 
     def hold(self, jobs: list[Job]) -> None:
         with self._lock:
@@ -548,7 +570,10 @@ class _Threads(_Runner):
         for _ in range(wakes):
             self._wake.put(None)
 
-    def _next(self) -> Job | None:
+    def _next(self, busy: bool) -> Job | None:
+        """The next job for a thread; ``busy`` if it just ended one (the gauge still
+        counts it running: a job ended is written by :meth:`_deliver`, before its outcome
+        is reported, and a thread that goes on to the next job changes nothing there)."""
         while True:
             with self._lock:
                 if self._queue:
@@ -556,19 +581,30 @@ class _Threads(_Runner):
                     job.started = time.monotonic()
                     job.deadline = job.started + self._spec.timeout
                     self._running.add(job)
-                    self._measure()
+                    if not busy:  # one more running
+                        self._busy += 1
+                        self._measure()
                     return job
+                if busy:  # one fewer running: it goes idle
+                    self._busy -= 1
+                    self._measure()
+                    busy = False
                 if self._closed:
                     return None
                 self._idle += 1
             self._wake.get()
 
     def _work(self) -> None:
-        while (job := self._next()) is not None:
+        # The job this thread runs, for what it prints (output.running_input).
+        cell: list[Any] = [None]
+        sync_input.cell = cell
+        job = self._next(False)
+        while job is not None:
+            cell[0] = job
             outcome = _skipped(job) if self._skip(job) else self._run(job)
+            cell[0] = None
             with self._lock:
                 self._running.discard(job)
-                self._measure()
                 self._done.append(outcome)
                 wake = not self._wake_scheduled and not (self._collecting and self._queue)
                 self._wake_scheduled = self._wake_scheduled or wake
@@ -577,6 +613,7 @@ class _Threads(_Runner):
                     self._loop.call_soon_threadsafe(self._deliver)
                 except RuntimeError:
                     return  # the loop is closed: the container is going away
+            job = self._next(True)
 
     def _deliver(self) -> None:
         per_input = self._per_input()
@@ -584,6 +621,7 @@ class _Threads(_Runner):
         with self._lock:
             outcomes = list(self._done)
             self._done.clear()
+            self._measure()  # once per wake-up: none of these outcomes is counted any more
             self._wake_scheduled = False
             # Decided with the outcomes taken, under the lock: an outcome added without a
             # wake-up is always one a collection still armed will take.

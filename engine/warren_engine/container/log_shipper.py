@@ -21,7 +21,7 @@ import structlog
 from warren.wire.amqp import BrokerError, Channel, ChannelClosed
 from warren.wire.logs import LogBatch, LogLine
 
-from warren_engine.container.output import current_input
+from warren_engine.container.output import running_input
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,7 @@ class LogShipper:
     def write(self, stream: int, text: str) -> None:
         """Take one line (no newline), or count it dropped if it is over budget."""
         cost = len(text) + LINE_OVERHEAD
-        call, index = current_input.get()
+        call, index = running_input()
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)

@@ -10,10 +10,12 @@ caller line by line whatever ``PYTHONUNBUFFERED`` says (bytes written to their
 ``stderr``. The engine's own structured logs were bound to the real ``stderr`` before
 this runs, and stay there: they never mix with what the function wrote.
 
-:data:`current_input` says which input is running: the executor sets it around each
-call, in the slot task of an async function (tasks it starts inherit it) and in the
-worker thread of a sync one. A part-written line is kept per thread, so two threads
-printing at once do not splice their lines together.
+:func:`running_input` says which input is running. The executor sets
+:data:`current_input` before each call in the slot task of an async function (tasks it
+starts inherit it); a worker thread of a sync one keeps the job it runs in a cell of
+its own, found through :data:`sync_input` (a thread-local set once per thread: an item
+store per input, not a context variable's set and reset). A part-written line is kept
+per thread, so two threads printing at once do not splice their lines together.
 """
 
 from __future__ import annotations
@@ -36,6 +38,26 @@ QUIET_LOGGERS = ("aio_pika", "aiormq", "asyncio")
 current_input: contextvars.ContextVar[tuple[str, int]] = contextvars.ContextVar(
     "warren_current_input", default=("", NO_INDEX)
 )
+
+
+class _Job(Protocol):
+    invocation_id: str
+    index: int
+
+
+class _SyncInput(threading.local):
+    cell: list[_Job | None] | None = None  # a sync worker thread's: the job it runs
+
+
+sync_input = _SyncInput()
+
+
+def running_input() -> tuple[str, int]:
+    """The call and index of the input running where this is asked."""
+    cell = sync_input.cell
+    if cell is not None and (job := cell[0]) is not None:
+        return job.invocation_id, job.index
+    return current_input.get()
 
 
 class LineSink(Protocol):

@@ -8,14 +8,15 @@ difference between two reports to the function's metrics
 sent (the container was killed) loses only what happened since the last one, and the
 engine's counters never go down.
 
-Counting is an integer increment and, for the two histograms, a bisection over a dozen
-bounds: no lock (outcomes are counted on the container's event loop) and nothing
-allocated per input. No I/O.
+Counting is an integer increment and, for the two histograms, a list append: the values
+are put in their buckets in bulk when the tally is copied for a report. No lock
+(outcomes are counted on the container's event loop). No I/O.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Upper bounds, in seconds, of the buckets of both histograms (a last one, +Inf, follows):
@@ -41,18 +42,68 @@ SECONDS_BUCKETS: tuple[float, ...] = (
 )
 
 
-@dataclass(slots=True)
 class Histogram:
     """Observations in the buckets of :data:`SECONDS_BUCKETS`: a count per bucket (not
-    cumulative; the last one is +Inf) and the sum of the values."""
+    cumulative; the last one is +Inf) and the sum of the values.
 
-    counts: list[int] = field(default_factory=lambda: [0] * (len(SECONDS_BUCKETS) + 1))
-    total: float = 0.0
+    :meth:`observe` only appends the value to a list (it *is* that list's ``append``:
+    a C call, nothing else, on a container's path per input). The values are put in
+    their buckets in bulk when the counts are next read (``counts``, ``total``,
+    :meth:`copy`...) or :meth:`fold` is called. A negative value counts as 0.
+    """
 
-    def observe(self, seconds: float) -> None:
-        # A value equal to a bound belongs to that bound's bucket (Prometheus's ``le``).
-        self.counts[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
-        self.total += seconds
+    __slots__ = ("_counts", "_pending", "_total", "observe")
+
+    def __init__(self, counts: list[int] | None = None, total: float = 0.0) -> None:
+        self._counts = counts if counts is not None else [0] * (len(SECONDS_BUCKETS) + 1)
+        self._total = total
+        self._pending: list[float] = []
+        self.observe: Callable[[float], None] = self._pending.append
+
+    def fold(self) -> None:
+        """Count the values observed since the last fold in their buckets."""
+        pending = self._pending
+        if not pending:
+            return
+        counts, values = self._counts, pending
+        total = sum(values)
+        if min(values) < 0.0:  # a negative value counts as 0
+            total -= sum(value for value in values if value < 0.0)
+        # Bucket after bucket, the values above its bound are kept by a C-level filter
+        # (most values of a fast function are in the first bucket: one pass counts them),
+        # while that takes away at least half of what is left; the rest one by one.
+        index = 0
+        while values and index < len(SECONDS_BUCKETS):
+            above = list(filter(SECONDS_BUCKETS[index].__lt__, values))
+            counts[index] += len(values) - len(above)
+            index += 1
+            if 2 * len(above) > len(values):
+                values = above
+                break
+            values = above
+        else:
+            counts[-1] += len(values)
+            values = []
+        for value in values:
+            # A value equal to a bound belongs to that bound's bucket (Prometheus's ``le``).
+            counts[bisect.bisect_left(SECONDS_BUCKETS, value)] += 1
+        self._total += total
+        pending.clear()
+
+    @property
+    def pending(self) -> int:
+        """Values observed and not folded yet."""
+        return len(self._pending)
+
+    @property
+    def counts(self) -> list[int]:
+        self.fold()
+        return self._counts
+
+    @property
+    def total(self) -> float:
+        self.fold()
+        return self._total
 
     @property
     def count(self) -> int:
@@ -68,12 +119,23 @@ class Histogram:
 
     def add_difference(self, new: Histogram, old: Histogram) -> None:
         """Add what ``new`` observed since ``old`` (an earlier state of the same one)."""
+        counts, old_counts = self.counts, old.counts
         for index, count in enumerate(new.counts):
-            self.counts[index] += count - old.counts[index]
-        self.total += new.total - old.total
+            counts[index] += count - old_counts[index]
+        self._total += new.total - old.total
 
     def copy(self) -> Histogram:
         return Histogram(list(self.counts), self.total)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        return self.counts == other.counts and self.total == other.total
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"Histogram(counts={self.counts!r}, total={self.total!r})"
 
 
 @dataclass(slots=True)
@@ -102,6 +164,13 @@ class Tally:
     def outcomes(self) -> int:
         """Attempts that ended: what a report is worth sending for."""
         return self.succeeded + self.failed + self.retried
+
+    def fold(self, over: int = 0) -> None:
+        """Count the run times and waits observed in their buckets (if more than ``over``
+        wait to be: a container bounds what it keeps between reports)."""
+        for histogram in (self.run_seconds, self.queue_wait):
+            if histogram.pending > over:
+                histogram.fold()
 
     def copy(self) -> Tally:
         return Tally(

@@ -20,29 +20,23 @@ LIMIT = 20
 
 @dataclass(frozen=True, slots=True)
 class FailedAttempt:
-    """One failed attempt, and the container it ran in."""
+    """One failed attempt, as its container reported it, and that container."""
 
     container: str
-    time: float
-    call: str
-    index: int
-    attempt: int
-    retrying: bool
-    error_type: str
-    message: str
-    traceback: str
+    raised: Raised
 
     def as_dict(self) -> dict[str, object]:
+        raised = self.raised
         return {
             "container": self.container,
-            "time": self.time,
-            "call": self.call,
-            "index": self.index,
-            "attempt": self.attempt,
-            "retrying": self.retrying,
-            "type": self.error_type,
-            "message": self.message,
-            "traceback": self.traceback,
+            "time": raised.time,
+            "call": raised.call,
+            "index": raised.index,
+            "attempt": raised.attempt,
+            "retrying": raised.retrying,
+            "type": raised.error_type,
+            "message": raised.message,
+            "traceback": raised.traceback,
         }
 
 
@@ -53,19 +47,7 @@ class FailureLog:
 
     def add(self, container: str, raised: Raised) -> None:
         self.total += 1 + raised.unreported
-        self._recent.append(
-            FailedAttempt(
-                container,
-                raised.time,
-                raised.call,
-                raised.index,
-                raised.attempt,
-                raised.retrying,
-                raised.error_type,
-                raised.message,
-                raised.traceback,
-            )
-        )
+        self._recent.append(FailedAttempt(container, raised))
 
     def recent(self) -> tuple[FailedAttempt, ...]:
         """The failures kept, newest first."""
