@@ -19,6 +19,7 @@ import structlog
 
 from warren.config import RECONNECT_INTERVAL
 from warren.wire.amqp import BrokerError, Channel, Connection, ConnectionLost
+from warren.wire.broker_urls import BrokerUrls, open_connection
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,7 @@ class BrokerSession:
         reconnect_interval: float = RECONNECT_INTERVAL,
     ) -> None:
         self.url = url
+        self.nodes = BrokerUrls.parse(url)  # several nodes, tried in turn
         self.name = name
         self._setup = setup
         self._interval = reconnect_interval
@@ -82,7 +84,7 @@ class BrokerSession:
         self._ready.set()  # whoever waits learns it is closed
 
     async def _connect(self, *, first: bool) -> Connection:
-        connection = await Connection.open(self.url, self.name)
+        connection = await open_connection(self.nodes, self.name)
         try:
             await self._setup(connection, first)
         except BaseException:

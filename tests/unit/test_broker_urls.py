@@ -1,0 +1,76 @@
+"""Broker URLs listing several nodes: parsed and checked once, tried in turn, and never
+a password in a message or a repr."""
+
+from __future__ import annotations
+
+import pytest
+from warren.config import Settings, redacted_url, split_urls, validated_urls
+from warren.exceptions import ConfigError
+from warren.wire.broker_urls import BrokerUrls
+
+THREE = "amqp://u:pw1@a:5701/,amqp://u:pw2@b:5702/, amqps://u:pw3@c/vh"
+VARIABLES = ("WARREN_BROKER_URL", "WARREN_CONTAINER_BROKER_URL", "WARREN_FUNCTION_BROKER_URL")
+
+
+def test_a_list_is_split_on_commas_and_stripped() -> None:
+    assert split_urls(THREE) == [
+        "amqp://u:pw1@a:5701/",
+        "amqp://u:pw2@b:5702/",
+        "amqps://u:pw3@c/vh",
+    ]
+    assert split_urls("amqp://a/,") == ["amqp://a/"]
+
+
+def test_a_comma_inside_a_password_does_not_cut_the_url() -> None:
+    assert split_urls("amqp://u:p,q@a/,amqp://u:r@b/") == ["amqp://u:p,q@a/", "amqp://u:r@b/"]
+    assert redacted_url("amqp://u:p,q@a/,amqp://u:r@b/") == "amqp://u:***@a/,amqp://u:***@b/"
+
+
+def test_every_password_of_a_list_is_redacted_url() -> None:
+    shown = redacted_url(THREE)
+    assert "pw1" not in shown and "pw2" not in shown and "pw3" not in shown
+    assert shown == "amqp://u:***@a:5701/,amqp://u:***@b:5702/, amqps://u:***@c/vh"
+    assert redacted_url("amqp://host/") == "amqp://host/"
+
+
+@pytest.mark.parametrize("variable", VARIABLES)
+def test_each_url_variable_takes_a_list(variable: str) -> None:
+    settings = Settings.from_environment({variable: THREE})
+    assert split_urls(getattr(settings, variable.removeprefix("WARREN_").lower())) == split_urls(
+        THREE
+    )
+    assert all(secret not in repr(settings) for secret in ("pw1", "pw2", "pw3"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "bad"),
+    [
+        ("amqp://u:pw1@a/,http://u:pw2@b/", "http://u:***@b/"),
+        ("amqp://u:pw1@a/,amqp://u:pw2@b:99999/", "amqp://u:***@b:99999/"),
+        ("amqp://u:pw1@a/,amqp://u:pw2@/", "amqp://u:***@/"),
+        ("amqp://u:pw1@a/,u:pw2@b", "u:***@b"),
+    ],
+)
+def test_a_bad_entry_is_named_with_every_password_redacted_url(raw: str, bad: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environment({"WARREN_BROKER_URL": raw})
+    message = str(caught.value)
+    assert "WARREN_BROKER_URL" in message and bad in message and "entry 2 of 2" in message
+    assert "pw1" not in message and "pw2" not in message
+
+
+def test_an_empty_list_is_refused() -> None:
+    with pytest.raises(ConfigError, match="WARREN_BROKER_URL"):
+        validated_urls("WARREN_BROKER_URL", " , ")
+
+
+def test_nodes_are_tried_from_the_one_that_worked_last() -> None:
+    nodes = BrokerUrls(split_urls(THREE))
+    assert list(nodes.in_turn()) == split_urls(THREE)
+    nodes.worked("amqp://u:pw2@b:5702/")
+    assert list(nodes.in_turn()) == [
+        "amqp://u:pw2@b:5702/",
+        "amqps://u:pw3@c/vh",
+        "amqp://u:pw1@a:5701/",
+    ]
+    assert "pw" not in repr(nodes)
