@@ -180,10 +180,12 @@ URL_SCHEMES = ("amqp", "amqps")
 def _pieces(raw: str) -> list[str]:
     # A comma inside a password (not percent-encoded) must not cut the URL in two, or
     # the part after it would be printed unmasked: a piece whose userinfo is still open
-    # (no "@" or "/" after "://" yet) takes the next piece when that one has the "@".
+    # (no "@" or "/" after "://" yet) takes the next piece when that one has the "@"
+    # and is not a URL of its own ("amqp://a,amqp://u:p@b/" is two nodes).
     pieces: list[str] = []
     for piece in raw.split(","):
-        if pieces and "@" in piece:
+        starts_a_url = piece.lstrip().startswith(tuple(f"{s}://" for s in URL_SCHEMES))
+        if pieces and "@" in piece and not starts_a_url:
             _, sep, rest = pieces[-1].partition("://")
             if sep and "@" not in rest and "/" not in rest:
                 pieces[-1] += "," + piece

@@ -4,9 +4,10 @@ a password in a message or a repr."""
 from __future__ import annotations
 
 import pytest
+from aio_pika import RobustConnection
 from warren.config import Settings, redacted_url, split_urls, validated_urls
 from warren.exceptions import ConfigError
-from warren.wire.broker_urls import BrokerUrls
+from warren.wire.broker_urls import BrokerUrls, ClusterRobustConnection
 
 THREE = "amqp://u:pw1@a:5701/,amqp://u:pw2@b:5702/, amqps://u:pw3@c/vh"
 VARIABLES = ("WARREN_BROKER_URL", "WARREN_CONTAINER_BROKER_URL", "WARREN_FUNCTION_BROKER_URL")
@@ -24,6 +25,11 @@ def test_a_list_is_split_on_commas_and_stripped() -> None:
 def test_a_comma_inside_a_password_does_not_cut_the_url() -> None:
     assert split_urls("amqp://u:p,q@a/,amqp://u:r@b/") == ["amqp://u:p,q@a/", "amqp://u:r@b/"]
     assert redacted_url("amqp://u:p,q@a/,amqp://u:r@b/") == "amqp://u:***@a/,amqp://u:***@b/"
+
+
+def test_a_url_after_one_without_a_path_is_an_entry_of_its_own() -> None:
+    assert split_urls("amqp://a:5701,amqp://u:pw@b:5702") == ["amqp://a:5701", "amqp://u:pw@b:5702"]
+    assert redacted_url("amqp://a,amqp://u:pw@b") == "amqp://a,amqp://u:***@b"
 
 
 def test_every_password_of_a_list_is_redacted_url() -> None:
@@ -74,3 +80,12 @@ def test_nodes_are_tried_from_the_one_that_worked_last() -> None:
         "amqp://u:pw1@a:5701/",
     ]
     assert "pw" not in repr(nodes)
+
+
+def test_the_aio_pika_connect_step_that_failover_overrides_still_exists() -> None:
+    # ClusterRobustConnection moves to the next node by overriding RobustConnection's
+    # one-attempt step, a private name: an aio-pika upgrade that renames it would
+    # silently reconnect to one node only.
+    step = "_RobustConnection__connect_transport"
+    assert callable(getattr(RobustConnection, step))
+    assert step in vars(ClusterRobustConnection)
