@@ -82,6 +82,20 @@ def test_nodes_are_tried_from_the_one_that_worked_last() -> None:
     assert "pw" not in repr(nodes)
 
 
+def test_a_node_that_could_not_serve_is_tried_last() -> None:
+    # Given the second node took the connection last
+    nodes = BrokerUrls(split_urls(THREE))
+    nodes.worked("amqp://u:pw2@b:5702/")
+    # When it cannot serve it (its session's setup failed)
+    nodes.pass_over()
+    # Then the next attempt starts after it, and comes back to it last
+    assert list(nodes.in_turn()) == [
+        "amqps://u:pw3@c/vh",
+        "amqp://u:pw1@a:5701/",
+        "amqp://u:pw2@b:5702/",
+    ]
+
+
 def test_the_aio_pika_connect_step_that_failover_overrides_still_exists() -> None:
     # ClusterRobustConnection moves to the next node by overriding RobustConnection's
     # one-attempt step, a private name: an aio-pika upgrade that renames it would

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 from aio_pika import RobustConnection
 from aio_pika.abc import AbstractRobustConnection
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPConnectionError
 from yarl import URL
 
 from warren.config import redacted_one, redacted_url, validated_urls
@@ -59,6 +59,11 @@ class BrokerUrls:
 
     def worked(self, url: str) -> None:
         self._last = self.urls.index(url)
+
+    def pass_over(self) -> None:
+        """The node that worked last took a connection but could not serve it: the next
+        attempt starts after it."""
+        self._last = (self._last + 1) % len(self.urls)
 
 
 async def open_connection(nodes: BrokerUrls, name: str) -> Connection:
@@ -97,19 +102,24 @@ class ClusterRobustConnection(RobustConnection):
     # aio-pika's connect step (name-mangled in RobustConnection): one connect attempt,
     # called by its recovery loop.
     async def _RobustConnection__connect_transport(self) -> None:
-        failure: BaseException | None = None
+        failures: list[BaseException] = []
         for url in self.nodes.in_turn():
             self.url = URL(url)
             try:
                 await super()._RobustConnection__connect_transport()  # type: ignore[misc]
             except CONNECTION_EXCEPTIONS as exc:
-                failure = exc
+                failures.append(exc)
                 log.info("broker_node_unreachable", url=redacted_one(url), reason=repr(exc))
                 continue
             self.nodes.worked(url)
             return
-        assert failure is not None
-        raise failure
+        if len(failures) == 1:
+            raise failures[0]
+        reasons = "; ".join(
+            f"{redacted_one(url)}: {type(exc).__name__}: {exc}"
+            for url, exc in zip(self.nodes.in_turn(), failures, strict=True)
+        )
+        raise AMQPConnectionError(f"no broker node answered ({reasons})") from failures[-1]
 
 
 async def connect_robust(raw: str, **kwargs: Any) -> AbstractRobustConnection:

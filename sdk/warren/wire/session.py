@@ -88,6 +88,9 @@ class BrokerSession:
         try:
             await self._setup(connection, first)
         except BaseException:
+            # A node that answers but cannot set up (a queue's home gone with a dead
+            # node, a node of the minority side) must not be the first tried again.
+            self.nodes.pass_over()
             await connection.close()
             raise
         return connection
