@@ -38,7 +38,9 @@ disk_free_limit.absolute = 50MB
 cluster_partition_handling = pause_minority
 CONF
     echo '[].' >"$dir/enabled_plugins"
-    : >"$dir/rabbitmq-env.conf"
+    # Only loopback: Erlang distribution listens on every interface unless told.
+    echo 'SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"' \
+        >"$dir/rabbitmq-env.conf"
 }
 
 node_env() {
