@@ -3,10 +3,15 @@ a password in a message or a repr."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Awaitable, Callable
+
 import pytest
 from aio_pika import RobustConnection
+from aio_pika.exceptions import AMQPConnectionError
 from warren.config import Settings, redacted_url, split_urls, validated_urls
 from warren.exceptions import ConfigError
+from warren.wire import broker_urls
 from warren.wire.broker_urls import BrokerUrls, ClusterRobustConnection
 
 THREE = "amqp://u:pw1@a:5701/,amqp://u:pw2@b:5702/, amqps://u:pw3@c/vh"
@@ -103,3 +108,25 @@ def test_the_aio_pika_connect_step_that_failover_overrides_still_exists() -> Non
     step = "_RobustConnection__connect_transport"
     assert callable(getattr(RobustConnection, step))
     assert step in vars(ClusterRobustConnection)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("connect", [broker_urls.connect, broker_urls.connect_robust])
+async def test_no_node_answering_is_one_error_naming_every_node_and_no_password(
+    connect: Callable[[str], Awaitable[object]],
+) -> None:
+    # Given two URLs on loopback ports nothing listens on
+    raw = f"amqp://u:pw1@127.0.0.1:{_closed_port()}/,amqp://u:pw2@127.0.0.1:{_closed_port()}/"
+    # When a connection is opened over them
+    with pytest.raises(AMQPConnectionError) as caught:
+        await connect(raw)
+    # Then the error names both nodes, with their passwords masked
+    message = str(caught.value)
+    assert message.startswith("no broker node answered")
+    assert message.count("u:***@127.0.0.1") == 2
+    assert "pw1" not in message and "pw2" not in message

@@ -9,6 +9,7 @@ connected to it comes back through another node::
     nodes = BrokerUrls.parse("amqp://guest:guest@a/,amqp://guest:guest@b/")
     connection = await open_connection(nodes, "client-1")  # Warren's own AMQP client
     robust = await connect_robust(nodes.raw, client_properties={...})  # aio-pika
+    plain = await connect(nodes.raw)  # aio-pika, no reconnecting (tools, tests)
 
 The list is parsed and checked by :mod:`warren.config` (``split_urls``, ``validated_urls``,
 ``redacted_url``, which masks every entry's password); this module connects over it.
@@ -19,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import aio_pika
 import structlog
 from aio_pika import RobustConnection
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPConnectionError
 from yarl import URL
 
@@ -102,24 +104,44 @@ class ClusterRobustConnection(RobustConnection):
     # aio-pika's connect step (name-mangled in RobustConnection): one connect attempt,
     # called by its recovery loop.
     async def _RobustConnection__connect_transport(self) -> None:
-        failures: list[BaseException] = []
+        failures: list[tuple[str, BaseException]] = []
         for url in self.nodes.in_turn():
             self.url = URL(url)
             try:
                 await super()._RobustConnection__connect_transport()  # type: ignore[misc]
             except CONNECTION_EXCEPTIONS as exc:
-                failures.append(exc)
+                failures.append((url, exc))
                 log.info("broker_node_unreachable", url=redacted_one(url), reason=repr(exc))
                 continue
             self.nodes.worked(url)
             return
         if len(failures) == 1:
-            raise failures[0]
-        reasons = "; ".join(
-            f"{redacted_one(url)}: {type(exc).__name__}: {exc}"
-            for url, exc in zip(self.nodes.in_turn(), failures, strict=True)
-        )
-        raise AMQPConnectionError(f"no broker node answered ({reasons})") from failures[-1]
+            raise failures[0][1]
+        raise _no_node_answered(failures) from failures[-1][1]
+
+
+async def connect(raw: str, **kwargs: Any) -> AbstractConnection:
+    """``aio_pika.connect`` (no reconnecting) to the first node of a URL list that answers."""
+    nodes = BrokerUrls.parse(raw)
+    failures: list[tuple[str, BaseException]] = []
+    for url in nodes.in_turn():
+        try:
+            connection: AbstractConnection = await aio_pika.connect(url, **kwargs)
+        except CONNECTION_EXCEPTIONS as exc:
+            if len(nodes.urls) == 1:
+                raise
+            failures.append((url, exc))
+            continue
+        nodes.worked(url)
+        return connection
+    raise _no_node_answered(failures) from failures[-1][1]
+
+
+def _no_node_answered(failures: list[tuple[str, BaseException]]) -> AMQPConnectionError:
+    reasons = "; ".join(
+        f"{redacted_one(url)}: {type(exc).__name__}: {exc}" for url, exc in failures
+    )
+    return AMQPConnectionError(f"no broker node answered ({reasons})")
 
 
 async def connect_robust(raw: str, **kwargs: Any) -> AbstractRobustConnection:
