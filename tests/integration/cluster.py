@@ -99,10 +99,11 @@ class RabbitCluster:
 
 @pytest.fixture(scope="session")
 def rabbit_cluster() -> Iterator[RabbitCluster]:
-    """The local three-node cluster, started if needed; killed nodes restarted at the end."""
+    """The local three-node cluster, started if needed; every node up again at the end."""
     _script("start")
     cluster = RabbitCluster()
     try:
         yield cluster
     finally:
         cluster.restore()
+        _script("start")  # and any node that went down otherwise
