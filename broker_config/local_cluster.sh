@@ -70,7 +70,16 @@ boot() {
     local n=$1
     if is_up "$n"; then return 0; fi
     write_config "$n"
-    env $(node_env "$n") "$SBIN/rabbitmq-server" -detached >>"$(node_dir "$n")/log/stdout.log" 2>&1
+    (
+        # A node outlives whoever started it, so it must not hold their descriptors (a
+        # test run's flock would stay locked, a caller's pipe open, until the node dies).
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if ((fd > 2 && fd != 255)); then eval "exec $fd>&-"; fi
+        done
+        # shellcheck disable=SC2046 # node_env is a list of NAME=value words
+        exec env $(node_env "$n") "$SBIN/rabbitmq-server" -detached
+    ) >>"$(node_dir "$n")/log/stdout.log" 2>&1 </dev/null
 }
 
 await() {
