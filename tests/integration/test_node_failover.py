@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 import warren
 from cluster import CTL, CTL_ENV, NODES, RabbitCluster, node_name
-from support import EngineProcess, engine_running, running_in_own_environment, wait_until
+from support import (
+    EngineProcess,
+    engine_running,
+    forget_environment,
+    running_in_own_environment,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -72,6 +78,8 @@ def engine_on_cluster(rabbit_cluster: RabbitCluster, tmp_path: Path) -> Iterator
                     yield engine
                 finally:
                     rabbit_cluster.restore()
+            # The engine served ENVIRONMENT until it stopped: what it made again goes now.
+            forget_environment(ENVIRONMENT)
         finally:
             rabbit_cluster.restore()
 
