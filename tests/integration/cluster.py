@@ -67,6 +67,18 @@ class RabbitCluster:
     def is_up(self, index: int) -> bool:
         return self._ctl(index, "status") is not None
 
+    def queues(self, prefix: str) -> list[str]:
+        """The cluster's queues whose names start with ``prefix``, asked of a live node."""
+        for index in NODES:
+            if index in self.killed:
+                continue
+            listing = self._ctl(index, "list_queues", "name", "--formatter", "json")
+            if listing is not None:
+                return [
+                    row["name"] for row in json.loads(listing) if row["name"].startswith(prefix)
+                ]
+        raise LookupError("no node answers")
+
     def leader_of(self, queue: str) -> int:
         """The index of the node leading quorum queue ``queue``, asked of a live node."""
         for index in NODES:
