@@ -164,9 +164,8 @@ def with_stop(environment: str) -> None:
 
 def forget(environment: str) -> None:
     """Leave no queue of the run behind (3.10 boots slowly with many)."""
-    import aio_pika
     from warren.config import settings
-    from warren.wire import naming
+    from warren.wire import broker_urls, naming
 
     queues = [
         naming.registry_stream(environment),
@@ -178,7 +177,7 @@ def forget(environment: str) -> None:
     ]
 
     async def remove() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await broker_urls.connect(settings().broker_url)
         try:
             for queue in queues:
                 async with connection.channel() as channel:

@@ -97,13 +97,12 @@ def queue_type_environment(queue_type: str) -> dict[str, str]:
 def forget_environment(environment: str) -> None:
     """Remove what a benchmark's environment leaves on the broker: its dead-letter,
     orphans and log stream queues and its exchanges (the rest expires by itself)."""
-    import aio_pika
     from aio_pika.exceptions import ChannelNotFoundEntity
     from warren.config import settings
-    from warren.wire import naming
+    from warren.wire import broker_urls, naming
 
     async def remove() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await broker_urls.connect(settings().broker_url)
         try:
             async with connection.channel() as channel:
                 for queue in (

@@ -96,6 +96,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from warren.exceptions import ConfigError, InvalidError
 from warren.names import check_part
@@ -171,7 +172,34 @@ def _switch(source: str, raw: str) -> bool:
     return value in _YES
 
 
-def redacted_url(url: str) -> str:
+# Broker URLs: one node, or several nodes of a cluster comma-separated (a connection
+# tries them in turn, see warren.wire.broker_urls).
+URL_SCHEMES = ("amqp", "amqps")
+
+
+def _pieces(raw: str) -> list[str]:
+    # A comma inside a password (not percent-encoded) must not cut the URL in two, or
+    # the part after it would be printed unmasked: a piece whose userinfo is still open
+    # (no "@" or "/" after "://" yet) takes the next piece when that one has the "@"
+    # and is not a URL of its own ("amqp://a,amqp://u:p@b/" is two nodes).
+    pieces: list[str] = []
+    for piece in raw.split(","):
+        starts_a_url = piece.lstrip().startswith(tuple(f"{s}://" for s in URL_SCHEMES))
+        if pieces and "@" in piece and not starts_a_url:
+            _, sep, rest = pieces[-1].partition("://")
+            if sep and "@" not in rest and "/" not in rest:
+                pieces[-1] += "," + piece
+                continue
+        pieces.append(piece)
+    return pieces
+
+
+def split_urls(raw: str) -> list[str]:
+    """The entries of a comma-separated URL list, stripped, empty entries dropped."""
+    return [entry.strip() for entry in _pieces(raw) if entry.strip()]
+
+
+def redacted_one(url: str) -> str:
     """``url`` with the password in it (if any) replaced by ``***``."""
     head, at, host = url.rpartition("@")
     if not at:
@@ -181,9 +209,44 @@ def redacted_url(url: str) -> str:
     return f"{scheme}{sep}{user}{colon and ':***'}@{host}"
 
 
+def _problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in URL_SCHEMES:
+        return "not an amqp:// or amqps:// URL"
+    if not parts.hostname:
+        return "no host"
+    return None
+
+
+def validated_urls(source: str, raw: str) -> list[str]:
+    """The URLs of ``raw``, each checked; ``ConfigError`` names the first bad one (redacted)."""
+    urls = split_urls(raw)
+    if not urls:
+        raise ConfigError(
+            f"{source} must be an amqp:// or amqps:// URL (or several, comma-separated)"
+        )
+    for position, url in enumerate(urls, 1):
+        problem = _problem(url)
+        if problem is not None:
+            where = f" (entry {position} of {len(urls)})" if len(urls) > 1 else ""
+            raise ConfigError(
+                f"{source} must be an amqp:// or amqps:// URL{' list' if where else ''}: "
+                f"{redacted_one(url)!r}{where}: {problem}"
+            )
+    return urls
+
+
+def redacted_url(url: str) -> str:
+    """``url`` (or every URL of a comma-separated list) with its password replaced by ``***``."""
+    return ",".join(redacted_one(entry) for entry in _pieces(url))
+
+
 def _url(source: str, raw: str) -> str:
-    if not raw.startswith(("amqp://", "amqps://")):
-        raise ConfigError(f"{source} must be an amqp:// or amqps:// URL, got {redacted_url(raw)!r}")
+    validated_urls(source, raw)
     return raw
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import support
+from cluster import rabbit_cluster as rabbit_cluster
 from support import EngineProcess, engine_running
 
 

@@ -167,13 +167,12 @@ def dead_letters(environment: str) -> list[dict[str, Any]]:
     """Messages in an environment's dead-letter queue (taken off it), with their headers."""
     import asyncio
 
-    import aio_pika
     from aio_pika.exceptions import ChannelNotFoundEntity
     from warren.config import settings
-    from warren.wire import naming
+    from warren.wire import broker_urls, naming
 
     async def take() -> list[dict[str, Any]]:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await broker_urls.connect(settings().broker_url)
         try:
             channel = await connection.channel()
             try:

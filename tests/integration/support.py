@@ -16,15 +16,28 @@ from typing import Any
 import aio_pika
 import psutil
 from aio_pika.exceptions import ChannelNotFoundEntity
-from warren.config import settings
+from warren.config import settings, split_urls
 from warren.wire.control import AppStatus, ListApps, StopApp
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+async def connect_broker() -> aio_pika.abc.AbstractConnection:
+    """A plain aio-pika connection to the first node of ``WARREN_BROKER_URL`` that answers
+    (it may list several nodes of a cluster)."""
+    failure: Exception | None = None
+    for url in split_urls(settings().broker_url):
+        try:
+            return await aio_pika.connect(url)
+        except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
+
+
 def queue_exists(name: str) -> bool:
     async def probe() -> bool:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await connect_broker()
         try:
             channel = await connection.channel()
             try:
@@ -42,7 +55,7 @@ def queue_depth(name: str) -> int:
     """Messages ready in a queue (the broker's count)."""
 
     async def probe() -> int:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await connect_broker()
         try:
             channel = await connection.channel()
             queue = await channel.declare_queue(name, passive=True)
@@ -238,7 +251,7 @@ def forget_registries(environments: list[str]) -> None:
     from warren.wire import naming
 
     async def remove() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await connect_broker()
         try:
             for environment in environments:
                 for queue in (
@@ -260,7 +273,7 @@ def forget_environment(environment: str) -> None:
     from warren.wire import naming
 
     async def remove() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await connect_broker()
         try:
             for queue in (
                 naming.dead_letter_queue(environment),

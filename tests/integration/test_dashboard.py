@@ -22,12 +22,11 @@ from urllib.error import HTTPError
 from urllib.parse import urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
 
-import aio_pika
 import pytest
 import warren
 from support import REPO, EngineProcess, engine_running, forget_environment, wait_until
 from warren.config import settings
-from warren.wire import topology
+from warren.wire import broker_urls, topology
 from warren.wire.amqp import Connection
 from warren.wire.session import BrokerSession
 from warren_engine.daemon.dashboard.log_tail import LogTail
@@ -184,7 +183,7 @@ def _consumers_of(connection_name: str) -> int:
 @pytest.fixture
 async def log_stream() -> AsyncIterator[str]:
     """A log stream of the test's own environment, forgotten after."""
-    connection = await aio_pika.connect(settings().broker_url)
+    connection = await broker_urls.connect(settings().broker_url)
     try:
         await topology.declare_log_stream(await connection.channel(), TAIL_ENVIRONMENT)
     finally:

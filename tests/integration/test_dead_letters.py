@@ -20,7 +20,7 @@ import warren
 from aio_pika.abc import HeadersType
 from support import EngineProcess, engine_running, forget_environment, queue_depth
 from warren.config import settings
-from warren.wire import naming, topology
+from warren.wire import broker_urls, naming, topology
 from warren_engine.daemon.dead_letters import MIN_ID_CHARS, dead_input_id
 from warren_engine.publisher import SOURCE_QUEUE_HEADER
 
@@ -51,7 +51,7 @@ def spawned() -> Iterator[list[warren.FunctionCall[Any]]]:
     yield calls
 
     async def remove() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await broker_urls.connect(settings().broker_url)
         try:
             for call in calls:
                 async with connection.channel() as channel:
@@ -164,7 +164,7 @@ def forge_dead_letters(bodies: list[bytes], reason: str) -> None:
     """Put messages no engine signed in the test environment's dead-letter queue."""
 
     async def publish() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await broker_urls.connect(settings().broker_url)
         try:
             channel = await connection.channel()
             await topology.declare_dead_letters(channel, ENVIRONMENT)

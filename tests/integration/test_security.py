@@ -21,7 +21,7 @@ import warren
 from faults import dead_letters
 from support import lines, queue_depth, running_in_own_environment, wait_until
 from warren.config import settings
-from warren.wire import naming, topology
+from warren.wire import broker_urls, naming, topology
 from warren.wire.codec import FORMAT_PICKLE, Envelope
 from warren.wire.protocol import CallBatch
 from warren.wire.signing import Signer, load_key, signer
@@ -65,7 +65,7 @@ def function_queue() -> str:
 
 def publish_raw(bodies: list[bytes]) -> None:
     async def publish() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await broker_urls.connect(settings().broker_url)
         try:
             channel = await connection.channel()
             for body in bodies:
@@ -154,7 +154,7 @@ def test_many_values_near_the_limit_travel_in_messages_within_it(tmp_path: Path)
 
 async def test_a_forged_result_is_dropped_by_the_client() -> None:
     async with warren.Client.connect(environment=ENVIRONMENT) as client:
-        connection = await aio_pika.connect(settings().broker_url)
+        connection = await broker_urls.connect(settings().broker_url)
         try:
             channel = await connection.channel()
             exchange = await channel.get_exchange(naming.replies_exchange())

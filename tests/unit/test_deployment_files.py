@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from warren.config import Settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BROKER_CONFIG = ROOT / "broker_config"
@@ -56,9 +57,9 @@ def _permits(regex: str, name: str) -> bool:
     return re.search(regex or "^$", name) is not None
 
 
-def _rabbitmq_conf() -> dict[str, str]:
+def _rabbitmq_conf(path: pathlib.Path = BROKER_CONFIG / "rabbitmq.conf") -> dict[str, str]:
     settings = {}
-    for line in (BROKER_CONFIG / "rabbitmq.conf").read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
@@ -97,88 +98,158 @@ def _bind_mounts(service: dict[str, Any]) -> dict[str, str]:
 
 # compose.yaml
 
+RABBIT_SERVICES = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")
+ENGINE_SERVICES = ("engine-1", "engine-2")
 
-def test_compose_pins_the_rabbitmq_image() -> None:
-    image = _service("rabbitmq")["image"]
+
+def test_compose_runs_three_rabbitmq_nodes_and_two_engines() -> None:
+    services = set(_compose()["services"])
+
+    assert services == {*RABBIT_SERVICES, *ENGINE_SERVICES}
+
+
+def test_compose_pins_the_rabbitmq_image_the_same_on_every_node() -> None:
+    images = {_service(name)["image"] for name in RABBIT_SERVICES}
+    assert len(images) == 1
+    (image,) = images
     name, _, tag = image.partition(":")
 
     assert name == "rabbitmq"
     assert tag, f"{image} has no tag"
     assert not tag.startswith("latest")
-    assert re.search(r"\d+\.\d+\.\d+", tag), f"{image} is not pinned to a full version"
+    assert re.fullmatch(r"3\.10\.\d+-management", tag), f"{image} is not a pinned 3.10"
 
 
-def test_compose_publishes_amqp_and_management_ports() -> None:
-    ports = _published_ports(_service("rabbitmq"))
+def test_compose_publishes_each_nodes_amqp_port_and_one_management_port() -> None:
+    ports = {name: _published_ports(_service(name)) for name in RABBIT_SERVICES}
 
-    assert (5672, 5672) in ports
-    assert (15672, 15672) in ports
-
-
-def test_compose_mounts_the_broker_config_files_that_exist() -> None:
-    mounts = _bind_mounts(_service("rabbitmq"))
-
-    for name in ("rabbitmq.conf", "definitions.json", "enabled_plugins"):
-        source = mounts[f"/etc/rabbitmq/{name}"]
-        assert (ROOT / source).resolve() == BROKER_CONFIG / name
-        assert (BROKER_CONFIG / name).is_file()
+    assert ports["rabbitmq-1"] == {(5672, 5672), (15672, 15672)}
+    assert ports["rabbitmq-2"] == {(5673, 5672)}
+    assert ports["rabbitmq-3"] == {(5674, 5672)}
 
 
-def test_compose_keeps_broker_data_in_a_named_volume() -> None:
-    volumes = _service("rabbitmq")["volumes"]
+def test_compose_rabbitmq_nodes_share_one_erlang_cookie_that_must_be_set() -> None:
+    cookies = {_service(name)["environment"]["RABBITMQ_ERLANG_COOKIE"] for name in RABBIT_SERVICES}
 
-    assert "rabbitmq-data:/var/lib/rabbitmq" in volumes
-    assert "rabbitmq-data" in _compose()["volumes"]
+    assert len(cookies) == 1
+    # Compose refuses to start without a cookie rather than run with a guessable one.
+    assert cookies.pop().startswith("${WARREN_ERLANG_COOKIE:?")
+
+
+def test_compose_mounts_the_broker_config_files_that_exist_on_every_node() -> None:
+    for service in RABBIT_SERVICES:
+        mounts = _bind_mounts(_service(service))
+        for target, name in (
+            ("rabbitmq.conf", "rabbitmq.conf"),
+            ("conf.d/20-cluster.conf", "cluster/rabbitmq.conf"),
+            ("definitions.json", "definitions.json"),
+            ("enabled_plugins", "enabled_plugins"),
+        ):
+            source = mounts[f"/etc/rabbitmq/{target}"]
+            assert (ROOT / source).resolve() == BROKER_CONFIG / name, service
+            assert (BROKER_CONFIG / name).is_file()
+
+
+def test_compose_nodes_form_one_cluster_by_classic_config() -> None:
+    # Given the cluster settings every node reads
+    settings = _rabbitmq_conf(BROKER_CONFIG / "cluster" / "rabbitmq.conf")
+    peers = {
+        value for key, value in settings.items() if key.startswith("cluster_formation.classic_")
+    }
+
+    # Then the peers are exactly the compose services, by their fixed hostnames
+    assert settings["cluster_formation.peer_discovery_backend"] == "classic_config"
+    assert peers == {f"rabbit@{_service(name)['hostname']}" for name in RABBIT_SERVICES}
+    assert {_service(name)["hostname"] for name in RABBIT_SERVICES} == set(RABBIT_SERVICES)
+    assert settings["cluster_partition_handling"] == "pause_minority"
+    # And the later nodes boot after the first, so that they join it
+    for name in RABBIT_SERVICES[1:]:
+        assert _service(name)["depends_on"]["rabbitmq-1"]["condition"] == "service_healthy"
+
+
+def test_compose_keeps_each_nodes_data_in_a_named_volume_of_its_own() -> None:
+    for name in RABBIT_SERVICES:
+        assert f"{name}-data:/var/lib/rabbitmq" in _service(name)["volumes"]
+        assert f"{name}-data" in _compose()["volumes"]
 
 
 def test_compose_checks_broker_health_with_rabbitmq_diagnostics() -> None:
-    test = _service("rabbitmq")["healthcheck"]["test"]
-    command = " ".join(test) if isinstance(test, list) else test
+    for name in RABBIT_SERVICES:
+        test = _service(name)["healthcheck"]["test"]
+        command = " ".join(test) if isinstance(test, list) else test
 
-    assert "rabbitmq-diagnostics" in command
-    assert "ping" in command
+        assert "rabbitmq-diagnostics" in command
+        # The app running, not just the Erlang VM: a later node joins only a booted one.
+        assert "check_running" in command
 
 
-def test_compose_engine_waits_for_a_healthy_broker_and_runs_warren_engine() -> None:
-    engine = _service("engine")
-    depends_on = engine["depends_on"]
-    command = engine["command"]
-    command = " ".join(command) if isinstance(command, list) else command
+def test_compose_engines_wait_for_healthy_brokers_and_run_warren_engine() -> None:
+    for name in ENGINE_SERVICES:
+        engine = _service(name)
+        depends_on = engine["depends_on"]
+        command = engine["command"]
+        command = " ".join(command) if isinstance(command, list) else command
 
-    assert "rabbitmq" in depends_on
-    assert depends_on["rabbitmq"]["condition"] == "service_healthy"
-    assert "warren engine" in command
+        assert set(depends_on) == set(RABBIT_SERVICES)
+        assert {d["condition"] for d in depends_on.values()} == {"service_healthy"}
+        assert "warren engine" in command
+
+
+def test_compose_engines_list_every_node_and_use_quorum_queues() -> None:
+    names = set()
+    for name in ENGINE_SERVICES:
+        environment = _service(name)["environment"]
+        names.add(environment["WARREN_NODE_NAME"])
+        assert environment["WARREN_QUEUE_TYPE"] == "quorum"
+        for variable in ("WARREN_BROKER_URL", "WARREN_CONTAINER_BROKER_URL"):
+            hosts = [urlsplit(url).hostname for url in environment[variable].split(",")]
+            assert hosts == list(RABBIT_SERVICES), (name, variable)
+    assert names == set(ENGINE_SERVICES)
 
 
 def test_compose_engine_and_container_credentials_match_their_users_hashes() -> None:
-    # Given the engine's and its containers' broker URLs in compose.yaml
-    environment = _service("engine")["environment"]
+    # Given the engines' and their containers' broker URLs in compose.yaml
     users = {u["name"]: u for u in _definitions()["users"]}
-    for variable, user in (
-        ("WARREN_BROKER_URL", "warren-engine"),
-        ("WARREN_CONTAINER_BROKER_URL", "warren-container"),
-    ):
-        url = urlsplit(environment[variable])
-        # Then each user exists and the URL's password matches its hash
-        assert url.hostname == "rabbitmq"
-        assert url.username == user
-        assert url.password is not None
-        assert _hash_matches(users[user]["password_hash"], url.password)
+    for name in ENGINE_SERVICES:
+        environment = _service(name)["environment"]
+        for variable, user in (
+            ("WARREN_BROKER_URL", "warren-engine"),
+            ("WARREN_CONTAINER_BROKER_URL", "warren-container"),
+        ):
+            for entry in environment[variable].split(","):
+                url = urlsplit(entry)
+                # Then each user exists and every URL's password matches its hash
+                assert url.username == user
+                assert url.password is not None
+                assert _hash_matches(users[user]["password_hash"], url.password)
 
 
-def test_compose_engine_serves_web_endpoints_on_a_published_port() -> None:
-    engine = _service("engine")
-    port = int(engine["environment"]["WARREN_HTTP_PORT"])
-    assert engine["environment"]["WARREN_HTTP_HOST"] == "0.0.0.0"
-    assert (port, port) in _published_ports(engine)
+def test_compose_engine_urls_pass_warren_config() -> None:
+    for name in ENGINE_SERVICES:
+        environment = _service(name)["environment"]
+        variables = ("WARREN_BROKER_URL", "WARREN_CONTAINER_BROKER_URL", "WARREN_QUEUE_TYPE")
+        Settings.from_environment({variable: environment[variable] for variable in variables})
 
 
-def test_compose_engine_knows_the_brokers_consumer_timeout_and_needs_a_key() -> None:
-    environment = _service("engine")["environment"]
+def test_compose_engines_serve_web_endpoints_on_ports_of_their_own() -> None:
+    published = []
+    for name in ENGINE_SERVICES:
+        engine = _service(name)
+        port = int(engine["environment"]["WARREN_HTTP_PORT"])
+        assert engine["environment"]["WARREN_HTTP_HOST"] == "0.0.0.0"
+        ((host, target),) = _published_ports(engine)
+        assert target == port
+        published.append(host)
+    assert len(set(published)) == len(published)
+
+
+def test_compose_engines_know_the_brokers_consumer_timeout_and_need_a_key() -> None:
     consumer_timeout_ms = int(_rabbitmq_conf()["consumer_timeout"])
-    assert int(environment["WARREN_BROKER_CONSUMER_TIMEOUT"]) * 1000 == consumer_timeout_ms
-    # Compose refuses to start without a key rather than run with an empty one.
-    assert environment["WARREN_SECRET_KEY"].startswith("${WARREN_SECRET_KEY:?")
+    for name in ENGINE_SERVICES:
+        environment = _service(name)["environment"]
+        assert int(environment["WARREN_BROKER_CONSUMER_TIMEOUT"]) * 1000 == consumer_timeout_ms
+        # Compose refuses to start without a key rather than run with an empty one.
+        assert environment["WARREN_SECRET_KEY"].startswith("${WARREN_SECRET_KEY:?")
 
 
 # definitions.json

@@ -37,14 +37,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import ChannelLockedResource
 from warren import exceptions
 from warren.client.connection import Client
 from warren.config import RECONNECT_INTERVAL, Settings, hide_engine_only_variables
-from warren.wire import naming
+from warren.wire import broker_urls, naming
 from warren.wire.amqp import CONNECT_TIMEOUT, NODE_HEARTBEAT_SECONDS
 from warren.wire.signing import signer
 
@@ -102,7 +101,7 @@ class Engine:
     async def serve(self) -> None:
         _keep_engine_credentials_from_containers(self.settings)
         await asyncio.to_thread(procs.warm_up)
-        connection = await aio_pika.connect_robust(
+        connection = await broker_urls.connect_robust(
             self.settings.broker_url,
             reconnect_interval=RECONNECT_INTERVAL,
             # Its slot tokens go back to the broker soon if this node is cut off from it;

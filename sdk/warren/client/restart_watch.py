@@ -12,6 +12,10 @@ container that reconnected) then runs twice, and its second result is dropped.
 
 The marker's queue expires like the client's result queue once the client is gone;
 while the client lives it declares the queue again every so often, which keeps it.
+
+In a cluster the marker's (classic) queue lives on one node. When that node is down the
+broker refuses to declare it (404, "home node ... is down"): the marker is lost as in a
+restart, and the client leaves a new one in a queue of a new name on a live node.
 """
 
 from __future__ import annotations
@@ -34,12 +38,24 @@ MARKER = b"warren-marker"
 class RestartWatch:
     def __init__(self, session: BrokerSession, queue: str, expiry: float) -> None:
         self._session = session
-        self._queue = queue
+        self._base = self._queue = queue
+        self._moves = 0
         self._expiry = expiry
         self._keeper: asyncio.Task[None] | None = None
 
     async def mark(self, connection: Connection) -> None:
         """Leave the marker (one, whatever was there before)."""
+        try:
+            await self._leave_marker(connection)
+        except NotFound:  # the queue's home node is down: a queue of another name
+            self._moves += 1
+            self._queue = f"{self._base}.{self._moves}"
+            log.warning("marker_queue_moved", queue=self._queue)
+            await self._leave_marker(connection)
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _leave_marker(self, connection: Connection) -> None:
         async with temporary_channel(connection, confirm=True) as channel:
             await channel.declare_queue(
                 self._queue, durable=True, arguments=topology.marker_queue_arguments(self._expiry)
@@ -50,8 +66,6 @@ class RestartWatch:
             )
             assert confirm is not None
             await confirm
-        if self._keeper is None:
-            self._keeper = asyncio.get_running_loop().create_task(self._keep())
 
     async def lost(self, connection: Connection) -> bool:
         """Whether the broker lost the marker (it restarted); it is left again if so."""

@@ -25,6 +25,7 @@ from warren.wire.amqp import (
     Connection,
     ConnectionLost,
 )
+from warren.wire.broker_urls import BrokerUrls, open_connection
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,7 @@ class BrokerSession:
         heartbeat: int = HEARTBEAT_SECONDS,
     ) -> None:
         self.url = url
+        self.nodes = BrokerUrls.parse(url)  # several nodes, tried in turn
         self.name = name
         self._setup = setup
         self._interval = reconnect_interval
@@ -90,10 +92,13 @@ class BrokerSession:
         self._ready.set()  # whoever waits learns it is closed
 
     async def _connect(self, *, first: bool) -> Connection:
-        connection = await Connection.open(self.url, self.name, heartbeat=self._heartbeat)
+        connection = await open_connection(self.nodes, self.name, heartbeat=self._heartbeat)
         try:
             await self._setup(connection, first)
         except BaseException:
+            # A node that answers but cannot set up (a queue's home gone with a dead
+            # node, a node of the minority side) must not be the first tried again.
+            self.nodes.pass_over()
             await connection.close()
             raise
         return connection
