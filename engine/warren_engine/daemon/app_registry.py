@@ -311,7 +311,11 @@ class AppRegistry:
             app.deployed_at,
             functions,
             leader=self.cluster.leader(app.environment),
-            nodes=tuple(beat.name for beat in self.cluster.membership.nodes()),
+            nodes=tuple(
+                beat.name
+                for beat in self.cluster.membership.nodes()
+                if app.environment in beat.environments
+            ),
         )
 
     async def statuses(self, environment: str | None) -> tuple[AppStatus, ...]:
