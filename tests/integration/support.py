@@ -16,7 +16,8 @@ from typing import Any
 import aio_pika
 import psutil
 from aio_pika.exceptions import ChannelNotFoundEntity
-from warren.config import settings, split_urls
+from warren.config import settings
+from warren.wire import broker_urls
 from warren.wire.control import AppStatus, ListApps, StopApp
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,14 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 async def connect_broker() -> aio_pika.abc.AbstractConnection:
     """A plain aio-pika connection to the first node of ``WARREN_BROKER_URL`` that answers
     (it may list several nodes of a cluster)."""
-    failure: Exception | None = None
-    for url in split_urls(settings().broker_url):
-        try:
-            return await aio_pika.connect(url)
-        except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
-            failure = exc
-    assert failure is not None
-    raise failure
+    return await broker_urls.connect(settings().broker_url)
 
 
 def queue_exists(name: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from warren.config import Settings
+from warren.config import Settings, redacted_url, split_urls
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BROKER_CONFIG = ROOT / "broker_config"
@@ -228,7 +228,13 @@ def test_compose_engine_urls_pass_warren_config() -> None:
     for name in ENGINE_SERVICES:
         environment = _service(name)["environment"]
         variables = ("WARREN_BROKER_URL", "WARREN_CONTAINER_BROKER_URL", "WARREN_QUEUE_TYPE")
-        Settings.from_environment({variable: environment[variable] for variable in variables})
+        config = Settings.from_environment(
+            {variable: environment[variable] for variable in variables}
+        )
+        # Warren's own parser reads one URL per broker node, and shows no password
+        for url in (config.broker_url, config.container_broker_url):
+            assert len(split_urls(url)) == len(RABBIT_SERVICES)
+            assert "change-me" not in redacted_url(url)
 
 
 def test_compose_engines_serve_web_endpoints_on_ports_of_their_own() -> None:
