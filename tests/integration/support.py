@@ -15,6 +15,7 @@ from typing import Any
 
 import aio_pika
 import psutil
+import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 from warren.config import settings
 from warren.wire import broker_urls
@@ -304,3 +305,15 @@ def running_in_own_environment(app: Any, environment: str) -> Iterator[Any]:
             yield app
     finally:
         forget_environment(environment)
+
+
+def settings_afresh(patch: pytest.MonkeyPatch) -> None:
+    """Make what a test sets in the environment (WARREN_BROKER_URL, WARREN_QUEUE_TYPE)
+    reach this process's clients: no settings an earlier test installed (a CLI command
+    does), and a new client for each loop (one opened before keeps its settings; it is
+    left to the end of the process)."""
+    from warren import config
+    from warren.client import connection
+
+    patch.setattr(config, "_installed", None)
+    patch.setattr(connection, "_by_loop", {})

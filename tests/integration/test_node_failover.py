@@ -21,6 +21,7 @@ from support import (
     engine_running,
     forget_environment,
     running_in_own_environment,
+    settings_afresh,
     wait_until,
 )
 
@@ -69,6 +70,7 @@ def engine_on_cluster(rabbit_cluster: RabbitCluster, tmp_path: Path) -> Iterator
     with pytest.MonkeyPatch.context() as patch:
         for name, value in variables.items():
             patch.setenv(name, value)
+        settings_afresh(patch)
         try:
             with (
                 engine_running(tmp_path / "state", variables, tmp_path / "engine.log") as engine,

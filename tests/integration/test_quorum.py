@@ -12,8 +12,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 import warren
-from support import forget_environment, running_in_own_environment
-from warren import config
+from support import forget_environment, running_in_own_environment, settings_afresh
 from warren.client.connection import Client
 from warren.config import settings
 from warren.wire import naming, topology
@@ -87,8 +86,7 @@ def quorum() -> Iterator[None]:
     """This process (its clients) and the engine it starts declare quorum queues."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WARREN_QUEUE_TYPE", "quorum")
-        # Settings an earlier test installed (a CLI command does) would hide the variable.
-        patch.setattr(config, "_installed", None)
+        settings_afresh(patch)
         yield
 
 

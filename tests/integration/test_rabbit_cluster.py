@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import warren
 from cluster import RabbitCluster
-from support import engine_running, running_in_own_environment
+from support import engine_running, running_in_own_environment, settings_afresh
 from warren.wire import naming
 
 pytestmark = pytest.mark.cluster
@@ -34,6 +34,7 @@ def on_cluster(rabbit_cluster: RabbitCluster) -> Iterator[RabbitCluster]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WARREN_BROKER_URL", rabbit_cluster.url)
         patch.setenv("WARREN_QUEUE_TYPE", "quorum")
+        settings_afresh(patch)
         yield rabbit_cluster
 
 

@@ -24,6 +24,7 @@ import aio_pika
 import structlog
 from aio_pika import RobustConnection
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
+from aio_pika.connection import make_url
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPConnectionError
 from yarl import URL
 
@@ -99,6 +100,9 @@ class ClusterRobustConnection(RobustConnection):
     def __init__(self, url: URL, nodes: BrokerUrls, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self.nodes = nodes
+        # What aio-pika's connect_robust puts in the URL's query (heartbeat, timeouts):
+        # aiormq reads them there, so each node's URL carries them too.
+        self._options = kwargs
 
     def __str__(self) -> str:
         return redacted_url(self.nodes.raw)
@@ -108,7 +112,7 @@ class ClusterRobustConnection(RobustConnection):
     async def _RobustConnection__connect_transport(self) -> None:
         failures: list[tuple[str, BaseException]] = []
         for url in self.nodes.in_turn():
-            self.url = URL(url)
+            self.url = make_url(url, **dict(self._options))
             try:
                 await super()._RobustConnection__connect_transport()  # type: ignore[misc]
             except CONNECTION_EXCEPTIONS as exc:
@@ -150,6 +154,7 @@ async def connect_robust(raw: str, **kwargs: Any) -> AbstractRobustConnection:
     """``aio_pika.connect_robust`` over every node of a comma-separated URL list."""
     nodes = BrokerUrls.parse(raw)
     timeout = kwargs.pop("timeout", None)
-    connection = ClusterRobustConnection(URL(nodes.urls[0]), nodes, **kwargs)
+    first = make_url(nodes.urls[0], **dict(kwargs))
+    connection = ClusterRobustConnection(first, nodes, **kwargs)
     await connection.connect(timeout=timeout)
     return connection
