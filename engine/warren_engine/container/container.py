@@ -134,6 +134,7 @@ class Container:
             log=self._log,
         )
         self._executor: Executor | None = None
+        self._count_held: Callable[[], int] = lambda: 0  # the executor's, once it runs
         self._failures = FailureReports(link.send)
         self._cancels = Cancels(config.cancelled, self._signer, self._log)
         self._exiting: asyncio.Task[None] | None = None
@@ -199,6 +200,7 @@ class Container:
             after_outcomes=self._replies.flush_soon,  # a wake-up's outcomes are all in
             gauge=self._gauge,
         )
+        self._count_held = self._executor.count_held
         self._cancels.attach(self._executor, self._exit_for_replacement)
         session = self._session = BrokerSession(
             self.config.function.broker_url,
@@ -570,7 +572,7 @@ class Container:
     # -- outcomes ------------------------------------------------------------------------
 
     def _on_done(self, job: Job, status: int, fmt: int, data: bytes, seconds: float) -> None:
-        if not self.held:
+        if not self._count_held():  # self.held, in one call: this runs for every input
             self._idle.set()
         self.last_active = time.monotonic()
         delivery: HeldMessage = job.delivery

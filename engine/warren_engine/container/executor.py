@@ -143,13 +143,15 @@ class Executor:
                 after_outcomes,
                 lambda: self._per_input,
             )
+        # Jobs held, as one call (an outcome's caller asks this for every input).
+        self.count_held: Callable[[], int] = self._runner.count_held
 
     # -- what it holds -------------------------------------------------------------------
 
     @property
     def held(self) -> int:
         """Jobs held: waiting for a slot, or running."""
-        return self._runner.queued + self._runner.running
+        return self._runner.count_held()
 
     @property
     def queued(self) -> int:
@@ -320,6 +322,10 @@ class _Runner:
     def queued(self) -> int:
         return len(self._queue)
 
+    def count_held(self) -> int:
+        """Jobs held: waiting, or running."""
+        raise NotImplementedError
+
     def _take_from_queue(self, keep: int) -> list[Job]:
         taken: list[Job] = []
         while len(self._queue) > keep:
@@ -358,6 +364,9 @@ class _Tasks(_Runner):
     @property
     def running(self) -> int:
         return self._busy
+
+    def count_held(self) -> int:
+        return len(self._queue) + self._busy
 
     def _measure(self) -> None:
         held = len(self._queue) + self._busy
@@ -509,6 +518,9 @@ class _Threads(_Runner):
     @property
     def running(self) -> int:
         return len(self._running)
+
+    def count_held(self) -> int:
+        return len(self._queue) + len(self._running)
 
     def _measure(self) -> None:
         """Write the counts to the gauge (under the lock: the threads change them too).
