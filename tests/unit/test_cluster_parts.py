@@ -7,6 +7,7 @@ from warren.exceptions import DeserializationError
 from warren.wire.codec import packb
 from warren.wire.control import AutoscalerChanges, NodeOffer
 from warren.wire.spec import FunctionSpec
+from warren_engine.cluster.cluster import Cluster
 from warren_engine.cluster.entries import (
     AppPut,
     AppRemoved,
@@ -18,6 +19,7 @@ from warren_engine.cluster.entries import (
 from warren_engine.cluster.membership import Membership, NodeBeat, decode_beat, encode_beat
 from warren_engine.cluster.sealed_secrets import SecretSealer
 from warren_engine.pool.autoscaler import Autoscaling
+from warren_engine.pool.node_capacity import Node
 from warren_engine.pool.presence import PoolBeat
 from warren_engine.pool.shares import Share, share
 
@@ -108,6 +110,14 @@ def test_membership_names_the_nodes_that_run_a_pool_and_the_leader() -> None:
     other = NodeBeat("b", ("main",), OFFER, (PoolBeat("q", 2, 1, 0, (7,)),), leads=("main",))
     membership.heard(decode_beat(encode_beat(other).body))
     membership.heard(NodeBeat("c", ("main",), OFFER))
-    assert membership.running("q") == ["a", "b"]
     assert membership.leader("main") == "b"
     assert [beat.name for beat in membership.nodes()] == ["a", "b", "c"]
+
+
+def test_a_pools_share_counts_this_node_and_the_live_peers_that_run_it() -> None:
+    cluster = Cluster("b", ("main",), Node(), {}, leaderships={})
+    cluster.membership.heard(NodeBeat("a", ("main",), OFFER, (PoolBeat("q", 1, 0, 0),)))
+    cluster.membership.heard(NodeBeat("c", ("main",), OFFER, (PoolBeat("other", 1, 0, 0),)))
+    assert cluster.share("q") == Share(rank=1, nodes=2)
+    assert cluster.share("other") == Share(rank=0, nodes=2)
+    assert Cluster.alone("b", ("main",), Node()).share("q") == Share()

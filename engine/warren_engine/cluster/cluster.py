@@ -142,10 +142,12 @@ class Cluster:
         return self.membership.leader(environment)
 
     def share(self, queue: str) -> Share:
-        """This node's place among the live nodes that run a pool of ``queue``."""
+        """This node's place among the live nodes that run a pool of ``queue`` (asked by
+        this node's own pool of it, every tick: from the others' last beats, without
+        making this node's beat)."""
         if self._leaderships is None:
             return Share()
-        return Share.among(self.membership.running(queue), self.name)
+        return Share.among([name for name, _ in self.elsewhere(queue)], self.name)
 
     def elsewhere(self, queue: str) -> list[tuple[str, PoolBeat]]:
         """What the other live nodes run of a pool, by node."""

@@ -102,10 +102,6 @@ class Membership:
         """Every live node, this one included, by name."""
         return sorted([self.own(), *self.others()], key=lambda beat: beat.name)
 
-    def running(self, queue: str) -> list[str]:
-        """The live nodes that run a pool of ``queue`` (this one if it does), by name."""
-        return [beat.name for beat in self.nodes() if any(p.queue == queue for p in beat.pools)]
-
     def leader(self, environment: str) -> str | None:
         leaders = [beat.name for beat in self.nodes() if environment in beat.leads]
         return leaders[0] if leaders else None
