@@ -11,11 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import aio_pika
 import psutil
-from support import EngineProcess, forget_environment, wait_until
+from support import EngineProcess, delete_queues, forget_environment, wait_until
 from warren.client.connection import Client
-from warren.config import settings
 from warren.wire import naming
 from warren.wire.control import AppStatus, GetAppStatus, ListApps, ListNodes, Request, StopApp
 
@@ -149,15 +147,4 @@ def forget_peers_environment(environment: str) -> None:
         for name, consumers in (line.split() for line in listed.stdout.splitlines() if line.strip())
         if name.startswith(prefix) and consumers == "0"
     ]
-
-    async def remove() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
-        try:
-            for name in left:
-                async with connection.channel() as channel:
-                    await channel.queue_delete(name)
-        finally:
-            await connection.close()
-
-    if left:
-        asyncio.run(remove())
+    delete_queues(left)

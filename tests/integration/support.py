@@ -240,53 +240,61 @@ def engine_running(
                 daemon.stop()
 
 
+def delete_queues(names: list[str]) -> None:
+    """Delete these queues (each on a channel of its own: one missing closes nothing)."""
+
+    async def delete() -> None:
+        connection = await connect_broker()
+        try:
+            for name in names:
+                async with connection.channel() as channel:
+                    await channel.queue_delete(name)
+        finally:
+            await connection.close()
+
+    if names:
+        asyncio.run(delete())
+
+
 def forget_registries(environments: list[str]) -> None:
     """Start from no deployed app: each test's engines read registries of their own, as
     each had a state directory of its own before the registry moved to the broker."""
     from warren.wire import naming
 
-    async def remove() -> None:
-        connection = await connect_broker()
-        try:
-            for environment in environments:
-                for queue in (
-                    naming.registry_stream(environment),
-                    naming.leader_queue(environment),
-                ):
-                    async with connection.channel() as channel:
-                        await channel.queue_delete(queue)
-        finally:
-            await connection.close()
-
-    asyncio.run(remove())
+    delete_queues(
+        [
+            queue
+            for environment in environments
+            for queue in (naming.registry_stream(environment), naming.leader_queue(environment))
+        ]
+    )
 
 
 def forget_environment(environment: str) -> None:
     """Remove what a test's own environment leaves on the broker for good: its dead-letter,
-    orphans and log stream queues and its exchanges (result and call queues expire by
-    themselves)."""
+    orphans, log stream, registry and leader queues and its exchanges (result and call
+    queues expire by themselves)."""
     from warren.wire import naming
+
+    delete_queues(
+        [
+            naming.dead_letter_queue(environment),
+            naming.orphans(environment),
+            naming.log_stream(environment),
+            naming.registry_stream(environment),
+            naming.leader_queue(environment),
+        ]
+    )
 
     async def remove() -> None:
         connection = await connect_broker()
         try:
-            for queue in (
-                naming.dead_letter_queue(environment),
-                naming.orphans(environment),
-                naming.log_stream(environment),
-                naming.registry_stream(environment),
-                naming.leader_queue(environment),
-            ):
-                async with connection.channel() as channel:
-                    await channel.queue_delete(queue)
             for exchange in (
                 naming.orphans(environment),
                 naming.requeue_exchange(environment),
                 naming.delay_exchange(environment),
                 naming.cancel_exchange(environment),
                 naming.log_stream(environment),
-                naming.registry_stream(environment),
-                naming.leader_queue(environment),
             ):
                 with contextlib.suppress(ChannelNotFoundEntity):
                     async with connection.channel() as channel:

@@ -12,7 +12,12 @@ from pathlib import Path
 import aio_pika
 import pytest
 import warren
-from support import forget_environment, running_in_own_environment, settings_afresh
+from support import (
+    delete_queues,
+    forget_environment,
+    running_in_own_environment,
+    settings_afresh,
+)
 from warren.client.connection import Client
 from warren.config import settings
 from warren.wire import naming, topology
@@ -66,19 +71,6 @@ def queue_arguments(name: str) -> str:
     )
     rows = (line.split("\t") for line in listed.stdout.splitlines())
     return next(row[1] for row in rows if len(row) == 2 and row[0] == name)
-
-
-def delete_queues(names: list[str]) -> None:
-    async def delete() -> None:
-        connection = await aio_pika.connect(settings().broker_url)
-        try:
-            for name in names:
-                async with connection.channel() as channel:
-                    await channel.queue_delete(name)
-        finally:
-            await connection.close()
-
-    asyncio.run(delete())
 
 
 @pytest.fixture(scope="module")
