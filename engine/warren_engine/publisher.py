@@ -4,7 +4,9 @@ A container may only consume its function queue and publish results; putting inp
 back into a function queue (handed back, retried after a backoff, split after a
 crash) and dead-lettering are done here, on the engine's channel with publisher
 confirms, when a container asks (see :mod:`warren_engine.pipe.pipes`). Retries wait in a delay
-queue, so no container holds an input during its backoff.
+queue, so no container holds an input during its backoff. What the broker refuses
+(a negative confirm: a quorum queue without a leader, during a failover) is published
+again a little later (:mod:`warren.wire.refusals`), for :data:`REFUSED_FOR` at most.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ from dataclasses import dataclass
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, HeadersType
-from aio_pika.exceptions import AMQPError
+from aio_pika.abc import AbstractChannel, AbstractExchange, HeadersType
+from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 from warren.wire import naming, topology
 from warren.wire.protocol import KIND_CALLS
+from warren.wire.refusals import RefusalBackoff
 
 log = structlog.get_logger(__name__)
 
 # What the engine's own (aio-pika) broker path may raise: what settling a message the
 # engine took may meet and shrug off (the broker redelivers what is not settled).
 BROKER_ERRORS = (AMQPError, RuntimeError, OSError)
+
+# How long a publish the broker keeps refusing is tried again before it fails.
+REFUSED_FOR = 60.0
 
 # A dead letter's header naming the queue it was taken from (beside topology.REASON_HEADER).
 SOURCE_QUEUE_HEADER = "x-warren-queue"
@@ -40,6 +46,28 @@ class CarriedProperties:
     correlation_id: str | None = None
     reply_to: str | None = None
     type: str | None = None
+
+
+async def publish_confirmed(
+    exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
+) -> None:
+    """Publish on a channel in confirm mode and wait for the confirm; a refusal is tried
+    again after a pause, until :data:`REFUSED_FOR` has passed (then ``DeliveryError``)."""
+    loop = asyncio.get_running_loop()
+    refusals = RefusalBackoff(loop.time() + REFUSED_FOR)
+    while True:
+        try:
+            await exchange.publish(message, routing_key=routing_key)
+            return
+        except PublishError:  # returned (unroutable): not a refusal
+            raise
+        except DeliveryError:
+            pause = refusals.pause(loop.time())
+            if pause is None:
+                raise
+            if refusals.refusals == 1:
+                log.info("publish_refused_sending_again", queue=routing_key)
+            await asyncio.sleep(pause)
 
 
 def call_message(body: bytes, correlation_id: str | None, reply_to: str | None) -> aio_pika.Message:
@@ -82,9 +110,10 @@ async def dead_letter(
 ) -> None:
     """Put a message in the environment's dead-letter queue with the reason it is there."""
     exchange = await channel.get_exchange(naming.dead_letter_exchange(), ensure=False)
-    await exchange.publish(
+    await publish_confirmed(
+        exchange,
         dead_letter_message(body, reason=reason, source_queue=source_queue, carried=carried),
-        routing_key=naming.dead_letter_queue(environment),
+        naming.dead_letter_queue(environment),
     )
     log.warning("message_dead_lettered", queue=source_queue, reason=reason)
 
@@ -119,7 +148,7 @@ class Republisher:
         messages = [call_message(body, correlation_id, reply_to) for body in bodies]
         for message in messages:
             message.headers = headers
-        await asyncio.gather(*(exchange.publish(m, routing_key=queue) for m in messages))
+        await asyncio.gather(*(publish_confirmed(exchange, m, queue) for m in messages))
 
     async def dead_letter(
         self, body: bytes, *, reason: str, source_queue: str, carried: CarriedProperties

@@ -70,12 +70,6 @@ def test_a_client_and_an_engine_connect_past_a_dead_first_node(
         on_cluster.restore()
 
 
-@pytest.mark.xfail(
-    reason="open: after the leader is killed, containers' result publishes are nacked for "
-    "~75 s and the map does not finish within the timeout (the client and engine do "
-    "reconnect at once through the other nodes)",
-    strict=False,
-)
 @pytest.mark.timeout(240)
 def test_a_map_and_spawned_calls_survive_the_queue_leader_killed(
     on_cluster: RabbitCluster, tmp_path: Path

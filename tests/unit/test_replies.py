@@ -13,9 +13,10 @@ import time
 from typing import cast
 
 import pytest
+import warren_engine.container.replies as replies_module
 from warren.exceptions import EngineError
 from warren.wire import naming
-from warren.wire.amqp import BrokerError, Channel, Delivery, Properties
+from warren.wire.amqp import BrokerError, Channel, Delivery, Nacked, Properties
 from warren.wire.protocol import KIND_RESULTS, CallBatch, ResultBatch, ResultItem
 from warren.wire.signing import CALL_RESULT_VALIDITY, Signer
 from warren.wire.spec import FunctionSpec
@@ -54,11 +55,22 @@ class RecordingChannel:
         self.nacks: list[tuple[int, bool]] = []
         self.publish_error: BaseException | None = None
         self.confirm_error: BaseException | None = None
+        self.refusals = 0  # how many publishes, from now, the broker refuses (nacks)
+        self.opened = self.retired = 0
         self.confirms: list[asyncio.Future[None]] = []
         self.confirm_at_once = True
 
     async def drain(self) -> None:
         pass
+
+    async def channel(self, *, confirm: bool = False) -> RecordingChannel:
+        """A new channel (the same records: one broker, as far as the tests look)."""
+        assert confirm
+        self.opened += 1
+        return self
+
+    async def retire(self) -> None:
+        self.retired += 1
 
     def publish(
         self, body: bytes, *, exchange: str, routing_key: str, properties: Properties
@@ -67,7 +79,10 @@ class RecordingChannel:
             raise self.publish_error
         self.published.append(Published(body, exchange, routing_key, properties))
         confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.confirm_error is not None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            confirm.set_exception(Nacked("the broker refused it"))
+        elif self.confirm_error is not None:
             confirm.set_exception(self.confirm_error)
         elif self.confirm_at_once:
             confirm.set_result(None)
@@ -313,3 +328,34 @@ async def test_every_message_of_a_failed_flush_goes_back_once(error: BaseExcepti
     await container.replies.drain()
     assert container.channel.nacks == [(1, True), (2, True), (3, True)]
     assert container.released == messages
+
+
+async def test_a_refused_result_is_published_again_and_its_input_does_not_run_again() -> None:
+    # Given a broker that refuses a result three times (its queue has no leader yet)
+    container = Container()
+    container.channel.refusals = 3
+    message = container.held(1)
+    container.replies.add(result(0), message)
+    # When the replies have gone out
+    await container.replies.drain()
+    # Then the same message was published four times, on a new channel after each
+    # refusal (the refused one closed once settled), and its input acked, not requeued
+    bodies = [published.body for published in container.channel.published]
+    assert len(bodies) == 4 and len(set(bodies)) == 1
+    assert container.channel.opened == container.channel.retired == 3
+    assert container.channel.acks == [(1, False)] and container.channel.nacks == []
+    assert container.released == [message]
+
+
+async def test_results_refused_past_the_limit_send_their_inputs_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a broker that refuses for longer than the container waits
+    monkeypatch.setattr(replies_module, "REFUSALS_GIVEN_UP_AFTER", 0.2)
+    container = Container()
+    container.channel.refusals = 1_000_000
+    container.replies.add(result(0), container.held(1))
+    await asyncio.wait_for(container.replies.drain(), 5)
+    # Then the input goes back to its queue, after a few attempts rather than thousands
+    assert container.channel.nacks == [(1, True)] and container.channel.acks == []
+    assert 2 <= len(container.channel.published) <= 10

@@ -145,12 +145,6 @@ def test_the_delivery_limit_is_far_above_what_warren_s_own_crash_handling_reache
     assert topology.DELIVERY_LIMIT >= 100
 
 
-def test_the_marker_queue_stays_classic_with_quorum() -> None:
-    # Its marker must be lost exactly when transient messages are: nothing to do with
-    # the queue type of the rest.
-    assert topology.marker_queue_arguments(60)["x-queue-type"] == "classic"
-
-
 @pytest.mark.parametrize("kind", sorted(DURABLE_KINDS))
 def test_classic_queues_have_no_quorum_only_arguments(kind: str) -> None:
     arguments = DURABLE_KINDS[kind]("classic")

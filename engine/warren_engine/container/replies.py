@@ -7,7 +7,11 @@ confirms; failed inputs with attempts left to the engine, which puts them in a d
 queue. A message is acknowledged only once everything its inputs produced is
 confirmed, so a container that dies before that has the message redelivered; if any
 of its inputs was abandoned (the container is stopping), it goes back to the queue
-whole.
+whole. A result the broker refuses (a negative confirm: its caller's quorum queue has
+no leader for a moment, during a failover) is published again a little later
+(:mod:`warren.wire.refusals`), its inputs held meanwhile: they do not run again for a
+refusal. Only a lost connection, or refusals that last
+:data:`REFUSALS_GIVEN_UP_AFTER`, put them back in their queue.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from collections.abc import Callable
 import structlog
 from warren.client.publisher import BROKER_ERRORS
 from warren.exceptions import EngineError
-from warren.wire.amqp import Channel, Properties
+from warren.wire.amqp import Channel, Nacked, Properties
 from warren.wire.batching import ITEM_OVERHEAD, slices_within
 from warren.wire.protocol import KIND_RESULTS, CallBatch, ResultBatch, ResultItem
+from warren.wire.refusals import RefusalBackoff
 from warren.wire.signing import ENVELOPE_OVERHEAD, Signer, result_validity
 from warren.wire.spec import FunctionSpec
 
@@ -33,6 +38,30 @@ log = structlog.get_logger(__name__)
 MAX_RESULTS_PER_MESSAGE = 1000
 TRANSIENT = 1
 PERSISTENT = 2
+# How long results the broker keeps refusing are published again before their inputs go
+# back to the queue (a quorum queue elects a leader in seconds; this is far past that).
+REFUSALS_GIVEN_UP_AFTER = 60.0
+
+
+class Outgoing:
+    """A published results message, kept until confirmed so that a refusal can send it
+    again as it was."""
+
+    __slots__ = ("body", "channel", "confirm", "properties", "reply_to")
+
+    def __init__(
+        self,
+        body: bytes,
+        properties: Properties,
+        reply_to: str,
+        channel: Channel,
+        confirm: asyncio.Future[None],
+    ) -> None:
+        self.body = body
+        self.properties = properties
+        self.reply_to = reply_to
+        self.channel = channel  # the one it was published on
+        self.confirm = confirm
 
 
 class HeldMessage:
@@ -86,6 +115,8 @@ class Replies:
         self._pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]] = []
         self._scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
+        self._replacing = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def open(self, channel: Channel, replies_exchange: str) -> None:
         """Publish on this channel (in confirm mode) from now on."""
@@ -111,27 +142,27 @@ class Replies:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        confirms: list[asyncio.Future[None]] | BaseException
+        outgoing: list[Outgoing] | BaseException
         try:
-            confirms = self._publish_now(pending)
+            outgoing = self._publish_now(pending)
         except BROKER_ERRORS as exc:
-            confirms = exc  # the task below requeues what is unsettled
-        task = asyncio.get_running_loop().create_task(self._flush(pending, confirms))
+            outgoing = exc  # the task below requeues what is unsettled
+        task = asyncio.get_running_loop().create_task(self._flush(pending, outgoing))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
     def _publish_now(
         self, pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]]
-    ) -> list[asyncio.Future[None]]:
+    ) -> list[Outgoing]:
         by_reply: dict[str | None, list[ResultItem]] = {}
         for item, delivery, _ in pending:
             if item is not None:
                 by_reply.setdefault(delivery.message.reply_to, []).append(item)
-        confirms: list[asyncio.Future[None]] = []
+        outgoing: list[Outgoing] = []
         for reply_to, items in by_reply.items():
             if reply_to is not None:
-                confirms += self._publish_results(reply_to, items)
-        return confirms
+                outgoing += self._publish_results(reply_to, items)
+        return outgoing
 
     async def drain(self, timeout: float | None = None) -> None:
         """Flush everything, and wait (at most ``timeout``) until it is out.
@@ -162,15 +193,15 @@ class Replies:
     async def _flush(
         self,
         pending: list[tuple[ResultItem | None, HeldMessage, Retry | None]],
-        confirms: list[asyncio.Future[None]] | BaseException,
+        outgoing: list[Outgoing] | BaseException,
     ) -> None:
         try:
-            if isinstance(confirms, BaseException):
-                raise confirms
+            if isinstance(outgoing, BaseException):
+                raise outgoing
             if self._channel is not None:
                 await self._channel.connection.drain()  # the broker is slow: wait for it
-            for confirm in confirms:
-                await confirm
+            for each in outgoing:
+                await self._confirmed(each)
             for _, _, retry in pending:
                 if retry is not None:
                     await self._retry(*retry)
@@ -190,12 +221,48 @@ class Replies:
 
     async def publish_results(self, reply_to: str, items: list[ResultItem]) -> None:
         """Publish results and wait for their confirms."""
-        for confirm in self._publish_results(reply_to, items):
-            await confirm
+        for each in self._publish_results(reply_to, items):
+            await self._confirmed(each)
 
-    def _publish_results(
-        self, reply_to: str, items: list[ResultItem]
-    ) -> list[asyncio.Future[None]]:
+    async def _confirmed(self, outgoing: Outgoing) -> None:
+        """Wait for a results message's confirm; while the broker refuses it, publish it
+        again after a pause (raises ``Nacked`` once that has lasted too long)."""
+        loop = asyncio.get_running_loop()
+        refusals = RefusalBackoff(loop.time() + REFUSALS_GIVEN_UP_AFTER)
+        while True:
+            try:
+                await outgoing.confirm
+                return
+            except Nacked:
+                pause = refusals.pause(loop.time())
+                if pause is None:
+                    raise
+                if refusals.refusals == 1:
+                    log.info("results_refused_sending_again", reply_to=outgoing.reply_to)
+                channel = await self._fresh_channel(outgoing.channel)
+                await asyncio.sleep(pause)
+                again = channel.publish(
+                    outgoing.body,
+                    exchange=self._exchange_name,
+                    routing_key=outgoing.reply_to,
+                    properties=outgoing.properties,
+                )
+                assert again is not None
+                outgoing.channel, outgoing.confirm = channel, again
+
+    async def _fresh_channel(self, refused: Channel) -> Channel:
+        """A channel other than ``refused`` to publish on (opened if it is still the one in
+        use, which is closed once what was sent on it is settled)."""
+        async with self._replacing:
+            if self._channel is refused:
+                self._channel = await refused.connection.channel(confirm=True)
+                retiring = asyncio.get_running_loop().create_task(refused.retire())
+                self._retiring.add(retiring)
+                retiring.add_done_callback(self._retiring.discard)
+        assert self._channel is not None
+        return self._channel
+
+    def _publish_results(self, reply_to: str, items: list[ResultItem]) -> list[Outgoing]:
         """Signed, within the size limit; the confirms to wait for. A spawned call's result
         is persistent (it must survive a broker restart); a waiting caller's is transient
         (the caller sends its call again if a broker restart lost it)."""
@@ -205,7 +272,7 @@ class Replies:
         room = self._signer.max_size - ENVELOPE_OVERHEAD
         valid_for = result_validity(reply_to)
         stored = valid_for is not None
-        confirms = []
+        outgoing = []
         for start, end in slices_within(sizes, MAX_RESULTS_PER_MESSAGE, room):
             chunk = items[start:end]
             correlation_id = chunk[0][0]
@@ -221,8 +288,8 @@ class Replies:
                 body, exchange=self._exchange_name, routing_key=reply_to, properties=properties
             )
             assert confirm is not None
-            confirms.append(confirm)
-        return confirms
+            outgoing.append(Outgoing(body, properties, reply_to, channel, confirm))
+        return outgoing
 
     async def _retry(self, delivery: HeldMessage, index: int, fmt: int, data: bytes) -> None:
         failures = delivery.batch.failures + 1

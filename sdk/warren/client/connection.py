@@ -137,11 +137,14 @@ class Client:
         self._publisher = Publisher(
             self._session, self.signer, self.settings.reconnect_timeout, self.result_queue
         )
-        self._restarts = RestartWatch(
-            self._session,
-            naming.marker_queue(self.environment, self.client_id),
-            self.settings.result_queue_expiry,
-        )
+        if self.settings.queue_type != topology.QUORUM:
+            # With quorum queues, calls and results are on disk and replicated: neither a
+            # broker restart nor a node's loss loses them, and nothing is sent again.
+            self._restarts = RestartWatch(
+                self._session,
+                naming.marker_queue(self.environment, self.client_id),
+                self.settings.result_queue_expiry,
+            )
         try:
             await self._session.start()
         except (*BROKER_ERRORS, TimeoutError) as exc:
@@ -156,7 +159,7 @@ class Client:
     async def _setup(self, connection: Connection, first: bool) -> None:
         """After each (re)connection: the result queue and its consumer, the publishing
         channel, the lease if one is held; and whether the broker restarted meanwhile."""
-        assert self._publisher is not None and self._restarts is not None
+        assert self._publisher is not None
         self._publisher.attach(await connection.channel(confirm=True))
         consumer = await connection.channel()
         await consumer.declare_exchange(naming.replies_exchange(), "direct")
@@ -172,6 +175,8 @@ class Client:
         await consumer.consume(self.result_queue, self._on_delivery)
         if self._lease is not None:
             await consumer.declare_queue(self._lease, exclusive=True)
+        if self._restarts is None:
+            return
         if first:
             await self._restarts.mark(connection)
         elif await self._restarts.lost(connection):

@@ -26,10 +26,12 @@ from warren.wire.amqp import (
     Channel,
     ChannelClosed,
     ConnectionLost,
+    Nacked,
     Properties,
     Returned,
 )
 from warren.wire.codec import Envelope
+from warren.wire.refusals import RefusalBackoff
 from warren.wire.session import BrokerSession, temporary_channel
 from warren.wire.signing import Signer
 
@@ -99,6 +101,7 @@ class Publisher:
         self._reconnect_timeout = reconnect_timeout
         self._channel: Channel | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def attach(self, channel: Channel) -> None:
         """Publish on this channel from now on (the session's setup made it)."""
@@ -135,7 +138,10 @@ class Publisher:
         and sends again if a broker restart lost them). Raises ``MessageTooLargeError``
         before publishing a message above the size limit, ``NotFoundError`` if the queue
         does not exist. A publish cut off by a lost connection is sent again once the
-        connection is back. ``prepare`` runs on the channel before each attempt.
+        connection is back, and one the broker refused (a quorum queue without a leader,
+        during a failover) is sent again a little later (:mod:`warren.wire.refusals`),
+        both until ``WARREN_RECONNECT_TIMEOUT`` has passed. ``prepare`` runs on the
+        channel before each attempt.
         """
         reply_to = reply_to or self._reply_to
         body = self._signer.seal(
@@ -154,7 +160,9 @@ class Publisher:
             message_type=envelope.kind,
             delivery_mode=PERSISTENT if persistent else TRANSIENT,
         )
-        deadline = asyncio.get_running_loop().time() + self._reconnect_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._reconnect_timeout
+        refusals = RefusalBackoff(deadline)
         while True:
             try:
                 channel = await self.channel()
@@ -169,12 +177,31 @@ class Publisher:
                 return
             except Returned as exc:
                 raise NotFoundError(f"no queue named {queue!r}") from exc
+            except Nacked as exc:
+                pause = refusals.pause(loop.time())
+                if pause is None:
+                    raise exceptions.ConnectionError(
+                        f"RabbitMQ refused the publish to {queue!r} {refusals.refusals} times "
+                        f"in {self._reconnect_timeout:g}s (WARREN_RECONNECT_TIMEOUT)"
+                    ) from exc
+                if refusals.refusals == 1:
+                    log.info("publish_refused_sending_again", queue=queue)
+                self._replace(channel)
+                await asyncio.sleep(pause)
             except CONNECTION_LOST as exc:
                 await self._await_reconnection(deadline, f"publishing to {queue!r}", exc)
             except ChannelClosed as exc:
                 raise exceptions.ConnectionError(
                     f"RabbitMQ refused the publish to {queue!r}: {exc}"
                 ) from exc
+
+    def _replace(self, refused: Channel) -> None:
+        """Publish on a new channel from now on; the refused one goes once settled."""
+        if self._channel is refused:
+            self._channel = None
+            retiring = asyncio.get_running_loop().create_task(refused.retire())
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
 
     async def _await_reconnection(self, deadline: float, doing: str, exc: BaseException) -> None:
         """Wait for the session to be back, or raise ``ConnectionError``."""

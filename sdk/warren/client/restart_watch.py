@@ -16,6 +16,11 @@ while the client lives it declares the queue again every so often, which keeps i
 In a cluster the marker's (classic) queue lives on one node. When that node is down the
 broker refuses to declare it (404, "home node ... is down"): the marker is lost as in a
 restart, and the client leaves a new one in a queue of a new name on a live node.
+
+With quorum queues (``WARREN_QUEUE_TYPE=quorum``) there is no watch: calls and results
+are on disk, replicated, and neither a restart nor a node's loss loses them; a watch
+would take the loss of its marker's node for a restart and send every waiting call
+again.
 """
 
 from __future__ import annotations

@@ -343,6 +343,14 @@ class Channel:
         await self._call(spec.Basic.Cancel(consumer_tag=tag), spec.Basic.CancelOk)
         self._consumers.pop(tag, None)
 
+    async def retire(self) -> None:
+        """Close once every publish waiting for its confirm has one (a channel that another
+        replaced: what was sent on it is settled before it goes)."""
+        pending = list(self._confirms.values())
+        if pending:
+            await asyncio.wait(pending)
+        await self.close()
+
     async def close(self) -> None:
         if self.closed.done():
             return

@@ -47,9 +47,9 @@ client result queue         quorum    holds results (of ``remote``/``map`` calls
 spawned call's queue        quorum    holds a result for a retention period
 dead-letter queue           quorum    holds what nothing runs any more, for a week
 log stream                  stream    (already replicated)
-marker queue                classic   must lose its transient marker exactly when a
-                                      broker restart loses transient messages; a quorum
-                                      queue keeps every message on disk
+marker queue                none      not declared: it tells a client that a restart
+                                      lost its transient calls, and quorum queues keep
+                                      every message (with classic queues it is classic)
 lease queue                 classic   exclusive: exists while its client is connected
 cancel listener queue       classic   exclusive, auto-delete: a broadcast subscription
 engine control queues       classic   auto-delete (an environment's, shared by its
@@ -63,6 +63,9 @@ leader queue                quorum    single active consumer; leadership must su
 slots queue                 quorum    a bounded function's container tokens; no
                                       delivery limit (tokens go back and forth)
 ==========================  ========  ==================================================
+
+Clients and engines must agree on ``WARREN_QUEUE_TYPE``: a client set to quorum trusts
+the function queues to keep its calls through a restart.
 
 Quorum queues cannot be exclusive, auto-delete or non-durable; they take ``x-expires``,
 ``x-message-ttl`` (3.10 and later), ``x-dead-letter-*`` and ``x-delivery-limit``.
