@@ -53,8 +53,7 @@ async def publish_confirmed(
 ) -> None:
     """Publish on a channel in confirm mode and wait for the confirm; a refusal is tried
     again after a pause, until :data:`REFUSED_FOR` has passed (then ``DeliveryError``)."""
-    loop = asyncio.get_running_loop()
-    refusals = RefusalBackoff(loop.time() + REFUSED_FOR)
+    refusals = RefusalBackoff(asyncio.get_running_loop().time() + REFUSED_FOR)
     while True:
         try:
             await exchange.publish(message, routing_key=routing_key)
@@ -62,12 +61,10 @@ async def publish_confirmed(
         except PublishError:  # returned (unroutable): not a refusal
             raise
         except DeliveryError:
-            pause = refusals.pause(loop.time())
-            if pause is None:
-                raise
-            if refusals.refusals == 1:
+            if not refusals.refusals:
                 log.info("publish_refused_sending_again", queue=routing_key)
-            await asyncio.sleep(pause)
+            if not await refusals.waited():
+                raise
 
 
 def call_message(body: bytes, correlation_id: str | None, reply_to: str | None) -> aio_pika.Message:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from warren.wire.refusals import FIRST_PAUSE, LONGEST_PAUSE, RefusalBackoff
 
 
@@ -20,3 +22,13 @@ def test_no_pause_is_offered_past_the_deadline() -> None:
     assert backoff.pause(10.0) is None
     # Nor one that would end after it
     assert RefusalBackoff(deadline=10.0).pause(9.99) is None
+
+
+async def test_waiting_sleeps_a_pause_until_the_deadline_then_says_no_at_once() -> None:
+    now = asyncio.get_running_loop().time()
+    backoff = RefusalBackoff(deadline=now + 1.0)
+    assert await backoff.waited()
+    # Past the deadline: no sleep, the refusal is the publisher's error
+    past = RefusalBackoff(deadline=now)
+    assert not await asyncio.wait_for(past.waited(), 0.01)
+    assert past.refusals == 1

@@ -227,20 +227,17 @@ class Replies:
     async def _confirmed(self, outgoing: Outgoing) -> None:
         """Wait for a results message's confirm; while the broker refuses it, publish it
         again after a pause (raises ``Nacked`` once that has lasted too long)."""
-        loop = asyncio.get_running_loop()
-        refusals = RefusalBackoff(loop.time() + REFUSALS_GIVEN_UP_AFTER)
+        refusals = RefusalBackoff(asyncio.get_running_loop().time() + REFUSALS_GIVEN_UP_AFTER)
         while True:
             try:
                 await outgoing.confirm
                 return
             except Nacked:
-                pause = refusals.pause(loop.time())
-                if pause is None:
-                    raise
-                if refusals.refusals == 1:
+                if not refusals.refusals:
                     log.info("results_refused_sending_again", reply_to=outgoing.reply_to)
+                if not await refusals.waited():
+                    raise
                 channel = await self._fresh_channel(outgoing.channel)
-                await asyncio.sleep(pause)
                 again = channel.publish(
                     outgoing.body,
                     exchange=self._exchange_name,

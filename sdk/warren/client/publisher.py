@@ -160,8 +160,7 @@ class Publisher:
             message_type=envelope.kind,
             delivery_mode=PERSISTENT if persistent else TRANSIENT,
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._reconnect_timeout
+        deadline = asyncio.get_running_loop().time() + self._reconnect_timeout
         refusals = RefusalBackoff(deadline)
         while True:
             try:
@@ -178,16 +177,14 @@ class Publisher:
             except Returned as exc:
                 raise NotFoundError(f"no queue named {queue!r}") from exc
             except Nacked as exc:
-                pause = refusals.pause(loop.time())
-                if pause is None:
+                if not refusals.refusals:
+                    log.info("publish_refused_sending_again", queue=queue)
+                self._replace(channel)
+                if not await refusals.waited():
                     raise exceptions.ConnectionError(
                         f"RabbitMQ refused the publish to {queue!r} {refusals.refusals} times "
                         f"in {self._reconnect_timeout:g}s (WARREN_RECONNECT_TIMEOUT)"
                     ) from exc
-                if refusals.refusals == 1:
-                    log.info("publish_refused_sending_again", queue=queue)
-                self._replace(channel)
-                await asyncio.sleep(pause)
             except CONNECTION_LOST as exc:
                 await self._await_reconnection(deadline, f"publishing to {queue!r}", exc)
             except ChannelClosed as exc:

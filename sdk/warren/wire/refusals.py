@@ -16,11 +16,12 @@ error.
 A refusal may still have been enqueued (RabbitMQ nacks a message routed to several
 queues when one of them failed), so a message sent again may arrive twice: every
 receiver in Warren drops duplicates already (results by their call and index; inputs
-by the container's holding table and the caller's reorder buffer). Pure; no I/O.
+by the container's holding table and the caller's reorder buffer). No I/O.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 FIRST_PAUSE = 0.05
@@ -46,3 +47,12 @@ class RefusalBackoff:
         if now + pause >= self._deadline:
             return None
         return pause
+
+    async def waited(self) -> bool:
+        """Sleep the next pause on the running loop's clock; False, at once, when the
+        deadline is past (the refusal is then the publisher's error)."""
+        pause = self.pause(asyncio.get_running_loop().time())
+        if pause is None:
+            return False
+        await asyncio.sleep(pause)
+        return True
